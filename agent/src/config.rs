@@ -1,0 +1,820 @@
+//! The routing peer's typed configuration and its validation.
+//!
+//! [`FileConfig`] is what a TOML file (or, later, the management sync) says; [`Config::validate`]
+//! turns it into a [`Config`] whose every reference resolves, or an error naming what is wrong.
+//! Nothing is applied until validation succeeds, so a bad file never replaces a good one.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Errors in a configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("{0}")]
+    Parse(String),
+    /// A semantic problem, with the path of the offending item.
+    #[error("{at}: {msg}")]
+    Invalid {
+        /// Where (e.g. `policies[2].ports[0]`).
+        at: String,
+        /// What.
+        msg: String,
+    },
+}
+
+fn invalid(at: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        at: at.into(),
+        msg: msg.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Interfaces and addresses.
+    pub interface: InterfaceConfig,
+    /// Overlay peers.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Networks routed by this peer.
+    #[serde(default)]
+    pub networks: Vec<NetworkConfig>,
+    /// Access policies.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// `[interface]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Overlay interface name.
+    pub overlay: String,
+    /// Whether the overlay interface has Ethernet headers.
+    #[serde(default)]
+    pub overlay_l2: bool,
+    /// Own overlay addresses with the overlay prefix length.
+    pub addresses: Vec<String>,
+    /// LAN interfaces.
+    #[serde(default)]
+    pub lan: Vec<String>,
+    /// Overlay MTU (MSS clamping).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// bpffs directory for pinned maps and links.
+    #[serde(default)]
+    pub pin_path: Option<PathBuf>,
+    /// Conntrack table size.
+    #[serde(default)]
+    pub conntrack_capacity: Option<u32>,
+    /// Masquerade port range, e.g. "1024-65535".
+    #[serde(default)]
+    pub nat_ports: Option<String>,
+    /// none | drops | all.
+    #[serde(default)]
+    pub flow_events: Option<String>,
+}
+
+/// `[[peers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Unique name.
+    pub name: String,
+    /// Overlay addresses (host addresses).
+    pub ips: Vec<String>,
+    /// Group names.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[[networks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Unique name.
+    pub name: String,
+    /// Masquerade flows to this Network's resources (default on).
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    /// Resources.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[[networks.resources]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Unique name.
+    pub name: String,
+    /// One IP or a CIDR.
+    pub address: String,
+    /// Resource groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[[policies]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Unique name.
+    pub name: String,
+    /// Source groups or names.
+    pub sources: Vec<String>,
+    /// Destination groups or names, or "self".
+    pub destinations: Vec<String>,
+    /// all | tcp | udp | icmp.
+    #[serde(default = "all")]
+    pub protocol: String,
+    /// Ports and ranges.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// accept | drop.
+    #[serde(default = "accept")]
+    pub action: String,
+    /// Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also allow destinations -> sources.
+    #[serde(default)]
+    pub bidirectional: bool,
+}
+
+fn all() -> String {
+    "all".into()
+}
+fn accept() -> String {
+    "accept".into()
+}
+
+/// Protocol of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// Every protocol, every port.
+    All,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP and ICMPv6 (echo).
+    Icmp,
+}
+
+impl Protocol {
+    /// IP protocol number (ICMP for both families), or `None` for all.
+    pub fn number(self) -> Option<u8> {
+        match self {
+            Protocol::All => None,
+            Protocol::Tcp => Some(6),
+            Protocol::Udp => Some(17),
+            Protocol::Icmp => Some(1),
+        }
+    }
+}
+
+/// Rule action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Allow.
+    Accept,
+    /// Deny (beats accept).
+    Drop,
+}
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub lo: u16,
+    /// Last port.
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Parses "443" or "8000-8080".
+    pub fn parse(s: &str) -> Result<PortRange, String> {
+        let one = |t: &str| -> Result<u16, String> {
+            let p: u16 = t
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a port or port range"))?;
+            if p == 0 {
+                return Err(format!("`{s}`: port 0 is not a valid port"));
+            }
+            Ok(p)
+        };
+        let (lo, hi) = match s.split_once('-') {
+            Some((a, b)) => (one(a)?, one(b)?),
+            None => {
+                let p = one(s)?;
+                (p, p)
+            }
+        };
+        if lo > hi {
+            return Err(format!("`{s}`: range is reversed ({lo} > {hi})"));
+        }
+        Ok(PortRange { lo, hi })
+    }
+
+    /// Whether `p` is in the range.
+    pub fn contains(&self, p: u16) -> bool {
+        self.lo <= p && p <= self.hi
+    }
+}
+
+/// What a name in a policy refers to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    /// An overlay peer (index into [`Config::peers`]).
+    Peer(usize),
+    /// A resource (index into [`Config::resources`]).
+    Resource(usize),
+    /// The routing peer itself.
+    SelfPeer,
+}
+
+/// A validated peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Name.
+    pub name: String,
+    /// Host prefixes (/32, /128).
+    pub ips: Vec<IpNet>,
+    /// Groups.
+    pub groups: BTreeSet<String>,
+}
+
+/// A validated resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// Name.
+    pub name: String,
+    /// Network name.
+    pub network: String,
+    /// Network index (0-based), the network id is index + 1.
+    pub network_index: usize,
+    /// Prefix.
+    pub prefix: IpNet,
+    /// Groups.
+    pub groups: BTreeSet<String>,
+    /// Masquerade (from its Network).
+    pub masquerade: bool,
+}
+
+/// A validated, enabled rule (bidirectional policies produce two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Policy name.
+    pub name: String,
+    /// Policy id (stable hash of the name; never 0).
+    pub id: u32,
+    /// Resolved sources.
+    pub sources: BTreeSet<Endpoint>,
+    /// Resolved destinations.
+    pub destinations: BTreeSet<Endpoint>,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port ranges (empty: all ports).
+    pub ports: Vec<PortRange>,
+    /// Action.
+    pub action: Action,
+}
+
+/// Which flow events the programs emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowEvents {
+    /// None.
+    None,
+    /// Drops only.
+    #[default]
+    Drops,
+    /// Starts and drops (ends come from the agent's GC).
+    All,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Overlay interface.
+    pub overlay: String,
+    /// Overlay has Ethernet headers.
+    pub overlay_l2: bool,
+    /// Own addresses (host prefixes).
+    pub own_addresses: Vec<IpNet>,
+    /// Overlay networks (from the own addresses' prefix lengths).
+    pub overlay_nets: Vec<IpNet>,
+    /// LAN interfaces.
+    pub lan: Vec<String>,
+    /// Overlay MTU.
+    pub mtu: u16,
+    /// Pin directory.
+    pub pin_path: PathBuf,
+    /// Conntrack capacity.
+    pub conntrack_capacity: u32,
+    /// Masquerade ports.
+    pub nat_ports: PortRange,
+    /// Flow events.
+    pub flow_events: FlowEvents,
+    /// Peers.
+    pub peers: Vec<Peer>,
+    /// Resources (all Networks).
+    pub resources: Vec<Resource>,
+    /// Network names, index = network id - 1.
+    pub networks: Vec<String>,
+    /// Enabled rules.
+    pub rules: Vec<Rule>,
+}
+
+/// Stable id of a name (FNV-1a, 31 bits, never 0).
+pub fn stable_id(kind: &str, name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in kind.bytes().chain([0u8]).chain(name.bytes()) {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff).max(1)
+}
+
+fn parse_host(s: &str, at: &str) -> Result<IpNet, ConfigError> {
+    let ip: IpAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| invalid(at, format!("`{s}` is not an IP address")))?;
+    Ok(IpNet::from(ip))
+}
+
+fn parse_prefix(s: &str, at: &str) -> Result<IpNet, ConfigError> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        if n.trunc() != n {
+            return Err(invalid(
+                at,
+                format!("`{s}` has host bits set (did you mean {}?)", n.trunc()),
+            ));
+        }
+        return Ok(n);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(invalid(
+        at,
+        format!("`{s}` is not an IP address or CIDR prefix"),
+    ))
+}
+
+fn check_name(name: &str, at: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(invalid(at, "name is empty"));
+    }
+    if name == "self" {
+        return Err(invalid(
+            at,
+            "`self` is reserved for the routing peer itself",
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Config::validate(&file)
+    }
+
+    /// Validates a parsed file.
+    pub fn validate(f: &FileConfig) -> Result<Config, ConfigError> {
+        let i = &f.interface;
+        if i.overlay.trim().is_empty() {
+            return Err(invalid("interface.overlay", "no overlay interface named"));
+        }
+        if i.addresses.is_empty() {
+            return Err(invalid(
+                "interface.addresses",
+                "at least one own overlay address is needed",
+            ));
+        }
+        let mut own_addresses = Vec::new();
+        let mut overlay_nets = Vec::new();
+        for (n, a) in i.addresses.iter().enumerate() {
+            let at = format!("interface.addresses[{n}]");
+            let net: IpNet = a.trim().parse().map_err(|_| {
+                invalid(
+                    &at,
+                    format!("`{a}` is not an address with prefix length (e.g. 100.64.0.1/16)"),
+                )
+            })?;
+            own_addresses.push(IpNet::from(net.addr()));
+            overlay_nets.push(net.trunc());
+        }
+        for (n, l) in i.lan.iter().enumerate() {
+            if l.trim().is_empty() || l == &i.overlay {
+                return Err(invalid(
+                    format!("interface.lan[{n}]"),
+                    format!("`{l}` is not a usable LAN interface"),
+                ));
+            }
+        }
+        let mtu = i.mtu.unwrap_or(1280);
+        if !(576..=9000).contains(&mtu) {
+            return Err(invalid(
+                "interface.mtu",
+                format!("{mtu} is outside 576..=9000"),
+            ));
+        }
+        let conntrack_capacity = i
+            .conntrack_capacity
+            .unwrap_or(swiftgate_common::capacity::CONNTRACK);
+        if !(1024..=16 << 20).contains(&conntrack_capacity) {
+            return Err(invalid(
+                "interface.conntrack_capacity",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let nat_ports = match &i.nat_ports {
+            Some(s) => PortRange::parse(s).map_err(|m| invalid("interface.nat_ports", m))?,
+            None => PortRange {
+                lo: 1024,
+                hi: 65535,
+            },
+        };
+        let flow_events = match i.flow_events.as_deref() {
+            None | Some("drops") => FlowEvents::Drops,
+            Some("none") => FlowEvents::None,
+            Some("all") => FlowEvents::All,
+            Some(o) => {
+                return Err(invalid(
+                    "interface.flow_events",
+                    format!("`{o}`: expected none, drops or all"),
+                ));
+            }
+        };
+
+        // Names are unique across peers, resources and groups' members.
+        let mut names: BTreeMap<String, Endpoint> = BTreeMap::new();
+        let mut addr_owner: BTreeMap<IpNet, String> = BTreeMap::new();
+        for a in &own_addresses {
+            addr_owner.insert(*a, "this routing peer".into());
+        }
+        let mut peers = Vec::new();
+        for (n, p) in f.peers.iter().enumerate() {
+            let at = format!("peers[{n}]");
+            check_name(&p.name, &at)?;
+            if names.insert(p.name.clone(), Endpoint::Peer(n)).is_some() {
+                return Err(invalid(&at, format!("duplicate name `{}`", p.name)));
+            }
+            if p.ips.is_empty() {
+                return Err(invalid(&at, format!("peer `{}` has no ips", p.name)));
+            }
+            let mut ips = Vec::new();
+            for (k, s) in p.ips.iter().enumerate() {
+                let ip = parse_host(s, &format!("{at}.ips[{k}]"))?;
+                if !overlay_nets.iter().any(|o| o.contains(&ip.addr())) {
+                    return Err(invalid(
+                        format!("{at}.ips[{k}]"),
+                        format!("{s} is outside the overlay network"),
+                    ));
+                }
+                if let Some(o) = addr_owner.insert(ip, p.name.clone()) {
+                    return Err(invalid(
+                        format!("{at}.ips[{k}]"),
+                        format!("{s} is already used by {o}"),
+                    ));
+                }
+                ips.push(ip);
+            }
+            peers.push(Peer {
+                name: p.name.clone(),
+                ips,
+                groups: p.groups.iter().cloned().collect(),
+            });
+        }
+        let mut resources = Vec::new();
+        let mut networks = Vec::new();
+        let mut net_names = BTreeSet::new();
+        for (n, net) in f.networks.iter().enumerate() {
+            let at = format!("networks[{n}]");
+            check_name(&net.name, &at)?;
+            if !net_names.insert(net.name.clone()) {
+                return Err(invalid(&at, format!("duplicate network `{}`", net.name)));
+            }
+            networks.push(net.name.clone());
+            for (k, r) in net.resources.iter().enumerate() {
+                let at = format!("{at}.resources[{k}]");
+                check_name(&r.name, &at)?;
+                let prefix = parse_prefix(&r.address, &format!("{at}.address"))?;
+                if overlay_nets
+                    .iter()
+                    .any(|o| o.contains(&prefix.addr()) || prefix.contains(&o.addr()))
+                {
+                    return Err(invalid(
+                        format!("{at}.address"),
+                        format!("{prefix} overlaps the overlay network"),
+                    ));
+                }
+                if names
+                    .insert(r.name.clone(), Endpoint::Resource(resources.len()))
+                    .is_some()
+                {
+                    return Err(invalid(&at, format!("duplicate name `{}`", r.name)));
+                }
+                if let Some(o) = addr_owner.insert(prefix, r.name.clone()) {
+                    return Err(invalid(
+                        format!("{at}.address"),
+                        format!("{prefix} is already used by {o}"),
+                    ));
+                }
+                resources.push(Resource {
+                    name: r.name.clone(),
+                    network: net.name.clone(),
+                    network_index: n,
+                    prefix,
+                    groups: r.groups.iter().cloned().collect(),
+                    masquerade: net.masquerade,
+                });
+            }
+        }
+        // Groups: name -> members.
+        let mut groups: BTreeMap<String, BTreeSet<Endpoint>> = BTreeMap::new();
+        for (n, p) in peers.iter().enumerate() {
+            for g in &p.groups {
+                groups
+                    .entry(g.clone())
+                    .or_default()
+                    .insert(Endpoint::Peer(n));
+            }
+        }
+        for (n, r) in resources.iter().enumerate() {
+            for g in &r.groups {
+                groups
+                    .entry(g.clone())
+                    .or_default()
+                    .insert(Endpoint::Resource(n));
+            }
+        }
+        for g in groups.keys() {
+            if names.contains_key(g) {
+                return Err(invalid(
+                    "groups",
+                    format!("`{g}` is both a group and a peer or resource name"),
+                ));
+            }
+        }
+        let resolve = |s: &str, at: &str| -> Result<BTreeSet<Endpoint>, ConfigError> {
+            if s == "self" {
+                return Ok([Endpoint::SelfPeer].into());
+            }
+            if s == "All" {
+                // The built-in group of every peer.
+                return Ok((0..peers.len()).map(Endpoint::Peer).collect());
+            }
+            if let Some(e) = names.get(s) {
+                return Ok([e.clone()].into());
+            }
+            if let Some(m) = groups.get(s) {
+                return Ok(m.clone());
+            }
+            Err(invalid(
+                at,
+                format!("unknown group, peer or resource `{s}`"),
+            ))
+        };
+
+        let mut rules = Vec::new();
+        let mut policy_names = BTreeSet::new();
+        for (n, p) in f.policies.iter().enumerate() {
+            let at = format!("policies[{n}]");
+            check_name(&p.name, &at)?;
+            if !policy_names.insert(p.name.clone()) {
+                return Err(invalid(&at, format!("duplicate policy name `{}`", p.name)));
+            }
+            if p.sources.is_empty() {
+                return Err(invalid(format!("{at}.sources"), "no sources"));
+            }
+            if p.destinations.is_empty() {
+                return Err(invalid(format!("{at}.destinations"), "no destinations"));
+            }
+            let protocol = match p.protocol.to_ascii_lowercase().as_str() {
+                "all" => Protocol::All,
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                "icmp" => Protocol::Icmp,
+                o => {
+                    return Err(invalid(
+                        format!("{at}.protocol"),
+                        format!("`{o}`: expected all, tcp, udp or icmp"),
+                    ));
+                }
+            };
+            let action = match p.action.to_ascii_lowercase().as_str() {
+                "accept" => Action::Accept,
+                "drop" => Action::Drop,
+                o => {
+                    return Err(invalid(
+                        format!("{at}.action"),
+                        format!("`{o}`: expected accept or drop"),
+                    ));
+                }
+            };
+            let mut ports = Vec::new();
+            for (k, s) in p.ports.iter().enumerate() {
+                ports
+                    .push(PortRange::parse(s).map_err(|m| invalid(format!("{at}.ports[{k}]"), m))?);
+            }
+            if !ports.is_empty() && matches!(protocol, Protocol::All | Protocol::Icmp) {
+                return Err(invalid(
+                    format!("{at}.ports"),
+                    "ports need protocol tcp or udp",
+                ));
+            }
+            let mut sources = BTreeSet::new();
+            for (k, s) in p.sources.iter().enumerate() {
+                let e = resolve(s, &format!("{at}.sources[{k}]"))?;
+                if e.contains(&Endpoint::SelfPeer) {
+                    return Err(invalid(
+                        format!("{at}.sources[{k}]"),
+                        "`self` cannot be a source",
+                    ));
+                }
+                sources.extend(e);
+            }
+            let mut destinations = BTreeSet::new();
+            for (k, s) in p.destinations.iter().enumerate() {
+                destinations.extend(resolve(s, &format!("{at}.destinations[{k}]"))?);
+            }
+            if !p.enabled {
+                continue;
+            }
+            let id = stable_id("policy", &p.name);
+            rules.push(Rule {
+                name: p.name.clone(),
+                id,
+                sources: sources.clone(),
+                destinations: destinations.clone(),
+                protocol,
+                ports: ports.clone(),
+                action,
+            });
+            if p.bidirectional {
+                let back: BTreeSet<Endpoint> = destinations
+                    .into_iter()
+                    .filter(|e| *e != Endpoint::SelfPeer)
+                    .collect();
+                rules.push(Rule {
+                    name: p.name.clone(),
+                    id,
+                    sources: back,
+                    destinations: sources,
+                    protocol,
+                    ports,
+                    action,
+                });
+            }
+        }
+
+        Ok(Config {
+            overlay: i.overlay.clone(),
+            overlay_l2: i.overlay_l2,
+            own_addresses,
+            overlay_nets,
+            lan: i.lan.clone(),
+            mtu,
+            pin_path: i
+                .pin_path
+                .clone()
+                .unwrap_or_else(|| swiftgate_common::PIN_ROOT.into()),
+            conntrack_capacity,
+            nat_ports,
+            flow_events,
+            peers,
+            resources,
+            networks,
+            rules,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BERLIN: &str = r#"
+[interface]
+overlay = "sg0"
+addresses = ["100.64.0.1/16"]
+lan = ["eth1"]
+
+[[peers]]
+name = "alice"
+ips = ["100.64.0.2"]
+groups = ["Development"]
+
+[[networks]]
+name = "Berlin Office"
+[[networks.resources]]
+name = "Internal Wiki"
+address = "192.0.2.10/32"
+groups = ["Internal Apps"]
+
+[[policies]]
+name = "dev-to-apps"
+sources = ["Development"]
+destinations = ["Internal Apps"]
+protocol = "tcp"
+ports = ["443"]
+"#;
+
+    #[test]
+    fn berlin_office_validates() {
+        let c = Config::from_toml(BERLIN).unwrap();
+        assert_eq!(c.rules.len(), 1);
+        assert_eq!(c.resources[0].masquerade, true);
+        assert_eq!(c.overlay_nets[0].to_string(), "100.64.0.0/16");
+        assert_eq!(c.rules[0].ports, vec![PortRange { lo: 443, hi: 443 }]);
+    }
+
+    fn err_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let e = err_of(&BERLIN.replace(r#"ports = ["443"]"#, r#"ports = ["500-400"]"#));
+        assert!(
+            e.contains("policies[0].ports[0]") && e.contains("reversed"),
+            "{e}"
+        );
+        let e = err_of(&BERLIN.replace(r#"ports = ["443"]"#, r#"ports = ["0"]"#));
+        assert!(e.contains("port 0"), "{e}");
+        let e = err_of(&BERLIN.replace("192.0.2.10/32", "192.0.2.10/24"));
+        assert!(e.contains("host bits"), "{e}");
+        let e = err_of(&BERLIN.replace("192.0.2.10/32", "192.0.2.300/32"));
+        assert!(e.contains("not an IP address or CIDR"), "{e}");
+        let e = err_of(&BERLIN.replace(
+            r#"destinations = ["Internal Apps"]"#,
+            r#"destinations = ["Nope"]"#,
+        ));
+        assert!(e.contains("unknown group") && e.contains("Nope"), "{e}");
+        let e = err_of(&BERLIN.replace(r#"protocol = "tcp""#, r#"protocol = "sctp""#));
+        assert!(e.contains("sctp"), "{e}");
+        let e = err_of(&BERLIN.replace(r#"ips = ["100.64.0.2"]"#, r#"ips = ["10.0.0.2"]"#));
+        assert!(e.contains("outside the overlay"), "{e}");
+        let e = err_of(&BERLIN.replace("[interface]", "[interface]\nbogus = 1"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = err_of(&format!(
+            "{BERLIN}\n[[policies]]\nname = \"dev-to-apps\"\nsources=[\"alice\"]\ndestinations=[\"self\"]\n"
+        ));
+        assert!(e.contains("duplicate policy"), "{e}");
+    }
+
+    #[test]
+    fn disabled_policies_produce_no_rules_and_bidirectional_two() {
+        let c = Config::from_toml(
+            &BERLIN.replace("ports = [\"443\"]", "ports = [\"443\"]\nenabled = false"),
+        )
+        .unwrap();
+        assert!(c.rules.is_empty());
+        let c = Config::from_toml(&BERLIN.replace(
+            "ports = [\"443\"]",
+            "ports = [\"443\"]\nbidirectional = true",
+        ))
+        .unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[1].sources, c.rules[0].destinations);
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(
+            PortRange::parse("1-65535").unwrap(),
+            PortRange { lo: 1, hi: 65535 }
+        );
+        assert!(PortRange::parse("65536").is_err());
+        assert!(PortRange::parse("a-b").is_err());
+        assert!(PortRange::parse("").is_err());
+    }
+}

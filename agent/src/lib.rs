@@ -1,0 +1,9 @@
+//! swiftgate agent library: configuration, policy compilation and the eBPF data-plane manager.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over these modules; tests use them directly.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod dataplane;
+pub mod policy;
+pub mod run;

@@ -1,0 +1,259 @@
+//! `swiftgate`: the routing-peer agent and its inspection commands.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use swiftgate::{
+    config::Config,
+    dataplane::{self, State, addr},
+    run,
+};
+use swiftgate_common::{PIN_ROOT, ct_flags, origin};
+
+#[derive(Parser)]
+#[command(
+    name = "swiftgate",
+    version,
+    about = "Zero-trust routing peer with an eBPF fast path"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a routing peer from a static configuration file (SIGHUP reloads it).
+    Up {
+        /// TOML configuration (see docs/config.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Detach the programs and remove all pinned state.
+    Down {
+        /// bpffs directory of the instance.
+        #[arg(long, default_value = PIN_ROOT)]
+        pin_path: PathBuf,
+    },
+    /// Validate a configuration file without applying it.
+    Check {
+        /// TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Tracked flows.
+    Conntrack(Inspect),
+    /// Masqueraded flows and their translations.
+    Nat(Inspect),
+    /// Packet counters by verdict and drop reason, and per-policy statistics.
+    Counters(Inspect),
+    /// Loaded programs and where they are attached.
+    Programs(Inspect),
+}
+
+#[derive(clap::Args)]
+struct Inspect {
+    /// bpffs directory of the instance.
+    #[arg(long, default_value = PIN_ROOT)]
+    pin_path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn origin_name(o: u8) -> &'static str {
+    match o {
+        origin::OVERLAY => "overlay",
+        origin::LAN => "lan",
+        origin::HOST => "host",
+        _ => "?",
+    }
+}
+
+fn flows_json(state: &State, only_nat: bool) -> Vec<serde_json::Value> {
+    let now = dataplane::monotonic_ns();
+    state
+        .flows()
+        .into_iter()
+        .filter(|f| !only_nat || f.entry.flags & ct_flags::SNAT != 0)
+        .map(|f| {
+            let k = &f.key;
+            let e = &f.entry;
+            let nat = (e.flags & ct_flags::SNAT != 0).then(|| {
+                std::net::SocketAddr::new(addr(&e.nat_addr, k.family), e.nat_port).to_string()
+            });
+            json!({
+                "proto": k.proto,
+                "src": addr(&k.saddr, k.family).to_string(),
+                "dst": addr(&k.daddr, k.family).to_string(),
+                "sport": k.sport,
+                "dport": k.dport,
+                "origin": origin_name(e.origin),
+                "nat": nat,
+                "policy_id": e.policy_id,
+                "packets_orig": e.packets_orig,
+                "bytes_orig": e.bytes_orig,
+                "packets_reply": e.packets_reply,
+                "bytes_reply": e.bytes_reply,
+                "idle_s": now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                "timeout_s": dataplane::timeout_secs(k, e),
+                "flags": e.flags,
+            })
+        })
+        .collect()
+}
+
+fn print_flows(rows: &[serde_json::Value], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:<40} {:<40} {:<8} {:<22} {:>8} {:>8} {:>6}",
+        "proto", "source", "destination", "origin", "nat", "pkts>", "pkts<", "idle"
+    );
+    for r in rows {
+        let ep = |a: &str, p: &str| format!("{}:{}", r[a].as_str().unwrap_or(""), r[p]);
+        println!(
+            "{:<5} {:<40} {:<40} {:<8} {:<22} {:>8} {:>8} {:>5}s",
+            r["proto"],
+            ep("src", "sport"),
+            ep("dst", "dport"),
+            r["origin"].as_str().unwrap_or(""),
+            r["nat"].as_str().unwrap_or("-"),
+            r["packets_orig"],
+            r["packets_reply"],
+            r["idle_s"],
+        );
+    }
+    println!("{} flows", rows.len());
+    Ok(())
+}
+
+fn programs(i: &Inspect) -> Result<()> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let dir = i.pin_path.join("links");
+    let mut rows = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e} (is the agent set up?)", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    for name in entries {
+        let Some((ifname, hook)) = name.split_once('@') else {
+            continue;
+        };
+        let ty = if hook == "egress" {
+            TcAttachType::Egress
+        } else {
+            TcAttachType::Ingress
+        };
+        let progs = SchedClassifier::query_tcx(ifname, ty)
+            .map(|(_, infos)| {
+                infos
+                    .iter()
+                    .map(|p| format!("{}(id {})", p.name_as_str().unwrap_or("?"), p.id()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        rows.push(json!({"interface": ifname, "hook": hook, "attach": "tcx", "programs": progs}));
+    }
+    if i.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in &rows {
+            println!(
+                "{:<16} {:<8} tcx  {}",
+                r["interface"].as_str().unwrap_or(""),
+                r["hook"].as_str().unwrap_or(""),
+                r["programs"]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWIFTGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swiftgate: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Up { config } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(run::up(config))
+        }
+        Cmd::Down { pin_path } => dataplane::remove_all(&pin_path),
+        Cmd::Check { config } => {
+            let c = Config::from_file(&config)?;
+            let compiled = swiftgate::policy::compile(&c);
+            println!(
+                "ok: {} peers, {} resources, {} rules -> {} identities, {} destinations, {} policy entries",
+                c.peers.len(),
+                c.resources.len(),
+                c.rules.len(),
+                compiled.identities.len(),
+                compiled.dests.len(),
+                compiled.policy.len()
+            );
+            Ok(())
+        }
+        Cmd::Conntrack(i) => print_flows(&flows_json(&State::open(&i.pin_path)?, false), i.json),
+        Cmd::Nat(i) => print_flows(&flows_json(&State::open(&i.pin_path)?, true), i.json),
+        Cmd::Counters(i) => {
+            let st = State::open(&i.pin_path)?;
+            let counters = st.counters()?;
+            let policies = st.policy_stats();
+            if i.json {
+                let mut m = serde_json::Map::new();
+                for (c, v) in &counters {
+                    m.insert(c.name().into(), json!(v));
+                }
+                // Flat name -> number, per-policy figures as `policy.<id>.<what>`.
+                for (id, s) in &policies {
+                    m.insert(
+                        format!("policy.{id}.accepted_flows"),
+                        json!(s.accepted_flows),
+                    );
+                    m.insert(
+                        format!("policy.{id}.dropped_packets"),
+                        json!(s.dropped_packets),
+                    );
+                }
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                for (c, v) in &counters {
+                    println!("{:<22} {v}", c.name());
+                }
+                for (id, s) in &policies {
+                    println!(
+                        "policy {id:<12} accepted_flows {:<10} dropped_packets {}",
+                        s.accepted_flows, s.dropped_packets
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Programs(i) => programs(&i),
+    }
+}

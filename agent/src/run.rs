@@ -1,0 +1,149 @@
+//! `swiftgate up`: load, attach, apply, then keep the maps in step (reload on SIGHUP, garbage
+//! collection, flow events) until SIGINT/SIGTERM. Pinned state is left in place on exit so
+//! established flows keep flowing while no agent runs.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use swiftgate_common::{Counter, FlowEvent, event_kind, maps};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    config::Config,
+    dataplane::{self, Dataplane, LoadOptions},
+    policy,
+};
+
+/// Interval of conntrack garbage collection.
+pub const GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Sets everything up for `cfg` and returns the loaded data plane.
+pub fn bring_up(cfg: &Config) -> Result<Dataplane> {
+    let kcfg = dataplane::kernel_config(cfg)?;
+    let compiled = policy::compile(cfg);
+    let mut ifaces: Vec<&str> = vec![cfg.overlay.as_str()];
+    ifaces.extend(cfg.lan.iter().map(String::as_str));
+    dataplane::enable_forwarding(&ifaces)?;
+    let mut dp = Dataplane::load(&LoadOptions::from_config(cfg))?;
+    // Maps first, then programs: a freshly attached program never sees empty maps.
+    dp.set_kernel_config(kcfg)?;
+    let st = dp.apply(&compiled)?;
+    tracing::info!(
+        upserts = st.upserts,
+        removals = st.removals,
+        rules = cfg.rules.len(),
+        "maps applied"
+    );
+    dp.attach(cfg)?;
+    Ok(dp)
+}
+
+/// Applies a new configuration to a running data plane; on error nothing changes (the maps
+/// keep the previous configuration).
+pub fn reload(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<()> {
+    if new.pin_path != old.pin_path || new.conntrack_capacity != old.conntrack_capacity {
+        anyhow::bail!(
+            "pin_path and conntrack_capacity cannot change while running (restart the agent)"
+        );
+    }
+    let kcfg = dataplane::kernel_config(new)?;
+    let compiled = policy::compile(new);
+    if let Err(e) = dp.apply(&compiled) {
+        // Put the previous tables back so nothing stays half-applied.
+        let _ = dp.apply(&policy::compile(old));
+        return Err(e);
+    }
+    dp.set_kernel_config(kcfg)?;
+    if new.overlay != old.overlay || new.lan != old.lan || new.overlay_l2 != old.overlay_l2 {
+        dp.attach(new)?;
+    }
+    Ok(())
+}
+
+fn log_event(ev: &FlowEvent) {
+    let k = &ev.key;
+    let kind = match ev.kind {
+        event_kind::START => "start",
+        event_kind::END => "end",
+        event_kind::DROP => "drop",
+        _ => "unknown",
+    };
+    let reason = Counter::ALL
+        .get(ev.reason as usize)
+        .map(|c| c.name())
+        .unwrap_or("");
+    tracing::debug!(
+        target: "flow",
+        event = kind,
+        reason,
+        policy_id = ev.policy_id,
+        proto = k.proto,
+        src = %dataplane::addr(&k.saddr, k.family),
+        dst = %dataplane::addr(&k.daddr, k.family),
+        sport = k.sport,
+        dport = k.dport,
+        packets = ev.packets,
+        bytes = ev.bytes,
+    );
+}
+
+/// Runs the agent until a termination signal.
+pub async fn up(config_path: PathBuf) -> Result<()> {
+    let mut cfg = Config::from_file(&config_path)?;
+    let mut dp = bring_up(&cfg)?;
+    let mut state = dp.state()?;
+    let ring = MapData::from_pin(cfg.pin_path.join("maps").join(maps::EVENTS))
+        .context("opening the flow event ring buffer")?;
+    let mut events = RingBuf::try_from(aya::maps::Map::from_map_data(ring)?)?;
+    eprintln!("swiftgate up: ready");
+    tracing::info!(overlay = %cfg.overlay, lan = ?cfg.lan, "ready");
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut gc = tokio::time::interval(GC_INTERVAL);
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match Config::from_file(&config_path).map_err(anyhow::Error::from).and_then(|new| {
+                    reload(&mut dp, &cfg, &new)?;
+                    Ok(new)
+                }) {
+                    Ok(new) => {
+                        tracing::info!(rules = new.rules.len(), "configuration reloaded");
+                        cfg = new;
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; previous configuration stays in force"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = gc.tick() => {
+                match state.gc(dataplane::monotonic_ns()) {
+                    Ok(s) if s.expired + s.orphans > 0 => tracing::debug!(scanned = s.scanned, expired = s.expired, orphans = s.orphans, "conntrack gc"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "conntrack gc"),
+                }
+            }
+            _ = poll.tick() => {
+                let mut n = 0;
+                while let Some(item) = events.next() {
+                    if item.len() >= std::mem::size_of::<FlowEvent>() {
+                        // SAFETY: the programs write whole FlowEvent records; the length was
+                        // checked and read_unaligned copes with any alignment.
+                        let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+                        log_event(&ev);
+                    }
+                    n += 1;
+                    if n >= 4096 { break; }
+                }
+            }
+        }
+    }
+    tracing::info!(
+        "stopping; programs stay attached and maps pinned (`swiftgate down` removes them)"
+    );
+    Ok(())
+}

@@ -1,0 +1,546 @@
+//! Map keys and values shared by swiftgate's eBPF programs (`swiftgate-ebpf`) and the agent.
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, free of padding holes the kernel could fill with
+//! garbage (explicit `_pad` fields) and usable from `no_std`. With the `user` feature every type
+//! implements [`aya::Pod`] so the agent can read and write the maps.
+//!
+//! Byte order: addresses are stored as they are on the wire (network order byte arrays);
+//! ports in [`FlowKey`] are host order. LPM-trie keys are big-endian byte arrays because the
+//! kernel matches prefixes bit by bit from the first byte.
+#![no_std]
+#![deny(missing_docs)]
+
+/// Map names, as the agent finds them in the object file and pins them.
+pub mod maps {
+    /// [`crate::Config`] at index 0.
+    pub const CONFIG: &str = "SG_CONFIG";
+    /// LPM trie, IPv4 source prefix -> [`crate::IdentityValue`].
+    pub const IDENTITY_V4: &str = "SG_IDENTITY_V4";
+    /// LPM trie, IPv6 source prefix -> [`crate::IdentityValue`].
+    pub const IDENTITY_V6: &str = "SG_IDENTITY_V6";
+    /// LPM trie, IPv4 destination prefix -> [`crate::DestValue`].
+    pub const DEST_V4: &str = "SG_DEST_V4";
+    /// LPM trie, IPv6 destination prefix -> [`crate::DestValue`].
+    pub const DEST_V6: &str = "SG_DEST_V6";
+    /// LPM trie, [`crate::PolicyKey`] -> [`crate::PolicyValue`].
+    pub const POLICY: &str = "SG_POLICY";
+    /// LRU hash, original-direction [`crate::FlowKey`] -> [`crate::CtEntry`].
+    pub const CONNTRACK: &str = "SG_CONNTRACK";
+    /// LRU hash, reply-direction [`crate::FlowKey`] (after NAT) -> original [`crate::FlowKey`].
+    pub const CT_REPLY: &str = "SG_CT_REPLY";
+    /// Per-CPU array of packet counters indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "SG_COUNTERS";
+    /// Per-CPU hash, policy id -> [`crate::PolicyStats`].
+    pub const POLICY_STATS: &str = "SG_POLICY_STATS";
+    /// Ring buffer of [`crate::FlowEvent`].
+    pub const EVENTS: &str = "SG_EVENTS";
+}
+
+/// Program names in the object file.
+pub mod programs {
+    /// TC ingress on an L3 overlay interface (TUN, no Ethernet header).
+    pub const OVERLAY_INGRESS_L3: &str = "sg_overlay_ingress_l3";
+    /// TC ingress on an L2 overlay interface (Ethernet; used by benchmarks and veth overlays).
+    pub const OVERLAY_INGRESS_L2: &str = "sg_overlay_ingress_l2";
+    /// TC egress on an L3 overlay interface: tracks flows the host itself opens to peers.
+    pub const OVERLAY_EGRESS_L3: &str = "sg_overlay_egress_l3";
+    /// TC egress on an L2 overlay interface.
+    pub const OVERLAY_EGRESS_L2: &str = "sg_overlay_egress_l2";
+    /// TC ingress on a LAN interface (Ethernet).
+    pub const LAN_INGRESS: &str = "sg_lan_ingress";
+}
+
+/// Default pin directory for maps and links.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/swiftgate";
+
+/// Default capacities; the agent may change them at load time.
+pub mod capacity {
+    /// Conntrack entries (and reply entries).
+    pub const CONNTRACK: u32 = 262_144;
+    /// Source prefixes (peers and resources used as sources), per family.
+    pub const IDENTITY: u32 = 65_536;
+    /// Destination prefixes, per family.
+    pub const DEST: u32 = 65_536;
+    /// Policy LPM entries.
+    pub const POLICY: u32 = 1_048_576;
+    /// Distinct policy ids with statistics.
+    pub const POLICY_STATS: u32 = 65_536;
+    /// Ring buffer bytes for flow events.
+    pub const EVENTS_BYTES: u32 = 1 << 22;
+}
+
+/// IP family tag in [`FlowKey::family`].
+pub const FAMILY_V4: u8 = 4;
+/// IP family tag in [`FlowKey::family`].
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers the programs understand.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// A flow's 5-tuple (plus family). For ICMP echo, `sport == dport ==` the echo identifier so
+/// that swapping the two sides gives the reply's key. Other protocols without ports use 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address; IPv4 uses the first four bytes, the rest are zero.
+    pub saddr: [u8; 16],
+    /// Destination address; IPv4 uses the first four bytes.
+    pub daddr: [u8; 16],
+    /// Source port (host order).
+    pub sport: u16,
+    /// Destination port (host order).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// The key of the opposite direction (sides swapped).
+    #[inline(always)]
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Where a tracked flow was opened from.
+pub mod origin {
+    /// An overlay peer (packet arrived on the overlay interface).
+    pub const OVERLAY: u8 = 1;
+    /// A host on a LAN interface (Site-to-VPN).
+    pub const LAN: u8 = 2;
+    /// The routing peer itself, towards the overlay.
+    pub const HOST: u8 = 3;
+}
+
+/// Bits in [`CtEntry::flags`].
+pub mod ct_flags {
+    /// Source NAT applied (masquerade).
+    pub const SNAT: u8 = 1 << 0;
+    /// A packet in the reply direction was seen.
+    pub const SEEN_REPLY: u8 = 1 << 1;
+    /// TCP SYN seen from the originator.
+    pub const TCP_SYN: u8 = 1 << 2;
+    /// TCP SYN+ACK seen from the responder.
+    pub const TCP_SYNACK: u8 = 1 << 3;
+    /// TCP FIN seen from the originator.
+    pub const TCP_FIN_ORIG: u8 = 1 << 4;
+    /// TCP FIN seen from the responder.
+    pub const TCP_FIN_REPLY: u8 = 1 << 5;
+    /// TCP RST seen (either way).
+    pub const TCP_RST: u8 = 1 << 6;
+    /// The destination is the routing peer itself (input chain).
+    pub const LOCAL: u8 = 1 << 7;
+}
+
+/// A conntrack entry, keyed by the flow's original-direction [`FlowKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_ns()` when the flow was created.
+    pub created_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last packet (refreshed at most every [`CT_REFRESH_NS`]).
+    pub last_seen_ns: u64,
+    /// Packets in the original direction.
+    pub packets_orig: u64,
+    /// Bytes in the original direction.
+    pub bytes_orig: u64,
+    /// Packets in the reply direction.
+    pub packets_reply: u64,
+    /// Bytes in the reply direction.
+    pub bytes_reply: u64,
+    /// Masquerade source address (valid with [`ct_flags::SNAT`]).
+    pub nat_addr: [u8; 16],
+    /// The policy that accepted the flow (0: none, e.g. host-originated).
+    pub policy_id: u32,
+    /// Interface the flow leaves by on the LAN side (0 for local and host flows).
+    pub lan_ifindex: u32,
+    /// Masquerade source port (host order; valid with [`ct_flags::SNAT`]).
+    pub nat_port: u16,
+    /// One of [`origin`].
+    pub origin: u8,
+    /// [`ct_flags`] bits.
+    pub flags: u8,
+    /// Always zero.
+    pub _pad: [u8; 4],
+}
+
+/// Minimum interval between `last_seen_ns` refreshes (keeps hot entries from bouncing
+/// between CPUs' caches on every packet).
+pub const CT_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Conntrack timeouts, in seconds, used by the agent's garbage collector.
+pub mod ct_timeout {
+    /// TCP flow that has not completed its handshake.
+    pub const TCP_SYN: u64 = 60;
+    /// Established TCP flow.
+    pub const TCP_ESTABLISHED: u64 = 21_600;
+    /// TCP flow after FIN or RST.
+    pub const TCP_CLOSING: u64 = 10;
+    /// UDP and other protocols, no reply seen yet.
+    pub const UNREPLIED: u64 = 30;
+    /// UDP and other protocols with replies.
+    pub const REPLIED: u64 = 180;
+    /// ICMP echo.
+    pub const ICMP: u64 = 30;
+}
+
+/// Kinds of destination in [`DestValue::kind`].
+pub mod dest_kind {
+    /// One of the routing peer's own overlay addresses (input chain, peer ACL).
+    pub const LOCAL: u8 = 1;
+    /// A routed network resource (forward chain, route ACL).
+    pub const RESOURCE: u8 = 2;
+    /// An overlay peer, reachable from a LAN when a policy allows (Site-to-VPN).
+    pub const PEER: u8 = 3;
+}
+
+/// Bits in [`DestValue::flags`].
+pub mod dest_flags {
+    /// Masquerade flows to this destination (SNAT to the egress interface's address).
+    pub const MASQUERADE: u8 = 1;
+}
+
+/// Value of the destination LPM tries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestValue {
+    /// Destination id used in [`PolicyKey`].
+    pub dest_id: u32,
+    /// Network (route) id the destination belongs to; 0 for local and peers.
+    pub network_id: u32,
+    /// One of [`dest_kind`].
+    pub kind: u8,
+    /// [`dest_flags`] bits.
+    pub flags: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+
+/// Value of the identity LPM tries: who a source address is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityValue {
+    /// Identity id used in [`PolicyKey`] (sources with the same group set share one).
+    pub identity: u32,
+}
+
+/// Key data of the policy LPM trie. Prefix lengths: [`POLICY_PREFIX_ANY`] matches every
+/// protocol, [`POLICY_PREFIX_PROTO`] one protocol on every port, up to
+/// [`POLICY_PREFIX_FULL`] for one port; port ranges are stored as several prefixes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// Source identity, big-endian.
+    pub identity: [u8; 4],
+    /// Destination id, big-endian.
+    pub dest: [u8; 4],
+    /// IP protocol (ICMPv6 is stored as ICMP so one rule covers both families).
+    pub proto: u8,
+    /// Destination port, big-endian (0 for ICMP).
+    pub port: [u8; 2],
+    /// Always zero.
+    pub _pad: u8,
+}
+
+/// Prefix length covering identity and destination only (protocol "all").
+pub const POLICY_PREFIX_ANY: u32 = 64;
+/// Prefix length covering identity, destination and protocol.
+pub const POLICY_PREFIX_PROTO: u32 = 72;
+/// Prefix length of a full lookup key (one port).
+pub const POLICY_PREFIX_FULL: u32 = 88;
+
+impl PolicyKey {
+    /// Builds a key from host-order parts.
+    #[inline(always)]
+    pub const fn new(identity: u32, dest: u32, proto: u8, port: u16) -> Self {
+        PolicyKey {
+            identity: identity.to_be_bytes(),
+            dest: dest.to_be_bytes(),
+            proto,
+            port: port.to_be_bytes(),
+            _pad: 0,
+        }
+    }
+}
+
+/// Policy verdicts in [`PolicyValue::action`].
+pub mod action {
+    /// Let the flow through.
+    pub const ACCEPT: u8 = 1;
+    /// Drop it (beats any accept).
+    pub const DROP: u8 = 2;
+}
+
+/// Value of the policy LPM trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    /// The rule that decided (for counters and flow events).
+    pub policy_id: u32,
+    /// One of [`action`].
+    pub action: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+
+/// Bits in [`Config::flags`].
+pub mod config_flags {
+    /// Emit a flow event for every dropped packet (rate limited by the ring buffer size).
+    pub const DROP_EVENTS: u32 = 1 << 0;
+    /// Emit flow start events.
+    pub const START_EVENTS: u32 = 1 << 1;
+}
+
+/// Runtime configuration, index 0 of the config array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The overlay interface, where LAN replies are redirected to.
+    pub overlay_ifindex: u32,
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    /// Largest TCP MSS allowed in SYNs crossing the routing peer over IPv4 (0: no clamping).
+    pub mss_v4: u16,
+    /// Same for IPv6.
+    pub mss_v6: u16,
+    /// Lowest masquerade port.
+    pub nat_port_min: u16,
+    /// Highest masquerade port.
+    pub nat_port_max: u16,
+}
+
+/// Packet counters (per CPU), indexes into the counters array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not ours: handed to the host stack untouched (LAN side).
+    PassHost = 0,
+    /// New flow accepted by policy.
+    AcceptNew = 1,
+    /// Packet of a tracked flow forwarded.
+    Established = 2,
+    /// Packet delivered to the routing peer itself (input chain).
+    DeliverLocal = 3,
+    /// ICMP error about a tracked flow translated.
+    IcmpRelated = 4,
+    /// Drop: no rule allows the flow (deny by default).
+    DropNoPolicy = 5,
+    /// Drop: a drop rule matched.
+    DropPolicyDeny = 6,
+    /// Drop: the source address belongs to no known peer or resource.
+    DropUnknownSource = 7,
+    /// Drop: the destination is neither ours nor a routed resource.
+    DropNoRoute = 8,
+    /// Drop: malformed or truncated packet.
+    DropInvalid = 9,
+    /// Drop: IP fragment (not reassembled).
+    DropFragment = 10,
+    /// Drop: protocol or packet type that cannot open a flow.
+    DropUnsupported = 11,
+    /// Drop: conntrack table full.
+    DropCtFull = 12,
+    /// Drop: no free masquerade port.
+    DropNatExhausted = 13,
+    /// Drop: the kernel FIB has no usable route or neighbour.
+    DropFib = 14,
+    /// Flow events lost because the ring buffer was full.
+    EventsLost = 15,
+    /// TCP MSS clamped in a SYN.
+    MssClamped = 16,
+}
+
+/// Number of [`Counter`] slots.
+pub const COUNTER_SLOTS: u32 = 17;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
+        Counter::PassHost,
+        Counter::AcceptNew,
+        Counter::Established,
+        Counter::DeliverLocal,
+        Counter::IcmpRelated,
+        Counter::DropNoPolicy,
+        Counter::DropPolicyDeny,
+        Counter::DropUnknownSource,
+        Counter::DropNoRoute,
+        Counter::DropInvalid,
+        Counter::DropFragment,
+        Counter::DropUnsupported,
+        Counter::DropCtFull,
+        Counter::DropNatExhausted,
+        Counter::DropFib,
+        Counter::EventsLost,
+        Counter::MssClamped,
+    ];
+
+    /// A short stable name (used by the CLI and metrics).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassHost => "pass_host",
+            Counter::AcceptNew => "accept_new",
+            Counter::Established => "established",
+            Counter::DeliverLocal => "deliver_local",
+            Counter::IcmpRelated => "icmp_related",
+            Counter::DropNoPolicy => "drop_no_policy",
+            Counter::DropPolicyDeny => "drop_policy_deny",
+            Counter::DropUnknownSource => "drop_unknown_source",
+            Counter::DropNoRoute => "drop_no_route",
+            Counter::DropInvalid => "drop_invalid",
+            Counter::DropFragment => "drop_fragment",
+            Counter::DropUnsupported => "drop_unsupported",
+            Counter::DropCtFull => "drop_ct_full",
+            Counter::DropNatExhausted => "drop_nat_exhausted",
+            Counter::DropFib => "drop_fib",
+            Counter::EventsLost => "events_lost",
+            Counter::MssClamped => "mss_clamped",
+        }
+    }
+
+    /// Whether this counter counts dropped packets.
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= Counter::DropNoPolicy as u32 && (self as u32) <= Counter::DropFib as u32
+    }
+}
+
+/// Per-policy statistics (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyStats {
+    /// Flows the policy accepted.
+    pub accepted_flows: u64,
+    /// Packets the policy dropped.
+    pub dropped_packets: u64,
+}
+
+/// Kinds of [`FlowEvent`].
+pub mod event_kind {
+    /// A flow was accepted and tracked.
+    pub const START: u8 = 1;
+    /// A flow ended (TCP RST/FIN seen by the program, or expired in the agent's GC).
+    pub const END: u8 = 2;
+    /// A packet opening a flow was dropped.
+    pub const DROP: u8 = 3;
+}
+
+/// A flow event sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowEvent {
+    /// `bpf_ktime_get_ns()` of the event.
+    pub ts_ns: u64,
+    /// Packets so far (both directions).
+    pub packets: u64,
+    /// Bytes so far (both directions).
+    pub bytes: u64,
+    /// The flow (original direction).
+    pub key: FlowKey,
+    /// Deciding policy (0 when none matched).
+    pub policy_id: u32,
+    /// One of [`event_kind`].
+    pub kind: u8,
+    /// For drops, the [`Counter`] index; else 0.
+    pub reason: u8,
+    /// One of [`origin`].
+    pub origin: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is #[repr(C)], Copy, contains only integers and byte arrays,
+    // and has explicit padding fields, so any bit pattern is valid and there are no holes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IdentityValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<CtEntry>(), 6 * 8 + 16 + 4 + 4 + 2 + 1 + 1 + 4);
+        assert_eq!(size_of::<DestValue>(), 12);
+        assert_eq!(size_of::<PolicyKey>(), 12);
+        assert_eq!(size_of::<PolicyValue>(), 8);
+        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<FlowEvent>(), 24 + 40 + 4 + 4);
+    }
+
+    #[test]
+    fn reversed_swaps_sides() {
+        let k = FlowKey {
+            saddr: [1; 16],
+            daddr: [2; 16],
+            sport: 10,
+            dport: 20,
+            proto: proto::TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let r = k.reversed();
+        assert_eq!(
+            (r.saddr, r.daddr, r.sport, r.dport),
+            ([2; 16], [1; 16], 20, 10)
+        );
+        assert_eq!(r.reversed(), k);
+    }
+
+    #[test]
+    fn counters_are_indexed_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32);
+        }
+        assert!(Counter::DropFib.is_drop());
+        assert!(!Counter::EventsLost.is_drop());
+        assert!(!Counter::Established.is_drop());
+    }
+
+    #[test]
+    fn policy_key_is_big_endian() {
+        let k = PolicyKey::new(0x0102_0304, 7, proto::TCP, 443);
+        assert_eq!(k.identity, [1, 2, 3, 4]);
+        assert_eq!(k.dest, [0, 0, 0, 7]);
+        assert_eq!(k.port, [0x01, 0xbb]);
+    }
+}

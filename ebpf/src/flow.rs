@@ -1,0 +1,892 @@
+//! Per-packet decisions: conntrack, policy, masquerade and forwarding.
+
+use core::{mem, num::NonZeroU32};
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST, bpf_fib_lookup},
+    helpers::{
+        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+        bpf_redirect_neigh, bpf_skb_change_head,
+    },
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use swiftgate_common::{
+    COUNTER_SLOTS, CT_REFRESH_NS, Config, Counter, CtEntry, DestValue, FAMILY_V4, FlowEvent,
+    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, config_flags,
+    ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
+};
+
+use crate::{
+    CONFIG, CONNTRACK, COUNTERS, CT_REPLY, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4, IDENTITY_V6, OK,
+    POLICY, POLICY_STATS, SCRATCH_CT, SHOT,
+    parse::{self, IcmpKind, ParseError, Parsed, tcp},
+    rewrite,
+};
+
+const _: () = assert!(COUNTER_SLOTS as usize == Counter::ALL.len());
+
+/// Masquerade port probes before giving up.
+const NAT_PROBES: u32 = 16;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn emit(kind: u8, reason: u8, key: &FlowKey, policy_id: u32, org: u8, packets: u64, bytes: u64) {
+    let Some(mut slot) = EVENTS.reserve::<FlowEvent>(0) else {
+        count(Counter::EventsLost);
+        return;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved ring buffer slot of FlowEvent's size; every field is
+    // written before the slot is submitted.
+    unsafe {
+        (*ev).ts_ns = now();
+        (*ev).packets = packets;
+        (*ev).bytes = bytes;
+        (*ev).key = *key;
+        (*ev).policy_id = policy_id;
+        (*ev).kind = kind;
+        (*ev).reason = reason;
+        (*ev).origin = org;
+        (*ev)._pad = 0;
+    }
+    slot.submit(0);
+}
+
+#[inline(always)]
+fn policy_stat(policy_id: u32, accepted: bool) {
+    if policy_id == 0 {
+        return;
+    }
+    if let Some(p) = POLICY_STATS.get_ptr_mut(policy_id) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        unsafe {
+            if accepted {
+                (*p).accepted_flows += 1;
+            } else {
+                (*p).dropped_packets += 1;
+            }
+        }
+    } else {
+        let s = PolicyStats {
+            accepted_flows: accepted as u64,
+            dropped_packets: (!accepted) as u64,
+        };
+        let _ = POLICY_STATS.insert(policy_id, s, 0);
+    }
+}
+
+/// Drops a packet that tried to open a flow, with counters and (optionally) an event.
+#[inline(always)]
+fn deny(cfg: &Config, c: Counter, key: &FlowKey, policy_id: u32, org: u8) -> i32 {
+    count(c);
+    policy_stat(policy_id, false);
+    if cfg.flags & config_flags::DROP_EVENTS != 0 {
+        emit(event_kind::DROP, c as u8, key, policy_id, org, 1, 0);
+    }
+    SHOT
+}
+
+#[inline(always)]
+fn drop_parse(e: ParseError) -> i32 {
+    count(match e {
+        ParseError::Fragment => Counter::DropFragment,
+        ParseError::NotIp => Counter::DropUnsupported,
+        ParseError::Invalid => Counter::DropInvalid,
+    });
+    SHOT
+}
+
+#[inline(always)]
+fn v4(a: &[u8; 16]) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
+}
+
+#[inline(always)]
+fn identity_of(key: &FlowKey) -> Option<u32> {
+    let v = if key.family == FAMILY_V4 {
+        IDENTITY_V4.get(Key::new(32, v4(&key.saddr)))
+    } else {
+        IDENTITY_V6.get(Key::new(128, key.saddr))
+    };
+    v.map(|v| v.identity)
+}
+
+#[inline(always)]
+fn dest_of(key: &FlowKey) -> Option<DestValue> {
+    let v = if key.family == FAMILY_V4 {
+        DEST_V4.get(Key::new(32, v4(&key.daddr)))
+    } else {
+        DEST_V6.get(Key::new(128, key.daddr))
+    };
+    v.copied()
+}
+
+/// Looks up the policy verdict for a new flow from `identity` to `dest`.
+#[inline(always)]
+fn policy_of(identity: u32, dest: u32, key: &FlowKey) -> Option<PolicyValue> {
+    let (p, port) = match key.proto {
+        proto::TCP | proto::UDP => (key.proto, key.dport),
+        proto::ICMP | proto::ICMPV6 => (proto::ICMP, 0),
+        other => (other, 0),
+    };
+    POLICY
+        .get(Key::new(
+            POLICY_PREFIX_FULL,
+            PolicyKey::new(identity, dest, p, port),
+        ))
+        .copied()
+}
+
+/// Whether this packet may open a new flow (TCP needs a bare SYN, ICMP an echo request).
+#[inline(always)]
+fn may_open(p: &Parsed) -> Result<(), Counter> {
+    match p.key.proto {
+        proto::TCP => {
+            if p.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN {
+                Ok(())
+            } else {
+                Err(Counter::DropInvalid)
+            }
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            if p.icmp == IcmpKind::EchoRequest {
+                Ok(())
+            } else {
+                Err(Counter::DropUnsupported)
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Accounts a packet on a tracked flow and advances the TCP state bits.
+#[inline(always)]
+fn touch(ct: *mut CtEntry, reply: bool, len: u64, p: &Parsed) {
+    // SAFETY: `ct` points into a map value that stays valid for this program run; all
+    // writes are single-word stores.
+    unsafe {
+        let (pk, by) = if reply {
+            (&raw mut (*ct).packets_reply, &raw mut (*ct).bytes_reply)
+        } else {
+            (&raw mut (*ct).packets_orig, &raw mut (*ct).bytes_orig)
+        };
+        // Plain adds: a flow's packets are normally handled on one CPU (RSS, one TUN queue
+        // per flow); a rare concurrent update may lose a count, never corrupt the entry.
+        *pk += 1;
+        *by += len;
+        let t = now();
+        if t.wrapping_sub((*ct).last_seen_ns) > CT_REFRESH_NS {
+            (*ct).last_seen_ns = t;
+        }
+        let old = (*ct).flags;
+        let mut f = old;
+        if reply {
+            f |= ct_flags::SEEN_REPLY;
+        }
+        if p.key.proto == proto::TCP {
+            let tf = p.tcp_flags;
+            if tf & tcp::RST != 0 {
+                f |= ct_flags::TCP_RST;
+            }
+            if tf & tcp::FIN != 0 {
+                f |= if reply {
+                    ct_flags::TCP_FIN_REPLY
+                } else {
+                    ct_flags::TCP_FIN_ORIG
+                };
+            }
+            if reply && tf & (tcp::SYN | tcp::ACK) == (tcp::SYN | tcp::ACK) {
+                f |= ct_flags::TCP_SYNACK;
+            }
+        }
+        if f != old {
+            (*ct).flags = f;
+        }
+    }
+}
+
+/// Finds the egress interface and source address for `key` in the kernel FIB.
+/// Finds the egress interface and source address for `key` in the kernel FIB; writes the
+/// source into `src` and returns the interface index (0: no usable route).
+#[inline(never)]
+fn fib_into(ctx: &TcContext, key: &FlowKey, src: &mut [u8; 16]) -> u32 {
+    match fib(ctx, key) {
+        Ok((ifindex, s)) => {
+            *src = s;
+            ifindex
+        }
+        Err(_) => 0,
+    }
+}
+
+#[inline(always)]
+fn fib(ctx: &TcContext, key: &FlowKey) -> Result<(u32, [u8; 16]), Counter> {
+    // SAFETY: bpf_fib_lookup is a plain C struct; all-zero is a valid value.
+    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
+    params.l4_protocol = key.proto;
+    params.sport = key.sport.to_be();
+    params.dport = key.dport.to_be();
+    // SAFETY: the skb pointer is the program's context.
+    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if key.family == FAMILY_V4 {
+        params.family = AF_INET;
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(v4(&key.daddr));
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(v4(&key.saddr));
+    } else {
+        params.family = AF_INET6;
+        // SAFETY: [u8; 16] and [u32; 4] have the same size; the kernel reads raw bytes.
+        unsafe {
+            params.__bindgen_anon_4.ipv6_dst = mem::transmute::<[u8; 16], [u32; 4]>(key.daddr);
+            params.__bindgen_anon_3.ipv6_src = mem::transmute::<[u8; 16], [u32; 4]>(key.saddr);
+        }
+    }
+    // SAFETY: params is a valid, fully initialised struct of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut params,
+            mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
+        )
+    };
+    if rc != 0 {
+        return Err(Counter::DropFib);
+    }
+    let mut src = [0u8; 16];
+    if key.family == FAMILY_V4 {
+        // SAFETY: the kernel filled the v4 member for AF_INET.
+        src[..4].copy_from_slice(&unsafe { params.__bindgen_anon_3.ipv4_src }.to_ne_bytes());
+    } else {
+        // SAFETY: the kernel filled the v6 member for AF_INET6.
+        src = unsafe { mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_3.ipv6_src) };
+    }
+    Ok((params.ifindex, src))
+}
+
+/// The reply-direction key of a flow after masquerade to `addr:port`.
+#[inline(always)]
+fn nat_reply_key(key: &FlowKey, addr: &[u8; 16], port: u16) -> FlowKey {
+    let mut r = key.reversed();
+    r.daddr = *addr;
+    r.dport = port;
+    if matches!(key.proto, proto::ICMP | proto::ICMPV6) {
+        r.sport = port;
+    }
+    r
+}
+
+/// Reserves a masquerade port: the original one when free, else random probes in the
+/// configured range. The reservation is the reply entry itself (inserted with NOEXIST).
+/// [`alloc_nat`] with out-parameters: writes the reply key into `rk` and returns the port, or
+/// 0 when no port is free. Not inlined (its own stack frame).
+#[inline(never)]
+fn alloc_nat_into(cfg: &Config, key: &FlowKey, addr: &[u8; 16], rk: &mut FlowKey) -> u32 {
+    match alloc_nat(cfg, key, addr) {
+        Ok((r, port)) => {
+            *rk = r;
+            port as u32 | 1 << 16
+        }
+        Err(_) => 0,
+    }
+}
+
+#[inline(always)]
+fn alloc_nat(cfg: &Config, key: &FlowKey, addr: &[u8; 16]) -> Result<(FlowKey, u16), Counter> {
+    let min = if cfg.nat_port_min == 0 {
+        1024
+    } else {
+        cfg.nat_port_min
+    } as u32;
+    let max = if cfg.nat_port_max < min as u16 {
+        65535
+    } else {
+        cfg.nat_port_max
+    } as u32;
+    // Never zero (max >= min above), and NonZero keeps a panic path out of the program.
+    let span = NonZeroU32::new(max.saturating_sub(min) + 1).unwrap_or(NonZeroU32::MIN);
+    let has_ports = matches!(
+        key.proto,
+        proto::TCP | proto::UDP | proto::ICMP | proto::ICMPV6
+    );
+    let mut port = key.sport;
+    // SAFETY: helper without arguments.
+    let seed = unsafe { bpf_get_prandom_u32() };
+    for i in 0..NAT_PROBES {
+        let rk = nat_reply_key(key, addr, port);
+        if CT_REPLY.insert(&rk, key, BPF_NOEXIST as u64).is_ok() {
+            return Ok((rk, port));
+        }
+        if !has_ports {
+            break;
+        }
+        port = (min + (seed.wrapping_add(i.wrapping_mul(7919)) % span)) as u16;
+    }
+    Err(Counter::DropNatExhausted)
+}
+
+/// Inserts a new conntrack entry (and, unless already reserved, its reply entry). On a race
+/// with another CPU that created the same flow, the other CPU's entry wins.
+#[inline(always)]
+fn track(
+    key: &FlowKey,
+    reply_key: &FlowKey,
+    entry: Option<*mut CtEntry>,
+    reserved: bool,
+) -> Result<(), Counter> {
+    let Some(entry) = entry else {
+        return Err(Counter::DropCtFull);
+    };
+    // SAFETY: the scratch slot returned by `new_entry`.
+    let entry = unsafe { &*entry };
+    if !reserved && CT_REPLY.insert(reply_key, key, 0).is_err() {
+        return Err(Counter::DropCtFull);
+    }
+    if CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_err() {
+        // Lost a race (or the table is full): drop our reply entry if it is ours.
+        if reserved {
+            let _ = CT_REPLY.remove(reply_key);
+        }
+        if CONNTRACK.get_ptr(key).is_none() {
+            return Err(Counter::DropCtFull);
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a conntrack entry the forwarding decisions need (copying the whole entry
+/// would cost stack the verifier does not give us).
+#[derive(Clone, Copy)]
+struct CtView {
+    nat_addr: [u8; 16],
+    lan_ifindex: u32,
+    nat_port: u16,
+    origin: u8,
+    flags: u8,
+}
+
+#[inline(always)]
+fn view(ct: *const CtEntry) -> CtView {
+    // SAFETY: `ct` is a map value pointer, valid for this program run.
+    unsafe {
+        CtView {
+            nat_addr: (*ct).nat_addr,
+            lan_ifindex: (*ct).lan_ifindex,
+            nat_port: (*ct).nat_port,
+            origin: (*ct).origin,
+            flags: (*ct).flags,
+        }
+    }
+}
+
+/// Fills the per-CPU scratch entry (a conntrack entry is too big for the BPF stack in the
+/// paths that create one) and returns a pointer to it, valid for this program run.
+/// [`track`] for a flow without NAT: the reply key is the reversed key. Not inlined, so the
+/// reversed key lives in its own stack frame.
+#[inline(never)]
+fn track_plain(key: &FlowKey, entry: Option<*mut CtEntry>) -> Result<(), Counter> {
+    track(key, &key.reversed(), entry, false)
+}
+
+#[inline(always)]
+fn new_entry(
+    org: u8,
+    policy_id: u32,
+    lan_ifindex: u32,
+    flags: u8,
+    len: u64,
+) -> Option<*mut CtEntry> {
+    let e = SCRATCH_CT.get_ptr_mut(0)?;
+    let t = now();
+    // SAFETY: per-CPU scratch slot, used only within this run on this CPU.
+    unsafe {
+        (*e).created_ns = t;
+        (*e).last_seen_ns = t;
+        (*e).packets_orig = 1;
+        (*e).bytes_orig = len;
+        (*e).packets_reply = 0;
+        (*e).bytes_reply = 0;
+        (*e).nat_addr = [0; 16];
+        (*e).policy_id = policy_id;
+        (*e).lan_ifindex = lan_ifindex;
+        (*e).nat_port = 0;
+        (*e).origin = org;
+        (*e).flags = flags;
+        (*e)._pad = [0; 4];
+    }
+    Some(e)
+}
+
+/// Pushes an Ethernet header in front of an L3 packet and lets the kernel's neighbour code
+/// fill it in on the way out of `ifindex`.
+#[inline(always)]
+fn redirect_l2(ctx: &TcContext, ifindex: u32, family: u8, add_eth: bool) -> i32 {
+    if add_eth {
+        // SAFETY: the skb pointer is the program's context.
+        if unsafe { bpf_skb_change_head(ctx.skb.skb, parse::ETH_LEN as u32, 0) } != 0 {
+            count(Counter::DropInvalid);
+            return SHOT;
+        }
+        let proto = if family == FAMILY_V4 {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
+        let mut eth = [0u8; 14];
+        eth[12..].copy_from_slice(&proto.to_be_bytes());
+        if ctx.store(0, &eth, 0).is_err() {
+            count(Counter::DropInvalid);
+            return SHOT;
+        }
+    }
+    // SAFETY: no neighbour parameters are passed (NULL, 0): the kernel resolves the next hop.
+    unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+/// Sends a packet from a LAN interface into the overlay interface.
+#[inline(always)]
+fn to_overlay(cfg: &Config) -> i32 {
+    if cfg.overlay_ifindex == 0 {
+        count(Counter::DropFib);
+        return SHOT;
+    }
+    // SAFETY: plain helper; the kernel strips the Ethernet header for an L3 target.
+    unsafe { bpf_redirect(cfg.overlay_ifindex, 0) as i32 }
+}
+
+#[inline(always)]
+fn clamp(ctx: &TcContext, p: &Parsed, cfg: &Config) -> Result<(), ()> {
+    if p.key.proto != proto::TCP || p.tcp_flags & tcp::SYN == 0 {
+        return Ok(());
+    }
+    let max = if p.key.family == FAMILY_V4 {
+        cfg.mss_v4
+    } else {
+        cfg.mss_v6
+    };
+    match rewrite::clamp_mss(ctx, p, max) {
+        Ok(true) => {
+            count(Counter::MssClamped);
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(_) => Err(()),
+    }
+}
+
+/// TC ingress on the overlay interface.
+#[inline(always)]
+pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
+    let mut p = Parsed::EMPTY;
+    if let Err(e) = parse::parse_code(parse::parse_into(ctx, l2, &mut p)) {
+        return drop_parse(e);
+    }
+    let cfg = config();
+    let len = ctx.len() as u64;
+    let key = &p.key;
+
+    if p.icmp == IcmpKind::Error {
+        return icmp_error_from_overlay(ctx, &p, &cfg, l2);
+    }
+
+    // 1. Original direction of a flow opened from the overlay.
+    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+        let e = view(ct);
+        if e.origin != origin::OVERLAY {
+            // Only the routing peer or a LAN host can send with this source: spoofed.
+            count(Counter::DropInvalid);
+            return SHOT;
+        }
+        touch(ct, false, len, &p);
+        count(Counter::Established);
+        if e.flags & ct_flags::LOCAL != 0 {
+            return OK;
+        }
+        if e.flags & ct_flags::SNAT != 0
+            && rewrite::rewrite_side(ctx, &p, true, &e.nat_addr, e.nat_port).is_err()
+        {
+            count(Counter::DropInvalid);
+            return SHOT;
+        }
+        if clamp(ctx, &p, &cfg).is_err() {
+            count(Counter::DropInvalid);
+            return SHOT;
+        }
+        return redirect_l2(ctx, e.lan_ifindex, key.family, !l2);
+    }
+
+    // 2. Reply direction of a flow opened from a LAN (Site-to-VPN) or by the routing peer.
+    if let Some(orig) = CT_REPLY.get_ptr(key) {
+        // SAFETY: map value pointer, valid for this run.
+        let orig = unsafe { *orig };
+        if let Some(ct) = CONNTRACK.get_ptr_mut(&orig) {
+            let e = view(ct);
+            match e.origin {
+                origin::HOST => {
+                    touch(ct, true, len, &p);
+                    count(Counter::Established);
+                    return OK;
+                }
+                origin::LAN => {
+                    touch(ct, true, len, &p);
+                    count(Counter::Established);
+                    if clamp(ctx, &p, &cfg).is_err() {
+                        count(Counter::DropInvalid);
+                        return SHOT;
+                    }
+                    return redirect_l2(ctx, e.lan_ifindex, key.family, !l2);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // 3. A new flow.
+    new_overlay_flow(ctx, &p, &cfg, l2)
+}
+
+/// Policy check and setup of a flow opened from the overlay.
+#[inline(never)]
+fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 {
+    let key = &p.key;
+    let len = ctx.len() as u64;
+    if let Err(c) = may_open(p) {
+        return deny(cfg, c, key, 0, origin::OVERLAY);
+    }
+    let Some(identity) = identity_of(key) else {
+        return deny(cfg, Counter::DropUnknownSource, key, 0, origin::OVERLAY);
+    };
+    let Some(dest) = dest_of(key) else {
+        return deny(cfg, Counter::DropNoRoute, key, 0, origin::OVERLAY);
+    };
+    if dest.kind != dest_kind::LOCAL && dest.kind != dest_kind::RESOURCE {
+        return deny(cfg, Counter::DropNoRoute, key, 0, origin::OVERLAY);
+    }
+    let pol = match policy_of(identity, dest.dest_id, key) {
+        Some(v) if v.action == action::ACCEPT => v,
+        Some(v) => {
+            return deny(
+                cfg,
+                Counter::DropPolicyDeny,
+                key,
+                v.policy_id,
+                origin::OVERLAY,
+            );
+        }
+        None => return deny(cfg, Counter::DropNoPolicy, key, 0, origin::OVERLAY),
+    };
+
+    if dest.kind == dest_kind::LOCAL {
+        let entry = new_entry(
+            origin::OVERLAY,
+            pol.policy_id,
+            0,
+            ct_flags::LOCAL | ct_flags::TCP_SYN,
+            len,
+        );
+        if let Err(c) = track_plain(key, entry) {
+            return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
+        }
+        accepted(cfg, key, pol.policy_id, origin::OVERLAY, len);
+        count(Counter::DeliverLocal);
+        return OK;
+    }
+
+    let mut src = [0u8; 16];
+    let ifindex = fib_into(ctx, key, &mut src);
+    if ifindex == 0 {
+        return deny(cfg, Counter::DropFib, key, pol.policy_id, origin::OVERLAY);
+    }
+    // SAFETY: reading the context's ingress interface.
+    if ifindex == unsafe { (*ctx.skb.skb).ifindex } {
+        // The route points back into the overlay: never loop.
+        return deny(cfg, Counter::DropFib, key, pol.policy_id, origin::OVERLAY);
+    }
+    let syn = if key.proto == proto::TCP {
+        ct_flags::TCP_SYN
+    } else {
+        0
+    };
+    if dest.flags & dest_flags::MASQUERADE != 0 {
+        let mut rk = FlowKey::default();
+        let got = alloc_nat_into(cfg, key, &src, &mut rk);
+        if got == 0 {
+            return deny(
+                cfg,
+                Counter::DropNatExhausted,
+                key,
+                pol.policy_id,
+                origin::OVERLAY,
+            );
+        }
+        let port = (got & 0xffff) as u16;
+        let entry = new_entry(
+            origin::OVERLAY,
+            pol.policy_id,
+            ifindex,
+            ct_flags::SNAT | syn,
+            len,
+        );
+        if let Some(e) = entry {
+            // SAFETY: the scratch slot returned by `new_entry`.
+            unsafe {
+                (*e).nat_addr = src;
+                (*e).nat_port = port;
+            }
+        }
+        if let Err(c) = track(key, &rk, entry, true) {
+            return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
+        }
+        // A racing CPU may have created the flow with another mapping: use what is stored.
+        let (naddr, nport) = match CONNTRACK.get_ptr(key) {
+            // SAFETY: map value pointer, valid for this run.
+            Some(e) => unsafe { ((*e).nat_addr, (*e).nat_port) },
+            None => (src, port),
+        };
+        if rewrite::rewrite_side(ctx, p, true, &naddr, nport).is_err() {
+            count(Counter::DropInvalid);
+            return SHOT;
+        }
+    } else {
+        let entry = new_entry(origin::OVERLAY, pol.policy_id, ifindex, syn, len);
+        if let Err(c) = track_plain(key, entry) {
+            return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
+        }
+    }
+    accepted(cfg, key, pol.policy_id, origin::OVERLAY, len);
+    if clamp(ctx, p, cfg).is_err() {
+        count(Counter::DropInvalid);
+        return SHOT;
+    }
+    redirect_l2(ctx, ifindex, key.family, !l2)
+}
+
+#[inline(always)]
+fn accepted(cfg: &Config, key: &FlowKey, policy_id: u32, org: u8, len: u64) {
+    count(Counter::AcceptNew);
+    policy_stat(policy_id, true);
+    if cfg.flags & config_flags::START_EVENTS != 0 {
+        emit(event_kind::START, 0, key, policy_id, org, 1, len);
+    }
+}
+
+/// An ICMP error arriving from the overlay about a reply it received (e.g. port
+/// unreachable): translate the quoted reply back to what the LAN host sent.
+#[inline(never)]
+fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 {
+    let Ok(inner) = parse::parse_inner(ctx, p) else {
+        count(Counter::DropInvalid);
+        return SHOT;
+    };
+    // The quoted packet is a reply as the client saw it; reversed, it is the original key.
+    let orig = inner.key.reversed();
+    let Some(ct) = CONNTRACK.get_ptr(&orig) else {
+        count(Counter::DropInvalid);
+        return SHOT;
+    };
+    let e = view(ct);
+    if e.origin != origin::OVERLAY || e.flags & ct_flags::LOCAL != 0 {
+        // Errors about the routing peer's own traffic go to its stack.
+        count(Counter::IcmpRelated);
+        return OK;
+    }
+    if e.flags & ct_flags::SNAT != 0
+        && rewrite::translate_icmp_error(ctx, p, &inner, false, &e.nat_addr, e.nat_port).is_err()
+    {
+        count(Counter::DropInvalid);
+        return SHOT;
+    }
+    let _ = cfg;
+    count(Counter::IcmpRelated);
+    redirect_l2(ctx, e.lan_ifindex, p.key.family, !l2)
+}
+
+/// TC egress on the overlay interface: flows the routing peer itself opens to the overlay
+/// get a conntrack entry so their replies pass the ingress program.
+#[inline(always)]
+pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
+    let mut p = Parsed::EMPTY;
+    if parse::parse_into(ctx, l2, &mut p) != 0 {
+        return OK;
+    }
+    let key = &p.key;
+    if p.icmp == IcmpKind::Error {
+        return OK;
+    }
+    let len = ctx.len() as u64;
+    // Reply of a flow opened from the overlay (delivered locally or forwarded without NAT).
+    if let Some(ct) = CONNTRACK.get_ptr_mut(key.reversed()) {
+        touch(ct, true, len, &p);
+        return OK;
+    }
+    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+        touch(ct, false, len, &p);
+        return OK;
+    }
+    if CT_REPLY.get_ptr(key).is_some() {
+        return OK;
+    }
+    if may_open(&p).is_ok() {
+        let syn = if key.proto == proto::TCP {
+            ct_flags::TCP_SYN
+        } else {
+            0
+        };
+        let entry = new_entry(origin::HOST, 0, 0, syn, len);
+        let _ = track_plain(key, entry);
+    }
+    OK
+}
+
+/// TC ingress on a LAN interface.
+#[inline(always)]
+pub fn lan_ingress(ctx: &TcContext) -> i32 {
+    let mut p = Parsed::EMPTY;
+    if parse::parse_into(ctx, true, &mut p) != 0 {
+        // Not ours to judge: the host's own traffic must never break.
+        count(Counter::PassHost);
+        return OK;
+    }
+    let cfg = config();
+    let key = &p.key;
+    let len = ctx.len() as u64;
+
+    if p.icmp == IcmpKind::Error {
+        return icmp_error_from_lan(ctx, &p, &cfg);
+    }
+
+    // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
+    if let Some(orig) = CT_REPLY.get_ptr(key) {
+        // SAFETY: map value pointer, valid for this run.
+        let orig = unsafe { *orig };
+        if let Some(ct) = CONNTRACK.get_ptr_mut(&orig) {
+            let e = view(ct);
+            if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
+                touch(ct, true, len, &p);
+                count(Counter::Established);
+                if e.flags & ct_flags::SNAT != 0
+                    && rewrite::rewrite_side(ctx, &p, false, &orig.saddr, orig.sport).is_err()
+                {
+                    count(Counter::DropInvalid);
+                    return SHOT;
+                }
+                if clamp(ctx, &p, &cfg).is_err() {
+                    count(Counter::DropInvalid);
+                    return SHOT;
+                }
+                return to_overlay(&cfg);
+            }
+        }
+    }
+
+    // 2. Original direction of a flow this LAN opened (Site-to-VPN).
+    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: map value pointer, valid for this run.
+        if unsafe { (*ct).origin } == origin::LAN {
+            touch(ct, false, len, &p);
+            count(Counter::Established);
+            return to_overlay(&cfg);
+        }
+    }
+
+    // 3. New flows towards overlay peers need a policy; anything else is not ours.
+    new_lan_flow(ctx, &p, &cfg)
+}
+
+/// Site-to-VPN: a LAN host opening a flow to an overlay peer needs a policy.
+#[inline(never)]
+fn new_lan_flow(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
+    let key = &p.key;
+    let len = ctx.len() as u64;
+    let Some(dest) = dest_of(key) else {
+        count(Counter::PassHost);
+        return OK;
+    };
+    if dest.kind != dest_kind::PEER {
+        count(Counter::PassHost);
+        return OK;
+    }
+    if let Err(c) = may_open(p) {
+        return deny(cfg, c, key, 0, origin::LAN);
+    }
+    let Some(identity) = identity_of(key) else {
+        return deny(cfg, Counter::DropUnknownSource, key, 0, origin::LAN);
+    };
+    let pol = match policy_of(identity, dest.dest_id, key) {
+        Some(v) if v.action == action::ACCEPT => v,
+        Some(v) => return deny(cfg, Counter::DropPolicyDeny, key, v.policy_id, origin::LAN),
+        None => return deny(cfg, Counter::DropNoPolicy, key, 0, origin::LAN),
+    };
+    let syn = if key.proto == proto::TCP {
+        ct_flags::TCP_SYN
+    } else {
+        0
+    };
+    // SAFETY: reading the context's ingress interface.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let entry = new_entry(origin::LAN, pol.policy_id, ifindex, syn, len);
+    if let Err(c) = track_plain(key, entry) {
+        return deny(cfg, c, key, pol.policy_id, origin::LAN);
+    }
+    accepted(cfg, key, pol.policy_id, origin::LAN, len);
+    to_overlay(cfg)
+}
+
+/// An ICMP error arriving on a LAN about a packet we forwarded (e.g. fragmentation needed,
+/// port unreachable): translate the quoted packet and send the error to the overlay client.
+#[inline(never)]
+fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
+    let Ok(inner) = parse::parse_inner(ctx, p) else {
+        count(Counter::PassHost);
+        return OK;
+    };
+    // The quoted packet is one we sent (after NAT); reversed, it is the reply key.
+    let Some(orig) = CT_REPLY.get_ptr(&inner.key.reversed()) else {
+        count(Counter::PassHost);
+        return OK;
+    };
+    // SAFETY: map value pointer, valid for this run.
+    let orig = unsafe { *orig };
+    let Some(ct) = CONNTRACK.get_ptr(&orig) else {
+        count(Counter::PassHost);
+        return OK;
+    };
+    let e = view(ct);
+    if e.origin != origin::OVERLAY || e.flags & ct_flags::LOCAL != 0 {
+        count(Counter::PassHost);
+        return OK;
+    }
+    if e.flags & ct_flags::SNAT != 0
+        && rewrite::translate_icmp_error(ctx, p, &inner, true, &orig.saddr, orig.sport).is_err()
+    {
+        count(Counter::DropInvalid);
+        return SHOT;
+    }
+    count(Counter::IcmpRelated);
+    to_overlay(cfg)
+}

@@ -1,0 +1,100 @@
+//! swiftgate's kernel fast path for routing peers.
+//!
+//! Programs (TC, attached by the agent through TCX):
+//! - overlay ingress (`sg_overlay_ingress_l3` on the TUN, `_l2` on Ethernet overlays): tracked
+//!   flows take the fast path; new flows are checked against the peer ACL (to the routing peer
+//!   itself) or the route ACL (to a routed resource), then tracked, masqueraded when their
+//!   route asks, MSS-clamped and redirected to the egress interface found in the FIB;
+//!   everything else is dropped (deny by default).
+//! - overlay egress: tracks flows the routing peer itself opens towards the overlay.
+//! - LAN ingress (`sg_lan_ingress`): replies of tracked flows are reverse-NATed and redirected
+//!   into the overlay; LAN-initiated flows to overlay peers need a policy (Site-to-VPN);
+//!   anything else is not ours and passes untouched.
+//!
+//! The agent is the only writer of policy maps; conntrack is written here and expired by the
+//! agent's garbage collector.
+#![no_std]
+#![no_main]
+
+mod flow;
+mod parse;
+mod rewrite;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::{classifier, map},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TcContext,
+};
+use swiftgate_common::{
+    COUNTER_SLOTS, Config, CtEntry, DestValue, FlowKey, IdentityValue, PolicyKey, PolicyStats,
+    PolicyValue, capacity,
+};
+
+#[map(name = "SG_CONFIG")]
+static CONFIG: Array<Config> = Array::pinned(1, 0);
+#[map(name = "SG_IDENTITY_V4")]
+static IDENTITY_V4: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY, 0);
+#[map(name = "SG_IDENTITY_V6")]
+static IDENTITY_V6: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY, 0);
+#[map(name = "SG_DEST_V4")]
+static DEST_V4: LpmTrie<[u8; 4], DestValue> = LpmTrie::pinned(capacity::DEST, 0);
+#[map(name = "SG_DEST_V6")]
+static DEST_V6: LpmTrie<[u8; 16], DestValue> = LpmTrie::pinned(capacity::DEST, 0);
+#[map(name = "SG_POLICY")]
+static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
+#[map(name = "SG_CONNTRACK")]
+static CONNTRACK: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT_REPLY")]
+static CT_REPLY: LruHashMap<FlowKey, FlowKey> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+#[map(name = "SG_POLICY_STATS")]
+static POLICY_STATS: PerCpuHashMap<u32, PolicyStats> =
+    PerCpuHashMap::pinned(capacity::POLICY_STATS, 0);
+/// Per-CPU scratch space for building a conntrack entry (too big for the BPF stack).
+#[map(name = "SG_SCRATCH_CT")]
+static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "SG_EVENTS")]
+static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
+
+#[classifier]
+pub fn sg_overlay_ingress_l3(ctx: TcContext) -> i32 {
+    flow::overlay_ingress(&ctx, false)
+}
+
+#[classifier]
+pub fn sg_overlay_ingress_l2(ctx: TcContext) -> i32 {
+    flow::overlay_ingress(&ctx, true)
+}
+
+#[classifier]
+pub fn sg_overlay_egress_l3(ctx: TcContext) -> i32 {
+    flow::overlay_egress(&ctx, false)
+}
+
+#[classifier]
+pub fn sg_overlay_egress_l2(ctx: TcContext) -> i32 {
+    flow::overlay_egress(&ctx, true)
+}
+
+#[classifier]
+pub fn sg_lan_ingress(ctx: TcContext) -> i32 {
+    flow::lan_ingress(&ctx)
+}
+
+/// TC verdicts as `i32`.
+pub(crate) const OK: i32 = TC_ACT_OK as i32;
+/// Drop.
+pub(crate) const SHOT: i32 = TC_ACT_SHOT as i32;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// The programs use GPL-only helpers (FIB lookup, redirect_neigh); this crate is MIT OR GPL-2.0.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,271 @@
+//! Header rewrites with checksum fix-ups: addresses and ports (NAT), TCP MSS clamping, and the
+//! headers quoted inside ICMP errors.
+//!
+//! Checksums are updated incrementally through `bpf_l3_csum_replace`/`bpf_l4_csum_replace`,
+//! which also do the right thing for `CHECKSUM_PARTIAL` skbs (offloaded TUN super-packets).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::bpf_csum_diff,
+    programs::TcContext,
+};
+use swiftgate_common::{FAMILY_V4, proto};
+
+use crate::parse::{Inner, Parsed};
+
+/// A rewrite helper failed (the skb is in an unknown state: drop it).
+pub struct RewriteError;
+
+type R = Result<(), RewriteError>;
+
+#[inline(always)]
+fn ok(r: Result<(), i64>) -> R {
+    r.map_err(|_| RewriteError)
+}
+
+/// Offset of the L4 checksum field and the flags the L4 helper needs for a pseudo-header
+/// change, or `None` when the protocol's checksum does not cover addresses.
+#[inline(always)]
+fn l4_csum(proto: u8, family: u8, l4: usize) -> Option<(usize, u64)> {
+    match proto {
+        proto::TCP => Some((l4 + 16, BPF_F_PSEUDO_HDR as u64)),
+        proto::UDP => Some((l4 + 6, (BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0) as u64)),
+        proto::ICMPV6 if family != FAMILY_V4 => Some((l4 + 2, BPF_F_PSEUDO_HDR as u64)),
+        _ => None,
+    }
+}
+
+/// Rewrites the source (`src = true`) or destination address of the IP header at `l3` whose
+/// L4 header (protocol `proto`) is at `l4`, fixing the IP and L4 checksums.
+#[inline(always)]
+pub fn set_addr(
+    ctx: &TcContext,
+    family: u8,
+    proto: u8,
+    l3: usize,
+    l4: usize,
+    src: bool,
+    old: &[u8; 16],
+    new: &[u8; 16],
+) -> R {
+    if family == FAMILY_V4 {
+        let off = l3 + if src { 12 } else { 16 };
+        let o = u32::from_ne_bytes([old[0], old[1], old[2], old[3]]) as u64;
+        let n = u32::from_ne_bytes([new[0], new[1], new[2], new[3]]) as u64;
+        if let Some((csum, flags)) = l4_csum(proto, family, l4) {
+            ok(ctx.l4_csum_replace(csum, o, n, flags | 4))?;
+        }
+        ok(ctx.l3_csum_replace(l3 + 10, o, n, 4))?;
+        let bytes: [u8; 4] = [new[0], new[1], new[2], new[3]];
+        ok(ctx.store(off, &bytes, 0))
+    } else {
+        let off = l3 + if src { 8 } else { 24 };
+        if let Some((csum, flags)) = l4_csum(proto, family, l4) {
+            let mut o = *old;
+            let mut n = *new;
+            // SAFETY: both buffers are 16-byte stack arrays, as the sizes passed say.
+            let diff =
+                unsafe { bpf_csum_diff(o.as_mut_ptr().cast(), 16, n.as_mut_ptr().cast(), 16, 0) };
+            if diff < 0 {
+                return Err(RewriteError);
+            }
+            ok(ctx.l4_csum_replace(csum, 0, diff as u64, flags))?;
+        }
+        ok(ctx.store(off, new, 0))
+    }
+}
+
+/// Rewrites the source or destination port (TCP/UDP) or the echo identifier (ICMP, where
+/// both "ports" are the identifier) of the L4 header at `l4`.
+#[inline(always)]
+pub fn set_port(ctx: &TcContext, proto: u8, l4: usize, src: bool, old: u16, new: u16) -> R {
+    if old == new {
+        return Ok(());
+    }
+    let (field, csum, flags) = match proto {
+        proto::TCP => (l4 + if src { 0 } else { 2 }, l4 + 16, 0u64),
+        proto::UDP => (
+            l4 + if src { 0 } else { 2 },
+            l4 + 6,
+            BPF_F_MARK_MANGLED_0 as u64,
+        ),
+        proto::ICMP | proto::ICMPV6 => (l4 + 4, l4 + 2, 0u64),
+        _ => return Ok(()),
+    };
+    ok(ctx.l4_csum_replace(csum, old.to_be() as u64, new.to_be() as u64, flags | 2))?;
+    ok(ctx.store(field, &new.to_be_bytes(), 0))
+}
+
+/// Applies a full address+port rewrite of one side of `p`.
+#[inline(never)]
+pub fn rewrite_side(
+    ctx: &TcContext,
+    p: &Parsed,
+    src: bool,
+    new_addr: &[u8; 16],
+    new_port: u16,
+) -> R {
+    let k = &p.key;
+    let (old_addr, old_port) = if src {
+        (&k.saddr, k.sport)
+    } else {
+        (&k.daddr, k.dport)
+    };
+    if old_addr != new_addr {
+        set_addr(ctx, k.family, k.proto, p.l3, p.l4, src, old_addr, new_addr)?;
+    }
+    set_port(ctx, k.proto, p.l4, src, old_port, new_port)
+}
+
+/// Clamps the MSS option of a TCP SYN to `max` (scans at most 10 options). Returns whether
+/// the option was changed.
+#[inline(never)]
+pub fn clamp_mss(ctx: &TcContext, p: &Parsed, max: u16) -> Result<bool, RewriteError> {
+    if max == 0 || p.tcp_hdr_len <= 20 {
+        return Ok(false);
+    }
+    let end = p.l4 + p.tcp_hdr_len;
+    let mut off = p.l4 + 20;
+    for _ in 0..10 {
+        if off + 4 > end {
+            break;
+        }
+        let opt: [u8; 4] = ctx.load(off).map_err(|_| RewriteError)?;
+        match opt[0] {
+            0 => break,
+            1 => off += 1,
+            2 if opt[1] == 4 => {
+                let mss = u16::from_be_bytes([opt[2], opt[3]]);
+                if mss <= max {
+                    return Ok(false);
+                }
+                ok(ctx.l4_csum_replace(p.l4 + 16, mss.to_be() as u64, max.to_be() as u64, 2))?;
+                ok(ctx.store(off + 2, &max.to_be_bytes(), 0))?;
+                return Ok(true);
+            }
+            _ => {
+                if opt[1] < 2 {
+                    break;
+                }
+                off += opt[1] as usize;
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Reads a 16-bit field in network order as the checksum helpers want it.
+#[inline(always)]
+fn load16(ctx: &TcContext, off: usize) -> Result<u16, RewriteError> {
+    let b: [u8; 2] = ctx.load(off).map_err(|_| RewriteError)?;
+    Ok(u16::from_ne_bytes(b))
+}
+
+/// Translates an ICMP error whose quoted packet is `inner`: one side of the quoted header
+/// (`inner_src`: its source, else its destination) becomes `addr`/`port`, and the outer header's
+/// opposite side (outer destination when the quoted source changes, and vice versa) becomes
+/// `addr` too. Fixes the quoted IP checksum, the quoted L4 checksum when present, the ICMP
+/// checksum and the outer checksums.
+#[inline(always)]
+pub fn translate_icmp_error(
+    ctx: &TcContext,
+    outer: &Parsed,
+    inner: &Inner,
+    inner_src: bool,
+    addr: &[u8; 16],
+    port: u16,
+) -> R {
+    let ik = &inner.key;
+    let icmp_csum = outer.l4 + 2;
+    let (old_addr, old_port) = if inner_src {
+        (&ik.saddr, ik.sport)
+    } else {
+        (&ik.daddr, ik.dport)
+    };
+    let v4 = ik.family == FAMILY_V4;
+
+    // Quoted L4 checksum (TCP at +16, UDP at +6, ICMP at +2), if it is in the packet.
+    let inner_csum_off = match ik.proto {
+        proto::TCP => Some(inner.l4 + 16),
+        proto::UDP => Some(inner.l4 + 6),
+        _ => Some(inner.l4 + 2),
+    };
+    let inner_csum_off = match inner_csum_off {
+        Some(off) if off + 2 <= ctx.len() as usize => Some(off),
+        _ => None,
+    };
+    let old_l4 = match inner_csum_off {
+        Some(off) => load16(ctx, off)?,
+        None => 0,
+    };
+    let old_ipc = if v4 { load16(ctx, inner.l3 + 10)? } else { 0 };
+
+    // 1. Quoted address; its IP checksum (v4) and, as a pseudo-header field, its L4 checksum
+    //    (TCP/UDP, or ICMPv6). These fields lie inside the ICMP payload, so the ICMP checksum
+    //    takes the same change.
+    if old_addr != addr {
+        let addr_off = if v4 {
+            inner.l3 + if inner_src { 12 } else { 16 }
+        } else {
+            inner.l3 + if inner_src { 8 } else { 24 }
+        };
+        let mut o = *old_addr;
+        let mut n = *addr;
+        let len = if v4 { 4 } else { 16 };
+        // SAFETY: both buffers are 16-byte stack arrays and len is 4 or 16.
+        let diff =
+            unsafe { bpf_csum_diff(o.as_mut_ptr().cast(), len, n.as_mut_ptr().cast(), len, 0) };
+        if diff < 0 {
+            return Err(RewriteError);
+        }
+        if v4 {
+            ok(ctx.l3_csum_replace(inner.l3 + 10, 0, diff as u64, 0))?;
+        }
+        if let Some(off) = inner_csum_off {
+            let covers_addr = matches!(ik.proto, proto::TCP | proto::UDP | proto::ICMPV6);
+            if covers_addr && !(ik.proto == proto::UDP && old_l4 == 0) {
+                ok(ctx.l3_csum_replace(off, 0, diff as u64, 0))?;
+            }
+        }
+        if v4 {
+            ok(ctx.store(addr_off, &[n[0], n[1], n[2], n[3]], 0))?;
+        } else {
+            ok(ctx.store(addr_off, &n, 0))?;
+        }
+        // The ICMP checksum covers the quoted address bytes.
+        ok(ctx.l3_csum_replace(icmp_csum, 0, diff as u64, 0))?;
+    }
+    // 2. Quoted port (or echo id).
+    if old_port != port {
+        let field = match ik.proto {
+            proto::TCP | proto::UDP => inner.l4 + if inner_src { 0 } else { 2 },
+            _ => inner.l4 + 4,
+        };
+        let (o, n) = (old_port.to_be() as u64, port.to_be() as u64);
+        if let Some(off) = inner_csum_off
+            && !(ik.proto == proto::UDP && old_l4 == 0)
+        {
+            ok(ctx.l3_csum_replace(off, o, n, 2))?;
+        }
+        ok(ctx.store(field, &port.to_be_bytes(), 0))?;
+        ok(ctx.l3_csum_replace(icmp_csum, o, n, 2))?;
+    }
+    // 3. The checksum fields we changed are themselves ICMP payload.
+    if v4 {
+        let new_ipc = load16(ctx, inner.l3 + 10)?;
+        ok(ctx.l3_csum_replace(icmp_csum, old_ipc as u64, new_ipc as u64, 2))?;
+    }
+    if let Some(off) = inner_csum_off {
+        let new_l4 = load16(ctx, off)?;
+        ok(ctx.l3_csum_replace(icmp_csum, old_l4 as u64, new_l4 as u64, 2))?;
+    }
+    // 4. Outer header: the opposite side.
+    let ok_ = &outer.key;
+    let outer_old = if inner_src { &ok_.daddr } else { &ok_.saddr };
+    if outer_old != addr {
+        set_addr(
+            ctx, ok_.family, ok_.proto, outer.l3, outer.l4, !inner_src, outer_old, addr,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything swiftgate needs to build and test, idempotently.
+# Reuses what is present; safe to run on every invocation (fast when done).
+#
+#   - the pinned eBPF toolchain (nightly, LLVM 22) with rust-src
+#   - llvm-22-dev and bpf-linker built against it
+#   - the system tools the tests and benchmarks drive (iproute2, nftables, ...)
+set -euo pipefail
+
+EBPF_TOOLCHAIN="${SWIFTGATE_EBPF_TOOLCHAIN:-nightly-2026-06-20}"
+BPF_LINKER_VERSION="${SWIFTGATE_BPF_LINKER_VERSION:-}"
+APT_PACKAGES=(llvm-22-dev iproute2 nftables iputils-ping tcpdump iperf3 bpftool
+  protobuf-compiler wireguard-go wireguard-tools ethtool)
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# 1. System packages (only when one is missing, so a warm machine skips apt).
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing apt packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. Rust toolchains: the stable one in rust-toolchain.toml, and the eBPF nightly.
+need_toolchain() {
+  local tc="$1"; shift
+  if ! rustup run "$tc" rustc --version >/dev/null 2>&1; then
+    log "installing toolchain $tc"
+    rustup toolchain install "$tc" --profile minimal "$@"
+  fi
+}
+STABLE_TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
+need_toolchain "$STABLE_TOOLCHAIN" --component rustfmt,clippy
+need_toolchain "$EBPF_TOOLCHAIN" --component rust-src
+if ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
+  rustup component add rust-src --toolchain "$EBPF_TOOLCHAIN"
+fi
+
+# 3. bpf-linker, built against LLVM 22 (the toolchain above emits LLVM 22 bitcode).
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! "$CARGO_BIN/bpf-linker" --version >/dev/null 2>&1; then
+  log "building bpf-linker against llvm-22 (takes a few minutes once)"
+  ver=(); [ -n "$BPF_LINKER_VERSION" ] && ver=(--version "$BPF_LINKER_VERSION")
+  PATH=/usr/lib/llvm-22/bin:$PATH cargo +"$STABLE_TOOLCHAIN" install bpf-linker --locked \
+    --no-default-features --features llvm-22 "${ver[@]}"
+fi
+log "ready"

@@ -139,7 +139,14 @@ pub fn clamp_mss(ctx: &TcContext, p: &Parsed, max: u16) -> Result<bool, RewriteE
                 if mss <= max {
                     return Ok(false);
                 }
-                ok(ctx.l4_csum_replace(p.l4 + 16, mss.to_be() as u64, max.to_be() as u64, 2))?;
+                // One's complement sums work on 16-bit words from the start of the segment:
+                // a field at an odd offset contributes its bytes swapped.
+                let (from, to) = if (off + 2 - p.l4) % 2 == 1 {
+                    (mss.swap_bytes().to_be(), max.swap_bytes().to_be())
+                } else {
+                    (mss.to_be(), max.to_be())
+                };
+                ok(ctx.l4_csum_replace(p.l4 + 16, from as u64, to as u64, 2))?;
                 ok(ctx.store(off + 2, &max.to_be_bytes(), 0))?;
                 return Ok(true);
             }

@@ -1,0 +1,292 @@
+//! A lab for packet-in/packet-out tests of the eBPF programs through `BPF_PROG_TEST_RUN`.
+//!
+//! [`Lab::new`] moves the calling test thread into a fresh network namespace with three veth
+//! interfaces (`ovl` for the overlay, `lan` and `lan2` for LANs, addressed from TEST-NET and
+//! 2001:db8::/32), loads the programs with their maps pinned in a private directory, and applies
+//! a configuration. Packets then run through the programs without being sent anywhere: the
+//! kernel returns the verdict and the rewritten bytes.
+//!
+//! `BPF_PROG_TEST_RUN` hands TC programs an Ethernet frame, so the overlay programs are tested
+//! in their L2 build (`sg_overlay_ingress_l2`); the L3 build differs only in the header offset
+//! and in pushing an Ethernet header before the redirect, which the namespace tests cover.
+#![allow(dead_code)] // not every test binary uses every helper
+
+pub mod pkt;
+
+use std::{
+    fs::File,
+    net::IpAddr,
+    os::fd::AsFd,
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun, TestRunOptions};
+use swiftgate::{
+    config::Config,
+    dataplane::{self, Dataplane, Flow, LoadOptions, State},
+    policy,
+};
+use swiftgate_common::{Counter, programs};
+
+/// TC verdicts.
+pub const TC_ACT_OK: u32 = 0;
+/// Drop.
+pub const TC_ACT_SHOT: u32 = 2;
+/// Redirect.
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// bpffs mount shared by test labs.
+pub const TEST_BPFFS: &str = "/run/swiftgate-test-bpf";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Panics unless running as root: these tests need CAP_BPF and CAP_NET_ADMIN and must not
+/// silently pass without them.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the kernel tests need root (BPF, network namespaces); run them as root"
+    );
+}
+
+/// Mounts the shared test bpffs once.
+pub fn test_bpffs() -> PathBuf {
+    let p = PathBuf::from(TEST_BPFFS);
+    std::fs::create_dir_all(&p).expect("create test bpffs dir");
+    let is_bpf = nix::sys::statfs::statfs(&p)
+        .map(|s| s.filesystem_type().0 as i64 == 0xcafe_4a11)
+        .unwrap_or(false);
+    if !is_bpf {
+        nix::mount::mount(
+            Some("bpf"),
+            &p,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount bpffs for tests");
+    }
+    p
+}
+
+/// A test network namespace with the data plane loaded.
+pub struct Lab {
+    /// Namespace name.
+    pub ns: String,
+    /// The loaded programs and maps.
+    pub dp: Dataplane,
+    /// Current configuration.
+    pub cfg: Config,
+    /// Interface indexes.
+    pub ovl: u32,
+    /// LAN 1 (192.0.2.0/24, 2001:db8:1::/64).
+    pub lan: u32,
+    /// LAN 2 (198.51.100.0/24).
+    pub lan2: u32,
+    orig_ns: File,
+    pin: PathBuf,
+}
+
+/// The interface part every lab configuration starts with.
+pub const LAB_INTERFACE: &str = r#"
+[interface]
+overlay = "ovl"
+overlay_l2 = true
+addresses = ["100.64.0.1/16", "fd00:64::1/64"]
+lan = ["lan", "lan2"]
+mtu = 1280
+flow_events = "all"
+"#;
+
+fn lab_toml(pin: &std::path::Path, config: &str) -> String {
+    let iface = LAB_INTERFACE.replace(
+        "[interface]",
+        &format!("[interface]\npin_path = {:?}", pin.display().to_string()),
+    );
+    format!("{iface}\n{config}")
+}
+
+impl Lab {
+    /// Creates the namespace, enters it on this thread, loads and configures the programs.
+    /// `config` is appended to [`LAB_INTERFACE`].
+    pub fn new(config: &str) -> Lab {
+        require_root();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let ns = format!("sgdp{}x{n}", std::process::id());
+        let orig_ns = File::open("/proc/thread-self/ns/net").expect("open own netns");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["ip", "netns", "add", &ns]);
+        for cmd in [
+            "link set lo up",
+            "link add ovl type veth peer name ovlp",
+            "link add lan type veth peer name lanp",
+            "link add lan2 type veth peer name lan2p",
+            "link set ovlp up",
+            "link set lanp up",
+            "link set lan2p up",
+            "addr add 100.64.0.1/16 dev ovl",
+            "addr add fd00:64::1/64 dev ovl nodad",
+            "addr add 192.0.2.1/24 dev lan",
+            "addr add 2001:db8:1::1/64 dev lan nodad",
+            "addr add 198.51.100.1/24 dev lan2",
+            "link set ovl up",
+            "link set lan up",
+            "link set lan2 up",
+        ] {
+            let mut args = vec!["ip", "-n", ns.as_str()];
+            args.extend(cmd.split(' '));
+            sh(&args);
+        }
+        let target = File::open(format!("/run/netns/{ns}")).expect("open lab netns");
+        nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("enter lab netns");
+        for p in [
+            "/proc/sys/net/ipv4/ip_forward",
+            "/proc/sys/net/ipv4/conf/all/forwarding",
+            "/proc/sys/net/ipv4/conf/ovl/forwarding",
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+        ] {
+            std::fs::write(p, "1").expect("enable forwarding in the lab");
+        }
+        let pin = test_bpffs().join(&ns);
+        let cfg = Config::from_toml(&lab_toml(&pin, config)).expect("lab configuration");
+        let mut dp = Dataplane::load(&LoadOptions::from_config(&cfg)).expect("load programs");
+        dp.set_kernel_config(dataplane::kernel_config(&cfg).unwrap())
+            .unwrap();
+        dp.apply(&policy::compile(&cfg))
+            .expect("apply configuration");
+        let idx = |n: &str| nix::net::if_::if_nametoindex(n).expect("ifindex");
+        Lab {
+            ovl: idx("ovl"),
+            lan: idx("lan"),
+            lan2: idx("lan2"),
+            ns,
+            dp,
+            cfg,
+            orig_ns,
+            pin,
+        }
+    }
+
+    /// Applies another configuration (appended to [`LAB_INTERFACE`]).
+    pub fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        let cfg = Config::from_toml(&lab_toml(&self.pin, config)).map_err(|e| e.to_string())?;
+        swiftgate::run::reload(&mut self.dp, &self.cfg, &cfg).map_err(|e| format!("{e:#}"))?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// Runs a program; `None` when the kernel's test harness itself refuses the input (it
+    /// does so for some frames too short to be IP).
+    pub fn try_run(&mut self, prog: &str, ifindex: u32, pkt: &[u8]) -> Option<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; pkt.len() + 256];
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let prog = self.dp.program(prog).expect("program");
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .ok()?;
+        out.truncate(r.data_size_out as usize);
+        Some((r.return_value, out))
+    }
+
+    fn run(&mut self, prog: &str, ifindex: u32, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; pkt.len() + 256];
+        // struct __sk_buff: ifindex is at byte 40 (u32), ingress_ifindex at 36.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let prog = self.dp.program(prog).expect("program");
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// Runs the overlay ingress program on an Ethernet frame arriving on `ovl`.
+    pub fn overlay(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let i = self.ovl;
+        self.run(programs::OVERLAY_INGRESS_L2, i, pkt)
+    }
+
+    /// Runs the overlay egress program (host-originated traffic towards the overlay).
+    pub fn overlay_egress(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let i = self.ovl;
+        self.run(programs::OVERLAY_EGRESS_L2, i, pkt)
+    }
+
+    /// Runs the LAN ingress program on a frame arriving on `lan`.
+    pub fn lan(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let i = self.lan;
+        self.run(programs::LAN_INGRESS, i, pkt)
+    }
+
+    /// Pinned state (conntrack, counters).
+    pub fn state(&self) -> State {
+        self.dp.state().expect("open state")
+    }
+
+    /// A counter summed over CPUs.
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.state()
+            .counters()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, v)| v)
+            .unwrap()
+    }
+
+    /// Tracked flows.
+    pub fn flows(&self) -> Vec<Flow> {
+        self.state().flows()
+    }
+
+    /// The tracked flow from `src:sport` to `dst:dport`, if any.
+    pub fn flow(&self, src: &str, sport: u16, dst: &str, dport: u16) -> Option<Flow> {
+        let (s, d): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        self.flows().into_iter().find(|f| {
+            dataplane::addr(&f.key.saddr, f.key.family) == s
+                && dataplane::addr(&f.key.daddr, f.key.family) == d
+                && f.key.sport == sport
+                && f.key.dport == dport
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(self.orig_ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
+        let _ = dataplane::remove_all(&self.pin);
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}

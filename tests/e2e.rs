@@ -157,7 +157,8 @@ fn berlin_office_walkthrough() {
     let other_https =
         TcpServer::start(t.lan(0), sa(NOT_A_RESOURCE, 443)).expect("192.0.2.11:443 server");
     let on_client = TcpServer::start(&t.client, sa(ALICE, 8080)).expect("client listener");
-    start_agent(&mut t, &berlin_config(&t, true));
+    let cfg = berlin_config(&t, true);
+    start_agent(&mut t, &cfg);
 
     // Allowed, and masqueraded: the wiki sees the routing peer's LAN address.
     let mut session = open_session(&mut t, ALICE, sa(WIKI, 443));
@@ -297,7 +298,8 @@ fn masquerade_off_keeps_overlay_source() {
     );
     let wiki_https = TcpServer::start(t.lan(0), sa(WIKI, 443)).expect("wiki:443 server");
     let _wiki_ssh = TcpServer::start(t.lan(0), sa(WIKI, 22)).expect("wiki:22 server");
-    start_agent(&mut t, &berlin_config(&t, false));
+    let cfg = berlin_config(&t, false);
+    start_agent(&mut t, &cfg);
 
     let mut session = open_session(&mut t, ALICE, sa(WIKI, 443));
     exchange(
@@ -432,7 +434,8 @@ fn three_tier_example() {
     .map(|(ip, port)| TcpServer::start(lan, sa(ip, port)).expect("LAN TCP server"))
     .collect();
     let _dns_udp = UdpServer::start(lan, sa(DNS, 53)).expect("dns udp/53 server");
-    start_agent(&mut t, &three_tier_config(&t));
+    let cfg = three_tier_config(&t);
+    start_agent(&mut t, &cfg);
 
     assert_tcp_allowed(
         &mut t,

@@ -20,7 +20,6 @@ use super::{
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Overlay interface in the gw namespace (the agent's `interface.overlay`).
 pub const GW_OVERLAY_IF: &str = "sg0";
@@ -364,10 +363,10 @@ impl Topology {
                 Err(e) => eprintln!("[e2e] warning: swiftgate down: {e}"),
             }
         }
-        if self.pin_path.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.pin_path) {
-                eprintln!("[e2e] warning: removing {}: {e}", self.pin_path.display());
-            }
+        if self.pin_path.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.pin_path)
+        {
+            eprintln!("[e2e] warning: removing {}: {e}", self.pin_path.display());
         }
         if let Some(mut r) = self.relay.take() {
             r.stop();
@@ -398,9 +397,4 @@ impl Drop for Topology {
     fn drop(&mut self) {
         self.teardown();
     }
-}
-
-/// Waits `d` (for settling after a signal, bounded by the caller).
-pub fn settle(d: Duration) {
-    std::thread::sleep(d);
 }

@@ -8,7 +8,7 @@ use super::{Error, NetNs, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -81,7 +81,7 @@ pub struct RelayStats {
 /// The longest a relay runs, as a bound in case a test leaks it.
 const MAX_RELAY_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Poll timeout: how quickly the relay notices its stop flag.
-const POLL_MS: u16 = 100;
+const POLL_MS: libc::c_int = 100;
 
 /// Copies IP packets between two TUN descriptors on a background thread until stopped (or
 /// dropped). Set `SG_E2E_TRACE=1` to log every packet.
@@ -132,10 +132,10 @@ impl Relay {
     /// Stops the thread and closes both descriptors (which removes the TUN devices).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                eprintln!("[e2e] warning: relay thread {} panicked", self.label);
-            }
+        if let Some(h) = self.handle.take()
+            && h.join().is_err()
+        {
+            eprintln!("[e2e] warning: relay thread {} panicked", self.label);
         }
     }
 }
@@ -147,33 +147,40 @@ impl Drop for Relay {
 }
 
 fn relay_loop(a: &File, b: &File, stop: &AtomicBool, stats: &RelayStats, label: &str, trace: bool) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let started = Instant::now();
     let mut buf = vec![0u8; 65536];
     let mut consecutive_errors = 0u32;
     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_RELAY_LIFETIME {
-        let (ready_a, ready_b, dead) = {
-            let mut fds = [
-                PollFd::new(a.as_fd(), PollFlags::POLLIN),
-                PollFd::new(b.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::from(POLL_MS)) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    eprintln!("[e2e] relay {label}: poll failed: {e}");
-                    return;
-                }
+        let mut fds = [
+            libc::pollfd {
+                fd: a.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: b.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a live array of two initialised pollfd structs and its length is
+        // passed along; both descriptors stay open (borrowed from `a` and `b`) for the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
+        if rc == 0 {
+            continue;
+        }
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            let ev = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
-            let bad = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
-            (
-                ev(&fds[0]).contains(PollFlags::POLLIN),
-                ev(&fds[1]).contains(PollFlags::POLLIN),
-                ev(&fds[0]).intersects(bad) || ev(&fds[1]).intersects(bad),
-            )
-        };
+            eprintln!("[e2e] relay {label}: poll failed: {e}");
+            return;
+        }
+        let bad = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+        let ready_a = fds[0].revents & libc::POLLIN != 0;
+        let ready_b = fds[1].revents & libc::POLLIN != 0;
+        let dead = (fds[0].revents | fds[1].revents) & bad != 0;
         if dead {
             eprintln!("[e2e] relay {label}: a TUN descriptor reported an error; stopping");
             return;
@@ -191,11 +198,12 @@ fn relay_loop(a: &File, b: &File, stop: &AtomicBool, stats: &RelayStats, label: 
                     if trace {
                         eprintln!("[e2e] relay {label} {dir} {}", describe_packet(&buf[..n]));
                     }
+                    // A TUN write takes the whole packet or fails.
                     match (&*to).write(&buf[..n]) {
-                        Ok(_) => {
+                        Ok(w) if w == n => {
                             counter.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {
+                        _ => {
                             stats.write_errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -266,6 +266,30 @@ impl Lab {
             .unwrap()
     }
 
+    /// Forgets every tracked flow (so the next packets open new ones).
+    pub fn clear_conntrack(&self) {
+        use aya::maps::{HashMap, Map, MapData};
+        use swiftgate_common::{CtEntry, FlowKey, maps};
+        let open = |name: &str| Map::from_map_data(MapData::from_pin(self.pin.join("maps").join(name)).expect("pinned map")).expect("map");
+        let mut ct: HashMap<MapData, FlowKey, CtEntry> = HashMap::try_from(open(maps::CONNTRACK)).expect("conntrack map");
+        let keys: Vec<FlowKey> = ct.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = ct.remove(&k);
+        }
+        let mut rep: HashMap<MapData, FlowKey, FlowKey> = HashMap::try_from(open(maps::CT_REPLY)).expect("reply map");
+        let keys: Vec<FlowKey> = rep.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = rep.remove(&k);
+        }
+    }
+
+    /// Opens the flow-event ring buffer.
+    pub fn events(&self) -> aya::maps::RingBuf<aya::maps::MapData> {
+        use aya::maps::{Map, MapData, RingBuf};
+        let data = MapData::from_pin(self.pin.join("maps").join(swiftgate_common::maps::EVENTS)).expect("pinned ring buffer");
+        RingBuf::try_from(Map::from_map_data(data).expect("map")).expect("ring buffer")
+    }
+
     /// Tracked flows.
     pub fn flows(&self) -> Vec<Flow> {
         self.state().flows()

@@ -36,10 +36,12 @@ need_toolchain() {
 }
 STABLE_TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
 need_toolchain "$STABLE_TOOLCHAIN" --component rustfmt,clippy
-need_toolchain "$EBPF_TOOLCHAIN" --component rust-src
-if ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
-  rustup component add rust-src --toolchain "$EBPF_TOOLCHAIN"
-fi
+need_toolchain "$EBPF_TOOLCHAIN" --component rust-src,clippy
+for comp in rust-src clippy; do
+  if ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q "^$comp"; then
+    rustup component add "$comp" --toolchain "$EBPF_TOOLCHAIN"
+  fi
+done
 
 # 3. bpf-linker, built against LLVM 22 (the toolchain above emits LLVM 22 bitcode).
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"

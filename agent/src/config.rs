@@ -752,7 +752,7 @@ ports = ["443"]
     fn berlin_office_validates() {
         let c = Config::from_toml(BERLIN).unwrap();
         assert_eq!(c.rules.len(), 1);
-        assert_eq!(c.resources[0].masquerade, true);
+        assert!(c.resources[0].masquerade);
         assert_eq!(c.overlay_nets[0].to_string(), "100.64.0.0/16");
         assert_eq!(c.rules[0].ports, vec![PortRange { lo: 443, hi: 443 }]);
     }

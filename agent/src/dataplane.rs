@@ -435,7 +435,7 @@ fn on_bpffs(path: &Path) -> bool {
     loop {
         if p.exists() {
             return nix::sys::statfs::statfs(p)
-                .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+                .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
                 .unwrap_or(false);
         }
         match p.parent() {

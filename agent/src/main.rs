@@ -111,21 +111,26 @@ fn print_flows(rows: &[serde_json::Value], json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<5} {:<40} {:<40} {:<8} {:<22} {:>8} {:>8} {:>6}",
+        "{:<5} {:<40} {:<40} {:<8} {:<40} {:>8} {:>8} {:>6}",
         "proto", "source", "destination", "origin", "nat", "pkts>", "pkts<", "idle"
     );
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
     for r in rows {
-        let ep = |a: &str, p: &str| format!("{}:{}", r[a].as_str().unwrap_or(""), r[p]);
+        let ep = |a: &str, p: &str| format!("{}:{}", text(&r[a]), text(&r[p]));
         println!(
-            "{:<5} {:<40} {:<40} {:<8} {:<22} {:>8} {:>8} {:>5}s",
-            r["proto"],
+            "{:<5} {:<40} {:<40} {:<8} {:<40} {:>8} {:>8} {:>5}s",
+            text(&r["proto"]),
             ep("src", "sport"),
             ep("dst", "dport"),
-            r["origin"].as_str().unwrap_or(""),
-            r["nat"].as_str().unwrap_or("-"),
-            r["packets_orig"],
-            r["packets_reply"],
-            r["idle_s"],
+            text(&r["origin"]),
+            text(&r["nat"]),
+            text(&r["packets_orig"]),
+            text(&r["packets_reply"]),
+            text(&r["idle_s"]),
         );
     }
     println!("{} flows", rows.len());

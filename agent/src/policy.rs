@@ -16,7 +16,7 @@
 //! beats accept) and is what the property tests compare the kernel's verdicts against.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -108,69 +108,86 @@ struct Prefixes {
 }
 
 impl Prefixes {
+    /// Finds, for every prefix, the configured prefixes containing it by walking up its
+    /// prefix lengths (at most 129 look-ups each), so large configurations stay linear.
     fn new(own: impl IntoIterator<Item = (IpNet, Endpoint)>) -> Self {
-        let own: Vec<(IpNet, Endpoint)> = own.into_iter().collect();
-        let mut covering: BTreeMap<IpNet, BTreeSet<Endpoint>> = BTreeMap::new();
-        for (p, _) in &own {
-            let set = own
-                .iter()
-                .filter(|(q, _)| q.contains(p))
-                .map(|(_, e)| e.clone())
-                .collect();
+        let mut by_prefix: HashMap<IpNet, Vec<Endpoint>> = HashMap::new();
+        for (p, e) in own {
+            by_prefix.entry(p).or_default().push(e);
+        }
+        let mut covering = BTreeMap::new();
+        for p in by_prefix.keys() {
+            let mut set = BTreeSet::new();
+            for len in 0..=p.prefix_len() {
+                let Ok(sup) = IpNet::new(p.addr(), len) else {
+                    continue;
+                };
+                if let Some(eps) = by_prefix.get(&sup.trunc()) {
+                    set.extend(eps.iter().cloned());
+                }
+            }
             covering.insert(*p, set);
         }
         Prefixes { covering }
     }
 }
 
-/// Compiles a validated configuration into map contents.
+/// For each endpoint, the rules that name it (as a source or as a destination).
+fn rules_by_endpoint(cfg: &Config, sources: bool) -> HashMap<Endpoint, Vec<usize>> {
+    let mut m: HashMap<Endpoint, Vec<usize>> = HashMap::new();
+    for (i, r) in cfg.rules.iter().enumerate() {
+        for e in if sources { &r.sources } else { &r.destinations } {
+            m.entry(e.clone()).or_default().push(i);
+        }
+    }
+    m
+}
+
+fn rules_covering(
+    eps: &BTreeSet<Endpoint>,
+    index: &HashMap<Endpoint, Vec<usize>>,
+) -> BTreeSet<usize> {
+    eps.iter()
+        .filter_map(|e| index.get(e))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// Compiles a validated configuration into map contents. Linear in the size of the result:
+/// the work is proportional to the (identity, destination, rule) triples that exist.
 pub fn compile(cfg: &Config) -> Compiled {
     let mut out = Compiled::default();
-
-    // Sources: peers' addresses and resources' prefixes.
-    let src = Prefixes::new(
+    let peer_ips = || {
         cfg.peers
             .iter()
             .enumerate()
             .flat_map(|(i, p)| p.ips.iter().map(move |ip| (*ip, Endpoint::Peer(i))))
-            .chain(
-                cfg.resources
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (r.prefix, Endpoint::Resource(i))),
-            ),
-    );
+    };
+    let resource_prefixes = || {
+        cfg.resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.prefix, Endpoint::Resource(i)))
+    };
+    // Sources: peers' addresses and resources' prefixes.
+    let src = Prefixes::new(peer_ips().chain(resource_prefixes()));
     // Destinations: own addresses, resources, peers.
     let dst = Prefixes::new(
         cfg.own_addresses
             .iter()
             .map(|a| (*a, Endpoint::SelfPeer))
-            .chain(
-                cfg.resources
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (r.prefix, Endpoint::Resource(i))),
-            )
-            .chain(
-                cfg.peers
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, p)| p.ips.iter().map(move |ip| (*ip, Endpoint::Peer(i)))),
-            ),
+            .chain(resource_prefixes())
+            .chain(peer_ips()),
     );
+    let by_source = rules_by_endpoint(cfg, true);
+    let by_dest = rules_by_endpoint(cfg, false);
 
     // Identities: sources with the same set of rules (as a source) share one.
-    let mut ident_of_prefix: BTreeMap<IpNet, u32> = BTreeMap::new();
     let mut rules_of_ident: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
-    let mut ident_of_rules: BTreeMap<BTreeSet<usize>, u32> = BTreeMap::new();
+    let mut ident_of_rules: HashMap<BTreeSet<usize>, u32> = HashMap::new();
     for (prefix, eps) in &src.covering {
-        let rules: BTreeSet<usize> = cfg
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.sources.iter().any(|e| eps.contains(e)))
-            .map(|(i, _)| i)
-            .collect();
+        let rules = rules_covering(eps, &by_source);
         let id = match ident_of_rules.get(&rules) {
             Some(id) => *id,
             None => {
@@ -187,14 +204,13 @@ pub fn compile(cfg: &Config) -> Compiled {
                 id
             }
         };
-        ident_of_prefix.insert(*prefix, id);
+        out.identities.insert(*prefix, id);
     }
-    out.identities = ident_of_prefix;
 
     // Destinations.
     let mut rules_of_dest: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
     for (prefix, eps) in &dst.covering {
-        // The most specific endpoint (the prefix's own) decides kind, network and masquerade.
+        // The prefix's own endpoint decides kind, network and masquerade.
         let own = eps
             .iter()
             .filter(|e| endpoint_prefixes(cfg, e).contains(prefix))
@@ -224,14 +240,7 @@ pub fn compile(cfg: &Config) -> Compiled {
                 0,
             ),
         };
-        let rules: BTreeSet<usize> = cfg
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.destinations.iter().any(|e| eps.contains(e)))
-            .map(|(i, _)| i)
-            .collect();
-        rules_of_dest.insert(dest_id, rules);
+        rules_of_dest.insert(dest_id, rules_covering(eps, &by_dest));
         out.dests.insert(
             *prefix,
             DestValue {
@@ -253,54 +262,55 @@ pub fn compile(cfg: &Config) -> Compiled {
         });
     }
 
-    // Policy entries per (identity, destination) pair that shares at least one rule.
-    let prefixes: Vec<Vec<PortPrefix>> = cfg.rules.iter().map(rule_prefixes).collect();
-    for (ident, irules) in &rules_of_ident {
-        if irules.is_empty() {
-            continue;
+    // The (identity, destination) pairs each rule connects, with the rules in config order.
+    let mut idents_of_rule: Vec<Vec<u32>> = vec![Vec::new(); cfg.rules.len()];
+    for (id, rules) in &rules_of_ident {
+        for r in rules {
+            idents_of_rule[*r].push(*id);
         }
-        for (dest, drules) in &rules_of_dest {
-            let both: Vec<usize> = irules.intersection(drules).copied().collect();
-            if both.is_empty() {
-                continue;
+    }
+    let mut pairs: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+    for (dest, rules) in &rules_of_dest {
+        for r in rules {
+            for ident in &idents_of_rule[*r] {
+                pairs.entry((*ident, *dest)).or_default().push(*r);
             }
-            let all: BTreeSet<PortPrefix> = both
-                .iter()
-                .flat_map(|i| prefixes[*i].iter().copied())
-                .collect();
-            for p in all {
-                let mut verdict: Option<(Action, u32)> = None;
-                for i in &both {
-                    if !prefixes[*i].iter().any(|q| q.contains(&p)) {
-                        continue;
-                    }
-                    let r = &cfg.rules[*i];
-                    verdict = match (verdict, r.action) {
-                        (None, a) => Some((a, r.id)),
-                        (Some((Action::Accept, _)), Action::Drop) => Some((Action::Drop, r.id)),
-                        (v, _) => v,
-                    };
+        }
+    }
+    let prefixes: Vec<Vec<PortPrefix>> = cfg.rules.iter().map(rule_prefixes).collect();
+    for ((ident, dest), mut both) in pairs {
+        both.sort_unstable();
+        let all: BTreeSet<PortPrefix> = both
+            .iter()
+            .flat_map(|i| prefixes[*i].iter().copied())
+            .collect();
+        for p in all {
+            let mut verdict: Option<(Action, u32)> = None;
+            for i in &both {
+                if !prefixes[*i].iter().any(|q| q.contains(&p)) {
+                    continue;
                 }
-                let Some((act, id)) = verdict else { continue };
-                let key = PolicyKey::new(
-                    *ident,
-                    *dest,
-                    (p.bits >> 16) as u8,
-                    (p.bits & 0xffff) as u16,
-                );
-                let value = PolicyValue {
-                    policy_id: id,
-                    action: if act == Action::Drop {
-                        action::DROP
-                    } else {
-                        action::ACCEPT
-                    },
-                    _pad: [0; 3],
+                let r = &cfg.rules[*i];
+                verdict = match (verdict, r.action) {
+                    (None, a) => Some((a, r.id)),
+                    (Some((Action::Accept, _)), Action::Drop) => Some((Action::Drop, r.id)),
+                    (v, _) => v,
                 };
-                let len = POLICY_PREFIX_ANY + p.len;
-                debug_assert!(len == POLICY_PREFIX_ANY || len >= POLICY_PREFIX_PROTO);
-                out.policy.insert((len, key), value);
             }
+            let Some((act, id)) = verdict else { continue };
+            let key = PolicyKey::new(ident, dest, (p.bits >> 16) as u8, (p.bits & 0xffff) as u16);
+            let value = PolicyValue {
+                policy_id: id,
+                action: if act == Action::Drop {
+                    action::DROP
+                } else {
+                    action::ACCEPT
+                },
+                _pad: [0; 3],
+            };
+            let len = POLICY_PREFIX_ANY + p.len;
+            debug_assert!(len == POLICY_PREFIX_ANY || len >= POLICY_PREFIX_PROTO);
+            out.policy.insert((len, key), value);
         }
     }
     out

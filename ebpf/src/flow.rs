@@ -339,7 +339,7 @@ fn alloc_nat(cfg: &Config, key: &FlowKey, addr: &[u8; 16]) -> Result<(FlowKey, u
     let seed = unsafe { bpf_get_prandom_u32() };
     for i in 0..NAT_PROBES {
         let rk = nat_reply_key(key, addr, port);
-        if CT_REPLY.insert(&rk, key, BPF_NOEXIST as u64).is_ok() {
+        if CT_REPLY.insert(rk, key, BPF_NOEXIST as u64).is_ok() {
             return Ok((rk, port));
         }
         if !has_ports {
@@ -544,7 +544,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     if let Some(orig) = CT_REPLY.get_ptr(key) {
         // SAFETY: map value pointer, valid for this run.
         let orig = unsafe { *orig };
-        if let Some(ct) = CONNTRACK.get_ptr_mut(&orig) {
+        if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
             let e = view(ct);
             match e.origin {
                 origin::HOST => {
@@ -705,7 +705,7 @@ fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) 
     };
     // The quoted packet is a reply as the client saw it; reversed, it is the original key.
     let orig = inner.key.reversed();
-    let Some(ct) = CONNTRACK.get_ptr(&orig) else {
+    let Some(ct) = CONNTRACK.get_ptr(orig) else {
         count(Counter::DropInvalid);
         return SHOT;
     };
@@ -784,7 +784,7 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
     if let Some(orig) = CT_REPLY.get_ptr(key) {
         // SAFETY: map value pointer, valid for this run.
         let orig = unsafe { *orig };
-        if let Some(ct) = CONNTRACK.get_ptr_mut(&orig) {
+        if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
             let e = view(ct);
             if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
                 touch(ct, true, len, &p);
@@ -866,13 +866,13 @@ fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
         return OK;
     };
     // The quoted packet is one we sent (after NAT); reversed, it is the reply key.
-    let Some(orig) = CT_REPLY.get_ptr(&inner.key.reversed()) else {
+    let Some(orig) = CT_REPLY.get_ptr(inner.key.reversed()) else {
         count(Counter::PassHost);
         return OK;
     };
     // SAFETY: map value pointer, valid for this run.
     let orig = unsafe { *orig };
-    let Some(ct) = CONNTRACK.get_ptr(&orig) else {
+    let Some(ct) = CONNTRACK.get_ptr(orig) else {
         count(Counter::PassHost);
         return OK;
     };

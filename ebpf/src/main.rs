@@ -84,9 +84,9 @@ pub fn sg_lan_ingress(ctx: TcContext) -> i32 {
 }
 
 /// TC verdicts as `i32`.
-pub(crate) const OK: i32 = TC_ACT_OK as i32;
+pub(crate) const OK: i32 = TC_ACT_OK;
 /// Drop.
-pub(crate) const SHOT: i32 = TC_ACT_SHOT as i32;
+pub(crate) const SHOT: i32 = TC_ACT_SHOT;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -260,13 +260,13 @@ pub fn parse_inner(ctx: &TcContext, p: &Parsed) -> Result<Inner, ParseError> {
         if ip.vihl >> 4 != 4 || ihl < 20 {
             return Err(ParseError::Invalid);
         }
-        key.proto = ip.proto as u8;
+        key.proto = ip.proto;
         key.saddr[..4].copy_from_slice(&ip.src_addr);
         key.daddr[..4].copy_from_slice(&ip.dst_addr);
         l3 + ihl
     } else {
         let ip: Ipv6Hdr = ctx.load(l3).map_err(|_| ParseError::Invalid)?;
-        key.proto = ip.next_hdr as u8;
+        key.proto = ip.next_hdr;
         key.saddr = ip.src_addr;
         key.daddr = ip.dst_addr;
         l3 + 40

@@ -35,19 +35,29 @@ fn l4_csum(proto: u8, family: u8, l4: usize) -> Option<(usize, u64)> {
     }
 }
 
-/// Rewrites the source (`src = true`) or destination address of the IP header at `l3` whose
-/// L4 header (protocol `proto`) is at `l4`, fixing the IP and L4 checksums.
+/// Where an IP packet's headers are.
+#[derive(Clone, Copy)]
+pub struct Headers {
+    /// [`FAMILY_V4`] or v6.
+    pub family: u8,
+    /// L4 protocol.
+    pub proto: u8,
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// Offset of the L4 header.
+    pub l4: usize,
+}
+
+/// Rewrites the source (`src = true`) or destination address of the packet at `h`, fixing
+/// the IP and L4 checksums.
 #[inline(always)]
-pub fn set_addr(
-    ctx: &TcContext,
-    family: u8,
-    proto: u8,
-    l3: usize,
-    l4: usize,
-    src: bool,
-    old: &[u8; 16],
-    new: &[u8; 16],
-) -> R {
+pub fn set_addr(ctx: &TcContext, h: Headers, src: bool, old: &[u8; 16], new: &[u8; 16]) -> R {
+    let Headers {
+        family,
+        proto,
+        l3,
+        l4,
+    } = h;
     if family == FAMILY_V4 {
         let off = l3 + if src { 12 } else { 16 };
         let o = u32::from_ne_bytes([old[0], old[1], old[2], old[3]]) as u64;
@@ -112,7 +122,13 @@ pub fn rewrite_side(
         (&k.daddr, k.dport)
     };
     if old_addr != new_addr {
-        set_addr(ctx, k.family, k.proto, p.l3, p.l4, src, old_addr, new_addr)?;
+        let h = Headers {
+            family: k.family,
+            proto: k.proto,
+            l3: p.l3,
+            l4: p.l4,
+        };
+        set_addr(ctx, h, src, old_addr, new_addr)?;
     }
     set_port(ctx, k.proto, p.l4, src, old_port, new_port)
 }
@@ -270,9 +286,13 @@ pub fn translate_icmp_error(
     let ok_ = &outer.key;
     let outer_old = if inner_src { &ok_.daddr } else { &ok_.saddr };
     if outer_old != addr {
-        set_addr(
-            ctx, ok_.family, ok_.proto, outer.l3, outer.l4, !inner_src, outer_old, addr,
-        )?;
+        let h = Headers {
+            family: ok_.family,
+            proto: ok_.proto,
+            l3: outer.l3,
+            l4: outer.l4,
+        };
+        set_addr(ctx, h, !inner_src, outer_old, addr)?;
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ pub fn test_bpffs() -> PathBuf {
     let p = PathBuf::from(TEST_BPFFS);
     std::fs::create_dir_all(&p).expect("create test bpffs dir");
     let is_bpf = nix::sys::statfs::statfs(&p)
-        .map(|s| s.filesystem_type().0 as i64 == 0xcafe_4a11)
+        .map(|s| s.filesystem_type().0 == 0xcafe_4a11)
         .unwrap_or(false);
     if !is_bpf {
         nix::mount::mount(
@@ -125,12 +125,35 @@ impl Lab {
     /// Creates the namespace, enters it on this thread, loads and configures the programs.
     /// `config` is appended to [`LAB_INTERFACE`].
     pub fn new(config: &str) -> Lab {
+        Lab::with_config(|pin| {
+            Config::from_toml(&lab_toml(pin, config)).expect("lab configuration")
+        })
+    }
+
+    /// Like [`Lab::new`], with a configuration built by `make` (e.g. from a
+    /// [`swiftgate::config::FileConfig`] too large to write as TOML). `make` gets the pin path
+    /// the configuration must use; the interfaces are the lab's (`ovl`, `lan`, `lan2`).
+    pub fn with_config(make: impl FnOnce(&std::path::Path) -> Config) -> Lab {
         require_root();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let ns = format!("sgdp{}x{n}", std::process::id());
+        let pin = test_bpffs().join(&ns);
+        let cfg = make(&pin);
+        assert_eq!(
+            cfg.pin_path, pin,
+            "a lab configuration must use the lab's pin path"
+        );
         let orig_ns = File::open("/proc/thread-self/ns/net").expect("open own netns");
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         sh(&["ip", "netns", "add", &ns]);
+        // Until the Lab exists (and its Drop takes over), a panic must not leave the
+        // namespace, the pins or this thread's namespace behind.
+        let mut undo = Undo {
+            ns: ns.clone(),
+            orig_ns: orig_ns.try_clone().expect("dup netns fd"),
+            pin: pin.clone(),
+            armed: true,
+        };
         for cmd in [
             "link set lo up",
             "link add ovl type veth peer name ovlp",
@@ -163,14 +186,13 @@ impl Lab {
         ] {
             std::fs::write(p, "1").expect("enable forwarding in the lab");
         }
-        let pin = test_bpffs().join(&ns);
-        let cfg = Config::from_toml(&lab_toml(&pin, config)).expect("lab configuration");
         let mut dp = Dataplane::load(&LoadOptions::from_config(&cfg)).expect("load programs");
         dp.set_kernel_config(dataplane::kernel_config(&cfg).unwrap())
             .unwrap();
         dp.apply(&policy::compile(&cfg))
             .expect("apply configuration");
         let idx = |n: &str| nix::net::if_::if_nametoindex(n).expect("ifindex");
+        undo.armed = false;
         Lab {
             ovl: idx("ovl"),
             lan: idx("lan"),
@@ -210,6 +232,34 @@ impl Lab {
             .ok()?;
         out.truncate(r.data_size_out as usize);
         Some((r.return_value, out))
+    }
+
+    /// Runs a program `repeat` times on the same input (`BPF_PROG_TEST_RUN` with `repeat`) and
+    /// returns its verdict and the kernel's mean time per run. The kernel reuses one skb for
+    /// all repetitions, so a program that rewrites the packet sees its own output from the
+    /// second repetition on; with `repeat == 1` the time includes the kernel timer's overhead.
+    pub fn run_repeat(
+        &mut self,
+        prog: &str,
+        ifindex: u32,
+        pkt: &[u8],
+        repeat: u32,
+    ) -> (u32, std::time::Duration) {
+        let mut out = vec![0u8; pkt.len() + 256];
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let prog = self.dp.program(prog).expect("program");
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        (r.return_value, r.duration)
     }
 
     fn run(&mut self, prog: &str, ifindex: u32, pkt: &[u8]) -> (u32, Vec<u8>) {
@@ -270,13 +320,20 @@ impl Lab {
     pub fn clear_conntrack(&self) {
         use aya::maps::{HashMap, Map, MapData};
         use swiftgate_common::{CtEntry, FlowKey, maps};
-        let open = |name: &str| Map::from_map_data(MapData::from_pin(self.pin.join("maps").join(name)).expect("pinned map")).expect("map");
-        let mut ct: HashMap<MapData, FlowKey, CtEntry> = HashMap::try_from(open(maps::CONNTRACK)).expect("conntrack map");
+        let open = |name: &str| {
+            Map::from_map_data(
+                MapData::from_pin(self.pin.join("maps").join(name)).expect("pinned map"),
+            )
+            .expect("map")
+        };
+        let mut ct: HashMap<MapData, FlowKey, CtEntry> =
+            HashMap::try_from(open(maps::CONNTRACK)).expect("conntrack map");
         let keys: Vec<FlowKey> = ct.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
             let _ = ct.remove(&k);
         }
-        let mut rep: HashMap<MapData, FlowKey, FlowKey> = HashMap::try_from(open(maps::CT_REPLY)).expect("reply map");
+        let mut rep: HashMap<MapData, FlowKey, FlowKey> =
+            HashMap::try_from(open(maps::CT_REPLY)).expect("reply map");
         let keys: Vec<FlowKey> = rep.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
             let _ = rep.remove(&k);
@@ -286,7 +343,8 @@ impl Lab {
     /// Opens the flow-event ring buffer.
     pub fn events(&self) -> aya::maps::RingBuf<aya::maps::MapData> {
         use aya::maps::{Map, MapData, RingBuf};
-        let data = MapData::from_pin(self.pin.join("maps").join(swiftgate_common::maps::EVENTS)).expect("pinned ring buffer");
+        let data = MapData::from_pin(self.pin.join("maps").join(swiftgate_common::maps::EVENTS))
+            .expect("pinned ring buffer");
         RingBuf::try_from(Map::from_map_data(data).expect("map")).expect("ring buffer")
     }
 
@@ -309,8 +367,29 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = nix::sched::setns(self.orig_ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
-        let _ = dataplane::remove_all(&self.pin);
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        teardown(&self.orig_ns, &self.pin, &self.ns);
+    }
+}
+
+/// Leaves the lab namespace, removes the pinned state and deletes the namespace.
+fn teardown(orig_ns: &File, pin: &std::path::Path, ns: &str) {
+    let _ = nix::sched::setns(orig_ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
+    let _ = dataplane::remove_all(pin);
+    let _ = Command::new("ip").args(["netns", "del", ns]).output();
+}
+
+/// Tears a half-built lab down when [`Lab::with_config`] panics.
+struct Undo {
+    ns: String,
+    orig_ns: File,
+    pin: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.armed {
+            teardown(&self.orig_ns, &self.pin, &self.ns);
+        }
     }
 }

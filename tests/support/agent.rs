@@ -1,6 +1,6 @@
 //! The `swiftgate` agent process and its CLI (`down`, `conntrack`, `counters`).
 
-use super::{CmdOutput, Error, NetNs, Result, SWIFTGATE_BIN, poll_until, run_timeout};
+use super::{CmdOutput, Error, NetNs, Result, poll_until, run_timeout, swiftgate_bin};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ impl Agent {
         let log = File::create(log_path)
             .map_err(|e| Error(format!("creating {}: {e}", log_path.display())))?;
         let log2 = log.try_clone()?;
-        let mut cmd = Command::new(SWIFTGATE_BIN);
+        let mut cmd = Command::new(swiftgate_bin());
         // Plain-text logs (tracing colours them even when writing to a file).
         cmd.env("NO_COLOR", "1");
         cmd.arg("up")
@@ -190,7 +190,7 @@ impl Drop for Agent {
 /// Runs `swiftgate ARGS…` in the namespace whose file is `ns` (default command timeout).
 pub fn swiftgate_in(ns: &Path, args: &[&str]) -> Result<CmdOutput> {
     run_timeout(
-        Command::new(SWIFTGATE_BIN).args(args),
+        Command::new(swiftgate_bin()).args(args),
         Some(ns),
         super::CMD_TIMEOUT,
     )
@@ -291,7 +291,7 @@ pub fn conntrack(ns: &Path, pin_path: &Path) -> Result<Vec<ConntrackEntry>> {
 /// invalid configuration); kills it after `timeout`.
 pub fn up_expecting_exit(ns: &NetNs, config: &Path, timeout: Duration) -> Result<CmdOutput> {
     run_timeout(
-        Command::new(SWIFTGATE_BIN)
+        Command::new(swiftgate_bin())
             .arg("up")
             .arg("--config")
             .arg(config),

@@ -38,8 +38,26 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Path of the agent binary under test (built by cargo for this integration test).
-pub const SWIFTGATE_BIN: &str = env!("CARGO_BIN_EXE_swiftgate");
+/// Path of the agent binary: `$SWIFTGATE_BIN`, else the one cargo built for this integration
+/// test, else `swiftgate` next to the running executable's directory (examples).
+pub fn swiftgate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWIFTGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_swiftgate") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(|d| {
+        if d.ends_with("examples") {
+            d.parent().unwrap_or(d)
+        } else {
+            d
+        }
+    });
+    dir.map(|d| d.join("swiftgate"))
+        .unwrap_or_else(|| PathBuf::from("swiftgate"))
+}
 
 /// Timeout for helper commands (`ip`, `swiftgate down|conntrack|counters`, `ping`).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -317,7 +335,7 @@ pub fn sweep_stale() {
                 eprintln!("[e2e] removing stale pin path {name}");
                 let path = e.path();
                 let _ = run_timeout(
-                    Command::new(SWIFTGATE_BIN)
+                    Command::new(swiftgate_bin())
                         .arg("down")
                         .arg("--pin-path")
                         .arg(&path),

@@ -65,6 +65,48 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test`, echoing its output, and closes with one line totalling every test
+/// binary's results (`tests: N passed, N failed, N skipped`).
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let out = child.stdout.take().context("test output")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !st.success() || failed > 0 {
+        bail!("tests failed ({st})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
@@ -160,7 +202,7 @@ fn real_main() -> Result<()> {
                 cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
             }
             cmd.arg("--").args(&args);
-            run(&mut cmd)
+            run_tests(&mut cmd)
         }
         Task::Bench { quick } => {
             setup()?;

@@ -806,3 +806,75 @@ fn garbage_collection_expires_idle_flows() {
         TC_ACT_OK
     );
 }
+
+#[test]
+fn tables_larger_than_the_maps_are_refused_before_any_write() {
+    let mut lab = Lab::new(CONFIG);
+    let mut big = swiftgate::policy::compile(&lab.cfg);
+    // 70,000 IPv4 destinations: more than the destination map holds.
+    for i in 0..70_000u32 {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        big.dests
+            .insert(ipnet::IpNet::from(IpAddr::V4(a)), Default::default());
+    }
+    let err = lab.dp.apply(&big).unwrap_err().to_string();
+    assert!(
+        err.contains("IPv4 destination prefixes") && err.contains("70"),
+        "{err}"
+    );
+    // Nothing was written: the configuration in force still works.
+    let (rc, _) = lab.overlay(&pkt::tcp(
+        "100.64.0.2",
+        46000,
+        "192.0.2.10",
+        443,
+        Tcp::Syn(0),
+        b"",
+    ));
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    let (rc, _) = lab.overlay(&pkt::tcp(
+        "100.64.0.2",
+        46001,
+        "10.0.0.1",
+        443,
+        Tcp::Syn(0),
+        b"",
+    ));
+    assert_eq!(rc, TC_ACT_SHOT);
+}
+
+#[test]
+fn icmp_errors_from_the_overlay_are_translated_back() {
+    let mut lab = Lab::new(CONFIG);
+    assert_eq!(
+        lab.overlay(&pkt::udp("100.64.0.2", 7000, "192.0.2.10", 53, b"q"))
+            .0,
+        TC_ACT_REDIRECT
+    );
+    let (rc, reply) = lab.lan(&pkt::udp("192.0.2.10", 53, "192.0.2.1", 7000, b"answer"));
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    // Alice's stack answers the reply with "port unreachable", quoting it as she saw it.
+    let mut err = Vec::new();
+    etherparse::PacketBuilder::ethernet2(pkt::MAC_A, pkt::MAC_B)
+        .ipv4([100, 64, 0, 2], [192, 0, 2, 10], 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &reply[14..])
+        .unwrap();
+    let (rc, out) = lab.overlay(&err);
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    let v = View::eth(&out);
+    assert_eq!(
+        (v.src, v.dst),
+        (ip("192.0.2.1"), ip("192.0.2.10")),
+        "outer source masqueraded"
+    );
+    v.assert_checksums();
+    let inner = View::at(&v.l4, 8);
+    assert_eq!(
+        (inner.src, inner.dst, inner.dport()),
+        (ip("192.0.2.10"), ip("192.0.2.1"), 7000)
+    );
+    inner.assert_checksums();
+}

@@ -261,29 +261,7 @@ impl Dataplane {
     /// identities and destinations, then stale identities and destinations, then stale policy.
     /// Nothing is written when `c` does not fit the maps.
     pub fn apply(&mut self, c: &Compiled) -> Result<ApplyStats> {
-        let policy_cap = capacity::POLICY as usize;
-        if c.policy.len() > policy_cap {
-            bail!(
-                "the policy needs {} entries; the policy map holds {policy_cap}",
-                c.policy.len()
-            );
-        }
-        for (what, n, cap) in [
-            (
-                "source prefixes",
-                c.identities.len(),
-                capacity::IDENTITY as usize,
-            ),
-            (
-                "destination prefixes",
-                c.dests.len(),
-                capacity::DEST as usize,
-            ),
-        ] {
-            if n > cap {
-                bail!("{n} {what} do not fit the map ({cap})");
-            }
-        }
+        c.check_capacity()?;
         let mut st = ApplyStats::default();
 
         // Current contents.

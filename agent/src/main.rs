@@ -212,6 +212,7 @@ fn real_main() -> Result<()> {
         Cmd::Check { config } => {
             let c = Config::from_file(&config)?;
             let compiled = swiftgate::policy::compile(&c);
+            compiled.check_capacity()?;
             println!(
                 "ok: {} peers, {} resources, {} rules -> {} identities, {} destinations, {} policy entries",
                 c.peers.len(),

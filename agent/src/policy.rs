@@ -22,8 +22,8 @@ use std::{
 
 use ipnet::IpNet;
 use swiftgate_common::{
-    DestValue, POLICY_PREFIX_ANY, POLICY_PREFIX_PROTO, PolicyKey, PolicyValue, action, dest_flags,
-    dest_kind,
+    DestValue, POLICY_PREFIX_ANY, POLICY_PREFIX_PROTO, PolicyKey, PolicyValue, action, capacity,
+    dest_flags, dest_kind,
 };
 
 use crate::config::{Action, Config, Endpoint, PortRange, Protocol, Rule, stable_id};
@@ -37,6 +37,45 @@ pub struct Compiled {
     pub dests: BTreeMap<IpNet, DestValue>,
     /// (prefix length, key) -> verdict.
     pub policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
+}
+
+impl Compiled {
+    /// Refuses tables that do not fit the maps (checked before anything is written).
+    pub fn check_capacity(&self) -> anyhow::Result<()> {
+        let checks = [
+            ("policy entries", self.policy.len(), capacity::POLICY),
+            (
+                "IPv4 source prefixes",
+                count_keys(&self.identities, true),
+                capacity::IDENTITY,
+            ),
+            (
+                "IPv6 source prefixes",
+                count_keys(&self.identities, false),
+                capacity::IDENTITY,
+            ),
+            (
+                "IPv4 destination prefixes",
+                count_keys(&self.dests, true),
+                capacity::DEST,
+            ),
+            (
+                "IPv6 destination prefixes",
+                count_keys(&self.dests, false),
+                capacity::DEST,
+            ),
+        ];
+        for (what, n, cap) in checks {
+            if n > cap as usize {
+                anyhow::bail!("the configuration needs {n} {what}; the map holds {cap}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn count_keys<V>(m: &BTreeMap<IpNet, V>, v4: bool) -> usize {
+    m.keys().filter(|p| p.addr().is_ipv4() == v4).count()
 }
 
 /// Destination id of the routing peer itself.

@@ -13,6 +13,8 @@ use std::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::wg::{Key, WgConfig, WgPeer};
+
 /// Errors in a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -82,10 +84,26 @@ pub struct InterfaceConfig {
     /// none | drops | all.
     #[serde(default)]
     pub flow_events: Option<String>,
+    /// WireGuard private key (base64). With it the agent creates the overlay TUN and runs
+    /// WireGuard itself; without it, it attaches to an existing interface.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// File holding the private key (base64), instead of `private_key`.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// WireGuard UDP port (default 51820; 0 picks one).
+    #[serde(default)]
+    pub listen_port: Option<u16>,
+    /// WireGuard worker threads (default: one per CPU).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Control socket for `swiftgate status` and friends.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
 }
 
 /// `[[peers]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// Unique name.
@@ -95,6 +113,21 @@ pub struct PeerConfig {
     /// Group names.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// WireGuard public key (base64).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// WireGuard pre-shared key (base64).
+    #[serde(default)]
+    pub preshared_key: Option<String>,
+    /// Endpoint `ip:port`, if known (else the peer must reach us first).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Persistent keepalive in seconds.
+    #[serde(default)]
+    pub keepalive: Option<u16>,
+    /// Further prefixes routed to this peer (e.g. a remote routing peer's networks).
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
 }
 
 /// `[[networks]]`.
@@ -338,6 +371,12 @@ pub struct Config {
     pub networks: Vec<String>,
     /// Enabled rules.
     pub rules: Vec<Rule>,
+    /// WireGuard, when the agent runs the tunnel itself.
+    pub wireguard: Option<crate::wg::WgConfig>,
+    /// Prefixes to route into the overlay interface (peers' extra allowed IPs).
+    pub routes: Vec<IpNet>,
+    /// Control socket path.
+    pub control_socket: PathBuf,
 }
 
 /// Stable id of a name (FNV-1a, 31 bits, never 0).
@@ -481,6 +520,9 @@ impl Config {
             addr_owner.insert(*a, "this routing peer".into());
         }
         let mut peers = Vec::new();
+        let mut wg_peers = Vec::new();
+        let mut wg_keys: BTreeMap<[u8; 32], String> = BTreeMap::new();
+        let mut routes = Vec::new();
         for (n, p) in f.peers.iter().enumerate() {
             let at = format!("peers[{n}]");
             check_name(&p.name, &at)?;
@@ -507,6 +549,51 @@ impl Config {
                 }
                 ips.push(ip);
             }
+            let mut extra = Vec::new();
+            for (k, s) in p.allowed_ips.iter().enumerate() {
+                extra.push(parse_prefix(s, &format!("{at}.allowed_ips[{k}]"))?);
+            }
+            if let Some(pk) = &p.public_key {
+                let public =
+                    Key::from_base64(pk).map_err(|m| invalid(format!("{at}.public_key"), m))?;
+                if let Some(other) = wg_keys.insert(public.0, p.name.clone()) {
+                    return Err(invalid(
+                        format!("{at}.public_key"),
+                        format!("same key as peer `{other}`"),
+                    ));
+                }
+                let psk = match &p.preshared_key {
+                    Some(k) => Some(
+                        Key::from_base64(k)
+                            .map_err(|m| invalid(format!("{at}.preshared_key"), m))?,
+                    ),
+                    None => None,
+                };
+                let endpoint = match &p.endpoint {
+                    Some(e) => Some(e.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                        invalid(format!("{at}.endpoint"), format!("`{e}` is not ip:port"))
+                    })?),
+                    None => None,
+                };
+                let mut allowed = ips.clone();
+                allowed.extend(extra.iter().copied());
+                wg_peers.push(WgPeer {
+                    name: p.name.clone(),
+                    public,
+                    psk,
+                    endpoint,
+                    keepalive: p.keepalive,
+                    allowed,
+                });
+            } else if p.preshared_key.is_some() || p.endpoint.is_some() || !p.allowed_ips.is_empty()
+            {
+                return Err(invalid(&at, "WireGuard settings without a public_key"));
+            }
+            routes.extend(
+                extra
+                    .into_iter()
+                    .filter(|e| !overlay_nets.iter().any(|o| o.contains(e))),
+            );
             peers.push(Peer {
                 name: p.name.clone(),
                 ips,
@@ -696,6 +783,71 @@ impl Config {
             }
         }
 
+        let private = match (&i.private_key, &i.private_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "interface",
+                    "give private_key or private_key_file, not both",
+                ));
+            }
+            (Some(k), None) => {
+                Some(Key::from_base64(k).map_err(|m| invalid("interface.private_key", m))?)
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "interface.private_key_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                Some(
+                    Key::from_base64(&text)
+                        .map_err(|m| invalid("interface.private_key_file", m))?,
+                )
+            }
+            (None, None) => None,
+        };
+        let wireguard = match private {
+            Some(private) => {
+                if let Some(p) = f.peers.iter().find(|p| p.public_key.is_none()) {
+                    return Err(invalid(
+                        "peers",
+                        format!(
+                            "peer `{}` has no public_key (the interface runs WireGuard)",
+                            p.name
+                        ),
+                    ));
+                }
+                let addresses = i
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.trim().parse::<IpNet>().ok())
+                    .collect();
+                Some(WgConfig {
+                    iface: i.overlay.clone(),
+                    private,
+                    listen_port: i.listen_port.unwrap_or(51820),
+                    mtu,
+                    addresses,
+                    workers: i.workers.unwrap_or(0),
+                    peers: wg_peers,
+                })
+            }
+            None => {
+                if i.listen_port.is_some() || i.workers.is_some() {
+                    return Err(invalid(
+                        "interface",
+                        "listen_port and workers need a private_key",
+                    ));
+                }
+                None
+            }
+        };
+        let control_socket = i
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/run/swiftgate/{}.sock", i.overlay)));
+
         Ok(Config {
             overlay: i.overlay.clone(),
             overlay_l2: i.overlay_l2,
@@ -714,6 +866,9 @@ impl Config {
             resources,
             networks,
             rules,
+            wireguard,
+            routes,
+            control_socket,
         })
     }
 }

@@ -31,7 +31,7 @@ use aya::{
 use ipnet::IpNet;
 use swiftgate_common::{
     self as common, Config as KernelConfig, Counter, CtEntry, DestValue, FlowKey, IdentityValue,
-    PolicyKey, PolicyStats, PolicyValue, capacity, config_flags, ct_flags, ct_timeout, maps, proto,
+    PolicyKey, PolicyStats, PolicyValue, config_flags, ct_flags, ct_timeout, maps, proto,
 };
 
 use crate::{

@@ -7,3 +7,4 @@ pub mod config;
 pub mod dataplane;
 pub mod policy;
 pub mod run;
+pub mod wg;

@@ -31,12 +31,19 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Detach the programs and remove all pinned state.
+    /// Detach the programs and remove all pinned state (and the agent's TUN, if named).
     Down {
         /// bpffs directory of the instance.
         #[arg(long, default_value = PIN_ROOT)]
         pin_path: PathBuf,
+        /// The persistent TUN the agent created (`interface.overlay` with WireGuard).
+        #[arg(long)]
+        interface: Option<String>,
     },
+    /// WireGuard peers of a running agent: endpoints, handshakes, traffic.
+    Status(Control),
+    /// Force a new handshake with every peer of a running agent.
+    Rekey(Control),
     /// Validate a configuration file without applying it.
     Check {
         /// TOML configuration.
@@ -51,6 +58,56 @@ enum Cmd {
     Counters(Inspect),
     /// Loaded programs and where they are attached.
     Programs(Inspect),
+}
+
+#[derive(clap::Args)]
+struct Control {
+    /// Control socket of the agent (`interface.control_socket`).
+    #[arg(long, default_value = "/run/swiftgate/sg0.sock")]
+    socket: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn ask(socket: &std::path::Path, cmd: &str) -> Result<serde_json::Value> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| anyhow::anyhow!("{}: {e} (is `swiftgate up` running?)", socket.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    writeln!(s, "{}", json!({ "cmd": cmd }))?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("{e}");
+    }
+    Ok(v)
+}
+
+fn print_status(v: &serde_json::Value) {
+    println!(
+        "interface {}  listen port {}",
+        v["interface"].as_str().unwrap_or("?"),
+        v["listen_port"]
+    );
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let hs = p["last_handshake_s"]
+            .as_f64()
+            .map(|s| format!("{s:.0}s ago"))
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "  peer {:<20} {}  endpoint {:<24} handshake {:<10} tx {} rx {}  allowed {}",
+            p["name"].as_str().unwrap_or(""),
+            p["public_key"].as_str().unwrap_or(""),
+            p["endpoint"].as_str().unwrap_or("-"),
+            hs,
+            p["tx_bytes"],
+            p["rx_bytes"],
+            p["allowed_ips"]
+        );
+    }
+    println!("  drops {}", v["drops"]);
 }
 
 #[derive(clap::Args)]
@@ -208,7 +265,26 @@ fn real_main() -> Result<()> {
                 .build()?;
             rt.block_on(run::up(config))
         }
-        Cmd::Down { pin_path } => dataplane::remove_all(&pin_path),
+        Cmd::Down {
+            pin_path,
+            interface,
+        } => {
+            dataplane::remove_all(&pin_path)?;
+            if let Some(i) = interface {
+                swiftgate::wg::tun::remove(&i)?;
+            }
+            Ok(())
+        }
+        Cmd::Status(c) => {
+            let v = ask(&c.socket, "status")?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }
+        Cmd::Rekey(c) => ask(&c.socket, "rekey").map(|_| ()),
         Cmd::Check { config } => {
             let c = Config::from_file(&config)?;
             let compiled = swiftgate::policy::compile(&c);

@@ -2,18 +2,113 @@
 //! collection, flow events) until SIGINT/SIGTERM. Pinned state is left in place on exit so
 //! established flows keep flowing while no agent runs.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use swiftgate_common::{Counter, FlowEvent, event_kind, maps};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+};
 
 use crate::{
     config::Config,
     dataplane::{self, Dataplane, LoadOptions},
     policy,
+    wg::{self, Device},
 };
+
+/// A running routing peer: the eBPF data plane and, when the agent runs the tunnel itself,
+/// the WireGuard device.
+pub struct Running {
+    /// The data plane.
+    pub dp: Dataplane,
+    /// WireGuard.
+    pub wg: Option<Arc<Device>>,
+}
+
+/// Starts WireGuard (when configured), then the data plane on its interface.
+pub fn bring_up_all(cfg: &Config) -> Result<Running> {
+    let wg = match &cfg.wireguard {
+        Some(w) => Some(Arc::new(Device::start(w)?)),
+        None => None,
+    };
+    if wg.is_some() {
+        for r in &cfg.routes {
+            wg::tun::route(&cfg.overlay, r)?;
+        }
+    }
+    let dp = bring_up(cfg)?;
+    Ok(Running { dp, wg })
+}
+
+/// [`reload`] plus WireGuard peers and routes. Checked first, so a refused configuration
+/// changes nothing.
+pub fn reload_all(r: &mut Running, old: &Config, new: &Config) -> Result<()> {
+    match (&r.wg, &new.wireguard, &old.wireguard) {
+        (Some(_), Some(n), Some(o)) => {
+            if n.private != o.private
+                || n.iface != o.iface
+                || n.listen_port != o.listen_port
+                || n.workers != o.workers
+            {
+                anyhow::bail!(
+                    "private key, interface, listen port and workers cannot change while running (restart the agent)"
+                );
+            }
+        }
+        (None, None, _) => {}
+        _ => anyhow::bail!("turning WireGuard on or off needs a restart of the agent"),
+    }
+    reload(&mut r.dp, old, new)?;
+    if let (Some(dev), Some(w)) = (&r.wg, &new.wireguard) {
+        dev.update(w)?;
+        for p in &new.routes {
+            wg::tun::route(&new.overlay, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Answers one control request (`{"cmd": "status"}` or `{"cmd": "rekey"}`).
+fn control(wg: Option<&Device>, cfg: &Config, line: &str) -> serde_json::Value {
+    use serde_json::json;
+    let cmd = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("cmd").and_then(|c| c.as_str()).map(String::from))
+        .unwrap_or_default();
+    match (cmd.as_str(), wg) {
+        ("status", Some(d)) => json!({
+            "interface": d.iface(),
+            "listen_port": d.listen_port(),
+            "peers": d.status(),
+            "drops": d.drops(),
+        }),
+        ("status", None) => json!({"interface": cfg.overlay, "wireguard": null}),
+        ("rekey", Some(d)) => {
+            d.rekey();
+            json!({"ok": true})
+        }
+        ("rekey", None) => json!({"error": "this agent does not run WireGuard"}),
+        (other, _) => json!({"error": format!("unknown command `{other}`")}),
+    }
+}
+
+async fn serve_control(listener: &UnixListener, wg: Option<Arc<Device>>, cfg: Config) {
+    let Ok((stream, _)) = listener.accept().await else {
+        return;
+    };
+    tokio::spawn(async move {
+        let (rd, mut wr) = stream.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        if let Ok(Some(line)) = lines.next_line().await {
+            let reply = control(wg.as_deref(), &cfg, &line);
+            let _ = wr.write_all(format!("{reply}\n").as_bytes()).await;
+        }
+    });
+}
 
 /// Interval of conntrack garbage collection.
 pub const GC_INTERVAL: Duration = Duration::from_secs(10);
@@ -91,8 +186,18 @@ fn log_event(ev: &FlowEvent) {
 /// Runs the agent until a termination signal.
 pub async fn up(config_path: PathBuf) -> Result<()> {
     let mut cfg = Config::from_file(&config_path)?;
-    let mut dp = bring_up(&cfg)?;
-    let mut state = dp.state()?;
+    let mut running = bring_up_all(&cfg)?;
+    let mut state = running.dp.state()?;
+    if let Some(dir) = cfg.control_socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    let listener = UnixListener::bind(&cfg.control_socket).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            cfg.control_socket.display()
+        )
+    })?;
     let ring = MapData::from_pin(cfg.pin_path.join("maps").join(maps::EVENTS))
         .context("opening the flow event ring buffer")?;
     let mut events = RingBuf::try_from(aya::maps::Map::from_map_data(ring)?)?;
@@ -108,7 +213,7 @@ pub async fn up(config_path: PathBuf) -> Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 match Config::from_file(&config_path).map_err(anyhow::Error::from).and_then(|new| {
-                    reload(&mut dp, &cfg, &new)?;
+                    reload_all(&mut running, &cfg, &new)?;
                     Ok(new)
                 }) {
                     Ok(new) => {
@@ -118,6 +223,7 @@ pub async fn up(config_path: PathBuf) -> Result<()> {
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; previous configuration stays in force"),
                 }
             }
+            _ = serve_control(&listener, running.wg.clone(), cfg.clone()) => {}
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = gc.tick() => {

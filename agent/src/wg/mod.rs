@@ -1,0 +1,422 @@
+//! WireGuard in the agent: boringtun's noise state machines with our own offload-aware I/O.
+//!
+//! - The TUN has one queue per worker thread; the kernel keeps each flow on one queue, so a
+//!   flow's packets stay in order while more cores give more throughput.
+//! - Each worker has its own UDP socket on the listen port (`SO_REUSEPORT`: the kernel keeps
+//!   each peer endpoint on one socket) with GSO sends and GRO receives (quinn-udp).
+//! - TSO/USO super-packets read from the TUN are split into wire-sized packets and sent as one
+//!   GSO batch; decrypted TCP segments of one flow are coalesced into one GSO write.
+//! - Cryptokey routing: outbound packets go to the peer whose allowed IPs hold the destination
+//!   (longest prefix); inbound packets are dropped unless their source lies in the sending
+//!   peer's allowed IPs.
+//! - A timer thread drives handshakes, keepalives and rekeys, and resets the handshake rate
+//!   limiter that answers floods with cookie replies.
+
+pub mod offload;
+pub mod peers;
+pub mod tun;
+mod worker;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use arc_swap::ArcSwap;
+use boringtun::{
+    noise::{TunnResult, rate_limiter::RateLimiter},
+    x25519::{PublicKey, StaticSecret},
+};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use peers::{PeerSettings, PeerTable};
+
+/// Handshakes per second before the rate limiter asks for cookies.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// A 32-byte key that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(pub [u8; 32]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+impl Key {
+    /// Parses standard base64 (44 characters).
+    pub fn from_base64(s: &str) -> Result<Key, String> {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| "not valid base64".to_string())?;
+        let a: [u8; 32] = b
+            .try_into()
+            .map_err(|v: Vec<u8>| format!("{} bytes, a key has 32", v.len()))?;
+        Ok(Key(a))
+    }
+
+    /// Standard base64 (for public keys only).
+    pub fn to_base64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// The public key of this private key.
+    pub fn public(&self) -> Key {
+        Key(PublicKey::from(&StaticSecret::from(self.0)).to_bytes())
+    }
+}
+
+/// WireGuard settings of the interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgConfig {
+    /// TUN name.
+    pub iface: String,
+    /// Private key.
+    pub private: Key,
+    /// UDP listen port (0: any).
+    pub listen_port: u16,
+    /// TUN MTU.
+    pub mtu: u16,
+    /// Own overlay addresses with the overlay prefix.
+    pub addresses: Vec<IpNet>,
+    /// Worker threads (0: one per CPU).
+    pub workers: usize,
+    /// Peers.
+    pub peers: Vec<WgPeer>,
+}
+
+/// A WireGuard peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeer {
+    /// Name (logs, status).
+    pub name: String,
+    /// Public key.
+    pub public: Key,
+    /// Pre-shared key.
+    pub psk: Option<Key>,
+    /// Endpoint, if known.
+    pub endpoint: Option<SocketAddr>,
+    /// Persistent keepalive, seconds.
+    pub keepalive: Option<u16>,
+    /// Allowed IPs.
+    pub allowed: Vec<IpNet>,
+}
+
+/// Counters of what the data path did with packets it did not pass on.
+#[derive(Default)]
+pub struct Drops {
+    /// Outbound packets with no peer for their destination.
+    pub no_route: AtomicU64,
+    /// Inbound packets whose source is outside the sending peer's allowed IPs.
+    pub spoofed: AtomicU64,
+    /// Datagrams from unknown peers or that failed to authenticate.
+    pub unknown: AtomicU64,
+    /// Malformed packets from the TUN or the network.
+    pub malformed: AtomicU64,
+    /// Cookie replies sent (handshakes under load).
+    pub cookies: AtomicU64,
+}
+
+/// State shared by workers, the timer thread and the control side.
+pub(crate) struct Shared {
+    pub(crate) table: ArcSwap<PeerTable>,
+    pub(crate) private: StaticSecret,
+    pub(crate) public: PublicKey,
+    pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) stop: AtomicBool,
+    pub(crate) drops: Drops,
+    next_slot: AtomicU32,
+}
+
+/// A running WireGuard device.
+pub struct Device {
+    shared: Arc<Shared>,
+    timer_sock: UdpSocket,
+    threads: Vec<JoinHandle<()>>,
+    iface: String,
+    listen_port: u16,
+    cfg: Mutex<WgConfig>,
+}
+
+/// One peer's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Name.
+    pub name: String,
+    /// Public key (base64).
+    pub public_key: String,
+    /// Current endpoint.
+    pub endpoint: Option<String>,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_s: Option<f64>,
+    /// Bytes sent.
+    pub tx_bytes: usize,
+    /// Bytes received.
+    pub rx_bytes: usize,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<String>,
+}
+
+/// IPv4 endpoints as IPv4-mapped IPv6 (the sockets are dual-stack).
+pub(crate) fn to_socket(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v) => SocketAddr::new(IpAddr::V6(v.ip().to_ipv6_mapped()), v.port()),
+        v6 => v6,
+    }
+}
+
+/// IPv4-mapped IPv6 endpoints as plain IPv4.
+pub(crate) fn from_socket(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v) => match v.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+fn udp_socket(port: u16) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).context("UDP socket")?;
+    s.set_only_v6(false)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    // Large buffers: bursts of GSO batches.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())
+        .with_context(|| format!("binding UDP port {port}"))?;
+    Ok(s.into())
+}
+
+impl Shared {
+    fn build_table(&self, cfg: &WgConfig, old: &PeerTable) -> PeerTable {
+        let peers = cfg.peers.iter().map(|p| {
+            let settings = PeerSettings {
+                psk: p.psk.as_ref().map(|k| k.0),
+                keepalive: p.keepalive,
+                endpoint: p.endpoint,
+            };
+            let peer = match old.by_key.get(&p.public.0) {
+                // Same key, name and session settings: keep the live session (and the
+                // endpoint it roamed to).
+                Some(existing) if existing.settings == settings && existing.name == p.name => {
+                    existing.clone()
+                }
+                // Changed settings: a new session (the peer re-handshakes), same slot.
+                Some(existing) => Arc::new(peers::new_peer(
+                    existing.slot,
+                    p.name.clone(),
+                    p.public.0,
+                    settings,
+                    &self.private,
+                    &self.limiter,
+                )),
+                None => Arc::new(peers::new_peer(
+                    self.next_slot.fetch_add(1, Ordering::Relaxed),
+                    p.name.clone(),
+                    p.public.0,
+                    settings,
+                    &self.private,
+                    &self.limiter,
+                )),
+            };
+            (peer, p.allowed.clone())
+        });
+        PeerTable::new(peers.collect::<Vec<_>>())
+    }
+}
+
+impl Device {
+    /// Creates the TUN, binds the UDP sockets and starts the workers and the timer thread.
+    pub fn start(cfg: &WgConfig) -> Result<Device> {
+        let workers = if cfg.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            cfg.workers
+        };
+        let queues = tun::create(&cfg.iface, workers, cfg.mtu, &cfg.addresses)?;
+        let private = StaticSecret::from(cfg.private.0);
+        let public = PublicKey::from(&private);
+        let first = udp_socket(cfg.listen_port)?;
+        let listen_port = first.local_addr()?.port();
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(udp_socket(listen_port)?);
+        }
+        let timer_sock = sockets[0].try_clone()?;
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(PeerTable::default()),
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            stop: AtomicBool::new(false),
+            drops: Drops::default(),
+            next_slot: AtomicU32::new(1),
+        });
+        let table = shared.build_table(cfg, &PeerTable::default());
+        shared.table.store(Arc::new(table));
+        let mut threads = Vec::new();
+        for (i, (q, s)) in queues.into_iter().zip(sockets).enumerate() {
+            let sh = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wg-worker-{i}"))
+                    .spawn(move || worker::run(sh, q, s))
+                    .context("spawning a worker")?,
+            );
+        }
+        let sh = shared.clone();
+        let ts = timer_sock.try_clone()?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("wg-timers".into())
+                .spawn(move || timers(sh, ts))?,
+        );
+        tracing::info!(interface = %cfg.iface, listen_port, workers, peers = cfg.peers.len(), "wireguard up");
+        Ok(Device {
+            shared,
+            timer_sock,
+            threads,
+            iface: cfg.iface.clone(),
+            listen_port,
+            cfg: Mutex::new(cfg.clone()),
+        })
+    }
+
+    /// The UDP port in use.
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// Applies new peer settings; peers whose key and session settings are unchanged keep
+    /// their sessions, others are added, rebuilt or removed without disturbing the rest.
+    pub fn update(&self, cfg: &WgConfig) -> Result<()> {
+        let mut cur = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
+        if cfg.private != cur.private
+            || cfg.iface != cur.iface
+            || cfg.listen_port != cur.listen_port
+        {
+            anyhow::bail!(
+                "private key, interface and listen port cannot change while running (restart the agent)"
+            );
+        }
+        let old = self.shared.table.load_full();
+        let table = self.shared.build_table(cfg, &old);
+        self.shared.table.store(Arc::new(table));
+        *cur = cfg.clone();
+        Ok(())
+    }
+
+    /// Forces a new handshake with every peer (a rekey).
+    pub fn rekey(&self) {
+        let table = self.shared.table.load();
+        let mut buf = vec![0u8; 256];
+        for p in table.by_slot.values() {
+            let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+            let ep = st.endpoint;
+            if let (TunnResult::WriteToNetwork(pkt), Some(ep)) =
+                (st.tunn.format_handshake_initiation(&mut buf, true), ep)
+            {
+                let _ = self.timer_sock.send_to(pkt, to_socket(ep));
+            }
+        }
+    }
+
+    /// Per-peer status.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        let table = self.shared.table.load();
+        let mut v: Vec<PeerStatus> = table
+            .by_slot
+            .values()
+            .map(|p| {
+                let st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+                let (hs, tx, rx, _, _) = st.tunn.stats();
+                PeerStatus {
+                    name: p.name.clone(),
+                    public_key: Key(p.public).to_base64(),
+                    endpoint: st.endpoint.map(|e| e.to_string()),
+                    last_handshake_s: hs.map(|d| d.as_secs_f64()),
+                    tx_bytes: tx,
+                    rx_bytes: rx,
+                    allowed_ips: table
+                        .allowed_of(p.slot)
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Drop counters.
+    pub fn drops(&self) -> HashMap<&'static str, u64> {
+        let d = &self.shared.drops;
+        HashMap::from([
+            ("no_route", d.no_route.load(Ordering::Relaxed)),
+            ("spoofed", d.spoofed.load(Ordering::Relaxed)),
+            ("unknown", d.unknown.load(Ordering::Relaxed)),
+            ("malformed", d.malformed.load(Ordering::Relaxed)),
+            ("cookies", d.cookies.load(Ordering::Relaxed)),
+        ])
+    }
+
+    /// The interface name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Stops the threads (the TUN persists; `swiftgate down` removes it).
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Timer thread: handshakes, keepalives, rekeys; resets the rate limiter every second.
+fn timers(sh: Arc<Shared>, sock: UdpSocket) {
+    let mut buf = vec![0u8; 256];
+    let mut last_reset = Instant::now();
+    while !sh.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last_reset.elapsed() >= Duration::from_secs(1) {
+            sh.limiter.reset_count();
+            last_reset = Instant::now();
+        }
+        let table = sh.table.load();
+        for p in table.by_slot.values() {
+            let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+            let ep = st.endpoint;
+            match st.tunn.update_timers(&mut buf) {
+                TunnResult::WriteToNetwork(pkt) => {
+                    if let Some(ep) = ep
+                        && let Err(e) = sock.send_to(pkt, to_socket(ep))
+                    {
+                        tracing::debug!(peer = %p.name, error = %e, "timer send");
+                    }
+                }
+                TunnResult::Err(e) => tracing::trace!(peer = %p.name, error = ?e, "timers"),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! TUN offloads: the `virtio_net_hdr` that prefixes every packet on an `IFF_VNET_HDR` TUN,
+//! splitting the kernel's TSO/USO super-packets into wire-sized packets (read side) and
+//! coalescing same-flow TCP segments into one GSO write (write side, like GRO).
+//!
+//! Pure functions over byte buffers; no I/O.
+
+use std::collections::HashMap;
+
+/// Size of `struct virtio_net_hdr` (no `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_NONE`.
+pub const GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+pub const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV6`.
+pub const GSO_TCPV6: u8 = 4;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`.
+pub const GSO_UDP_L4: u8 = 5;
+/// `VIRTIO_NET_HDR_GSO_ECN` bit.
+pub const GSO_ECN: u8 = 0x80;
+
+/// Largest packet a GSO write may carry.
+pub const MAX_GSO_BYTES: usize = 65_535;
+
+/// `struct virtio_net_hdr` (little-endian fields, as the TUN driver uses on x86 and arm64).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `F_NEEDS_CSUM` etc.
+    pub flags: u8,
+    /// `GSO_*`.
+    pub gso_type: u8,
+    /// Length of the headers to replicate.
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where checksumming starts.
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum is stored.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Decodes the first [`VNET_HDR_LEN`] bytes.
+    pub fn decode(b: &[u8]) -> Option<VnetHdr> {
+        if b.len() < VNET_HDR_LEN {
+            return None;
+        }
+        let u = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+
+    /// Encodes into [`VNET_HDR_LEN`] bytes.
+    pub fn encode(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b
+    }
+}
+
+/// Errors in a super-packet from the kernel.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OffloadError {
+    /// Headers don't parse or lengths disagree.
+    #[error("malformed offloaded packet: {0}")]
+    Malformed(&'static str),
+    /// A GSO type we did not enable.
+    #[error("unsupported GSO type {0}")]
+    Unsupported(u8),
+}
+
+/// One's complement sum of `data` added to `acc` (not folded).
+pub fn sum16(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+        acc = acc.wrapping_add(v >> 32).wrapping_add(v & 0xffff_ffff);
+    }
+    let rest = chunks.remainder();
+    let mut i = 0;
+    while i + 1 < rest.len() {
+        acc += u16::from_be_bytes([rest[i], rest[i + 1]]) as u64;
+        i += 2;
+    }
+    if i < rest.len() {
+        acc += (rest[i] as u64) << 8;
+    }
+    acc
+}
+
+/// Folds a sum to 16 bits.
+pub fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+fn pseudo_sum(ip: &[u8], v4: bool, proto: u8, l4_len: usize) -> u64 {
+    if v4 {
+        let mut s = sum16(&ip[12..20], 0);
+        s += proto as u64 + l4_len as u64;
+        s
+    } else {
+        let mut s = sum16(&ip[8..40], 0);
+        s += proto as u64 + l4_len as u64;
+        s
+    }
+}
+
+fn ipv4_header_checksum(h: &mut [u8]) {
+    h[10] = 0;
+    h[11] = 0;
+    let c = !fold(sum16(h, 0));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// IP and L4 header lengths and protocol of a packet.
+fn headers(pkt: &[u8]) -> Result<(bool, usize, u8), OffloadError> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ihl = ((pkt[0] & 0xf) as usize) * 4;
+            if ihl < 20 || pkt.len() < ihl {
+                return Err(OffloadError::Malformed("IPv4 header"));
+            }
+            Ok((true, ihl, pkt[9]))
+        }
+        Some(6) => {
+            if pkt.len() < 40 {
+                return Err(OffloadError::Malformed("IPv6 header"));
+            }
+            Ok((false, 40, pkt[6]))
+        }
+        _ => Err(OffloadError::Malformed("not IP")),
+    }
+}
+
+/// Completes a partial checksum (`F_NEEDS_CSUM`): sums from `csum_start` (the field already
+/// holds the pseudo-header sum) and stores the result.
+pub fn complete_checksum(h: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadError> {
+    let start = h.csum_start as usize;
+    let at = start + h.csum_offset as usize;
+    if at + 2 > pkt.len() {
+        return Err(OffloadError::Malformed("checksum offset"));
+    }
+    let c = !fold(sum16(&pkt[start..], 0));
+    // A UDP checksum of 0 means "none": send 0xffff instead.
+    let c = if c == 0 && h.csum_offset == 6 {
+        0xffff
+    } else {
+        c
+    };
+    pkt[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+/// Splits a packet read from the TUN (after its `VnetHdr`) into wire-sized packets with
+/// complete checksums, calling `emit` for each.
+pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result<(), OffloadError> {
+    let gso = h.gso_type & !GSO_ECN;
+    if gso == GSO_NONE {
+        if h.flags & F_NEEDS_CSUM != 0 {
+            complete_checksum(h, pkt)?;
+        }
+        emit(pkt);
+        return Ok(());
+    }
+    let (v4, ihl, proto) = headers(pkt)?;
+    let (l4_hl, tcp) = match (gso, proto) {
+        (GSO_TCPV4 | GSO_TCPV6, 6) => {
+            if pkt.len() < ihl + 20 {
+                return Err(OffloadError::Malformed("TCP header"));
+            }
+            (((pkt[ihl + 12] >> 4) as usize) * 4, true)
+        }
+        (GSO_UDP_L4, 17) => (8, false),
+        (GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4, _) => {
+            return Err(OffloadError::Malformed("GSO type and protocol disagree"));
+        }
+        (other, _) => return Err(OffloadError::Unsupported(other)),
+    };
+    let hl = ihl + l4_hl;
+    let mss = h.gso_size as usize;
+    if l4_hl < 8 || pkt.len() < hl || mss == 0 {
+        return Err(OffloadError::Malformed("GSO headers"));
+    }
+    let payload_len = pkt.len() - hl;
+    let (hdrs, payload) = pkt.split_at(hl);
+    let seq0 = if tcp {
+        u32::from_be_bytes(hdrs[ihl + 4..ihl + 8].try_into().expect("4 bytes"))
+    } else {
+        0
+    };
+    let id0 = if v4 {
+        u16::from_be_bytes([hdrs[4], hdrs[5]])
+    } else {
+        0
+    };
+    let mut seg = Vec::with_capacity(hl + mss);
+    let n = payload_len.div_ceil(mss).max(1);
+    for i in 0..n {
+        let chunk = &payload[(i * mss).min(payload_len)..((i + 1) * mss).min(payload_len)];
+        seg.clear();
+        seg.extend_from_slice(hdrs);
+        seg.extend_from_slice(chunk);
+        let l4_len = l4_hl + chunk.len();
+        if v4 {
+            seg[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
+            seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            ipv4_header_checksum(&mut seg[..ihl]);
+        } else {
+            seg[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        let csum_at = if tcp {
+            let seq = seq0.wrapping_add((i * mss) as u32);
+            seg[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
+            if i + 1 < n {
+                seg[ihl + 13] &= !0x09; // FIN, PSH only on the last segment
+            }
+            if i > 0 {
+                seg[ihl + 13] &= !0x80; // CWR only on the first
+            }
+            ihl + 16
+        } else {
+            seg[ihl + 4..ihl + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ihl + 6
+        };
+        seg[csum_at] = 0;
+        seg[csum_at + 1] = 0;
+        let mut c = !fold(sum16(&seg[ihl..], pseudo_sum(&seg, v4, proto, l4_len)));
+        if !tcp && c == 0 {
+            c = 0xffff;
+        }
+        seg[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        emit(&seg);
+    }
+    Ok(())
+}
+
+/// A packet ready to write to the TUN: header and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunWrite {
+    /// The virtio header to write first.
+    pub hdr: VnetHdr,
+    /// The IP packet (possibly a GSO super-packet).
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct FlowId {
+    src: [u8; 16],
+    dst: [u8; 16],
+    ports: u32,
+}
+
+struct Open {
+    index: usize,
+    next_seq: u32,
+    seg: usize,
+    closed: bool,
+}
+
+/// Coalesces a batch of IP packets (as received from peers, in order) into TUN writes:
+/// consecutive TCP segments of one flow with equal headers (but sequence numbers) become one
+/// GSO super-packet, everything else is written as is.
+pub fn coalesce(packets: impl IntoIterator<Item = Vec<u8>>) -> Vec<TunWrite> {
+    let mut out: Vec<TunWrite> = Vec::new();
+    // Per output item: packets merged into it, and its segment size.
+    let mut counts: Vec<(usize, usize)> = Vec::new();
+    let mut open: HashMap<FlowId, Open> = HashMap::new();
+    for p in packets {
+        if let Some((id, seq, plen, hl, psh)) = tcp_candidate(&p)
+            && let Some(o) = open.get_mut(&id)
+            && !o.closed
+            && o.next_seq == seq
+            && plen <= o.seg
+            && plen > 0
+            && same_headers(&out[o.index].bytes, &p, hl)
+            && out[o.index].bytes.len() + plen <= MAX_GSO_BYTES
+        {
+            let item = &mut out[o.index];
+            item.bytes.extend_from_slice(&p[hl..]);
+            counts[o.index].0 += 1;
+            o.next_seq = seq.wrapping_add(plen as u32);
+            if plen < o.seg || psh {
+                o.closed = true;
+                if psh {
+                    // Carry PSH onto the super-packet's header.
+                    let ihl = if item.bytes[0] >> 4 == 4 {
+                        ((item.bytes[0] & 0xf) as usize) * 4
+                    } else {
+                        40
+                    };
+                    item.bytes[ihl + 13] |= 0x08;
+                }
+            }
+            continue;
+        }
+        let index = out.len();
+        let mut seg = 0;
+        if let Some((id, seq, plen, _, psh)) = tcp_candidate(&p)
+            && plen > 0
+        {
+            open.insert(
+                id,
+                Open {
+                    index,
+                    next_seq: seq.wrapping_add(plen as u32),
+                    seg: plen,
+                    closed: psh,
+                },
+            );
+            seg = plen;
+        }
+        out.push(TunWrite {
+            hdr: VnetHdr::default(),
+            bytes: p,
+        });
+        counts.push((1, seg));
+    }
+    for (item, (n, seg)) in out.iter_mut().zip(counts) {
+        if n > 1 {
+            finish_super_packet(item, seg);
+        }
+    }
+    out
+}
+
+/// For a TCP packet that may be coalesced: flow, sequence number, payload length, header
+/// length, PSH. Only ACK (and PSH) may be set; IPv4 without options or fragments.
+fn tcp_candidate(p: &[u8]) -> Option<(FlowId, u32, usize, usize, bool)> {
+    let (v4, ihl, proto) = headers(p).ok()?;
+    if proto != 6 || p.len() < ihl + 20 {
+        return None;
+    }
+    if v4 && (ihl != 20 || u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0) {
+        return None;
+    }
+    let thl = ((p[ihl + 12] >> 4) as usize) * 4;
+    let flags = p[ihl + 13];
+    if thl < 20 || p.len() < ihl + thl || flags & !0x18 != 0 || flags & 0x10 == 0 {
+        return None;
+    }
+    let ip_len = if v4 {
+        u16::from_be_bytes([p[2], p[3]]) as usize
+    } else {
+        40 + u16::from_be_bytes([p[4], p[5]]) as usize
+    };
+    if ip_len != p.len() {
+        return None;
+    }
+    let mut id = FlowId {
+        src: [0; 16],
+        dst: [0; 16],
+        ports: u32::from_be_bytes(p[ihl..ihl + 4].try_into().ok()?),
+    };
+    if v4 {
+        id.src[..4].copy_from_slice(&p[12..16]);
+        id.dst[..4].copy_from_slice(&p[16..20]);
+    } else {
+        id.src.copy_from_slice(&p[8..24]);
+        id.dst.copy_from_slice(&p[24..40]);
+    }
+    let seq = u32::from_be_bytes(p[ihl + 4..ihl + 8].try_into().ok()?);
+    Some((id, seq, p.len() - ihl - thl, ihl + thl, flags & 0x08 != 0))
+}
+
+/// Whether two segments may share one header: equal IP fields (but length, id, checksum)
+/// and equal TCP header (but sequence number, flags PSH, checksum).
+fn same_headers(a: &[u8], b: &[u8], hl: usize) -> bool {
+    if a.len() < hl || a[0] != b[0] {
+        return false;
+    }
+    let v4 = a[0] >> 4 == 4;
+    let ihl = if v4 { 20 } else { 40 };
+    let ip_same = if v4 {
+        a[1] == b[1] && a[6..10] == b[6..10] && a[12..20] == b[12..20]
+    } else {
+        a[0..4] == b[0..4] && a[6..40] == b[6..40]
+    };
+    let t = ihl;
+    ip_same
+        && a[t..t + 4] == b[t..t + 4]
+        && a[t + 8..t + 13] == b[t + 8..t + 13]
+        && (a[t + 13] & !0x08) == (b[t + 13] & !0x08)
+        && a[t + 14..t + 16] == b[t + 14..t + 16]
+        && a[t + 18..hl] == b[t + 18..hl]
+}
+
+fn finish_super_packet(item: &mut TunWrite, seg: usize) {
+    let p = &mut item.bytes;
+    let v4 = p[0] >> 4 == 4;
+    let ihl = if v4 { 20 } else { 40 };
+    let thl = ((p[ihl + 12] >> 4) as usize) * 4;
+    let l4_len = p.len() - ihl;
+    if v4 {
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        ipv4_header_checksum(&mut p[..ihl]);
+    } else {
+        p[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    }
+    // Partial checksum: the pseudo-header sum, completed by the kernel per segment.
+    let partial = fold(pseudo_sum(p, v4, 6, l4_len));
+    p[ihl + 16..ihl + 18].copy_from_slice(&partial.to_be_bytes());
+    item.hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+        hdr_len: (ihl + thl) as u16,
+        gso_size: seg as u16,
+        csum_start: ihl as u16,
+        csum_offset: 16,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Independent checker: full checksum over pseudo-header + segment must fold to 0xffff.
+    fn l4_ok(p: &[u8]) -> bool {
+        let (v4, ihl, proto) = headers(p).unwrap();
+        let l4 = &p[ihl..];
+        let mut pseudo = Vec::new();
+        if v4 {
+            pseudo.extend(&p[12..20]);
+            pseudo.extend([0, proto]);
+            pseudo.extend((l4.len() as u16).to_be_bytes());
+        } else {
+            pseudo.extend(&p[8..40]);
+            pseudo.extend((l4.len() as u32).to_be_bytes());
+            pseudo.extend([0, 0, 0, proto]);
+        }
+        fold(sum16(l4, sum16(&pseudo, 0))) == 0xffff
+    }
+
+    fn tcp4(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[100, 64, 0, 2]);
+        p[16..20].copy_from_slice(&[192, 0, 2, 10]);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&443u16.to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[28..32].copy_from_slice(&7u32.to_be_bytes());
+        p[32] = 0x50;
+        p[33] = flags;
+        p[34..36].copy_from_slice(&512u16.to_be_bytes());
+        p.extend_from_slice(payload);
+        ipv4_header_checksum(&mut p[..20]);
+        let c = !fold(sum16(&p[20..], pseudo_sum(&p, true, 6, p.len() - 20)));
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn vnet_header_round_trips() {
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: 4,
+            hdr_len: 60,
+            gso_size: 1220,
+            csum_start: 40,
+            csum_offset: 16,
+        };
+        assert_eq!(VnetHdr::decode(&h.encode()), Some(h));
+        assert_eq!(VnetHdr::decode(&[0; 9]), None);
+    }
+
+    #[test]
+    fn coalesced_segments_split_back_identically() {
+        let mss = 1000;
+        let data: Vec<u8> = (0..3500u32).map(|i| (i * 7) as u8).collect();
+        let segs: Vec<Vec<u8>> = data
+            .chunks(mss)
+            .enumerate()
+            .map(|(i, c)| tcp4(1000 + (i * mss) as u32, c, if i == 3 { 0x18 } else { 0x10 }))
+            .collect();
+        let writes = coalesce(segs.clone());
+        assert_eq!(writes.len(), 1, "one super-packet");
+        let w = &writes[0];
+        assert_eq!(w.hdr.gso_type, GSO_TCPV4);
+        assert_eq!(w.bytes.len(), 40 + 3500);
+        // What the kernel would do: segment with gso_size = first payload length.
+        assert_eq!(w.hdr.gso_size as usize, mss);
+        let h = w.hdr;
+        let mut back = Vec::new();
+        split(&h, &mut w.bytes.clone(), |s| back.push(s.to_vec())).unwrap();
+        assert_eq!(back.len(), 4);
+        for (b, s) in back.iter().zip(&segs) {
+            assert!(l4_ok(b), "segment checksum");
+            assert_eq!(b[24..28], s[24..28], "sequence numbers");
+            assert_eq!(b[40..], s[40..], "payload");
+            assert_eq!(fold(sum16(&b[..20], 0)), 0xffff, "IPv4 header checksum");
+        }
+        assert_eq!(back[3][33] & 0x08, 0x08, "PSH kept on the last segment");
+        assert_eq!(back[0][33] & 0x08, 0, "PSH only on the last segment");
+    }
+
+    #[test]
+    fn coalesce_keeps_other_flows_gaps_and_flags_apart() {
+        let a = tcp4(1, &[1; 100], 0x10);
+        let gap = tcp4(500, &[2; 100], 0x10);
+        let syn = tcp4(101, &[], 0x02);
+        let mut other = tcp4(101, &[3; 100], 0x10);
+        other[23] = 1; // another destination port
+        let w = coalesce(vec![a.clone(), gap.clone(), syn.clone(), other.clone()]);
+        assert_eq!(w.len(), 4);
+        assert!(w.iter().all(|x| x.hdr == VnetHdr::default()));
+        assert_eq!(w[0].bytes, a);
+        // A shorter segment ends the run.
+        let w = coalesce(vec![
+            tcp4(1, &[1; 100], 0x10),
+            tcp4(101, &[1; 50], 0x10),
+            tcp4(151, &[1; 100], 0x10),
+        ]);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].bytes.len(), 40 + 150);
+    }
+
+    #[test]
+    fn split_udp_and_partial_checksums() {
+        // A UDP super-packet of 3 x 500 bytes.
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(28u16 + 1500).to_be_bytes());
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[192, 0, 2, 10]);
+        p[16..20].copy_from_slice(&[100, 64, 0, 2]);
+        p[20..22].copy_from_slice(&53u16.to_be_bytes());
+        p[22..24].copy_from_slice(&5353u16.to_be_bytes());
+        p.extend(std::iter::repeat_n(9u8, 1500));
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: 28,
+            gso_size: 500,
+            csum_start: 20,
+            csum_offset: 6,
+        };
+        let mut segs = Vec::new();
+        split(&h, &mut p, |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!(segs.len(), 3);
+        for s in &segs {
+            assert_eq!(s.len(), 528);
+            assert!(l4_ok(s));
+            assert_eq!(u16::from_be_bytes([s[24], s[25]]), 508);
+        }
+        // NEEDS_CSUM without GSO: the field holds the pseudo-header sum.
+        let mut one = tcp4(9, &[5; 33], 0x18);
+        let partial = fold(pseudo_sum(&one, true, 6, one.len() - 20));
+        one[36..38].copy_from_slice(&partial.to_be_bytes());
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_NONE,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut out = Vec::new();
+        split(&h, &mut one, |s| out.push(s.to_vec())).unwrap();
+        assert!(l4_ok(&out[0]));
+    }
+
+    #[test]
+    fn malformed_super_packets_are_errors_not_panics() {
+        let h = VnetHdr {
+            flags: 0,
+            gso_type: GSO_TCPV4,
+            hdr_len: 40,
+            gso_size: 100,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        for len in [0, 1, 19, 20, 39] {
+            let mut p = tcp4(1, &[0; 300], 0x10);
+            p.truncate(len);
+            assert!(split(&h, &mut p, |_| {}).is_err(), "len {len}");
+        }
+        let mut p = tcp4(1, &[0; 300], 0x10);
+        let bad = VnetHdr { gso_type: 9, ..h };
+        assert_eq!(
+            split(&bad, &mut p, |_| {}),
+            Err(OffloadError::Unsupported(9))
+        );
+        let zero = VnetHdr { gso_size: 0, ..h };
+        assert!(split(&zero, &mut p, |_| {}).is_err());
+        let off = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_NONE,
+            csum_start: 400,
+            ..h
+        };
+        assert!(split(&off, &mut p, |_| {}).is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! One worker thread: its TUN queue and its UDP socket, in one poll loop.
+//!
+//! TUN -> split super-packets -> cryptokey route -> encrypt -> GSO batches per endpoint.
+//! UDP (GRO) -> identify peer -> decrypt -> source check -> coalesce -> TUN.
+
+use std::{
+    io::IoSliceMut,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsFd,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use boringtun::noise::{Packet, Tunn, TunnResult, handshake::parse_handshake_anon};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+
+use super::{
+    Shared, from_socket,
+    offload::{self, VNET_HDR_LEN, VnetHdr},
+    peers::Peer,
+    to_socket,
+    tun::TunQueue,
+};
+
+/// Frames read from the TUN per wake-up.
+const TUN_BATCH: usize = 64;
+/// Largest UDP payload we build (WireGuard overhead on a 64 KiB packet).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Encrypted datagrams for one endpoint, sent with one GSO call when sizes allow.
+struct GsoBatch {
+    dest: Option<SocketAddr>,
+    seg: usize,
+    count: usize,
+    buf: Vec<u8>,
+}
+
+struct Worker {
+    sh: Arc<Shared>,
+    tun: TunQueue,
+    sock: UdpSocket,
+    udp: UdpSocketState,
+    batch: GsoBatch,
+    max_segments: usize,
+}
+
+/// Runs until the device stops.
+pub(super) fn run(sh: Arc<Shared>, tun: TunQueue, sock: UdpSocket) {
+    let udp = match UdpSocketState::new((&sock).into()) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "UDP socket setup");
+            return;
+        }
+    };
+    let max_segments = udp.max_gso_segments().clamp(1, 64);
+    let mut w = Worker {
+        sh,
+        tun,
+        sock,
+        udp,
+        batch: GsoBatch {
+            dest: None,
+            seg: 0,
+            count: 0,
+            buf: Vec::with_capacity(MAX_DATAGRAM * 2),
+        },
+        max_segments,
+    };
+    let gro = w.udp.gro_segments().max(1);
+    let mut rx_bufs: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
+        .map(|_| vec![0u8; MAX_DATAGRAM.min(1500 * gro).max(2048)])
+        .collect();
+    let mut tun_buf = vec![0u8; VNET_HDR_LEN + 65_535];
+    let mut scratch = vec![0u8; MAX_DATAGRAM];
+    while !w.sh.stop.load(Ordering::Relaxed) {
+        let (tun_ready, udp_ready) = {
+            let mut fds = [
+                PollFd::new(w.tun.as_fd(), PollFlags::POLLIN),
+                PollFd::new(w.sock.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "poll");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+            let ready = |f: &PollFd| {
+                f.revents()
+                    .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
+            };
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if tun_ready {
+            w.tun_readable(&mut tun_buf);
+        }
+        if udp_ready {
+            w.udp_readable(&mut rx_bufs, &mut scratch);
+        }
+    }
+}
+
+impl Worker {
+    fn tun_readable(&mut self, buf: &mut [u8]) {
+        let table = self.sh.table.load_full();
+        for _ in 0..TUN_BATCH {
+            let n = match self.tun.read(buf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TUN read");
+                    break;
+                }
+            };
+            let Some(h) = VnetHdr::decode(&buf[..n]) else {
+                continue;
+            };
+            let (_, pkt) = buf[..n].split_at_mut(VNET_HDR_LEN);
+            let sh = self.sh.clone();
+            let mut out: Vec<(Arc<Peer>, Vec<u8>)> = Vec::new();
+            let res = offload::split(&h, pkt, |p| {
+                let Some(dst) = dst_addr(p) else {
+                    sh.drops.malformed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                match table.route(dst) {
+                    Some(peer) => out.push((peer.clone(), p.to_vec())),
+                    None => {
+                        sh.drops.no_route.fetch_add(1, Ordering::Relaxed);
+                        tracing::trace!(%dst, "no peer for destination");
+                    }
+                }
+            });
+            if let Err(e) = res {
+                self.sh.drops.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "TUN packet");
+                continue;
+            }
+            for (peer, p) in out {
+                self.encrypt(&peer, &p);
+            }
+        }
+        self.flush();
+    }
+
+    /// Encrypts one packet for `peer` straight into the send batch.
+    fn encrypt(&mut self, peer: &Peer, p: &[u8]) {
+        let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+        let dest = st.endpoint;
+        let need = (p.len() + 32).max(148);
+        let start = self.batch.buf.len();
+        self.batch.buf.resize(start + need, 0);
+        let len = match st.tunn.encapsulate(p, &mut self.batch.buf[start..]) {
+            TunnResult::WriteToNetwork(d) => d.len(),
+            TunnResult::Err(e) => {
+                tracing::trace!(peer = %peer.name, error = ?e, "encapsulate");
+                0
+            }
+            _ => 0,
+        };
+        drop(st);
+        self.batch.buf.truncate(start + len);
+        if len == 0 {
+            return;
+        }
+        let Some(dest) = dest else {
+            // No endpoint yet: the peer has to reach us first.
+            self.batch.buf.truncate(start);
+            return;
+        };
+        // Keep the batch uniform: same destination, equal sizes (the last may be shorter).
+        let fits = self.batch.count > 0
+            && self.batch.dest == Some(dest)
+            && len <= self.batch.seg
+            && self.batch.count < self.max_segments
+            && self.batch.buf.len() <= MAX_DATAGRAM;
+        if self.batch.count == 0 || fits {
+            if self.batch.count == 0 {
+                self.batch.dest = Some(dest);
+                self.batch.seg = len;
+            }
+            self.batch.count += 1;
+            if len < self.batch.seg {
+                self.flush();
+            }
+            return;
+        }
+        // Move the new datagram into a batch of its own.
+        let tail = self.batch.buf.split_off(start);
+        self.flush();
+        self.batch.buf.extend_from_slice(&tail);
+        self.batch.dest = Some(dest);
+        self.batch.seg = len;
+        self.batch.count = 1;
+    }
+
+    fn flush(&mut self) {
+        if self.batch.count == 0 {
+            self.batch.buf.clear();
+            return;
+        }
+        if let Some(dest) = self.batch.dest {
+            let t = Transmit {
+                destination: to_socket(dest),
+                ecn: None,
+                contents: &self.batch.buf,
+                segment_size: (self.batch.count > 1).then_some(self.batch.seg),
+                src_ip: None,
+            };
+            send(&self.udp, &self.sock, &t);
+        }
+        self.batch.buf.clear();
+        self.batch.count = 0;
+        self.batch.dest = None;
+    }
+
+    fn udp_readable(&mut self, bufs: &mut [Vec<u8>], scratch: &mut [u8]) {
+        let table = self.sh.table.load_full();
+        let mut to_tun: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..8 {
+            let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
+            let n = {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                match self.udp.recv((&self.sock).into(), &mut slices, &mut meta) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "UDP receive");
+                        break;
+                    }
+                }
+            };
+            for (m, b) in meta.iter().zip(bufs.iter()).take(n) {
+                let from = from_socket(m.addr);
+                let stride = if m.stride == 0 { m.len } else { m.stride };
+                for d in b[..m.len].chunks(stride) {
+                    self.datagram(&table, from, d, scratch, &mut to_tun);
+                }
+            }
+            if n < quinn_udp::BATCH_SIZE {
+                break;
+            }
+        }
+        self.flush();
+        for w in offload::coalesce(to_tun) {
+            if let Err(e) = self.tun.write(&w.hdr.encode(), &w.bytes) {
+                tracing::debug!(error = %e, "TUN write");
+            }
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        table: &super::peers::PeerTable,
+        from: SocketAddr,
+        d: &[u8],
+        scratch: &mut [u8],
+        to_tun: &mut Vec<Vec<u8>>,
+    ) {
+        // MACs first (cheap), and cookies under load, before any Diffie-Hellman.
+        let packet = match self.sh.limiter.verify_packet(Some(from.ip()), d, scratch) {
+            Ok(p) => p,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.sh.drops.cookies.fetch_add(1, Ordering::Relaxed);
+                let _ = self.sock.send_to(cookie, to_socket(from));
+                return;
+            }
+            Err(_) => {
+                self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let peer = match packet {
+            Packet::HandshakeInit(ref init) => {
+                parse_handshake_anon(&self.sh.private, &self.sh.public, init)
+                    .ok()
+                    .and_then(|h| table.by_key.get(&h.peer_static_public))
+            }
+            Packet::HandshakeResponse(ref r) => table.by_index(r.receiver_idx),
+            Packet::PacketCookieReply(ref c) => table.by_index(c.receiver_idx),
+            Packet::PacketData(ref p) => table.by_index(p.receiver_idx),
+        };
+        let Some(peer) = peer.cloned() else {
+            self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(%from, "datagram from an unknown peer");
+            return;
+        };
+        let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut authenticated = false;
+        match st.tunn.decapsulate(Some(from.ip()), d, scratch) {
+            TunnResult::WriteToNetwork(out) => {
+                authenticated = true;
+                let _ = self.sock.send_to(out, to_socket(from));
+                // Flush packets queued while the handshake was under way.
+                let mut tmp = vec![0u8; MAX_DATAGRAM];
+                while let TunnResult::WriteToNetwork(q) = st.tunn.decapsulate(None, &[], &mut tmp) {
+                    let _ = self.sock.send_to(q, to_socket(from));
+                }
+            }
+            TunnResult::WriteToTunnelV4(pkt, src) => {
+                authenticated = true;
+                self.inbound(table, &peer, IpAddr::V4(src), pkt, to_tun);
+            }
+            TunnResult::WriteToTunnelV6(pkt, src) => {
+                authenticated = true;
+                self.inbound(table, &peer, IpAddr::V6(src), pkt, to_tun);
+            }
+            TunnResult::Done => authenticated = matches!(packet_type(d), Some(4)),
+            TunnResult::Err(e) => {
+                self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(peer = %peer.name, error = ?e, "decapsulate");
+            }
+        }
+        // Roaming: an authenticated packet tells us where the peer is now.
+        if authenticated && st.endpoint != Some(from) {
+            tracing::debug!(peer = %peer.name, endpoint = %from, "endpoint changed");
+            st.endpoint = Some(from);
+        }
+    }
+
+    fn inbound(
+        &self,
+        table: &super::peers::PeerTable,
+        peer: &Peer,
+        src: IpAddr,
+        pkt: &[u8],
+        to_tun: &mut Vec<Vec<u8>>,
+    ) {
+        if table.routes.lookup(src) != Some(peer.slot) {
+            self.sh.drops.spoofed.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(peer = %peer.name, %src, "source outside the peer's allowed IPs");
+            return;
+        }
+        to_tun.push(pkt.to_vec());
+    }
+}
+
+fn packet_type(d: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(d.get(..4)?.try_into().ok()?))
+}
+
+fn dst_addr(p: &[u8]) -> Option<IpAddr> {
+    Tunn::dst_address(p)
+}
+
+/// Sends, waiting briefly for room when the socket buffer is full.
+fn send(state: &UdpSocketState, sock: &UdpSocket, t: &Transmit<'_>) {
+    for _ in 0..50 {
+        match state.try_send(sock.into(), t) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::from(10u16));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, dest = %t.destination, "UDP send");
+                return;
+            }
+        }
+    }
+}

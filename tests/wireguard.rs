@@ -10,12 +10,13 @@ mod support;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use support::{Agent, NetNs, TcpServer, TcpSession, require_root, swiftgate_bin, traffic, unique_id};
+use support::{
+    TcpServer, TcpSession, traffic,
+    wg::{Keys, Lab, keys, sh, wait_for},
+};
 
 const ALICE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const BOB: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 3);
@@ -25,166 +26,6 @@ const OTHER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 
 fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
-}
-
-fn sh(ns: Option<&NetNs>, args: &[&str]) -> String {
-    let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]);
-    let out = match ns {
-        Some(ns) => ns.output(&mut cmd).expect("command in namespace"),
-        None => support::run_timeout(&mut cmd, None, support::CMD_TIMEOUT).expect("command"),
-    };
-    assert!(out.success(), "{args:?} failed: {}", out.stderr);
-    out.stdout.trim().to_string()
-}
-
-/// A WireGuard key pair made by `wg` (the stock tools).
-struct Keys {
-    private: String,
-    public: String,
-}
-
-fn keys() -> Keys {
-    let private = sh(None, &["wg", "genkey"]);
-    let mut child = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("wg pubkey");
-    use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Keys { private, public: String::from_utf8(out.stdout).unwrap().trim().to_string() }
-}
-
-/// Everything a test builds; torn down on drop, also when the test panics.
-struct Lab {
-    id: String,
-    dir: PathBuf,
-    namespaces: Vec<NetNs>,
-    stock: Vec<Child>,
-    agents: Vec<(Agent, String, PathBuf, PathBuf)>, // agent, ns name, pin path, control socket
-}
-
-impl Lab {
-    fn new() -> Lab {
-        require_root();
-        support::ensure_bpffs().expect("bpffs");
-        let id = unique_id();
-        let dir = std::env::temp_dir().join(format!("swiftgate-wg-{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Lab { id, dir, namespaces: vec![], stock: vec![], agents: vec![] }
-    }
-
-    fn ns(&mut self, suffix: &str) -> usize {
-        let ns = NetNs::create(&format!("{}{suffix}", self.id)).expect("netns");
-        self.namespaces.push(ns);
-        self.namespaces.len() - 1
-    }
-
-    fn n(&self, i: usize) -> &NetNs {
-        &self.namespaces[i]
-    }
-
-    /// A veth pair between two namespaces with addresses.
-    fn link(&self, a: usize, a_if: &str, a_addr: &str, b: usize, b_if: &str, b_addr: &str) {
-        let (na, nb) = (self.n(a).name().to_string(), self.n(b).name().to_string());
-        sh(None, &["ip", "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", b_if, "netns", &nb]);
-        self.n(a).ip(&["addr", "add", a_addr, "dev", a_if]).unwrap().check().unwrap();
-        self.n(a).ip(&["link", "set", a_if, "up"]).unwrap().check().unwrap();
-        self.n(b).ip(&["addr", "add", b_addr, "dev", b_if]).unwrap().check().unwrap();
-        self.n(b).ip(&["link", "set", b_if, "up"]).unwrap().check().unwrap();
-    }
-
-    /// Starts wireguard-go on `ifname` in namespace `i` and configures it with `wg set`.
-    fn stock_wg(&mut self, i: usize, ifname: &str, key: &Keys, addrs: &[&str], wg_args: &[&str]) {
-        let child = self
-            .n(i)
-            .spawn(
-                Command::new("wireguard-go")
-                    .arg("-f")
-                    .arg(ifname)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            )
-            .expect("wireguard-go");
-        self.stock.push(child);
-        let keyfile = self.dir.join(format!("{ifname}.key"));
-        std::fs::write(&keyfile, &key.private).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&format!("/var/run/wireguard/{ifname}.sock")).exists() {
-            assert!(Instant::now() < deadline, "wireguard-go did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut args = vec!["wg", "set", ifname, "private-key", keyfile.to_str().unwrap()];
-        args.extend_from_slice(wg_args);
-        sh(Some(self.n(i)), &args);
-        for a in addrs {
-            self.n(i).ip(&["addr", "add", a, "dev", ifname]).unwrap().check().unwrap();
-        }
-        self.n(i).ip(&["link", "set", ifname, "mtu", "1280", "up"]).unwrap().check().unwrap();
-    }
-
-    /// Writes `config` and starts `swiftgate up` in namespace `i`.
-    fn swiftgate(&mut self, i: usize, config: &str) -> usize {
-        let k = self.agents.len();
-        let pin = PathBuf::from(support::BPFFS).join(format!("sg-test-{}a{k}", self.id));
-        let sock = PathBuf::from(format!("/run/swiftgate/{}a{k}.sock", self.id));
-        let text = config.replace(
-            "[interface]",
-            &format!("[interface]\npin_path = {:?}\ncontrol_socket = {:?}", pin.display().to_string(), sock.display().to_string()),
-        );
-        let path = self.dir.join(format!("agent{k}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let mut agent = Agent::spawn(self.n(i), &path, &pin, &self.dir.join(format!("agent{k}.log"))).expect("spawn agent");
-        if let Err(e) = agent.wait_ready(support::agent::READY_TIMEOUT) {
-            panic!("agent did not start: {e}\n{}", agent.log_tail(40));
-        }
-        self.agents.push((agent, self.n(i).name().to_string(), pin, sock));
-        k
-    }
-
-    fn control(&self, k: usize, cmd: &str) -> serde_json::Value {
-        let out = support::run_timeout(
-            Command::new(swiftgate_bin()).args([cmd, "--json", "--socket"]).arg(&self.agents[k].3),
-            None,
-            support::CMD_TIMEOUT,
-        )
-        .expect("swiftgate control command");
-        assert!(out.success(), "swiftgate {cmd}: {}", out.stderr);
-        if cmd == "rekey" {
-            return serde_json::Value::Null;
-        }
-        serde_json::from_str(&out.stdout).expect("status JSON")
-    }
-
-    fn log(&self, k: usize) -> String {
-        self.agents[k].0.log_tail(30)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (agent, ns, pin, _) in self.agents.drain(..) {
-            drop(agent);
-            let path = PathBuf::from("/run/netns").join(&ns);
-            let _ = support::netns::run_in(&path, || {
-                Command::new(swiftgate_bin())
-                    .args(["down", "--interface", "sg0", "--pin-path"])
-                    .arg(&pin)
-                    .output()
-            });
-        }
-        for mut c in self.stock.drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for mut ns in self.namespaces.drain(..) {
-            let _ = ns.delete();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn gateway_config(gw: &Keys, peers: &str) -> String {
@@ -236,7 +77,11 @@ fn berlin(extra_peers: &str) -> Berlin {
     let lan = lab.ns("l");
     lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
     lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
-    lab.n(lan).ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap().check().unwrap();
+    lab.n(lan)
+        .ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"])
+        .unwrap()
+        .check()
+        .unwrap();
     let gw_keys = keys();
     let alice = keys();
     let psk = sh(None, &["wg", "genpsk"]);
@@ -273,15 +118,17 @@ preshared_key = "{psk}"
             "1",
         ],
     );
-    lab.n(client).ip(&["route", "add", "192.0.2.0/24", "dev", &ifname]).unwrap().check().unwrap();
-    Berlin { lab, client, gw, lan, gw_keys }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
+    lab.n(client)
+        .ip(&["route", "add", "192.0.2.0/24", "dev", &ifname])
+        .unwrap()
+        .check()
+        .unwrap();
+    Berlin {
+        lab,
+        client,
+        gw,
+        lan,
+        gw_keys,
     }
 }
 
@@ -293,26 +140,67 @@ fn stock_client_reaches_the_lan_through_swiftgate() {
     let _ssh = TcpServer::start(lab.n(b.lan), sa(WIKI, 22)).unwrap();
     let _other = TcpServer::start(lab.n(b.lan), sa(OTHER, 443)).unwrap();
     // Handshake and data both ways (ICMP to the routing peer itself and to the wiki).
-    wait_for("the tunnel", Duration::from_secs(10), || traffic::ping(lab.n(b.client), ALICE.into(), GW.into()).unwrap());
+    wait_for("the tunnel", Duration::from_secs(10), || {
+        traffic::ping(lab.n(b.client), ALICE.into(), GW.into()).unwrap()
+    });
     assert!(traffic::ping(lab.n(b.client), ALICE.into(), WIKI.into()).unwrap());
     // The Berlin Office policy over real WireGuard.
-    let mut s = TcpSession::open(lab.n(b.client), ALICE.into(), sa(WIKI, 443)).expect("alice -> wiki:443");
+    let mut s =
+        TcpSession::open(lab.n(b.client), ALICE.into(), sa(WIKI, 443)).expect("alice -> wiki:443");
     for _ in 0..20 {
         s.exchange().expect("data both ways");
     }
-    assert_eq!(wiki.peer_ips(), vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))], "masqueraded");
-    assert!(traffic::tcp_probe(lab.n(b.client), ALICE.into(), sa(WIKI, 22), traffic::BLOCKED_TIMEOUT).is_err());
-    assert!(traffic::tcp_probe(lab.n(b.client), ALICE.into(), sa(OTHER, 443), traffic::BLOCKED_TIMEOUT).is_err());
+    assert_eq!(
+        wiki.peer_ips(),
+        vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+        "masqueraded"
+    );
+    assert!(
+        traffic::tcp_probe(
+            lab.n(b.client),
+            ALICE.into(),
+            sa(WIKI, 22),
+            traffic::BLOCKED_TIMEOUT
+        )
+        .is_err()
+    );
+    assert!(
+        traffic::tcp_probe(
+            lab.n(b.client),
+            ALICE.into(),
+            sa(OTHER, 443),
+            traffic::BLOCKED_TIMEOUT
+        )
+        .is_err()
+    );
     // The LAN cannot initiate into the overlay.
     let _on_alice = TcpServer::start(lab.n(b.client), sa(ALICE, 8080)).unwrap();
-    lab.n(b.lan).ip(&["route", "add", "100.64.0.0/16", "via", "192.0.2.1"]).unwrap().check().unwrap();
-    assert!(traffic::tcp_probe(lab.n(b.lan), WIKI.into(), sa(ALICE, 8080), traffic::BLOCKED_TIMEOUT).is_err());
+    lab.n(b.lan)
+        .ip(&["route", "add", "100.64.0.0/16", "via", "192.0.2.1"])
+        .unwrap()
+        .check()
+        .unwrap();
+    assert!(
+        traffic::tcp_probe(
+            lab.n(b.lan),
+            WIKI.into(),
+            sa(ALICE, 8080),
+            traffic::BLOCKED_TIMEOUT
+        )
+        .is_err()
+    );
     let st = lab.control(0, "status");
     let peer = &st["peers"][0];
     assert_eq!(peer["name"], "alice");
-    assert_eq!(peer["endpoint"].as_str().unwrap().split(':').next(), Some("203.0.113.2"));
+    assert_eq!(
+        peer["endpoint"].as_str().unwrap().split(':').next(),
+        Some("203.0.113.2")
+    );
     assert!(peer["rx_bytes"].as_u64().unwrap() > 0 && peer["tx_bytes"].as_u64().unwrap() > 0);
-    assert!(!lab.log(0).contains(&b.gw_keys.private), "the private key must never be logged");
+    assert!(
+        !lab.log(0).contains(&b.gw_keys.private),
+        "the private key must never be logged"
+    );
 }
 
 #[test]
@@ -320,11 +208,17 @@ fn forced_rekey_and_roaming_keep_the_stream() {
     let b = berlin("");
     let lab = &b.lab;
     let _wiki = TcpServer::start(lab.n(b.lan), sa(WIKI, 443)).unwrap();
-    wait_for("the tunnel", Duration::from_secs(10), || traffic::ping(lab.n(b.client), ALICE.into(), GW.into()).unwrap());
+    wait_for("the tunnel", Duration::from_secs(10), || {
+        traffic::ping(lab.n(b.client), ALICE.into(), GW.into()).unwrap()
+    });
     let mut s = TcpSession::open(lab.n(b.client), ALICE.into(), sa(WIKI, 443)).expect("session");
     s.exchange().unwrap();
     std::thread::sleep(Duration::from_millis(2100));
-    let age = |lab: &Lab| lab.control(0, "status")["peers"][0]["last_handshake_s"].as_f64().unwrap_or(f64::MAX);
+    let age = |lab: &Lab| {
+        lab.control(0, "status")["peers"][0]["last_handshake_s"]
+            .as_f64()
+            .unwrap_or(f64::MAX)
+    };
     assert!(age(lab) >= 2.0);
     lab.control(0, "rekey");
     wait_for("a new handshake", Duration::from_secs(5), || age(lab) < 1.5);
@@ -333,13 +227,29 @@ fn forced_rekey_and_roaming_keep_the_stream() {
     }
     // The client's underlay address changes mid-stream.
     // (Delete first: removing a primary address also removes secondaries in its subnet.)
-    lab.n(b.client).ip(&["addr", "del", "203.0.113.2/24", "dev", "u0"]).unwrap().check().unwrap();
-    lab.n(b.client).ip(&["addr", "add", "203.0.113.3/24", "dev", "u0"]).unwrap().check().unwrap();
+    lab.n(b.client)
+        .ip(&["addr", "del", "203.0.113.2/24", "dev", "u0"])
+        .unwrap()
+        .check()
+        .unwrap();
+    lab.n(b.client)
+        .ip(&["addr", "add", "203.0.113.3/24", "dev", "u0"])
+        .unwrap()
+        .check()
+        .unwrap();
     // wireguard-go keeps a sticky source address per socket; it rebinds on a port change (as
     // it does on its own after a network change on platforms where it watches routes).
     let ifname = format!("{}w", lab.id);
-    sh(Some(lab.n(b.client)), &["wg", "set", &ifname, "listen-port", "41000"]);
-    let ep = |lab: &Lab| lab.control(0, "status")["peers"][0]["endpoint"].as_str().unwrap_or("").to_string();
+    sh(
+        Some(lab.n(b.client)),
+        &["wg", "set", &ifname, "listen-port", "41000"],
+    );
+    let ep = |lab: &Lab| {
+        lab.control(0, "status")["peers"][0]["endpoint"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     wait_for("the endpoint to roam", Duration::from_secs(10), || {
         let _ = s.exchange();
         ep(lab).starts_with("203.0.113.3:")
@@ -356,16 +266,29 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
     let bob_keys = keys();
     let carol_keys = keys();
     let bob_ns = lab_b.lab.ns("b");
-    lab_b.lab.link(bob_ns, "v0", "198.51.100.2/24", lab_b.gw, "v1", "198.51.100.1/24");
+    lab_b.lab.link(
+        bob_ns,
+        "v0",
+        "198.51.100.2/24",
+        lab_b.gw,
+        "v1",
+        "198.51.100.1/24",
+    );
     let peer = format!(
         "[[peers]]\nname = \"bob\"\nips = [\"100.64.0.3\"]\ngroups = [\"Development\"]\npublic_key = \"{}\"\n",
         bob_keys.public
     );
     // Restart the gateway with bob added (a fresh agent picks up the same pinned state).
     let cfg = lab_b.lab.dir.join("agent0.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("[[networks]]", &format!("{peer}\n[[networks]]"));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[[networks]]", &format!("{peer}\n[[networks]]"));
     std::fs::write(&cfg, text).unwrap();
-    nix::sys::signal::kill(lab_b.lab.agents[0].0.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    nix::sys::signal::kill(
+        lab_b.lab.agents[0].0.pid(),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     let gw_pub = lab_b.gw_keys.public.clone();
     let client = lab_b.client;
     let lab = &mut lab_b.lab;
@@ -375,14 +298,34 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
         &bob_if,
         &bob_keys,
         &["100.64.0.3/16", "100.64.0.2/32"],
-        &["peer", &gw_pub, "endpoint", "198.51.100.1:51820", "allowed-ips", "100.64.0.0/16,192.0.2.0/24"],
+        &[
+            "peer",
+            &gw_pub,
+            "endpoint",
+            "198.51.100.1:51820",
+            "allowed-ips",
+            "100.64.0.0/16,192.0.2.0/24",
+        ],
     );
-    lab.n(bob_ns).ip(&["route", "add", "192.0.2.10/32", "dev", &bob_if]).unwrap().check().unwrap();
-    wait_for("bob's tunnel", Duration::from_secs(10), || traffic::ping(lab.n(bob_ns), BOB.into(), WIKI.into()).unwrap());
+    lab.n(bob_ns)
+        .ip(&["route", "add", "192.0.2.10/32", "dev", &bob_if])
+        .unwrap()
+        .check()
+        .unwrap();
+    wait_for("bob's tunnel", Duration::from_secs(10), || {
+        traffic::ping(lab.n(bob_ns), BOB.into(), WIKI.into()).unwrap()
+    });
     // bob claims alice's address: dropped, counted.
-    let spoofed = |lab: &Lab| lab.control(0, "status")["drops"]["spoofed"].as_u64().unwrap();
+    let spoofed = |lab: &Lab| {
+        lab.control(0, "status")["drops"]["spoofed"]
+            .as_u64()
+            .unwrap()
+    };
     let before = spoofed(lab);
-    assert!(!traffic::ping(lab.n(bob_ns), ALICE.into(), WIKI.into()).unwrap(), "spoofed source answered");
+    assert!(
+        !traffic::ping(lab.n(bob_ns), ALICE.into(), WIKI.into()).unwrap(),
+        "spoofed source answered"
+    );
     assert!(spoofed(lab) > before);
     // carol: a key swiftgate does not know. Her handshakes go unanswered.
     let carol_if = format!("{}k", lab.id);
@@ -391,14 +334,45 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
         &carol_if,
         &carol_keys,
         &["100.64.0.4/32"],
-        &["peer", &gw_pub, "endpoint", "198.51.100.1:51820", "allowed-ips", "192.0.2.11/32"],
+        &[
+            "peer",
+            &gw_pub,
+            "endpoint",
+            "198.51.100.1:51820",
+            "allowed-ips",
+            "192.0.2.11/32",
+        ],
     );
-    lab.n(bob_ns).ip(&["route", "add", "192.0.2.11/32", "dev", &carol_if]).unwrap().check().unwrap();
-    let unknown = |lab: &Lab| lab.control(0, "status")["drops"]["unknown"].as_u64().unwrap();
+    lab.n(bob_ns)
+        .ip(&["route", "add", "192.0.2.11/32", "dev", &carol_if])
+        .unwrap()
+        .check()
+        .unwrap();
+    let unknown = |lab: &Lab| {
+        lab.control(0, "status")["drops"]["unknown"]
+            .as_u64()
+            .unwrap()
+    };
     let before = unknown(lab);
-    assert!(!traffic::ping(lab.n(bob_ns), Ipv4Addr::new(100, 64, 0, 4).into(), OTHER.into()).unwrap());
-    assert!(unknown(lab) > before, "unknown peer's handshake not counted");
-    assert!(lab.control(0, "status")["peers"].as_array().unwrap().iter().all(|p| p["name"] != "carol"));
+    assert!(
+        !traffic::ping(
+            lab.n(bob_ns),
+            Ipv4Addr::new(100, 64, 0, 4).into(),
+            OTHER.into()
+        )
+        .unwrap()
+    );
+    assert!(
+        unknown(lab) > before,
+        "unknown peer's handshake not counted"
+    );
+    assert!(
+        lab.control(0, "status")["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "carol")
+    );
     // Garbage at the listen port: random lengths and types, bounded in count.
     lab.n(bob_ns)
         .run(|| {
@@ -418,7 +392,11 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
         })
         .unwrap();
     // Still alive and forwarding.
-    assert!(lab.agents[0].0.is_running(), "the agent died: {}", lab.log(0));
+    assert!(
+        lab.agents[0].0.is_running(),
+        "the agent died: {}",
+        lab.log(0)
+    );
     wait_for("alice after the garbage", Duration::from_secs(5), || {
         traffic::ping(lab.n(client), ALICE.into(), WIKI.into()).unwrap()
     });
@@ -462,13 +440,23 @@ ports = ["8080"]
         &ifname,
         &stock_keys,
         &["100.64.0.1/16"],
-        &["listen-port", "51821", "peer", &my_keys.public, "allowed-ips", "100.64.0.5/32"],
+        &[
+            "listen-port",
+            "51821",
+            "peer",
+            &my_keys.public,
+            "allowed-ips",
+            "100.64.0.5/32",
+        ],
     );
     let me_ip = Ipv4Addr::new(100, 64, 0, 5);
     // Flows the swiftgate side opens: its egress program tracks them, replies pass.
-    wait_for("the tunnel", Duration::from_secs(10), || traffic::ping(lab.n(me), me_ip.into(), GW.into()).unwrap());
+    wait_for("the tunnel", Duration::from_secs(10), || {
+        traffic::ping(lab.n(me), me_ip.into(), GW.into()).unwrap()
+    });
     let srv = TcpServer::start(lab.n(stock), sa(GW, 7000)).unwrap();
-    let mut s = TcpSession::open(lab.n(me), me_ip.into(), sa(GW, 7000)).expect("swiftgate -> stock");
+    let mut s =
+        TcpSession::open(lab.n(me), me_ip.into(), sa(GW, 7000)).expect("swiftgate -> stock");
     for _ in 0..10 {
         s.exchange().unwrap();
     }
@@ -476,6 +464,20 @@ ports = ["8080"]
     // Flows the stock peer opens: only what the peer ACL allows.
     let _ok = TcpServer::start(lab.n(me), sa(me_ip, 8080)).unwrap();
     let _no = TcpServer::start(lab.n(me), sa(me_ip, 8081)).unwrap();
-    traffic::tcp_probe(lab.n(stock), GW.into(), sa(me_ip, 8080), traffic::CONNECT_TIMEOUT).expect("stock -> me:8080");
-    assert!(traffic::tcp_probe(lab.n(stock), GW.into(), sa(me_ip, 8081), traffic::BLOCKED_TIMEOUT).is_err());
+    traffic::tcp_probe(
+        lab.n(stock),
+        GW.into(),
+        sa(me_ip, 8080),
+        traffic::CONNECT_TIMEOUT,
+    )
+    .expect("stock -> me:8080");
+    assert!(
+        traffic::tcp_probe(
+            lab.n(stock),
+            GW.into(),
+            sa(me_ip, 8081),
+            traffic::BLOCKED_TIMEOUT
+        )
+        .is_err()
+    );
 }

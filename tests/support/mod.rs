@@ -22,6 +22,7 @@ pub mod netns;
 pub mod topology;
 pub mod traffic;
 pub mod tun;
+pub mod wg;
 
 pub use agent::{Agent, ConntrackEntry};
 pub use config::{Config, Network, Peer, Policy, Resource};

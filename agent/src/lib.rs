@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod mgmt;
 pub mod policy;
 pub mod run;
 pub mod wg;

@@ -25,11 +25,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a routing peer from a static configuration file (SIGHUP reloads it).
+    /// Run a peer: from a static configuration file (SIGHUP reloads it), or from a
+    /// NetBird-compatible management server.
     Up {
         /// TOML configuration (see docs/config.md).
+        #[arg(
+            long,
+            conflicts_with = "management_url",
+            required_unless_present = "management_url"
+        )]
+        config: Option<PathBuf>,
+        /// Management server URL (`http://host:port`).
         #[arg(long)]
-        config: PathBuf,
+        management_url: Option<String>,
+        /// Setup key for the first login.
+        #[arg(long, requires = "management_url")]
+        setup_key: Option<String>,
+        /// Where the peer key and the last network map are kept.
+        #[arg(long, default_value = "/var/lib/swiftgate")]
+        state_dir: PathBuf,
+        /// Overlay interface (created by the agent).
+        #[arg(long, default_value = "sg0")]
+        interface: String,
+        /// LAN interfaces for the networks this peer routes (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        lan: Vec<String>,
+        /// WireGuard listen port.
+        #[arg(long, default_value_t = 51820)]
+        listen_port: u16,
+        /// bpffs directory for pinned state.
+        #[arg(long)]
+        pin_path: Option<PathBuf>,
+        /// Control socket.
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
     },
     /// Detach the programs and remove all pinned state (and the agent's TUN, if named).
     Down {
@@ -258,12 +287,39 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Up { config } => {
+        Cmd::Up {
+            config,
+            management_url,
+            setup_key,
+            state_dir,
+            interface,
+            lan,
+            listen_port,
+            pin_path,
+            control_socket,
+        } => {
+            let source = match (config, management_url) {
+                (Some(path), _) => run::Source::File(path),
+                (None, Some(url)) => run::Source::Management {
+                    url,
+                    setup_key,
+                    state_dir,
+                    local: swiftgate::mgmt::Local {
+                        overlay: interface,
+                        lan,
+                        listen_port,
+                        pin_path,
+                        control_socket,
+                        workers: None,
+                    },
+                },
+                (None, None) => anyhow::bail!("give --config FILE or --management-url URL"),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(run::up(config))
+            rt.block_on(run::up(source))
         }
         Cmd::Down {
             pin_path,

@@ -11,12 +11,13 @@ use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::UnixListener,
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
 };
 
 use crate::{
     config::Config,
     dataplane::{self, Dataplane, LoadOptions},
-    policy,
+    mgmt, policy,
     wg::{self, Device},
 };
 
@@ -183,9 +184,77 @@ fn log_event(ev: &FlowEvent) {
     );
 }
 
+/// Where configurations come from.
+pub enum Source {
+    /// A static file; `SIGHUP` re-reads it.
+    File(PathBuf),
+    /// A NetBird-compatible management server.
+    Management {
+        /// Server URL (`http://host:port`).
+        url: String,
+        /// Setup key for the first login.
+        setup_key: Option<String>,
+        /// Where the peer key and the last map are kept.
+        state_dir: PathBuf,
+        /// Local settings (interfaces, ports, paths).
+        local: mgmt::Local,
+    },
+}
+
+/// Waits for the first map from the management server (or a termination signal).
+async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<Config> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            u = rx.recv() => match u {
+                Some(u) => match Config::validate(&u.file) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::error!(error = %e, serial = u.serial, "network map refused"),
+                },
+                None => anyhow::bail!("the management sync stopped"),
+            },
+            _ = term.recv() => anyhow::bail!("terminated before the first network map"),
+            _ = int.recv() => anyhow::bail!("interrupted before the first network map"),
+        }
+    }
+}
+
 /// Runs the agent until a termination signal.
-pub async fn up(config_path: PathBuf) -> Result<()> {
-    let mut cfg = Config::from_file(&config_path)?;
+pub async fn up(source: Source) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<mgmt::Update>(4);
+    let mut cfg = match &source {
+        Source::File(path) => Config::from_file(path)?,
+        Source::Management {
+            url,
+            setup_key,
+            state_dir,
+            local,
+        } => {
+            let keys = mgmt::load_or_create_key(state_dir)?;
+            tracing::info!(public_key = %keys.public().to_base64(), "peer key");
+            // Fail-static: the last map applied is used until the server answers.
+            let last = mgmt::load_last(state_dir).and_then(|r| mgmt::update_of(local, &keys, &r));
+            tokio::spawn(mgmt::sync(
+                url.clone(),
+                setup_key.clone(),
+                state_dir.clone(),
+                local.clone(),
+                keys,
+                tx,
+            ));
+            match last {
+                Some(Ok(u)) => {
+                    tracing::info!(serial = u.serial, "starting from the last network map");
+                    Config::validate(&u.file)?
+                }
+                _ => {
+                    tracing::info!(%url, "waiting for the first network map");
+                    first_map(&mut rx).await?
+                }
+            }
+        }
+    };
     let mut running = bring_up_all(&cfg)?;
     let mut state = running.dp.state()?;
     if let Some(dir) = cfg.control_socket.parent() {
@@ -212,7 +281,11 @@ pub async fn up(config_path: PathBuf) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match Config::from_file(&config_path).map_err(anyhow::Error::from).and_then(|new| {
+                let Source::File(path) = &source else {
+                    tracing::info!("SIGHUP ignored: the configuration comes from the management server");
+                    continue;
+                };
+                match Config::from_file(path).map_err(anyhow::Error::from).and_then(|new| {
                     reload_all(&mut running, &cfg, &new)?;
                     Ok(new)
                 }) {
@@ -221,6 +294,19 @@ pub async fn up(config_path: PathBuf) -> Result<()> {
                         cfg = new;
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; previous configuration stays in force"),
+                }
+            }
+            Some(u) = rx.recv() => {
+                match Config::validate(&u.file).map_err(anyhow::Error::from) {
+                    Ok(new) if new == cfg => tracing::debug!(serial = u.serial, "identical map, nothing to apply"),
+                    Ok(new) => match reload_all(&mut running, &cfg, &new) {
+                        Ok(()) => {
+                            tracing::info!(serial = u.serial, rules = new.rules.len(), "network map applied");
+                            cfg = new;
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), serial = u.serial, "network map refused; previous one stays in force"),
+                    },
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), serial = u.serial, "network map refused; previous one stays in force"),
                 }
             }
             _ = serve_control(&listener, running.wg.clone(), cfg.clone()) => {}
@@ -251,5 +337,10 @@ pub async fn up(config_path: PathBuf) -> Result<()> {
     tracing::info!(
         "stopping; programs stay attached and maps pinned (`swiftgate down` removes them)"
     );
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    drop(events);
+    if let Some(d) = running.wg.take().and_then(|d| Arc::try_unwrap(d).ok()) {
+        d.stop();
+    }
     Ok(())
 }

@@ -1,0 +1,405 @@
+//! The agent under a management server: `swiftgate up --management-url --setup-key` logs in,
+//! follows the Sync stream and applies each network map to WireGuard and the eBPF maps; a
+//! lower serial is ignored; when the server goes away the agent keeps forwarding with the last
+//! map, also across a restart (fail-static).
+//!
+//! The server here is a small NetBird-protocol server written for the test (it serves the maps
+//! the test pushes), so every step is under the test's control. A stock wireguard-go client
+//! (alice) reaches the LAN through the managed routing peer. Needs root.
+
+mod support;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    pin::Pin,
+    process::{Child, Command, Stdio},
+    sync::mpsc as std_mpsc,
+    time::{Duration, Instant},
+};
+
+use support::{
+    TcpServer, TcpSession, traffic,
+    wg::{Lab, keys, wait_for},
+};
+use swiftgate_proto::{
+    envelope::{decrypt_message, encrypt_message},
+    keys::{KeyPair, PublicKey},
+    management::{
+        Empty, EncryptedMessage, FirewallRule, LoginRequest, LoginResponse, NetworkMap, PeerConfig,
+        PortInfo, RemotePeerConfig, Route, RouteFirewallRule, RuleAction, RuleDirection,
+        RuleProtocol, ServerKeyResponse, SyncMetaRequest, SyncRequest, SyncResponse,
+        management_service_server::{ManagementService, ManagementServiceServer},
+        port_info::PortSelection,
+    },
+};
+use tokio_stream::{Stream, StreamExt as _, wrappers::WatchStream};
+use tonic::{Request, Response, Status};
+
+const SETUP_KEY: &str = "A2C8E62B-38F5-4553-B31E-DD66C696CEBB";
+const WIKI: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const ALICE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
+
+struct Server {
+    keys: KeyPair,
+    maps: tokio::sync::watch::Receiver<Option<SyncResponse>>,
+}
+
+impl Server {
+    fn open<M: prost::Message + Default>(
+        &self,
+        r: Request<EncryptedMessage>,
+    ) -> Result<(PublicKey, M), Status> {
+        decrypt_message(r.get_ref(), self.keys.private())
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl ManagementService for Server {
+    async fn get_server_key(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<ServerKeyResponse>, Status> {
+        Ok(Response::new(ServerKeyResponse {
+            key: self.keys.public().to_base64(),
+            expires_at: None,
+            version: 0,
+        }))
+    }
+    async fn login(
+        &self,
+        r: Request<EncryptedMessage>,
+    ) -> Result<Response<EncryptedMessage>, Status> {
+        let (peer, login): (_, LoginRequest) = self.open(r)?;
+        if login.setup_key != SETUP_KEY.to_lowercase() && login.setup_key != SETUP_KEY {
+            return Err(Status::permission_denied("setup key"));
+        }
+        let reply = LoginResponse {
+            peer_config: Some(PeerConfig {
+                address: "100.64.0.1/16".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(Response::new(encrypt_message(&reply, &self.keys, &peer)))
+    }
+    type SyncStream =
+        Pin<Box<dyn Stream<Item = Result<EncryptedMessage, Status>> + Send + 'static>>;
+    async fn sync(
+        &self,
+        r: Request<EncryptedMessage>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let (peer, _): (_, SyncRequest) = self.open(r)?;
+        let keys =
+            KeyPair::from_private_base64(&self.keys.private().to_base64()).expect("server key");
+        let s = WatchStream::new(self.maps.clone())
+            .filter_map(|m| m)
+            .map(move |m| Ok(encrypt_message(&m, &keys, &peer)));
+        Ok(Response::new(Box::pin(s)))
+    }
+    async fn is_healthy(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
+    }
+    async fn sync_meta(&self, r: Request<EncryptedMessage>) -> Result<Response<Empty>, Status> {
+        let _: (_, SyncMetaRequest) = self.open(r)?;
+        Ok(Response::new(Empty {}))
+    }
+    async fn logout(&self, r: Request<EncryptedMessage>) -> Result<Response<Empty>, Status> {
+        let _: (_, Empty) = self.open(r)?;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// The routing peer's map: alice may reach the wiki on `ports` (none: no route rule).
+fn map(serial: u64, router: &str, alice: &str, ports: Option<u32>) -> SyncResponse {
+    let mut m = NetworkMap {
+        serial,
+        peer_config: Some(PeerConfig {
+            address: "100.64.0.1/16".into(),
+            mtu: 1280,
+            ..Default::default()
+        }),
+        remote_peers: vec![RemotePeerConfig {
+            wg_pub_key: alice.into(),
+            allowed_ips: vec!["100.64.0.2/32".into()],
+            fqdn: "alice".into(),
+            ..Default::default()
+        }],
+        routes: vec![Route {
+            id: "wiki".into(),
+            network: "192.0.2.10/32".into(),
+            peer: router.into(),
+            metric: 9999,
+            masquerade: true,
+            net_id: "Berlin Office".into(),
+            ..Default::default()
+        }],
+        // Ping to the routing peer itself, so the test can see the tunnel come up.
+        firewall_rules: vec![FirewallRule {
+            peer_ip: "100.64.0.2".into(),
+            direction: RuleDirection::In as i32,
+            action: RuleAction::Accept as i32,
+            protocol: RuleProtocol::Icmp as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    if let Some(p) = ports {
+        m.routes_firewall_rules.push(RouteFirewallRule {
+            source_ranges: vec!["100.64.0.2/32".into()],
+            action: RuleAction::Accept as i32,
+            destination: "192.0.2.10/32".into(),
+            protocol: RuleProtocol::Tcp as i32,
+            port_info: Some(PortInfo {
+                port_selection: Some(PortSelection::Port(p)),
+            }),
+            ..Default::default()
+        });
+    }
+    SyncResponse {
+        network_map: Some(m),
+        ..Default::default()
+    }
+}
+
+/// Runs the server in the routing peer's namespace (so the agent reaches it on loopback).
+fn start_server(
+    lab: &Lab,
+    gw: usize,
+) -> (
+    String,
+    tokio::sync::watch::Sender<Option<SyncResponse>>,
+    std_mpsc::Sender<()>,
+) {
+    let (maps_tx, maps_rx) = tokio::sync::watch::channel(None);
+    let (url_tx, url_rx) = std_mpsc::channel();
+    let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
+    let path = lab.n(gw).path();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(path).expect("netns");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            url_tx
+                .send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            let svc = Server {
+                keys: KeyPair::generate(),
+                maps: maps_rx,
+            };
+            let stop = async move {
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+            };
+            tonic::transport::Server::builder()
+                .add_service(ManagementServiceServer::new(svc))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop,
+                )
+                .await
+                .unwrap();
+        });
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server URL");
+    (url, maps_tx, stop_tx)
+}
+
+fn spawn_agent(
+    lab: &Lab,
+    gw: usize,
+    url: &str,
+    state: &std::path::Path,
+    pin: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(support::swiftgate_bin());
+    cmd.env("NO_COLOR", "1")
+        .args([
+            "up",
+            "--management-url",
+            url,
+            "--setup-key",
+            SETUP_KEY,
+            "--interface",
+            "sg0",
+            "--lan",
+            "lan0",
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--pin-path")
+        .arg(pin)
+        .arg("--control-socket")
+        .arg(state.join("ctl.sock"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let child = lab.n(gw).spawn(&mut cmd).expect("agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("swiftgate up: ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "agent not ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+struct Cleanup(Vec<Child>, PathBuf, String, PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let path = PathBuf::from("/run/netns").join(&self.2);
+        let pin = self.3.clone();
+        let _ = support::netns::run_in(&path, || {
+            Command::new(support::swiftgate_bin())
+                .args(["down", "--interface", "sg0", "--pin-path"])
+                .arg(&pin)
+                .output()
+        });
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+#[test]
+fn managed_routing_peer_follows_maps_and_fails_static() {
+    let mut lab = Lab::new();
+    let client = lab.ns("c");
+    let gw = lab.ns("g");
+    let lan = lab.ns("l");
+    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
+    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+
+    // The routing peer's key, placed where the agent keeps it.
+    let state = lab.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let router = KeyPair::generate();
+    std::fs::write(state.join("key"), router.private().to_base64().as_bytes()).unwrap();
+    let pin = PathBuf::from(support::BPFFS).join(format!("sg-test-{}m", lab.id));
+    let alice = keys();
+    let (url, maps, stop) = start_server(&lab, gw);
+    let rp = router.public().to_base64();
+    maps.send(Some(map(1, &rp, &alice.public, Some(443))))
+        .unwrap();
+    let agent = spawn_agent(&lab, gw, &url, &state, &pin, &lab.dir.join("agent1.log"));
+    let mut guard = Cleanup(
+        vec![agent],
+        lab.dir.clone(),
+        lab.n(gw).name().to_string(),
+        pin.clone(),
+    );
+
+    let ifname = format!("{}w", lab.id);
+    lab.stock_wg(
+        client,
+        &ifname,
+        &alice,
+        &["100.64.0.2/16"],
+        &[
+            "peer",
+            &rp,
+            "endpoint",
+            "203.0.113.1:51820",
+            "allowed-ips",
+            "100.64.0.0/16,192.0.2.0/24",
+            "persistent-keepalive",
+            "1",
+        ],
+    );
+    lab.n(client)
+        .ip(&["route", "add", "192.0.2.0/24", "dev", &ifname])
+        .unwrap()
+        .check()
+        .unwrap();
+    let _wiki = TcpServer::start(lab.n(lan), sa(WIKI, 443)).unwrap();
+    let _ssh = TcpServer::start(lab.n(lan), sa(WIKI, 22)).unwrap();
+    let probe = |port: u16, t: Duration| {
+        traffic::tcp_probe(lab.n(client), ALICE.into(), sa(WIKI, port), t).is_ok()
+    };
+
+    // Map 1: 443 allowed, nothing else.
+    wait_for(
+        "alice -> wiki:443 under map 1",
+        Duration::from_secs(15),
+        || probe(443, Duration::from_secs(1)),
+    );
+    assert!(!probe(22, traffic::BLOCKED_TIMEOUT));
+    let mut session =
+        TcpSession::open(lab.n(client), ALICE.into(), sa(WIKI, 443)).expect("session");
+    session.exchange().unwrap();
+
+    // Map 2 takes the route rule away: new flows fail, the established one goes on.
+    maps.send(Some(map(2, &rp, &alice.public, None))).unwrap();
+    wait_for("map 2 to deny new flows", Duration::from_secs(5), || {
+        !probe(443, Duration::from_millis(500))
+    });
+    session
+        .exchange()
+        .expect("established flow outlives the policy change");
+
+    // An older serial is ignored.
+    maps.send(Some(map(1, &rp, &alice.public, Some(443))))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !probe(443, traffic::BLOCKED_TIMEOUT),
+        "a lower serial was applied"
+    );
+
+    // Map 3 allows 22 instead.
+    maps.send(Some(map(3, &rp, &alice.public, Some(22))))
+        .unwrap();
+    wait_for("map 3", Duration::from_secs(5), || {
+        probe(22, Duration::from_secs(1))
+    });
+
+    // The server goes away: forwarding goes on with the last map, also after a restart.
+    stop.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        probe(22, traffic::CONNECT_TIMEOUT),
+        "fail-static while the server is gone"
+    );
+    let mut old = guard.0.pop().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = old.wait();
+    let agent = spawn_agent(&lab, gw, &url, &state, &pin, &lab.dir.join("agent2.log"));
+    guard.0.push(agent);
+    wait_for(
+        "forwarding after a restart without the server",
+        Duration::from_secs(15),
+        || probe(22, Duration::from_secs(1)),
+    );
+    assert!(!probe(443, traffic::BLOCKED_TIMEOUT));
+    let log = std::fs::read_to_string(lab.dir.join("agent2.log")).unwrap();
+    assert!(log.contains("starting from the last network map"), "{log}");
+    assert!(
+        !log.contains(&router.private().to_base64().to_string()),
+        "the private key leaked into the log"
+    );
+}

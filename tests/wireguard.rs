@@ -278,7 +278,14 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
         "[[peers]]\nname = \"bob\"\nips = [\"100.64.0.3\"]\ngroups = [\"Development\"]\npublic_key = \"{}\"\n",
         bob_keys.public
     );
-    // Restart the gateway with bob added (a fresh agent picks up the same pinned state).
+    // alice has a stream going while bob is added live (SIGHUP): it must not notice.
+    let _wiki = TcpServer::start(lab_b.lab.n(lab_b.lan), sa(WIKI, 443)).unwrap();
+    wait_for("alice's tunnel", Duration::from_secs(10), || {
+        traffic::ping(lab_b.lab.n(lab_b.client), ALICE.into(), WIKI.into()).unwrap()
+    });
+    let mut alice_stream = TcpSession::open(lab_b.lab.n(lab_b.client), ALICE.into(), sa(WIKI, 443))
+        .expect("alice's stream");
+    alice_stream.exchange().unwrap();
     let cfg = lab_b.lab.dir.join("agent0.toml");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
@@ -312,6 +319,9 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
         .unwrap()
         .check()
         .unwrap();
+    alice_stream
+        .exchange()
+        .expect("alice's stream across bob's addition");
     wait_for("bob's tunnel", Duration::from_secs(10), || {
         traffic::ping(lab.n(bob_ns), BOB.into(), WIKI.into()).unwrap()
     });
@@ -372,6 +382,54 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
             .unwrap()
             .iter()
             .all(|p| p["name"] != "carol")
+    );
+    // A handshake flood from keys nobody knows: past the rate limit, cookie replies.
+    let gw_public = support::wg::public_key_bytes(&gw_pub);
+    let cookies = lab
+        .n(bob_ns)
+        .run(move || {
+            use boringtun::noise::{Tunn, TunnResult};
+            let s = UdpSocket::bind("198.51.100.2:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = [0u8; 256];
+            for i in 0..300u32 {
+                // Distinct throw-away keys (secrecy does not matter for a flood).
+                let mut k = [0x42u8; 32];
+                k[..4].copy_from_slice(&(i + 1).to_le_bytes());
+                let me = boringtun::x25519::StaticSecret::from(k);
+                let mut t = Tunn::new(
+                    me,
+                    boringtun::x25519::PublicKey::from(gw_public),
+                    None,
+                    None,
+                    i,
+                    None,
+                );
+                if let TunnResult::WriteToNetwork(p) =
+                    t.format_handshake_initiation(&mut buf, false)
+                {
+                    let _ = s.send_to(p, "198.51.100.1:51820");
+                }
+            }
+            let mut cookie_replies = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) if n == 64 && buf[0] == 3 => cookie_replies += 1,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            cookie_replies
+        })
+        .unwrap();
+    assert!(cookies > 0, "no cookie replies under a handshake flood");
+    assert!(
+        lab.control(0, "status")["drops"]["cookies"]
+            .as_u64()
+            .unwrap()
+            > 0
     );
     // Garbage at the listen port: random lengths and types, bounded in count.
     lab.n(bob_ns)

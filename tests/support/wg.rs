@@ -258,3 +258,13 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Decodes a base64 WireGuard key.
+pub fn public_key_bytes(b64: &str) -> [u8; 32] {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .expect("base64 key")
+        .try_into()
+        .expect("32 bytes")
+}

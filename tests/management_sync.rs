@@ -26,12 +26,15 @@ use swiftgate_proto::{
     envelope::{decrypt_message, encrypt_message},
     keys::{KeyPair, PublicKey},
     management::{
-        Empty, EncryptedMessage, FirewallRule, LoginRequest, LoginResponse, NetworkMap, PeerConfig,
-        PortInfo, RemotePeerConfig, Route, RouteFirewallRule, RuleAction, RuleDirection,
-        RuleProtocol, ServerKeyResponse, SyncMetaRequest, SyncRequest, SyncResponse,
+        Empty, EncryptedMessage, FirewallRule, HostConfig, LoginRequest, LoginResponse,
+        NetbirdConfig, NetworkMap, PeerConfig, PortInfo, RemotePeerConfig, Route,
+        RouteFirewallRule, RuleAction, RuleDirection, RuleProtocol, ServerKeyResponse,
+        SyncMetaRequest, SyncRequest, SyncResponse, host_config,
         management_service_server::{ManagementService, ManagementServiceServer},
         port_info::PortSelection,
     },
+    signal_server::SignalRelay,
+    signalexchange::signal_exchange_server::SignalExchangeServer,
 };
 use tokio_stream::{Stream, StreamExt as _, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
@@ -40,9 +43,14 @@ const SETUP_KEY: &str = "A2C8E62B-38F5-4553-B31E-DD66C696CEBB";
 const WIKI: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const ALICE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 
+/// Maps by peer public key (base64); the test replaces the whole set to push changes.
+type Maps = std::collections::HashMap<String, SyncResponse>;
+
 struct Server {
     keys: KeyPair,
-    maps: tokio::sync::watch::Receiver<Option<SyncResponse>>,
+    maps: tokio::sync::watch::Receiver<Maps>,
+    /// Announced to peers (`host:port`), when this server also runs Signal.
+    signal: Option<String>,
 }
 
 impl Server {
@@ -76,8 +84,11 @@ impl ManagementService for Server {
             return Err(Status::permission_denied("setup key"));
         }
         let reply = LoginResponse {
-            peer_config: Some(PeerConfig {
-                address: "100.64.0.1/16".into(),
+            netbird_config: self.signal.as_ref().map(|uri| NetbirdConfig {
+                signal: Some(HostConfig {
+                    uri: uri.clone(),
+                    protocol: host_config::Protocol::Http as i32,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -93,8 +104,9 @@ impl ManagementService for Server {
         let (peer, _): (_, SyncRequest) = self.open(r)?;
         let keys =
             KeyPair::from_private_base64(&self.keys.private().to_base64()).expect("server key");
+        let me = peer.to_base64();
         let s = WatchStream::new(self.maps.clone())
-            .filter_map(|m| m)
+            .filter_map(move |all| all.get(&me).cloned())
             .map(move |m| Ok(encrypt_message(&m, &keys, &peer)));
         Ok(Response::new(Box::pin(s)))
     }
@@ -163,19 +175,23 @@ fn map(serial: u64, router: &str, alice: &str, ports: Option<u32>) -> SyncRespon
     }
 }
 
-/// Runs the server in the routing peer's namespace (so the agent reaches it on loopback).
+/// Runs the server in namespace `ns` on `bind` (port 0: any); with `signal`, it announces
+/// itself as the Signal server too (it always relays Signal messages).
 fn start_server(
     lab: &Lab,
-    gw: usize,
+    ns: usize,
+    bind: &str,
+    signal: bool,
 ) -> (
     String,
-    tokio::sync::watch::Sender<Option<SyncResponse>>,
+    tokio::sync::watch::Sender<Maps>,
     std_mpsc::Sender<()>,
 ) {
-    let (maps_tx, maps_rx) = tokio::sync::watch::channel(None);
+    let (maps_tx, maps_rx) = tokio::sync::watch::channel(Maps::new());
     let (url_tx, url_rx) = std_mpsc::channel();
     let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
-    let path = lab.n(gw).path();
+    let path = lab.n(ns).path();
+    let bind = bind.to_string();
     std::thread::spawn(move || {
         let f = std::fs::File::open(path).expect("netns");
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -184,19 +200,20 @@ fn start_server(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            url_tx
-                .send(format!("http://{}", listener.local_addr().unwrap()))
-                .unwrap();
+            let listener = tokio::net::TcpListener::bind(bind.as_str()).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            url_tx.send(format!("http://{addr}")).unwrap();
             let svc = Server {
                 keys: KeyPair::generate(),
                 maps: maps_rx,
+                signal: signal.then(|| addr.to_string()),
             };
             let stop = async move {
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
             };
             tonic::transport::Server::builder()
                 .add_service(ManagementServiceServer::new(svc))
+                .add_service(SignalExchangeServer::new(SignalRelay::new()))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stop,
@@ -213,11 +230,12 @@ fn start_server(
 
 fn spawn_agent(
     lab: &Lab,
-    gw: usize,
+    ns: usize,
     url: &str,
     state: &std::path::Path,
     pin: &std::path::Path,
     log: &std::path::Path,
+    extra: &[&str],
 ) -> Child {
     let out = std::fs::File::create(log).unwrap();
     let mut cmd = Command::new(support::swiftgate_bin());
@@ -230,9 +248,8 @@ fn spawn_agent(
             SETUP_KEY,
             "--interface",
             "sg0",
-            "--lan",
-            "lan0",
         ])
+        .args(extra)
         .arg("--state-dir")
         .arg(state)
         .arg("--pin-path")
@@ -242,7 +259,7 @@ fn spawn_agent(
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);
-    let child = lab.n(gw).spawn(&mut cmd).expect("agent");
+    let child = lab.n(ns).spawn(&mut cmd).expect("agent");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -258,7 +275,8 @@ fn spawn_agent(
     child
 }
 
-struct Cleanup(Vec<Child>, PathBuf, String, PathBuf);
+/// Kills the agents and removes their pinned state and TUNs (namespaces go with the lab).
+struct Cleanup(Vec<Child>, Vec<(String, PathBuf)>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -266,15 +284,15 @@ impl Drop for Cleanup {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let path = PathBuf::from("/run/netns").join(&self.2);
-        let pin = self.3.clone();
-        let _ = support::netns::run_in(&path, || {
-            Command::new(support::swiftgate_bin())
-                .args(["down", "--interface", "sg0", "--pin-path"])
-                .arg(&pin)
-                .output()
-        });
-        let _ = std::fs::remove_dir_all(&self.1);
+        for (ns, pin) in &self.1 {
+            let path = PathBuf::from("/run/netns").join(ns);
+            let _ = support::netns::run_in(&path, || {
+                Command::new(support::swiftgate_bin())
+                    .args(["down", "--interface", "sg0", "--pin-path"])
+                    .arg(pin)
+                    .output()
+            });
+        }
     }
 }
 
@@ -298,16 +316,25 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
     std::fs::write(state.join("key"), router.private().to_base64().as_bytes()).unwrap();
     let pin = PathBuf::from(support::BPFFS).join(format!("sg-test-{}m", lab.id));
     let alice = keys();
-    let (url, maps, stop) = start_server(&lab, gw);
+    let (url, maps, stop) = start_server(&lab, gw, "127.0.0.1:0", false);
     let rp = router.public().to_base64();
-    maps.send(Some(map(1, &rp, &alice.public, Some(443))))
-        .unwrap();
-    let agent = spawn_agent(&lab, gw, &url, &state, &pin, &lab.dir.join("agent1.log"));
+    maps.send(Maps::from([(
+        rp.clone(),
+        map(1, &rp, &alice.public, Some(443)),
+    )]))
+    .unwrap();
+    let agent = spawn_agent(
+        &lab,
+        gw,
+        &url,
+        &state,
+        &pin,
+        &lab.dir.join("agent1.log"),
+        &["--lan", "lan0"],
+    );
     let mut guard = Cleanup(
         vec![agent],
-        lab.dir.clone(),
-        lab.n(gw).name().to_string(),
-        pin.clone(),
+        vec![(lab.n(gw).name().to_string(), pin.clone())],
     );
 
     let ifname = format!("{}w", lab.id);
@@ -350,7 +377,8 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
     session.exchange().unwrap();
 
     // Map 2 takes the route rule away: new flows fail, the established one goes on.
-    maps.send(Some(map(2, &rp, &alice.public, None))).unwrap();
+    maps.send(Maps::from([(rp.clone(), map(2, &rp, &alice.public, None))]))
+        .unwrap();
     wait_for("map 2 to deny new flows", Duration::from_secs(5), || {
         !probe(443, Duration::from_millis(500))
     });
@@ -359,8 +387,11 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
         .expect("established flow outlives the policy change");
 
     // An older serial is ignored.
-    maps.send(Some(map(1, &rp, &alice.public, Some(443))))
-        .unwrap();
+    maps.send(Maps::from([(
+        rp.clone(),
+        map(1, &rp, &alice.public, Some(443)),
+    )]))
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !probe(443, traffic::BLOCKED_TIMEOUT),
@@ -368,8 +399,11 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
     );
 
     // Map 3 allows 22 instead.
-    maps.send(Some(map(3, &rp, &alice.public, Some(22))))
-        .unwrap();
+    maps.send(Maps::from([(
+        rp.clone(),
+        map(3, &rp, &alice.public, Some(22)),
+    )]))
+    .unwrap();
     wait_for("map 3", Duration::from_secs(5), || {
         probe(22, Duration::from_secs(1))
     });
@@ -388,7 +422,15 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
     )
     .unwrap();
     let _ = old.wait();
-    let agent = spawn_agent(&lab, gw, &url, &state, &pin, &lab.dir.join("agent2.log"));
+    let agent = spawn_agent(
+        &lab,
+        gw,
+        &url,
+        &state,
+        &pin,
+        &lab.dir.join("agent2.log"),
+        &["--lan", "lan0"],
+    );
     guard.0.push(agent);
     wait_for(
         "forwarding after a restart without the server",
@@ -402,4 +444,119 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
         !log.contains(&router.private().to_base64().to_string()),
         "the private key leaked into the log"
     );
+}
+
+#[test]
+fn managed_client_finds_its_routing_peer_through_signal() {
+    let mut lab = Lab::new();
+    let client = lab.ns("c");
+    let gw = lab.ns("g");
+    let lan = lab.ns("l");
+    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
+    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    let mk = |name: &str| {
+        let dir = lab.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = KeyPair::generate();
+        std::fs::write(dir.join("key"), k.private().to_base64().as_bytes()).unwrap();
+        (dir, k)
+    };
+    let (router_dir, router) = mk("router");
+    let (alice_dir, alice) = mk("alice");
+    let (rp, ap) = (router.public().to_base64(), alice.public().to_base64());
+    // Management and Signal on the routing peer's underlay address, reachable from both.
+    let (url, maps, _stop) = start_server(&lab, gw, "203.0.113.1:0", true);
+    let client_map = SyncResponse {
+        network_map: Some(NetworkMap {
+            serial: 1,
+            peer_config: Some(PeerConfig {
+                address: "100.64.0.2/16".into(),
+                mtu: 1280,
+                ..Default::default()
+            }),
+            remote_peers: vec![RemotePeerConfig {
+                wg_pub_key: rp.clone(),
+                allowed_ips: vec!["100.64.0.1/32".into()],
+                fqdn: "berlin-router".into(),
+                ..Default::default()
+            }],
+            routes: vec![Route {
+                id: "wiki".into(),
+                network: "192.0.2.10/32".into(),
+                peer: rp.clone(),
+                metric: 9999,
+                masquerade: true,
+                net_id: "Berlin Office".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    maps.send(Maps::from([
+        (rp.clone(), map(1, &rp, &ap, Some(443))),
+        (ap.clone(), client_map),
+    ]))
+    .unwrap();
+    let pin_r = PathBuf::from(support::BPFFS).join(format!("sg-test-{}r", lab.id));
+    let pin_a = PathBuf::from(support::BPFFS).join(format!("sg-test-{}a", lab.id));
+    let mut guard = Cleanup(
+        vec![],
+        vec![
+            (lab.n(gw).name().to_string(), pin_r.clone()),
+            (lab.n(client).name().to_string(), pin_a.clone()),
+        ],
+    );
+    guard.0.push(spawn_agent(
+        &lab,
+        gw,
+        &url,
+        &router_dir,
+        &pin_r,
+        &lab.dir.join("router.log"),
+        &["--lan", "lan0"],
+    ));
+    guard.0.push(spawn_agent(
+        &lab,
+        client,
+        &url,
+        &alice_dir,
+        &pin_a,
+        &lab.dir.join("alice.log"),
+        &["--listen-port", "51821"],
+    ));
+    let wiki = TcpServer::start(lab.n(lan), sa(WIKI, 443)).unwrap();
+    // Nobody configured an endpoint: alice learns the router's through Signal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while traffic::tcp_probe(
+        lab.n(client),
+        ALICE.into(),
+        sa(WIKI, 443),
+        Duration::from_secs(1),
+    )
+    .is_err()
+    {
+        if Instant::now() > deadline {
+            panic!(
+                "alice never reached wiki:443\n--- alice ---\n{}\n--- router ---\n{}",
+                std::fs::read_to_string(lab.dir.join("alice.log")).unwrap_or_default(),
+                std::fs::read_to_string(lab.dir.join("router.log")).unwrap_or_default()
+            );
+        }
+    }
+    assert_eq!(
+        wiki.peer_ips(),
+        vec![std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))]
+    );
+    assert!(
+        traffic::tcp_probe(
+            lab.n(client),
+            ALICE.into(),
+            sa(WIKI, 22),
+            traffic::BLOCKED_TIMEOUT
+        )
+        .is_err()
+    );
+    let log = std::fs::read_to_string(lab.dir.join("alice.log")).unwrap();
+    assert!(log.contains("signal connected"), "{log}");
 }

@@ -8,4 +8,5 @@ pub mod dataplane;
 pub mod mgmt;
 pub mod policy;
 pub mod run;
+pub mod signal;
 pub mod wg;

@@ -341,6 +341,25 @@ pub struct Update {
     pub serial: u64,
     /// The configuration it translates to.
     pub file: FileConfig,
+    /// The Signal server to find peers' endpoints through, if the management server names one.
+    pub signal: Option<String>,
+}
+
+/// `http(s)://host:port` of a NetBird `HostConfig`.
+fn host_url(h: &swiftgate_proto::management::HostConfig) -> Option<String> {
+    use swiftgate_proto::management::host_config::Protocol;
+    if h.uri.is_empty() {
+        return None;
+    }
+    if h.uri.contains("://") {
+        return Some(h.uri.clone());
+    }
+    let scheme = if Protocol::try_from(h.protocol) == Ok(Protocol::Https) {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}", h.uri))
 }
 
 /// Translates a sync response (`None` when it carries no network map).
@@ -352,10 +371,16 @@ pub fn update_of(
     let map = r.network_map.as_ref()?;
     let peer = map.peer_config.as_ref().or(r.peer_config.as_ref())?;
     let private = keys.private().to_base64();
+    let signal = r
+        .netbird_config
+        .as_ref()
+        .and_then(|c| c.signal.as_ref())
+        .and_then(host_url);
     Some(
         to_file_config(local, &private, &keys.public().to_base64(), peer, map).map(|file| Update {
             serial: map.serial,
             file,
+            signal,
         }),
     )
 }
@@ -379,16 +404,25 @@ pub async fn sync(
         let attempt = async {
             let client = ManagementClient::connect(&url).await?;
             client.server_key().await?;
-            client
+            let login = client
                 .login(setup_key.as_deref(), &keys, meta.clone())
                 .await?;
-            tracing::info!(%url, "logged in to management");
+            let signal = login
+                .netbird_config
+                .as_ref()
+                .and_then(|c| c.signal.as_ref())
+                .and_then(host_url);
+            tracing::info!(%url, signal = ?signal, "logged in to management");
             let mut stream = client.sync(&keys, meta.clone()).await?;
             while let Some(resp) = stream.message().await? {
                 backoff = Duration::from_millis(500);
                 let Some(upd) = update_of(&local, &keys, &resp) else {
                     continue;
                 };
+                let upd = upd.map(|mut u| {
+                    u.signal = u.signal.or_else(|| signal.clone());
+                    u
+                });
                 match upd {
                     Ok(u) if u.serial > last_serial || last_serial == 0 => {
                         last_serial = u.serial;

@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     config::Config,
     dataplane::{self, Dataplane, LoadOptions},
-    mgmt, policy,
+    mgmt, policy, signal,
     wg::{self, Device},
 };
 
@@ -202,14 +202,14 @@ pub enum Source {
 }
 
 /// Waits for the first map from the management server (or a termination signal).
-async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<Config> {
+async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<(Config, Option<String>)> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             u = rx.recv() => match u {
                 Some(u) => match Config::validate(&u.file) {
-                    Ok(c) => return Ok(c),
+                    Ok(c) => return Ok((c, u.signal)),
                     Err(e) => tracing::error!(error = %e, serial = u.serial, "network map refused"),
                 },
                 None => anyhow::bail!("the management sync stopped"),
@@ -223,6 +223,8 @@ async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<Config> {
 /// Runs the agent until a termination signal.
 pub async fn up(source: Source) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<mgmt::Update>(4);
+    let mut signal_url: Option<String> = None;
+    let mut signal_keys: Option<swiftgate_proto::keys::KeyPair> = None;
     let mut cfg = match &source {
         Source::File(path) => Config::from_file(path)?,
         Source::Management {
@@ -233,6 +235,9 @@ pub async fn up(source: Source) -> Result<()> {
         } => {
             let keys = mgmt::load_or_create_key(state_dir)?;
             tracing::info!(public_key = %keys.public().to_base64(), "peer key");
+            signal_keys = Some(swiftgate_proto::keys::KeyPair::from_private_base64(
+                &keys.private().to_base64(),
+            )?);
             // Fail-static: the last map applied is used until the server answers.
             let last = mgmt::load_last(state_dir).and_then(|r| mgmt::update_of(local, &keys, &r));
             tokio::spawn(mgmt::sync(
@@ -246,17 +251,54 @@ pub async fn up(source: Source) -> Result<()> {
             match last {
                 Some(Ok(u)) => {
                     tracing::info!(serial = u.serial, "starting from the last network map");
+                    signal_url = u.signal.clone();
                     Config::validate(&u.file)?
                 }
                 _ => {
                     tracing::info!(%url, "waiting for the first network map");
-                    first_map(&mut rx).await?
+                    let (c, s) = first_map(&mut rx).await?;
+                    signal_url = s;
+                    c
                 }
             }
         }
     };
     let mut running = bring_up_all(&cfg)?;
     let mut state = running.dp.state()?;
+    // Peers' endpoints through Signal (managed mode with WireGuard).
+    let peer_keys = |c: &Config| -> Vec<String> {
+        c.wireguard
+            .iter()
+            .flat_map(|w| w.peers.iter().map(|p| p.public.to_base64()))
+            .collect()
+    };
+    let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
+    let mut signal_started = false;
+    let mut start_signal = |url: &Option<String>, running: &Running, cfg: &Config| {
+        if let (false, Some(url), Some(dev), Some(keys), Some(w)) = (
+            signal_started,
+            url,
+            &running.wg,
+            &signal_keys,
+            &cfg.wireguard,
+        ) {
+            let keys =
+                swiftgate_proto::keys::KeyPair::from_private_base64(&keys.private().to_base64())
+                    .ok();
+            if let Some(keys) = keys {
+                tokio::spawn(signal::run(
+                    url.clone(),
+                    keys,
+                    dev.listen_port(),
+                    w.iface.clone(),
+                    peers_rx.clone(),
+                    dev.clone(),
+                ));
+                signal_started = true;
+            }
+        }
+    };
+    start_signal(&signal_url, &running, &cfg);
     if let Some(dir) = cfg.control_socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -303,6 +345,8 @@ pub async fn up(source: Source) -> Result<()> {
                         Ok(()) => {
                             tracing::info!(serial = u.serial, rules = new.rules.len(), "network map applied");
                             cfg = new;
+                            let _ = peers_tx.send(peer_keys(&cfg));
+                            start_signal(&u.signal, &running, &cfg);
                         }
                         Err(e) => tracing::error!(error = %format!("{e:#}"), serial = u.serial, "network map refused; previous one stays in force"),
                     },

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod envelope;
 pub mod keys;
+pub mod signal_server;
 
 /// The Management service (`package management`): generated messages, the
 /// client (`management_service_client`) and the server trait

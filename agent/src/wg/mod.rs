@@ -338,6 +338,22 @@ impl Device {
         }
     }
 
+    /// Offers an endpoint for a peer (from Signal): taken when the peer has none yet or has not
+    /// completed a handshake; an endpoint learnt from authenticated traffic is kept.
+    pub fn suggest_endpoint(&self, public: &[u8; 32], addr: SocketAddr) -> bool {
+        let table = self.shared.table.load();
+        let Some(p) = table.by_key.get(public) else {
+            return false;
+        };
+        let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        let connected = st.tunn.time_since_last_handshake().is_some();
+        if st.endpoint.is_none() || !connected {
+            st.endpoint = Some(addr);
+            return true;
+        }
+        false
+    }
+
     /// Per-peer status.
     pub fn status(&self) -> Vec<PeerStatus> {
         let table = self.shared.table.load();

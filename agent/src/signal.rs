@@ -1,0 +1,241 @@
+//! Finding peers' endpoints through Signal: each side sends an OFFER (or ANSWER) with its
+//! WireGuard listen port and one CANDIDATE per local address, sealed end to end, in NetBird's
+//! Signal message format. The receiver picks the best candidate (on-link first, then private,
+//! then anything) as the peer's endpoint until WireGuard itself learns a better one (roaming).
+//!
+//! This is the direct-connection part of ICE (host candidates); connectivity checks,
+//! server-reflexive candidates and the relay fallback come with the ICE milestone.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use swiftgate_proto::{
+    envelope::{decrypt_signal, encrypt_signal},
+    keys::{KeyPair, PublicKey},
+    signalexchange::{
+        Body, EncryptedMessage, PEER_ID_HEADER, body::Type,
+        signal_exchange_client::SignalExchangeClient,
+    },
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
+
+use crate::wg::Device;
+
+/// Local addresses worth offering (no loopback, link-local or overlay addresses), with their
+/// prefixes (to recognise on-link candidates).
+pub fn local_candidates(exclude_iface: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for a in addrs {
+        if a.interface_name == exclude_iface {
+            continue;
+        }
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        let net = match (
+            addr.as_sockaddr_in(),
+            mask.as_sockaddr_in(),
+            addr.as_sockaddr_in6(),
+            mask.as_sockaddr_in6(),
+        ) {
+            (Some(a), Some(m), _, _) => {
+                let len = u32::from(m.ip()).count_ones() as u8;
+                IpNet::new(IpAddr::V4(a.ip()), len).ok()
+            }
+            (_, _, Some(a), Some(m)) => {
+                let len = u128::from(m.ip()).count_ones() as u8;
+                IpNet::new(IpAddr::V6(a.ip()), len).ok()
+            }
+            _ => None,
+        };
+        let Some(net) = net else { continue };
+        let ip = net.addr();
+        let link_local = match ip {
+            IpAddr::V4(v) => v.is_link_local(),
+            IpAddr::V6(v) => v.is_unicast_link_local(),
+        };
+        if !ip.is_loopback() && !link_local {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// An ICE host candidate line for `ip:port`.
+pub fn candidate_line(n: usize, ip: IpAddr, port: u16) -> String {
+    format!("candidate:{n} 1 udp 2130706431 {ip} {port} typ host")
+}
+
+/// The address in an ICE candidate line.
+pub fn parse_candidate(line: &str) -> Option<SocketAddr> {
+    let f: Vec<&str> = line
+        .trim()
+        .trim_start_matches("a=")
+        .split_whitespace()
+        .collect();
+    if f.len() < 8 || !f[0].starts_with("candidate:") || !f[2].eq_ignore_ascii_case("udp") {
+        return None;
+    }
+    Some(SocketAddr::new(f[4].parse().ok()?, f[5].parse().ok()?))
+}
+
+/// How good a candidate is from here: on-link 3, same family private 2, other 1.
+pub fn score(c: &SocketAddr, local: &[IpNet]) -> u8 {
+    if local.iter().any(|n| n.contains(&c.ip())) {
+        return 3;
+    }
+    let private = match c.ip() {
+        IpAddr::V4(v) => v.is_private(),
+        IpAddr::V6(v) => v.is_unique_local(),
+    };
+    if private { 2 } else { 1 }
+}
+
+fn body(kind: Type, payload: String, port: u16) -> Body {
+    Body {
+        r#type: kind as i32,
+        payload,
+        wg_listen_port: port as u32,
+        net_bird_version: concat!("swiftgate-", env!("CARGO_PKG_VERSION")).into(),
+        ..Default::default()
+    }
+}
+
+/// Follows the Signal stream forever (reconnecting with backoff): offers to every peer in
+/// `peers`, answers offers, and gives the device each peer's best candidate.
+pub async fn run(
+    url: String,
+    keys: KeyPair,
+    port: u16,
+    overlay: String,
+    mut peers: watch::Receiver<Vec<String>>,
+    device: Arc<Device>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let local = local_candidates(&overlay);
+        let result = session(&url, &keys, port, &local, &mut peers, &device).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, %url, retry_in = ?backoff, "signal unreachable");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn session(
+    url: &str,
+    keys: &KeyPair,
+    port: u16,
+    local: &[IpNet],
+    peers: &mut watch::Receiver<Vec<String>>,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let mut client = SignalExchangeClient::connect(url.to_string()).await?;
+    let (tx, rx) = mpsc::channel::<EncryptedMessage>(64);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert(PEER_ID_HEADER, keys.public().to_base64().parse()?);
+    let mut inbound = client.connect_stream(req).await?.into_inner();
+    tracing::info!(%url, "signal connected");
+    let send_all = |to: &PublicKey, kind: Type| {
+        let mut v = vec![encrypt_signal(
+            &body(kind, "swiftgate:direct".into(), port),
+            keys,
+            to,
+        )];
+        for (i, n) in local.iter().enumerate() {
+            let line = candidate_line(i, n.addr(), port);
+            v.push(encrypt_signal(&body(Type::Candidate, line, port), keys, to));
+        }
+        v
+    };
+    let mut offered: BTreeSet<String> = BTreeSet::new();
+    let mut best: HashMap<String, u8> = HashMap::new();
+    loop {
+        // Offer to peers we have not offered to on this stream.
+        let current = peers.borrow_and_update().clone();
+        for p in &current {
+            if offered.contains(p) {
+                continue;
+            }
+            let Ok(pk) = PublicKey::from_base64(p) else {
+                continue;
+            };
+            for m in send_all(&pk, Type::Offer) {
+                tx.send(m).await?;
+            }
+            offered.insert(p.clone());
+        }
+        tokio::select! {
+            changed = peers.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            msg = inbound.next() => {
+                let Some(msg) = msg else { anyhow::bail!("signal stream closed") };
+                let msg = msg?;
+                let Ok((from, b)) = decrypt_signal(&msg, keys.private()) else {
+                    tracing::debug!("signal: message that does not open, ignored");
+                    continue;
+                };
+                let from_b64 = from.to_base64();
+                match Type::try_from(b.r#type) {
+                    Ok(Type::Offer) => {
+                        for m in send_all(&from, Type::Answer) {
+                            tx.send(m).await?;
+                        }
+                    }
+                    Ok(Type::Candidate) => {
+                        let Some(addr) = parse_candidate(&b.payload) else { continue };
+                        let s = score(&addr, local);
+                        if best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr) {
+                            best.insert(from_b64, s);
+                            tracing::debug!(peer = %from, endpoint = %addr, "endpoint from signal");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_round_trip_and_rank() {
+        let line = candidate_line(3, "203.0.113.7".parse().unwrap(), 51820);
+        assert_eq!(
+            parse_candidate(&line),
+            Some("203.0.113.7:51820".parse().unwrap())
+        );
+        // A NetBird/pion style line with extra attributes.
+        let pion = "candidate:2596 1 udp 2130706431 198.51.100.4 40123 typ host generation 0";
+        assert_eq!(
+            parse_candidate(pion),
+            Some("198.51.100.4:40123".parse().unwrap())
+        );
+        assert_eq!(
+            parse_candidate("candidate:1 1 tcp 1 192.0.2.1 1 typ host"),
+            None
+        );
+        assert_eq!(parse_candidate("garbage"), None);
+        let local: Vec<IpNet> = vec!["203.0.113.2/24".parse().unwrap()];
+        assert_eq!(score(&"203.0.113.7:1".parse().unwrap(), &local), 3);
+        assert_eq!(score(&"10.1.2.3:1".parse().unwrap(), &local), 2);
+        assert_eq!(score(&"198.51.100.1:1".parse().unwrap(), &local), 1);
+    }
+}

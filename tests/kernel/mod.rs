@@ -213,25 +213,38 @@ impl Lab {
         Ok(())
     }
 
-    /// Runs a program; `None` when the kernel's test harness itself refuses the input (it
-    /// does so for some frames too short to be IP).
-    pub fn try_run(&mut self, prog: &str, ifindex: u32, pkt: &[u8]) -> Option<(u32, Vec<u8>)> {
+    /// One `BPF_PROG_TEST_RUN` of `prog` on `pkt` as if it arrived on `ifindex`, `repeat`
+    /// times: verdict, output bytes and the kernel's mean time per run.
+    fn test_run(
+        &mut self,
+        prog: &str,
+        ifindex: u32,
+        pkt: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
+        // struct __sk_buff: ingress_ifindex is at byte 36 (u32), ifindex at 40.
         let mut ctx = [0u8; 192];
         ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let prog = self.dp.program(prog).expect("program");
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
-            .ok()?;
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..Default::default()
+        })?;
         out.truncate(r.data_size_out as usize);
-        Some((r.return_value, out))
+        Ok((r.return_value, out, r.duration))
+    }
+
+    /// Runs a program; `None` when the kernel's test harness itself refuses the input (it
+    /// does so for some frames too short to be IP).
+    pub fn try_run(&mut self, prog: &str, ifindex: u32, pkt: &[u8]) -> Option<(u32, Vec<u8>)> {
+        self.test_run(prog, ifindex, pkt, 1)
+            .ok()
+            .map(|(rc, out, _)| (rc, out))
     }
 
     /// Runs a program `repeat` times on the same input (`BPF_PROG_TEST_RUN` with `repeat`) and
@@ -245,41 +258,17 @@ impl Lab {
         pkt: &[u8],
         repeat: u32,
     ) -> (u32, std::time::Duration) {
-        let mut out = vec![0u8; pkt.len() + 256];
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        let prog = self.dp.program(prog).expect("program");
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat,
-                ..Default::default()
-            })
+        let (rc, _, d) = self
+            .test_run(prog, ifindex, pkt, repeat)
             .expect("BPF_PROG_TEST_RUN");
-        (r.return_value, r.duration)
+        (rc, d)
     }
 
     fn run(&mut self, prog: &str, ifindex: u32, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; pkt.len() + 256];
-        // struct __sk_buff: ifindex is at byte 40 (u32), ingress_ifindex at 36.
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        let prog = self.dp.program(prog).expect("program");
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
+        let (rc, out, _) = self
+            .test_run(prog, ifindex, pkt, 1)
             .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        (rc, out)
     }
 
     /// Runs the overlay ingress program on an Ethernet frame arriving on `ovl`.

@@ -1,0 +1,161 @@
+//! Handlers for peers, groups, settings and health.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::views::{GroupView, PeerView};
+use super::{ApiResult, AppState, JsonBody, blocking};
+use crate::model::*;
+use crate::netmap::NetworkMap;
+
+/// `GET /api/health`.
+pub async fn health(State(svc): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "serial": svc.account().serial }))
+}
+
+/// `GET /api/peers`.
+pub async fn list(State(svc): State<AppState>) -> Json<Vec<PeerView>> {
+    let a = svc.account();
+    Json(a.peers.values().map(|p| PeerView::new(&a, p)).collect())
+}
+
+/// `GET /api/peers/{id}`.
+pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PeerView>> {
+    let a = svc.account();
+    let id = a.peer_id(&id)?;
+    Ok(Json(PeerView::new(&a, &a.peers[&id])))
+}
+
+/// `POST /api/peers`: register a peer by WireGuard key with a setup key (what Login does).
+pub async fn register(
+    State(svc): State<AppState>,
+    JsonBody(req): JsonBody<RegisterPeer>,
+) -> ApiResult<(StatusCode, Json<PeerView>)> {
+    let p = blocking(&svc, move |s| {
+        s.mutate("register_peer", |a, now| a.register_peer(&req, now))
+    })
+    .await?;
+    let a = svc.account();
+    Ok((StatusCode::CREATED, Json(PeerView::new(&a, &p))))
+}
+
+/// `PUT /api/peers/{id}`: name, groups, approved.
+pub async fn update(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(upd): JsonBody<PeerUpdate>,
+) -> ApiResult<Json<PeerView>> {
+    let p = blocking(&svc, move |s| {
+        s.mutate("update_peer", |a, _| a.update_peer(&id, &upd))
+    })
+    .await?;
+    let a = svc.account();
+    Ok(Json(PeerView::new(&a, &p)))
+}
+
+/// `POST /api/peers/{id}/approve`.
+pub async fn approve(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PeerView>> {
+    let p = blocking(&svc, move |s| {
+        s.mutate("approve_peer", |a, _| a.approve_peer(&id))
+    })
+    .await?;
+    let a = svc.account();
+    Ok(Json(PeerView::new(&a, &p)))
+}
+
+/// `DELETE /api/peers/{id}`.
+pub async fn delete(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Peer>> {
+    Ok(Json(
+        blocking(&svc, move |s| {
+            s.mutate("delete_peer", |a, _| a.delete_peer(&id))
+        })
+        .await?,
+    ))
+}
+
+/// `GET /api/peers/{id}/network-map`: the map the peer would receive now.
+pub async fn network_map(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NetworkMap>> {
+    Ok(Json(blocking(&svc, move |s| s.network_map(&id)).await?))
+}
+
+/// `GET /api/groups`.
+pub async fn list_groups(State(svc): State<AppState>) -> Json<Vec<GroupView>> {
+    let a = svc.account();
+    Json(a.groups.values().map(|g| GroupView::new(&a, g)).collect())
+}
+
+/// `GET /api/groups/{id}`.
+pub async fn get_group(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GroupView>> {
+    let a = svc.account();
+    let id = a.group_id(&id)?;
+    Ok(Json(GroupView::new(&a, &a.groups[&id])))
+}
+
+/// `POST /api/groups`.
+pub async fn create_group(
+    State(svc): State<AppState>,
+    JsonBody(input): JsonBody<GroupInput>,
+) -> ApiResult<(StatusCode, Json<GroupView>)> {
+    let g = blocking(&svc, move |s| {
+        s.mutate("create_group", |a, _| a.create_group(&input))
+    })
+    .await?;
+    let a = svc.account();
+    Ok((StatusCode::CREATED, Json(GroupView::new(&a, &g))))
+}
+
+/// `PUT /api/groups/{id}`.
+pub async fn update_group(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<GroupInput>,
+) -> ApiResult<Json<GroupView>> {
+    let g = blocking(&svc, move |s| {
+        s.mutate("update_group", |a, _| a.update_group(&id, &input))
+    })
+    .await?;
+    let a = svc.account();
+    Ok(Json(GroupView::new(&a, &g)))
+}
+
+/// `DELETE /api/groups/{id}`.
+pub async fn delete_group(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Group>> {
+    Ok(Json(
+        blocking(&svc, move |s| {
+            s.mutate("delete_group", |a, _| a.delete_group(&id))
+        })
+        .await?,
+    ))
+}
+
+/// `GET /api/settings`.
+pub async fn get_settings(State(svc): State<AppState>) -> Json<Settings> {
+    Json(svc.account().settings.clone())
+}
+
+/// `PUT /api/settings`: only the fields given change.
+pub async fn update_settings(
+    State(svc): State<AppState>,
+    JsonBody(input): JsonBody<SettingsInput>,
+) -> ApiResult<Json<Settings>> {
+    Ok(Json(
+        blocking(&svc, move |s| {
+            s.mutate("update_settings", |a, _| a.update_settings(&input))
+        })
+        .await?,
+    ))
+}

@@ -1,0 +1,213 @@
+//! What the API returns: the stored entities plus names and counts that save clients a lookup;
+//! setup keys without their hash.
+
+use serde::Serialize;
+
+use crate::model::*;
+
+/// A peer with its DNS name and group names.
+#[derive(Serialize)]
+pub struct PeerView {
+    /// The peer.
+    #[serde(flatten)]
+    pub peer: Peer,
+    /// `<dns label>.<dns domain>`.
+    pub fqdn: String,
+    /// Names of its groups, All first.
+    pub group_names: Vec<String>,
+}
+
+impl PeerView {
+    /// The view of a peer.
+    pub fn new(a: &Account, p: &Peer) -> Self {
+        let mut group_names = vec![ALL_GROUP_NAME.to_string()];
+        group_names.extend(
+            p.groups
+                .iter()
+                .filter_map(|g| a.groups.get(g))
+                .map(|g| g.name.clone()),
+        );
+        PeerView {
+            peer: p.clone(),
+            fqdn: format!("{}.{}", p.dns_label, a.settings.dns_domain),
+            group_names,
+        }
+    }
+}
+
+/// A group with its members.
+#[derive(Serialize)]
+pub struct GroupView {
+    /// The group.
+    #[serde(flatten)]
+    pub group: Group,
+    /// Peer ids.
+    pub peers: Vec<PeerId>,
+    /// Resource ids.
+    pub resources: Vec<ResourceId>,
+}
+
+impl GroupView {
+    /// The view of a group.
+    pub fn new(a: &Account, g: &Group) -> Self {
+        GroupView {
+            group: g.clone(),
+            peers: a.group_peer_ids(&g.id),
+            resources: a.group_resource_ids(&g.id),
+        }
+    }
+}
+
+/// A resource with its kind and Network name.
+#[derive(Serialize)]
+pub struct ResourceView {
+    /// The resource.
+    #[serde(flatten)]
+    pub resource: Resource,
+    /// host, subnet or domain.
+    #[serde(rename = "type")]
+    pub kind: ResourceKind,
+    /// Name of its Network.
+    pub network_name: String,
+}
+
+impl ResourceView {
+    /// The view of a resource.
+    pub fn new(a: &Account, r: &Resource) -> Self {
+        ResourceView {
+            resource: r.clone(),
+            kind: r.address.kind(),
+            network_name: a
+                .networks
+                .get(&r.network_id)
+                .map(|n| n.name.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A router with its peer and Network names.
+#[derive(Serialize)]
+pub struct RouterView {
+    /// The router.
+    #[serde(flatten)]
+    pub router: Router,
+    /// Name of its peer.
+    pub peer_name: Option<String>,
+    /// Name of its Network.
+    pub network_name: String,
+}
+
+impl RouterView {
+    /// The view of a router.
+    pub fn new(a: &Account, r: &Router) -> Self {
+        RouterView {
+            router: r.clone(),
+            peer_name: r
+                .peer
+                .as_ref()
+                .and_then(|p| a.peers.get(p))
+                .map(|p| p.name.clone()),
+            network_name: a
+                .networks
+                .get(&r.network_id)
+                .map(|n| n.name.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A Network with its resource and router counts.
+#[derive(Serialize)]
+pub struct NetworkView {
+    /// The Network.
+    #[serde(flatten)]
+    pub network: Network,
+    /// Number of resources.
+    pub resources_count: usize,
+    /// Number of routers.
+    pub routers_count: usize,
+}
+
+impl NetworkView {
+    /// The view of a Network.
+    pub fn new(a: &Account, n: &Network) -> Self {
+        NetworkView {
+            network: n.clone(),
+            resources_count: a
+                .resources
+                .values()
+                .filter(|r| r.network_id == n.id)
+                .count(),
+            routers_count: a.routers.values().filter(|r| r.network_id == n.id).count(),
+        }
+    }
+}
+
+/// A setup key without its hash, with its state.
+#[derive(Serialize)]
+pub struct SetupKeyView {
+    /// Id.
+    pub id: SetupKeyId,
+    /// Name.
+    pub name: String,
+    /// First characters of the key.
+    pub key_prefix: String,
+    /// reusable or one-off.
+    #[serde(rename = "type")]
+    pub kind: SetupKeyKind,
+    /// Auto-groups.
+    pub auto_groups: Vec<GroupId>,
+    /// Creation time.
+    pub created_at: u64,
+    /// Expiry.
+    pub expires_at: Option<u64>,
+    /// Usage limit (0 = unlimited).
+    pub usage_limit: u32,
+    /// Registrations so far.
+    pub used_times: u32,
+    /// Last registration.
+    pub last_used_at: Option<u64>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Registers ephemeral peers.
+    pub ephemeral: bool,
+    /// Can register a peer now.
+    pub valid: bool,
+    /// Why not, if not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+}
+
+impl SetupKeyView {
+    /// The view of a setup key at time `now`.
+    pub fn new(k: &SetupKey, now: u64) -> Self {
+        let reason = k.unusable_reason(now);
+        SetupKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            key_prefix: k.key_prefix.clone(),
+            kind: k.kind,
+            auto_groups: k.auto_groups.clone(),
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            usage_limit: k.usage_limit,
+            used_times: k.used_times,
+            last_used_at: k.last_used_at,
+            revoked: k.revoked,
+            ephemeral: k.ephemeral,
+            valid: reason.is_none(),
+            invalid_reason: reason,
+        }
+    }
+}
+
+/// A new setup key with its text, shown only in this response.
+#[derive(Serialize)]
+pub struct CreatedSetupKey {
+    /// The key.
+    #[serde(flatten)]
+    pub view: SetupKeyView,
+    /// The key text; store it now, it cannot be shown again.
+    pub key: String,
+}

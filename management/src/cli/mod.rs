@@ -1,0 +1,1341 @@
+//! The `swiftgate-management` command line: `serve` runs the server; every other command talks
+//! to a running server's admin REST API and prints a table (or the JSON with `--json`).
+
+mod client;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+pub use client::{Client, ClientError, segment};
+use table::{cell, render, time};
+
+/// swiftgate management server and admin CLI.
+#[derive(Parser, Debug)]
+#[command(name = "swiftgate-management", version, about)]
+pub struct Cli {
+    /// Admin API base URL (for every command but `serve`).
+    #[arg(
+        long,
+        global = true,
+        env = "SWIFTGATE_API",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub api: String,
+    /// Bearer token for the admin API (`serve`: require it).
+    #[arg(
+        long,
+        global = true,
+        env = "SWIFTGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the management server (admin REST API and gRPC management service).
+    Serve(ServeArgs),
+    /// Peers.
+    #[command(subcommand)]
+    Peers(PeersCmd),
+    /// Groups of peers and resources.
+    #[command(subcommand)]
+    Groups(GroupsCmd),
+    /// Networks.
+    #[command(subcommand)]
+    Networks(NetworksCmd),
+    /// Resources of Networks.
+    #[command(subcommand)]
+    Resources(ResourcesCmd),
+    /// Routing peers of Networks.
+    #[command(subcommand)]
+    Routers(RoutersCmd),
+    /// Access policies.
+    #[command(subcommand)]
+    Policies(PoliciesCmd),
+    /// Setup keys.
+    #[command(subcommand, name = "setup-keys")]
+    SetupKeys(SetupKeysCmd),
+    /// Posture checks.
+    #[command(subcommand)]
+    Posture(PostureCmd),
+    /// Account settings.
+    #[command(subcommand)]
+    Settings(SettingsCmd),
+}
+
+/// `serve` options.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Directory of the database (`swiftgate-management.db`).
+    #[arg(long, env = "SWIFTGATE_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Admin REST API address; keep it on loopback unless a proxy authenticates.
+    #[arg(long, default_value = crate::api::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// gRPC management service address (where agents connect).
+    #[arg(long, default_value = crate::grpc::DEFAULT_LISTEN)]
+    pub grpc_listen: SocketAddr,
+    /// Do not run the gRPC management service.
+    #[arg(long)]
+    pub no_grpc: bool,
+    /// Signal server `host:port` announced to agents.
+    #[arg(long)]
+    pub signal: Option<String>,
+    /// The Signal server speaks TLS.
+    #[arg(long)]
+    pub signal_tls: bool,
+    /// STUN URI announced to agents, e.g. stun:stun.example.org:3478 (repeat).
+    #[arg(long = "stun")]
+    pub stuns: Vec<String>,
+    /// Relay URL announced to agents, e.g. rels://relay.example.org:443 (repeat).
+    #[arg(long = "relay")]
+    pub relays: Vec<String>,
+}
+
+/// `peers` commands.
+#[derive(Subcommand, Debug)]
+pub enum PeersCmd {
+    /// List peers.
+    Ls,
+    /// Show one peer.
+    Show {
+        /// Id or name.
+        peer: String,
+    },
+    /// Register a peer by WireGuard key with a setup key (what an agent's login does).
+    Register {
+        /// Setup key text.
+        #[arg(long)]
+        setup_key: String,
+        /// WireGuard public key (base64).
+        #[arg(long)]
+        wg_key: String,
+        /// Name (default: "peer").
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Approve a peer.
+    Approve {
+        /// Id or name.
+        peer: String,
+    },
+    /// Rename a peer.
+    Rename {
+        /// Id or name.
+        peer: String,
+        /// New name.
+        name: String,
+    },
+    /// Set a peer's groups (exactly these afterwards).
+    SetGroups {
+        /// Id or name.
+        peer: String,
+        /// Group ids or names.
+        groups: Vec<String>,
+    },
+    /// Delete a peer.
+    Rm {
+        /// Id or name.
+        peer: String,
+    },
+    /// Show the network map the peer receives.
+    Map {
+        /// Id or name.
+        peer: String,
+    },
+}
+
+/// `groups` commands.
+#[derive(Subcommand, Debug)]
+pub enum GroupsCmd {
+    /// List groups.
+    Ls,
+    /// Create a group.
+    Add {
+        /// Name.
+        name: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Peers to put in it (ids or names).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
+    /// Delete a group.
+    Rm {
+        /// Id or name.
+        group: String,
+    },
+}
+
+/// `networks` commands.
+#[derive(Subcommand, Debug)]
+pub enum NetworksCmd {
+    /// List Networks.
+    Ls,
+    /// Create a Network.
+    Add {
+        /// Name.
+        name: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a Network with its resources and routers.
+    Rm {
+        /// Id or name.
+        network: String,
+    },
+}
+
+/// `resources` commands.
+#[derive(Subcommand, Debug)]
+pub enum ResourcesCmd {
+    /// List resources (of one Network with --network).
+    Ls {
+        /// Network id or name.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Add a resource to a Network.
+    Add {
+        /// Network id or name.
+        #[arg(long)]
+        network: String,
+        /// Name.
+        name: String,
+        /// Address: 10.10.0.5, 10.10.0.0/16, grafana.berlin.internal, *.berlin.internal.
+        address: String,
+        /// Resource groups (repeat).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a resource.
+    Rm {
+        /// Network id or name.
+        #[arg(long)]
+        network: String,
+        /// Resource id or name.
+        resource: String,
+    },
+}
+
+/// `routers` commands.
+#[derive(Subcommand, Debug)]
+pub enum RoutersCmd {
+    /// List the routers of a Network.
+    Ls {
+        /// Network id or name.
+        #[arg(long)]
+        network: String,
+    },
+    /// Add a routing peer (or peer groups) to a Network.
+    Add {
+        /// Network id or name.
+        #[arg(long)]
+        network: String,
+        /// Routing peer id or name.
+        #[arg(long, conflicts_with = "peer_groups")]
+        peer: Option<String>,
+        /// Groups whose peers all route (repeat).
+        #[arg(long = "peer-group")]
+        peer_groups: Vec<String>,
+        /// Metric 1..9999, lower preferred.
+        #[arg(long)]
+        metric: Option<i64>,
+        /// Keep the clients' overlay source addresses (needs a return route on the LAN).
+        #[arg(long)]
+        no_masquerade: bool,
+    },
+    /// Remove a router.
+    Rm {
+        /// Network id or name.
+        #[arg(long)]
+        network: String,
+        /// Router id.
+        router: String,
+    },
+}
+
+/// `policies` commands.
+#[derive(Subcommand, Debug)]
+pub enum PoliciesCmd {
+    /// List policies.
+    Ls,
+    /// Show one policy.
+    Show {
+        /// Id or name.
+        policy: String,
+    },
+    /// Create a one-rule policy (or any policy from a JSON file with --from-json).
+    Add(Box<PolicyAddArgs>),
+    /// Enable a policy.
+    Enable {
+        /// Id or name.
+        policy: String,
+    },
+    /// Disable a policy.
+    Disable {
+        /// Id or name.
+        policy: String,
+    },
+    /// Delete a policy.
+    Rm {
+        /// Id or name.
+        policy: String,
+    },
+}
+
+/// `policies add` options.
+#[derive(Args, Debug)]
+pub struct PolicyAddArgs {
+    /// Name (ignored with --from-json, which carries its own).
+    #[arg(required_unless_present = "from_json")]
+    pub name: Option<String>,
+    /// Source groups (repeat).
+    #[arg(long = "src")]
+    pub sources: Vec<String>,
+    /// Destination groups (repeat).
+    #[arg(long = "dst")]
+    pub destinations: Vec<String>,
+    /// A single source resource (Site-to-VPN).
+    #[arg(long)]
+    pub src_resource: Option<String>,
+    /// A single source peer.
+    #[arg(long)]
+    pub src_peer: Option<String>,
+    /// A single destination resource.
+    #[arg(long)]
+    pub dst_resource: Option<String>,
+    /// A single destination peer.
+    #[arg(long)]
+    pub dst_peer: Option<String>,
+    /// all, tcp, udp or icmp.
+    #[arg(long, default_value = "all")]
+    pub protocol: String,
+    /// Ports and ranges, comma-separated: 443,8000-8080.
+    #[arg(long, value_delimiter = ',')]
+    pub ports: Vec<String>,
+    /// accept or drop.
+    #[arg(long, default_value = "accept")]
+    pub action: String,
+    /// Also destinations -> sources.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// Create it disabled (e.g. an emergency policy kept for rollback).
+    #[arg(long)]
+    pub disabled: bool,
+    /// Description.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Posture checks source peers must pass (repeat).
+    #[arg(long = "posture-check")]
+    pub posture_checks: Vec<String>,
+    /// Read the whole policy (API JSON) from a file; `-` for stdin.
+    #[arg(long)]
+    pub from_json: Option<PathBuf>,
+}
+
+/// `setup-keys` commands.
+#[derive(Subcommand, Debug)]
+pub enum SetupKeysCmd {
+    /// List setup keys.
+    Ls,
+    /// Create a setup key; its text is printed once.
+    Create {
+        /// Name.
+        name: String,
+        /// One registration only.
+        #[arg(long)]
+        one_off: bool,
+        /// Groups given to peers registered with it (repeat).
+        #[arg(long = "auto-group")]
+        auto_groups: Vec<String>,
+        /// Lifetime: seconds, or with a unit: 30m, 12h, 30d; 0 = never expires.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Most registrations (reusable keys).
+        #[arg(long)]
+        usage_limit: Option<u32>,
+        /// Registered peers are removed after being offline for a while.
+        #[arg(long)]
+        ephemeral: bool,
+    },
+    /// Revoke a setup key.
+    Revoke {
+        /// Id or name.
+        key: String,
+    },
+    /// Delete a setup key.
+    Rm {
+        /// Id or name.
+        key: String,
+    },
+}
+
+/// `posture` commands.
+#[derive(Subcommand, Debug)]
+pub enum PostureCmd {
+    /// List posture checks.
+    Ls,
+    /// Create a posture check.
+    Add {
+        /// Name.
+        name: String,
+        /// Minimum agent version, e.g. 0.45.0.
+        #[arg(long)]
+        min_client_version: Option<String>,
+        /// Minimum OS version per OS (repeat): linux=5.10 (kernel), darwin=13, windows=10.0.22000.
+        #[arg(long = "min-os")]
+        min_os: Vec<String>,
+        /// Peer network ranges (repeat).
+        #[arg(long = "network-range")]
+        network_ranges: Vec<String>,
+        /// allow or deny for --network-range.
+        #[arg(long, default_value = "allow")]
+        range_action: String,
+        /// A process that must run, per OS (repeat): linux=/usr/bin/falcon-sensor.
+        #[arg(long = "process")]
+        processes: Vec<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a posture check.
+    Rm {
+        /// Id or name.
+        check: String,
+    },
+}
+
+/// `settings` commands.
+#[derive(Subcommand, Debug)]
+pub enum SettingsCmd {
+    /// Show settings.
+    Show,
+    /// Change settings.
+    Set {
+        /// Require approval of new peers.
+        #[arg(long)]
+        peer_approval: Option<bool>,
+        /// Ephemeral peers' offline timeout in seconds.
+        #[arg(long)]
+        ephemeral_offline_secs: Option<u64>,
+        /// DNS domain of peer names.
+        #[arg(long)]
+        dns_domain: Option<String>,
+        /// Overlay range (only before the first peer registers).
+        #[arg(long)]
+        overlay_range: Option<String>,
+    },
+}
+
+/// Parses `30`, `30s`, `30m`, `12h`, `30d` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 3600, 30m, 12h or 30d"))
+}
+
+fn split_kv<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), String> {
+    s.split_once('=')
+        .ok_or_else(|| format!("{flag} {s:?}: expected OS=VALUE, e.g. linux=5.10"))
+}
+
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn print(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+            );
+        } else {
+            print!("{}", human(v));
+        }
+    }
+}
+
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn done(what: &str) -> impl FnOnce(&Value) -> String + '_ {
+    move |v| {
+        format!(
+            "{what} {} ({})\n",
+            v.get("name").and_then(Value::as_str).unwrap_or("-"),
+            v.get("id").and_then(Value::as_str).unwrap_or("-")
+        )
+    }
+}
+
+fn peers_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = arr(v)
+        .iter()
+        .map(|p| {
+            vec![
+                cell(p.get("name")),
+                cell(p.get("ip")),
+                cell(p.get("group_names")),
+                if p["connected"].as_bool() == Some(true) {
+                    "connected".into()
+                } else {
+                    "offline".into()
+                },
+                if p["approved"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "pending".into()
+                },
+                cell(p.pointer("/meta/client_version")),
+                time(p.get("last_seen_at")),
+                cell(p.get("id")),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "NAME",
+            "IP",
+            "GROUPS",
+            "STATUS",
+            "APPROVED",
+            "VERSION",
+            "LAST SEEN",
+            "ID",
+        ],
+        &rows,
+    )
+}
+
+fn map_text(v: &Value) -> String {
+    let mut s = format!(
+        "serial {}  address {}  fqdn {}\n\nremote peers:\n",
+        cell(v.get("serial")),
+        cell(v.pointer("/peer_config/address")),
+        cell(v.pointer("/peer_config/fqdn"))
+    );
+    let rows: Vec<Vec<String>> = arr(&v["remote_peers"])
+        .iter()
+        .map(|p| {
+            vec![
+                cell(p.get("name")),
+                cell(p.get("allowed_ips")),
+                cell(p.get("wg_pubkey")),
+            ]
+        })
+        .collect();
+    s.push_str(&render(&["NAME", "ALLOWED IPS", "KEY"], &rows));
+    s.push_str("\nroutes:\n");
+    let peer_name = |id: Option<&Value>| -> String {
+        let id = cell(id);
+        arr(&v["remote_peers"])
+            .iter()
+            .find(|p| p["id"].as_str() == Some(id.as_str()))
+            .map(|p| cell(p.get("name")))
+            .unwrap_or_else(|| "(this peer)".into())
+    };
+    let rows: Vec<Vec<String>> = arr(&v["routes"])
+        .iter()
+        .map(|r| {
+            let dest = if r["network"].is_null() {
+                cell(r.get("domains"))
+            } else {
+                cell(r.get("network"))
+            };
+            vec![
+                cell(r.get("net_id")),
+                dest,
+                peer_name(r.get("router_peer_id")),
+                cell(r.get("metric")),
+                cell(r.get("masquerade")),
+            ]
+        })
+        .collect();
+    s.push_str(&render(
+        &["NET ID", "DESTINATION", "ROUTER", "METRIC", "MASQUERADE"],
+        &rows,
+    ));
+    s.push_str("\nfirewall rules (peer ACL):\n");
+    let rows: Vec<Vec<String>> = arr(&v["firewall_rules"])
+        .iter()
+        .map(|r| {
+            vec![
+                cell(r.get("direction")),
+                cell(r.get("peer_ip")),
+                cell(r.get("protocol")),
+                cell(r.get("port")),
+                cell(r.get("action")),
+                cell(r.get("policy_id")),
+            ]
+        })
+        .collect();
+    s.push_str(&render(
+        &["DIR", "PEER", "PROTO", "PORT", "ACTION", "POLICY"],
+        &rows,
+    ));
+    s.push_str("\nroute firewall rules (route ACL):\n");
+    let rows: Vec<Vec<String>> = arr(&v["route_firewall_rules"])
+        .iter()
+        .map(|r| {
+            let dest = if r["destination"].is_null() {
+                cell(r.get("domains"))
+            } else {
+                cell(r.get("destination"))
+            };
+            vec![
+                cell(r.get("source_ranges")),
+                dest,
+                cell(r.get("protocol")),
+                cell(r.get("port")),
+                cell(r.get("action")),
+                cell(r.get("policy_id")),
+            ]
+        })
+        .collect();
+    s.push_str(&render(
+        &[
+            "SOURCES",
+            "DESTINATION",
+            "PROTO",
+            "PORT",
+            "ACTION",
+            "POLICY",
+        ],
+        &rows,
+    ));
+    s
+}
+
+fn policies_table(v: &Value) -> String {
+    let mut rows = Vec::new();
+    for p in arr(v) {
+        for r in arr(&p["rules"]) {
+            let side = |groups: &str, single: &str| -> String {
+                match r.get(single) {
+                    Some(t) if !t.is_null() => {
+                        format!("{}:{}", cell(t.get("type")), cell(t.get("id")))
+                    }
+                    _ => cell(r.get(groups)),
+                }
+            };
+            rows.push(vec![
+                cell(p.get("name")),
+                if p["enabled"].as_bool() == Some(true) && r["enabled"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                side("sources", "source_resource"),
+                side("destinations", "destination_resource"),
+                cell(r.get("protocol")),
+                cell(r.get("ports")),
+                cell(r.get("action")),
+                if r["bidirectional"].as_bool() == Some(true) {
+                    "<->"
+                } else {
+                    "->"
+                }
+                .into(),
+                cell(p.get("id")),
+            ]);
+        }
+    }
+    render(
+        &[
+            "NAME",
+            "ENABLED",
+            "SOURCES",
+            "DESTINATIONS",
+            "PROTO",
+            "PORTS",
+            "ACTION",
+            "DIR",
+            "ID",
+        ],
+        &rows,
+    )
+}
+
+/// Replaces group ids in JSON arrays by names, for tables.
+fn group_names(c: &Client, v: &mut Value, fields: &[&str]) -> Result<(), ClientError> {
+    let groups = c.get("/api/groups")?;
+    let name = |id: &str| -> String {
+        arr(&groups)
+            .iter()
+            .find(|g| g["id"] == id)
+            .and_then(|g| g["name"].as_str())
+            .unwrap_or(id)
+            .to_string()
+    };
+    let fix = |x: &mut Value| {
+        for f in fields {
+            if let Some(a) = x.get_mut(*f).and_then(Value::as_array_mut) {
+                for g in a.iter_mut() {
+                    if let Some(id) = g.as_str() {
+                        *g = Value::String(name(id));
+                    }
+                }
+            }
+        }
+    };
+    if let Some(items) = v.as_array_mut() {
+        for it in items {
+            fix(it);
+            if let Some(rules) = it.get_mut("rules").and_then(Value::as_array_mut) {
+                for r in rules {
+                    fix(r);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a client command against the API; `serve` is handled by the binary.
+pub fn run_client(cli: &Cli) -> Result<(), String> {
+    let c = Client::new(&cli.api, cli.token.clone());
+    let out = Out { json: cli.json };
+    let e = |e: ClientError| e.to_string();
+    match &cli.command {
+        Command::Serve(_) => return Err("serve is not a client command".into()),
+        Command::Peers(cmd) => match cmd {
+            PeersCmd::Ls => out.print(&c.get("/api/peers").map_err(e)?, peers_table),
+            PeersCmd::Show { peer } => {
+                let v = c.get(&format!("/api/peers/{}", segment(peer))).map_err(e)?;
+                out.print(&v, |v| peers_table(&json!([v])));
+            }
+            PeersCmd::Register {
+                setup_key,
+                wg_key,
+                name,
+            } => {
+                let v = c
+                    .post(
+                        "/api/peers",
+                        Some(&json!({"setup_key": setup_key, "wg_pubkey": wg_key, "name": name})),
+                    )
+                    .map_err(e)?;
+                out.print(&v, |v| {
+                    format!(
+                        "registered peer {} with {}\n",
+                        cell(v.get("name")),
+                        cell(v.get("ip"))
+                    )
+                });
+            }
+            PeersCmd::Approve { peer } => {
+                let v = c
+                    .post::<Value>(&format!("/api/peers/{}/approve", segment(peer)), None)
+                    .map_err(e)?;
+                out.print(&v, done("approved peer"));
+            }
+            PeersCmd::Rename { peer, name } => {
+                let v = c
+                    .put(
+                        &format!("/api/peers/{}", segment(peer)),
+                        &json!({"name": name}),
+                    )
+                    .map_err(e)?;
+                out.print(&v, done("renamed peer to"));
+            }
+            PeersCmd::SetGroups { peer, groups } => {
+                let v = c
+                    .put(
+                        &format!("/api/peers/{}", segment(peer)),
+                        &json!({"groups": groups}),
+                    )
+                    .map_err(e)?;
+                out.print(&v, |v| {
+                    format!(
+                        "peer {} is in {}\n",
+                        cell(v.get("name")),
+                        cell(v.get("group_names"))
+                    )
+                });
+            }
+            PeersCmd::Rm { peer } => {
+                let v = c
+                    .delete(&format!("/api/peers/{}", segment(peer)))
+                    .map_err(e)?;
+                out.print(&v, done("deleted peer"));
+            }
+            PeersCmd::Map { peer } => {
+                let v = c
+                    .get(&format!("/api/peers/{}/network-map", segment(peer)))
+                    .map_err(e)?;
+                out.print(&v, map_text);
+            }
+        },
+        Command::Groups(cmd) => match cmd {
+            GroupsCmd::Ls => out.print(&c.get("/api/groups").map_err(e)?, |v| {
+                let rows: Vec<Vec<String>> = arr(v)
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            cell(g.get("name")),
+                            arr(&g["peers"]).len().to_string(),
+                            arr(&g["resources"]).len().to_string(),
+                            cell(g.get("description")),
+                            cell(g.get("id")),
+                        ]
+                    })
+                    .collect();
+                render(&["NAME", "PEERS", "RESOURCES", "DESCRIPTION", "ID"], &rows)
+            }),
+            GroupsCmd::Add {
+                name,
+                description,
+                peers,
+            } => {
+                let mut body = json!({"name": name, "description": description});
+                if !peers.is_empty() {
+                    body["peers"] = json!(peers);
+                }
+                out.print(
+                    &c.post("/api/groups", Some(&body)).map_err(e)?,
+                    done("created group"),
+                );
+            }
+            GroupsCmd::Rm { group } => {
+                let v = c
+                    .delete(&format!("/api/groups/{}", segment(group)))
+                    .map_err(e)?;
+                out.print(&v, done("deleted group"));
+            }
+        },
+        Command::Networks(cmd) => match cmd {
+            NetworksCmd::Ls => out.print(&c.get("/api/networks").map_err(e)?, |v| {
+                let rows: Vec<Vec<String>> = arr(v)
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            cell(n.get("name")),
+                            cell(n.get("resources_count")),
+                            cell(n.get("routers_count")),
+                            cell(n.get("description")),
+                            cell(n.get("id")),
+                        ]
+                    })
+                    .collect();
+                render(
+                    &["NAME", "RESOURCES", "ROUTERS", "DESCRIPTION", "ID"],
+                    &rows,
+                )
+            }),
+            NetworksCmd::Add { name, description } => {
+                let v = c
+                    .post(
+                        "/api/networks",
+                        Some(&json!({"name": name, "description": description})),
+                    )
+                    .map_err(e)?;
+                out.print(&v, done("created network"));
+            }
+            NetworksCmd::Rm { network } => {
+                let v = c
+                    .delete(&format!("/api/networks/{}", segment(network)))
+                    .map_err(e)?;
+                out.print(&v, done("deleted network"));
+            }
+        },
+        Command::Resources(cmd) => match cmd {
+            ResourcesCmd::Ls { network } => {
+                let path = match network {
+                    Some(n) => format!("/api/networks/{}/resources", segment(n)),
+                    None => "/api/resources".into(),
+                };
+                let mut v = c.get(&path).map_err(e)?;
+                if !out.json {
+                    group_names(&c, &mut v, &["groups"]).map_err(e)?;
+                }
+                out.print(&v, |v| {
+                    let rows: Vec<Vec<String>> = arr(v)
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                cell(r.get("name")),
+                                cell(r.get("network_name")),
+                                cell(r.get("type")),
+                                cell(r.get("address")),
+                                cell(r.get("groups")),
+                                cell(r.get("enabled")),
+                                cell(r.get("id")),
+                            ]
+                        })
+                        .collect();
+                    render(
+                        &[
+                            "NAME", "NETWORK", "TYPE", "ADDRESS", "GROUPS", "ENABLED", "ID",
+                        ],
+                        &rows,
+                    )
+                });
+            }
+            ResourcesCmd::Add {
+                network,
+                name,
+                address,
+                groups,
+                description,
+                disabled,
+            } => {
+                let v = c
+                    .post(
+                        &format!("/api/networks/{}/resources", segment(network)),
+                        Some(&json!({
+                            "name": name, "address": address, "groups": groups,
+                            "description": description, "enabled": !disabled,
+                        })),
+                    )
+                    .map_err(e)?;
+                out.print(&v, done("created resource"));
+            }
+            ResourcesCmd::Rm { network, resource } => {
+                let v = c
+                    .delete(&format!(
+                        "/api/networks/{}/resources/{}",
+                        segment(network),
+                        segment(resource)
+                    ))
+                    .map_err(e)?;
+                out.print(&v, done("deleted resource"));
+            }
+        },
+        Command::Routers(cmd) => match cmd {
+            RoutersCmd::Ls { network } => {
+                let mut v = c
+                    .get(&format!("/api/networks/{}/routers", segment(network)))
+                    .map_err(e)?;
+                if !out.json {
+                    group_names(&c, &mut v, &["peer_groups"]).map_err(e)?;
+                }
+                out.print(&v, |v| {
+                    let rows: Vec<Vec<String>> = arr(v)
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                cell(r.get("id")),
+                                cell(r.get("peer_name")),
+                                cell(r.get("peer_groups")),
+                                cell(r.get("metric")),
+                                cell(r.get("masquerade")),
+                                cell(r.get("enabled")),
+                            ]
+                        })
+                        .collect();
+                    render(
+                        &[
+                            "ID",
+                            "PEER",
+                            "PEER GROUPS",
+                            "METRIC",
+                            "MASQUERADE",
+                            "ENABLED",
+                        ],
+                        &rows,
+                    )
+                });
+            }
+            RoutersCmd::Add {
+                network,
+                peer,
+                peer_groups,
+                metric,
+                no_masquerade,
+            } => {
+                let v = c
+                    .post(
+                        &format!("/api/networks/{}/routers", segment(network)),
+                        Some(&json!({
+                            "peer": peer, "peer_groups": peer_groups, "metric": metric,
+                            "masquerade": !no_masquerade,
+                        })),
+                    )
+                    .map_err(e)?;
+                out.print(&v, |v| {
+                    format!(
+                        "added router {} to network {} ({})\n",
+                        v.get("peer_name")
+                            .filter(|x| !x.is_null())
+                            .map(|x| cell(Some(x)))
+                            .unwrap_or_else(|| cell(v.get("peer_groups"))),
+                        cell(v.get("network_name")),
+                        cell(v.get("id"))
+                    )
+                });
+            }
+            RoutersCmd::Rm { network, router } => {
+                let v = c
+                    .delete(&format!(
+                        "/api/networks/{}/routers/{}",
+                        segment(network),
+                        segment(router)
+                    ))
+                    .map_err(e)?;
+                out.print(&v, |v| format!("removed router {}\n", cell(v.get("id"))));
+            }
+        },
+        Command::Policies(cmd) => match cmd {
+            PoliciesCmd::Ls => {
+                let mut v = c.get("/api/policies").map_err(e)?;
+                if !out.json {
+                    group_names(&c, &mut v, &["sources", "destinations"]).map_err(e)?;
+                }
+                out.print(&v, policies_table);
+            }
+            PoliciesCmd::Show { policy } => {
+                let v = c
+                    .get(&format!("/api/policies/{}", segment(policy)))
+                    .map_err(e)?;
+                let mut list = json!([v]);
+                if !out.json {
+                    group_names(&c, &mut list, &["sources", "destinations"]).map_err(e)?;
+                }
+                out.print(&v, |_| policies_table(&list));
+            }
+            PoliciesCmd::Add(a) => {
+                let body = policy_body(a)?;
+                out.print(
+                    &c.post("/api/policies", Some(&body)).map_err(e)?,
+                    done("created policy"),
+                );
+            }
+            PoliciesCmd::Enable { policy } => {
+                let v = c
+                    .post::<Value>(&format!("/api/policies/{}/enable", segment(policy)), None)
+                    .map_err(e)?;
+                out.print(&v, done("enabled policy"));
+            }
+            PoliciesCmd::Disable { policy } => {
+                let v = c
+                    .post::<Value>(&format!("/api/policies/{}/disable", segment(policy)), None)
+                    .map_err(e)?;
+                out.print(&v, done("disabled policy"));
+            }
+            PoliciesCmd::Rm { policy } => {
+                let v = c
+                    .delete(&format!("/api/policies/{}", segment(policy)))
+                    .map_err(e)?;
+                out.print(&v, done("deleted policy"));
+            }
+        },
+        Command::SetupKeys(cmd) => match cmd {
+            SetupKeysCmd::Ls => {
+                let mut v = c.get("/api/setup-keys").map_err(e)?;
+                if !out.json {
+                    group_names(&c, &mut v, &["auto_groups"]).map_err(e)?;
+                }
+                out.print(&v, |v| {
+                    let rows: Vec<Vec<String>> = arr(v)
+                        .iter()
+                        .map(|k| {
+                            let state = if k["valid"].as_bool() == Some(true) {
+                                "valid".to_string()
+                            } else {
+                                cell(k.get("invalid_reason"))
+                            };
+                            vec![
+                                cell(k.get("name")),
+                                format!("{}...", cell(k.get("key_prefix"))),
+                                cell(k.get("type")),
+                                cell(k.get("auto_groups")),
+                                format!(
+                                    "{}/{}",
+                                    cell(k.get("used_times")),
+                                    match k["usage_limit"].as_u64() {
+                                        Some(0) | None => "unlimited".to_string(),
+                                        Some(n) => n.to_string(),
+                                    }
+                                ),
+                                time(k.get("expires_at")),
+                                cell(k.get("ephemeral")),
+                                state,
+                            ]
+                        })
+                        .collect();
+                    render(
+                        &[
+                            "NAME",
+                            "KEY",
+                            "TYPE",
+                            "AUTO GROUPS",
+                            "USED",
+                            "EXPIRES",
+                            "EPHEMERAL",
+                            "STATE",
+                        ],
+                        &rows,
+                    )
+                });
+            }
+            SetupKeysCmd::Create {
+                name,
+                one_off,
+                auto_groups,
+                expires_in,
+                usage_limit,
+                ephemeral,
+            } => {
+                let expires = match expires_in {
+                    Some(s) => Some(parse_duration(s)?),
+                    None => None,
+                };
+                let v = c
+                    .post(
+                        "/api/setup-keys",
+                        Some(&json!({
+                            "name": name,
+                            "kind": if *one_off { "one-off" } else { "reusable" },
+                            "auto_groups": auto_groups,
+                            "expires_in_secs": expires,
+                            "usage_limit": usage_limit,
+                            "ephemeral": ephemeral,
+                        })),
+                    )
+                    .map_err(e)?;
+                out.print(&v, |v| {
+                    format!(
+                        "created setup key {} ({})\nkey: {}\n(store it now: it is not shown again)\n",
+                        cell(v.get("name")),
+                        cell(v.get("id")),
+                        cell(v.get("key"))
+                    )
+                });
+            }
+            SetupKeysCmd::Revoke { key } => {
+                let v = c
+                    .post::<Value>(&format!("/api/setup-keys/{}/revoke", segment(key)), None)
+                    .map_err(e)?;
+                out.print(&v, done("revoked setup key"));
+            }
+            SetupKeysCmd::Rm { key } => {
+                let v = c
+                    .delete(&format!("/api/setup-keys/{}", segment(key)))
+                    .map_err(e)?;
+                out.print(&v, done("deleted setup key"));
+            }
+        },
+        Command::Posture(cmd) => match cmd {
+            PostureCmd::Ls => out.print(&c.get("/api/posture-checks").map_err(e)?, |v| {
+                let rows: Vec<Vec<String>> = arr(v)
+                    .iter()
+                    .map(|p| {
+                        let checks = p["checks"]
+                            .as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .filter(|(_, v)| !v.is_null())
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
+                            .unwrap_or_default();
+                        vec![cell(p.get("name")), checks, cell(p.get("id"))]
+                    })
+                    .collect();
+                render(&["NAME", "CHECKS", "ID"], &rows)
+            }),
+            PostureCmd::Add {
+                name,
+                min_client_version,
+                min_os,
+                network_ranges,
+                range_action,
+                processes,
+                description,
+            } => {
+                let mut checks = json!({});
+                if let Some(v) = min_client_version {
+                    checks["client_version"] = json!({ "min_version": v });
+                }
+                if !min_os.is_empty() {
+                    let mut os = json!({});
+                    for kv in min_os {
+                        let (k, v) = split_kv("--min-os", kv)?;
+                        os[k] = json!(v);
+                    }
+                    checks["os_version"] = os;
+                }
+                if !network_ranges.is_empty() {
+                    checks["peer_network_range"] =
+                        json!({ "ranges": network_ranges, "action": range_action });
+                }
+                if !processes.is_empty() {
+                    let mut spec = json!({});
+                    for kv in processes {
+                        let (k, v) = split_kv("--process", kv)?;
+                        let field = match k {
+                            "linux" => "linux_path",
+                            "darwin" | "mac" | "macos" => "mac_path",
+                            "windows" => "windows_path",
+                            other => {
+                                return Err(format!(
+                                    "--process {other}=...: use linux=, darwin= or windows="
+                                ));
+                            }
+                        };
+                        spec[field] = json!(v);
+                    }
+                    checks["process"] = json!({ "processes": [spec] });
+                }
+                let v = c
+                    .post(
+                        "/api/posture-checks",
+                        Some(&json!({"name": name, "description": description, "checks": checks})),
+                    )
+                    .map_err(e)?;
+                out.print(&v, done("created posture check"));
+            }
+            PostureCmd::Rm { check } => {
+                let v = c
+                    .delete(&format!("/api/posture-checks/{}", segment(check)))
+                    .map_err(e)?;
+                out.print(&v, done("deleted posture check"));
+            }
+        },
+        Command::Settings(cmd) => match cmd {
+            SettingsCmd::Show => out.print(&c.get("/api/settings").map_err(e)?, settings_text),
+            SettingsCmd::Set {
+                peer_approval,
+                ephemeral_offline_secs,
+                dns_domain,
+                overlay_range,
+            } => {
+                let mut body = json!({});
+                if let Some(v) = peer_approval {
+                    body["peer_approval_required"] = json!(v);
+                }
+                if let Some(v) = ephemeral_offline_secs {
+                    body["ephemeral_offline_secs"] = json!(v);
+                }
+                if let Some(v) = dns_domain {
+                    body["dns_domain"] = json!(v);
+                }
+                if let Some(v) = overlay_range {
+                    body["overlay_range"] = json!(v);
+                }
+                out.print(&c.put("/api/settings", &body).map_err(e)?, settings_text);
+            }
+        },
+    }
+    Ok(())
+}
+
+fn settings_text(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| vec![k.clone(), cell(Some(v))])
+                .collect()
+        })
+        .unwrap_or_default();
+    render(&["SETTING", "VALUE"], &rows)
+}
+
+fn policy_body(a: &PolicyAddArgs) -> Result<Value, String> {
+    if let Some(path) = &a.from_json {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?
+        };
+        return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let target =
+        |kind: &str, id: &Option<String>| id.as_ref().map(|i| json!({"type": kind, "id": i}));
+    let src = target("resource", &a.src_resource).or_else(|| target("peer", &a.src_peer));
+    let dst = target("resource", &a.dst_resource).or_else(|| target("peer", &a.dst_peer));
+    let mut body = json!({
+        "name": a.name,
+        "description": a.description,
+        "enabled": !a.disabled,
+        "protocol": a.protocol,
+        "action": a.action,
+        "bidirectional": a.bidirectional,
+        "ports": a.ports,
+        "source_posture_checks": a.posture_checks,
+    });
+    if !a.sources.is_empty() {
+        body["sources"] = json!(a.sources);
+    }
+    if !a.destinations.is_empty() {
+        body["destinations"] = json!(a.destinations);
+    }
+    if let Some(s) = src {
+        body["source_resource"] = s;
+    }
+    if let Some(d) = dst {
+        body["destination_resource"] = d;
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Ok(30 * 86400));
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("12h"), Ok(43200));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c = Cli::try_parse_from([
+            "swiftgate-management",
+            "policies",
+            "add",
+            "dev-to-apps",
+            "--src",
+            "Development",
+            "--dst",
+            "Internal Apps",
+            "--protocol",
+            "tcp",
+            "--ports",
+            "443,8000-8080",
+        ])
+        .unwrap();
+        let Command::Policies(PoliciesCmd::Add(a)) = c.command else {
+            panic!("wrong command")
+        };
+        let b = policy_body(&a).unwrap();
+        assert_eq!(b["ports"], json!(["443", "8000-8080"]));
+        assert_eq!(b["destinations"], json!(["Internal Apps"]));
+    }
+}

@@ -1,0 +1,531 @@
+//! The gRPC management service, wire-compatible with NetBird's `management.ManagementService`:
+//! `GetServerKey` and `isHealthy` in clear; `Login`, `Sync`, `SyncMeta` and `Logout` sealed
+//! with NaCl box between the peer's WireGuard key and the server key (generated once and
+//! stored). `Sync` streams the peer's whole state and pushes a new one, with a higher serial,
+//! whenever a change alters that peer's map.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use swiftgate_proto::envelope::{SharedKey, decrypt_message};
+use swiftgate_proto::keys::{KeyPair, PrivateKey, PublicKey};
+use swiftgate_proto::management as pb;
+use swiftgate_proto::management::management_service_server::{
+    ManagementService, ManagementServiceServer,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::model::{ModelError, RegisterPeer};
+use crate::netmap::{Netmapper, NetworkMap, proto as conv};
+use crate::service::{Service, ServiceError, now_secs};
+
+/// Default gRPC address (NetBird's management port). Agents connect here, so it listens on
+/// every interface; the API behind it only answers sealed requests of registered keys.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:33073";
+
+/// Largest gRPC message either way (NetBird users hit 11.7 MB maps; the default is 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Servers the agents are told about (`NetbirdConfig`).
+#[derive(Clone, Debug, Default)]
+pub struct PeerServices {
+    /// Signal server `host:port`, if any.
+    pub signal: Option<String>,
+    /// Signal over TLS.
+    pub signal_tls: bool,
+    /// STUN URIs (`stun:host:3478`).
+    pub stuns: Vec<String>,
+    /// Relay URLs (`rels://host:443`).
+    pub relays: Vec<String>,
+}
+
+impl PeerServices {
+    fn netbird_config(&self) -> pb::NetbirdConfig {
+        pb::NetbirdConfig {
+            stuns: self
+                .stuns
+                .iter()
+                .map(|u| pb::HostConfig {
+                    uri: u.clone(),
+                    protocol: pb::host_config::Protocol::Udp as i32,
+                })
+                .collect(),
+            turns: vec![],
+            signal: self.signal.as_ref().map(|s| pb::HostConfig {
+                uri: s.clone(),
+                protocol: if self.signal_tls {
+                    pb::host_config::Protocol::Https as i32
+                } else {
+                    pb::host_config::Protocol::Http as i32
+                },
+            }),
+            relay: (!self.relays.is_empty()).then(|| pb::RelayConfig {
+                urls: self.relays.clone(),
+                ..Default::default()
+            }),
+            metrics: None,
+        }
+    }
+}
+
+/// The gRPC service over the management [`Service`].
+pub struct Grpc {
+    svc: Arc<Service>,
+    key: Arc<KeyPair>,
+    services: PeerServices,
+    /// Open Sync streams per peer id (a peer is connected while it has one).
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+    distributor: Arc<Distributor>,
+}
+
+fn status_of(e: ServiceError) -> Status {
+    match e {
+        ServiceError::Model(m) => match m {
+            ModelError::Invalid(s) => Status::invalid_argument(s),
+            ModelError::NotFound { .. } => Status::not_found(m.to_string()),
+            ModelError::Conflict(s) => Status::failed_precondition(s),
+            // NetBird answers NotFound for an unusable setup key.
+            ModelError::SetupKeyRejected(s) => Status::not_found(format!("couldn't add peer: {s}")),
+            ModelError::PeerNotAllowed(s) => Status::permission_denied(s),
+        },
+        ServiceError::Store(s) => {
+            tracing::error!(error = %s, "store error in gRPC call");
+            Status::internal("internal error")
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(status_of),
+        Err(e) => {
+            tracing::error!(error = %e, "gRPC task failed");
+            Err(Status::internal("internal error"))
+        }
+    }
+}
+
+/// Whether two maps differ only in their serial (nothing the peer sees changed).
+fn same_content(a: &NetworkMap, b: &NetworkMap) -> bool {
+    a.peer_config == b.peer_config
+        && a.remote_peers == b.remote_peers
+        && a.routes == b.routes
+        && a.firewall_rules == b.firewall_rules
+        && a.route_firewall_rules == b.route_firewall_rules
+        && a.dns == b.dns
+        && a.checks == b.checks
+}
+
+/// The latest map of one peer, as the distributor publishes it.
+#[derive(Clone)]
+enum Slot {
+    /// Not computed yet.
+    Pending,
+    /// The current map.
+    Map(Arc<NetworkMap>),
+    /// The peer was deleted.
+    Removed,
+}
+
+/// Computes the maps of every peer with an open Sync stream once per change, over one shared
+/// index, and publishes each one whose content changed to that peer's streams.
+struct Distributor {
+    svc: Arc<Service>,
+    peers: Mutex<HashMap<String, watch::Sender<Slot>>>,
+    started: std::sync::Once,
+}
+
+impl Distributor {
+    fn subscribe(self: &Arc<Self>, peer_id: &str) -> watch::Receiver<Slot> {
+        self.started.call_once(|| {
+            let d = self.clone();
+            tokio::spawn(async move { d.run().await });
+        });
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .entry(peer_id.to_string())
+            .or_insert_with(|| watch::channel(Slot::Pending).0)
+            .subscribe()
+    }
+
+    /// Stores `slot` unless it is older than, or the same as, what the peer has.
+    fn offer(tx: &watch::Sender<Slot>, slot: Slot) {
+        tx.send_if_modified(|cur| {
+            let replace = match (&*cur, &slot) {
+                (Slot::Map(old), Slot::Map(new)) => {
+                    new.serial >= old.serial && !same_content(old, new)
+                }
+                (Slot::Removed, _) => false,
+                (_, Slot::Pending) => false,
+                _ => true,
+            };
+            if replace {
+                *cur = slot;
+            }
+            replace
+        });
+    }
+
+    /// Recomputes the maps of `only` (or of every subscribed peer) on the current account.
+    fn publish(&self, only: Option<&str>) {
+        let targets: Vec<(String, watch::Sender<Slot>)> = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.retain(|_, tx| tx.receiver_count() > 0);
+            peers
+                .iter()
+                .filter(|(id, _)| only.is_none_or(|o| o == id.as_str()))
+                .map(|(id, tx)| (id.clone(), tx.clone()))
+                .collect()
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let account = self.svc.account();
+        let started = std::time::Instant::now();
+        let mapper = Netmapper::new(&account);
+        for (id, tx) in &targets {
+            let slot = match mapper.map_for(id) {
+                Some(m) => Slot::Map(Arc::new(m)),
+                None => Slot::Removed,
+            };
+            Self::offer(tx, slot);
+        }
+        tracing::debug!(
+            serial = account.serial,
+            peers = targets.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "network maps computed"
+        );
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut changes = self.svc.subscribe();
+        while changes.changed().await.is_ok() {
+            let d = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || d.publish(None)).await {
+                tracing::warn!(error = %e, "map distribution task failed");
+            }
+        }
+    }
+}
+
+impl Grpc {
+    /// The service with the server key (generated and stored on first use).
+    pub fn new(svc: Arc<Service>, services: PeerServices) -> anyhow::Result<Self> {
+        let private = svc
+            .server_private_key(|| PrivateKey::generate().to_base64().to_string())
+            .context("loading the server key")?;
+        let key = KeyPair::from_private_base64(&private).context("stored server key")?;
+        tracing::info!(public_key = %key.public().to_base64(), "server key");
+        Ok(Grpc {
+            distributor: Arc::new(Distributor {
+                svc: svc.clone(),
+                peers: Mutex::new(HashMap::new()),
+                started: std::sync::Once::new(),
+            }),
+            svc,
+            key: Arc::new(key),
+            services,
+            streams: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The server's public key.
+    pub fn public_key(&self) -> &PublicKey {
+        self.key.public()
+    }
+
+    /// Opens a request envelope: the sender's key and the message. Bad keys or bodies are
+    /// `InvalidArgument`, as in NetBird.
+    fn open<M: prost::Message + Default>(
+        &self,
+        req: &pb::EncryptedMessage,
+    ) -> Result<(PublicKey, M), Status> {
+        decrypt_message(req, self.key.private())
+            .map_err(|e| Status::invalid_argument(format!("invalid request message: {e}")))
+    }
+
+    fn seal(&self, to: &PublicKey, msg: &impl prost::Message) -> pb::EncryptedMessage {
+        SharedKey::between(self.key.private(), to).encrypted_message(msg, self.key.public())
+    }
+}
+
+/// One item of the Sync stream.
+fn sync_response(services: &PeerServices, map: &NetworkMap) -> pb::SyncResponse {
+    pb::SyncResponse {
+        netbird_config: Some(services.netbird_config()),
+        peer_config: Some(conv::peer_config(&map.peer_config)),
+        network_map: Some(conv::network_map(map)),
+        checks: conv::checks(map),
+        ..Default::default()
+    }
+}
+
+/// The registered, non-removed peer id of a key, or PermissionDenied.
+fn peer_of(svc: &Service, key: &PublicKey) -> Result<String, Status> {
+    svc.account()
+        .peer_by_key(&key.to_base64())
+        .map(|p| p.id.clone())
+        .ok_or_else(|| Status::permission_denied("peer is not registered"))
+}
+
+type SyncStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::EncryptedMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ManagementService for Grpc {
+    async fn get_server_key(
+        &self,
+        _req: Request<pb::Empty>,
+    ) -> Result<Response<pb::ServerKeyResponse>, Status> {
+        let expires = now_secs() + 24 * 3600;
+        Ok(Response::new(pb::ServerKeyResponse {
+            key: self.key.public().to_base64(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: expires as i64,
+                nanos: 0,
+            }),
+            version: 0,
+        }))
+    }
+
+    async fn login(
+        &self,
+        req: Request<pb::EncryptedMessage>,
+    ) -> Result<Response<pb::EncryptedMessage>, Status> {
+        let (peer_key, login): (PublicKey, pb::LoginRequest) = self.open(req.get_ref())?;
+        let Some(meta) = login.meta.as_ref() else {
+            return Err(Status::failed_precondition(
+                "peer system meta has to be provided to log in",
+            ));
+        };
+        if let Some(k) = &login.peer_keys
+            && !k.wg_pub_key.is_empty()
+            && k.wg_pub_key != peer_key.to_base64().as_bytes()
+        {
+            return Err(Status::invalid_argument(
+                "peerKeys.wgPubKey differs from the envelope's key",
+            ));
+        }
+        let meta = conv::peer_meta(meta);
+        let key_text = peer_key.to_base64();
+        let svc = self.svc.clone();
+        let setup_key = login.setup_key.clone();
+        let peer = blocking(move || {
+            let known = svc.account().peer_by_key(&key_text).map(|p| p.id.clone());
+            match known {
+                Some(id) => {
+                    // Last-seen is bookkeeping; only a changed meta (posture inputs) is a change.
+                    svc.record("login", |a, now| a.login_peer(&key_text, None, now))?;
+                    svc.mutate("login_meta", |a, _| a.update_peer_meta(&id, &meta))?;
+                    svc.account().peers.get(&id).cloned().ok_or_else(|| {
+                        ServiceError::Model(ModelError::PeerNotAllowed("peer was removed".into()))
+                    })
+                }
+                None => svc.mutate("register_peer", |a, now| {
+                    a.register_peer(
+                        &RegisterPeer {
+                            setup_key,
+                            wg_pubkey: key_text.clone(),
+                            name: None,
+                            meta: meta.clone(),
+                        },
+                        now,
+                    )
+                }),
+            }
+        })
+        .await?;
+        tracing::info!(peer = %peer.id, name = %peer.name, approved = peer.approved, "peer logged in");
+        let map = {
+            let svc = self.svc.clone();
+            let id = peer.id.clone();
+            blocking(move || svc.network_map(&id)).await?
+        };
+        let resp = pb::LoginResponse {
+            netbird_config: Some(self.services.netbird_config()),
+            peer_config: Some(conv::peer_config(&map.peer_config)),
+            checks: conv::checks(&map),
+            session_expires_at: Some(prost_types::Timestamp::default()),
+        };
+        Ok(Response::new(self.seal(&peer_key, &resp)))
+    }
+
+    type SyncStream = SyncStream;
+
+    async fn sync(
+        &self,
+        req: Request<pb::EncryptedMessage>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let (peer_key, sync): (PublicKey, pb::SyncRequest) = self.open(req.get_ref())?;
+        let peer_id = peer_of(&self.svc, &peer_key)?;
+        {
+            let svc = self.svc.clone();
+            let id = peer_id.clone();
+            let meta = sync.meta.as_ref().map(conv::peer_meta);
+            blocking(move || {
+                svc.record("sync_connect", |a, now| {
+                    a.set_peer_connected(&id, true, now)
+                })?;
+                if let Some(m) = meta {
+                    svc.mutate("sync_meta", |a, _| a.update_peer_meta(&id, &m))?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        if let Ok(mut s) = self.streams.lock() {
+            *s.entry(peer_id.clone()).or_default() += 1;
+        }
+        tracing::info!(peer = %peer_id, "sync stream opened");
+
+        let (tx, rx) = mpsc::channel::<Result<pb::EncryptedMessage, Status>>(4);
+        let svc = self.svc.clone();
+        let shared = SharedKey::between(self.key.private(), &peer_key);
+        let server_pub = *self.key.public();
+        let services = self.services.clone();
+        let streams = self.streams.clone();
+        let distributor = self.distributor.clone();
+        let mut maps = distributor.subscribe(&peer_id);
+        {
+            let d = distributor.clone();
+            let id = peer_id.clone();
+            let _ = tokio::task::spawn_blocking(move || d.publish(Some(&id))).await;
+        }
+        tokio::spawn(async move {
+            let mut last: Option<Arc<NetworkMap>> = None;
+            loop {
+                let slot = maps.borrow_and_update().clone();
+                match slot {
+                    Slot::Pending => {}
+                    Slot::Map(map) => {
+                        if last.as_ref().is_none_or(|l| !same_content(l, &map)) {
+                            let resp = sync_response(&services, &map);
+                            let msg = shared.encrypted_message(&resp, &server_pub);
+                            if tx.send(Ok(msg)).await.is_err() {
+                                break;
+                            }
+                            tracing::debug!(peer = %peer_id, serial = map.serial, "network map sent");
+                            last = Some(map);
+                        }
+                    }
+                    Slot::Removed => {
+                        let _ = tx
+                            .send(Err(Status::permission_denied("peer was removed")))
+                            .await;
+                        break;
+                    }
+                }
+                tokio::select! {
+                    r = maps.changed() => if r.is_err() { break },
+                    _ = tx.closed() => break,
+                }
+            }
+            drop(maps);
+            let last_stream = match streams.lock() {
+                Ok(mut s) => {
+                    let n = s.entry(peer_id.clone()).or_default();
+                    *n = n.saturating_sub(1);
+                    let gone = *n == 0;
+                    if gone {
+                        s.remove(&peer_id);
+                    }
+                    gone
+                }
+                Err(_) => true,
+            };
+            if last_stream {
+                let id = peer_id.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    svc.record("sync_disconnect", |a, now| {
+                        a.set_peer_connected(&id, false, now)
+                    })
+                })
+                .await;
+                if let Ok(Err(e)) = r {
+                    tracing::debug!(peer = %peer_id, error = %e, "marking disconnected failed");
+                }
+            }
+            tracing::info!(peer = %peer_id, "sync stream closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn is_healthy(&self, _req: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn sync_meta(
+        &self,
+        req: Request<pb::EncryptedMessage>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let (peer_key, m): (PublicKey, pb::SyncMetaRequest) = self.open(req.get_ref())?;
+        let id = peer_of(&self.svc, &peer_key)?;
+        let Some(meta) = m.meta.as_ref().map(conv::peer_meta) else {
+            return Err(Status::failed_precondition(
+                "peer system meta has to be provided",
+            ));
+        };
+        let svc = self.svc.clone();
+        blocking(move || svc.mutate("sync_meta", |a, _| a.update_peer_meta(&id, &meta))).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn logout(
+        &self,
+        req: Request<pb::EncryptedMessage>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let (peer_key, _): (PublicKey, pb::Empty) = self.open(req.get_ref())?;
+        let id = peer_of(&self.svc, &peer_key)?;
+        let svc = self.svc.clone();
+        blocking(move || svc.mutate("logout", |a, _| a.delete_peer(&id))).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// The tonic service with NetBird-sized message limits.
+pub fn service(grpc: Grpc) -> ManagementServiceServer<Grpc> {
+    ManagementServiceServer::new(grpc)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Binds `addr` and serves the gRPC service until `shutdown` resolves.
+pub async fn spawn(
+    svc: Arc<Service>,
+    addr: SocketAddr,
+    services: PeerServices,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the gRPC service to {addr}"))?;
+    serve_on(Grpc::new(svc, services)?, listener, shutdown)
+}
+
+/// Serves the gRPC service on a bound listener until `shutdown` resolves.
+pub fn serve_on(
+    grpc: Grpc,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "gRPC management service listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(service(grpc))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .context("gRPC server")
+    }))
+}

@@ -1,0 +1,13 @@
+//! swiftgate management server: the model of a zero-trust overlay (peers, groups, Networks,
+//! resources, routers, policies, setup keys, posture checks), its SQLite store, per-peer
+//! network maps, the admin REST API, the gRPC management service and the CLI.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod grpc;
+pub mod model;
+pub mod netmap;
+pub mod server;
+pub mod service;
+pub mod store;

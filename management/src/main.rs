@@ -1,0 +1,59 @@
+//! `swiftgate-management`: `serve` runs the management server; the other subcommands are an
+//! admin CLI over its REST API.
+
+use clap::Parser;
+use swiftgate_management::cli::{Cli, Command, run_client};
+use swiftgate_management::grpc::PeerServices;
+use swiftgate_management::server::{ServeConfig, run};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
+            let cfg = ServeConfig {
+                data_dir: args.data_dir.clone(),
+                listen: args.listen,
+                grpc_listen: (!args.no_grpc).then_some(args.grpc_listen),
+                admin_token: cli.token.clone(),
+                peer_services: PeerServices {
+                    signal: args.signal.clone(),
+                    signal_tls: args.signal_tls,
+                    stuns: args.stuns.clone(),
+                    relays: args.relays.clone(),
+                },
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(cfg)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        _ => match run_client(&cli) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}

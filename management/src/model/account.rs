@@ -1,0 +1,239 @@
+//! The account: every entity of one tenant, its serial, lookups by id or name, and the shared
+//! validation helpers the operations use. Operations live in the sibling `ops_*` modules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{ModelError, ModelResult, invalid};
+use super::ports::Protocol;
+use super::types::*;
+
+/// Everything one tenant has. Each operation validates the whole request first and changes
+/// nothing when it fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Account id.
+    pub id: String,
+    /// Increases with every change; network maps carry it.
+    pub serial: u64,
+    /// Settings.
+    pub settings: Settings,
+    /// Peers by id.
+    pub peers: BTreeMap<PeerId, Peer>,
+    /// Groups by id (the built-in All included).
+    pub groups: BTreeMap<GroupId, Group>,
+    /// Networks by id.
+    pub networks: BTreeMap<NetworkId, Network>,
+    /// Resources by id.
+    pub resources: BTreeMap<ResourceId, Resource>,
+    /// Routers by id.
+    pub routers: BTreeMap<RouterId, Router>,
+    /// Policies by id.
+    pub policies: BTreeMap<PolicyId, Policy>,
+    /// Setup keys by id.
+    pub setup_keys: BTreeMap<SetupKeyId, SetupKey>,
+    /// Posture checks by id.
+    pub posture_checks: BTreeMap<PostureCheckId, PostureCheck>,
+}
+
+/// Looks an entity up by id, then by its unique name.
+macro_rules! resolver {
+    ($fn_name:ident, $map:ident, $kind:literal) => {
+        #[doc = concat!("The id of the ", $kind, " with this id or name.")]
+        pub fn $fn_name(&self, key: &str) -> ModelResult<String> {
+            if self.$map.contains_key(key) {
+                return Ok(key.to_string());
+            }
+            self.$map
+                .values()
+                .find(|e| e.name == key)
+                .map(|e| e.id.clone())
+                .ok_or_else(|| ModelError::NotFound {
+                    kind: $kind,
+                    key: key.to_string(),
+                })
+        }
+    };
+}
+
+impl Account {
+    /// A new account: the built-in All group and the Default all-to-all policy.
+    pub fn new(id: &str) -> Account {
+        let mut a = Account {
+            id: id.to_string(),
+            serial: 1,
+            settings: Settings::default(),
+            peers: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            routers: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            setup_keys: BTreeMap::new(),
+            posture_checks: BTreeMap::new(),
+        };
+        a.groups.insert(
+            ALL_GROUP_ID.into(),
+            Group {
+                id: ALL_GROUP_ID.into(),
+                name: ALL_GROUP_NAME.into(),
+                description: "Every peer".into(),
+                built_in: true,
+            },
+        );
+        let default = Policy {
+            id: "pol-default".into(),
+            name: DEFAULT_POLICY_NAME.into(),
+            description: "Every peer may reach every other peer (onboarding aid; replace it \
+                          with specific policies before production)"
+                .into(),
+            enabled: true,
+            rules: vec![PolicyRule {
+                id: "rule-default".into(),
+                name: DEFAULT_POLICY_NAME.into(),
+                description: String::new(),
+                enabled: true,
+                action: Action::Accept,
+                protocol: Protocol::All,
+                ports: vec![],
+                bidirectional: true,
+                sources: vec![ALL_GROUP_ID.into()],
+                source_resource: None,
+                destinations: vec![ALL_GROUP_ID.into()],
+                destination_resource: None,
+            }],
+            source_posture_checks: vec![],
+        };
+        a.policies.insert(default.id.clone(), default);
+        a
+    }
+
+    resolver!(group_id, groups, "group");
+    resolver!(peer_id, peers, "peer");
+    resolver!(network_id, networks, "network");
+    resolver!(resource_id, resources, "resource");
+    resolver!(policy_id, policies, "policy");
+    resolver!(setup_key_id, setup_keys, "setup key");
+    resolver!(posture_check_id, posture_checks, "posture check");
+
+    /// The router with this id (routers have no name).
+    pub fn router_id(&self, key: &str) -> ModelResult<String> {
+        if self.routers.contains_key(key) {
+            Ok(key.to_string())
+        } else {
+            Err(ModelError::NotFound {
+                kind: "router",
+                key: key.to_string(),
+            })
+        }
+    }
+
+    /// The peer with this WireGuard public key.
+    pub fn peer_by_key(&self, wg_pubkey: &str) -> Option<&Peer> {
+        self.peers.values().find(|p| p.wg_pubkey == wg_pubkey)
+    }
+
+    /// Whether the peer is in the group (everyone is in All).
+    pub fn peer_in_group(&self, peer: &Peer, group: &str) -> bool {
+        group == ALL_GROUP_ID || peer.groups.iter().any(|g| g == group)
+    }
+
+    /// Peers of a group.
+    pub fn group_peers(&self, group: &str) -> Vec<&Peer> {
+        self.peers
+            .values()
+            .filter(|p| self.peer_in_group(p, group))
+            .collect()
+    }
+
+    /// Resources of a group.
+    pub fn group_resources(&self, group: &str) -> Vec<&Resource> {
+        self.resources
+            .values()
+            .filter(|r| r.groups.iter().any(|g| g == group))
+            .collect()
+    }
+
+    /// Group ids for a list of group ids or names, sorted and deduplicated. `field` names the
+    /// request field in the error.
+    pub(crate) fn resolve_groups(&self, field: &str, keys: &[String]) -> ModelResult<Vec<GroupId>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let id = self
+                .group_id(k)
+                .map_err(|_| invalid(format!("{field}: unknown group {k:?}")))?;
+            out.push(id);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Like [`Self::resolve_groups`] for groups a member is put into: All is implicit for
+    /// peers and not allowed for resources, so it is dropped (`allow_all`) or refused.
+    pub(crate) fn resolve_member_groups(
+        &self,
+        field: &str,
+        keys: &[String],
+        allow_all: bool,
+    ) -> ModelResult<Vec<GroupId>> {
+        let mut ids = self.resolve_groups(field, keys)?;
+        if ids.iter().any(|g| g == ALL_GROUP_ID) {
+            if !allow_all {
+                return Err(invalid(format!(
+                    "{field}: the built-in group {ALL_GROUP_NAME:?} holds every peer and \
+                     nothing else"
+                )));
+            }
+            ids.retain(|g| g != ALL_GROUP_ID);
+        }
+        Ok(ids)
+    }
+
+    /// A named reference in a request field, mapped to `Invalid` (the thing named by the URL
+    /// gives `NotFound` instead).
+    pub(crate) fn resolve_field(&self, field: &str, r: ModelResult<String>) -> ModelResult<String> {
+        r.map_err(|e| match e {
+            ModelError::NotFound { kind, key } => {
+                invalid(format!("{field}: unknown {kind} {key:?}"))
+            }
+            other => other,
+        })
+    }
+}
+
+/// A trimmed, non-empty name of at most 128 characters without control characters.
+pub(crate) fn check_name(field: &str, s: &str) -> ModelResult<String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(invalid(format!("{field} is empty")));
+    }
+    if t.chars().count() > 128 {
+        return Err(invalid(format!("{field} is longer than 128 characters")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(invalid(format!("{field} contains control characters")));
+    }
+    Ok(t.to_string())
+}
+
+/// Refuses a name another entity (other than `except`) already has.
+pub(crate) fn check_unique<'a, I>(
+    kind: &str,
+    name: &str,
+    existing: I,
+    except: Option<&str>,
+) -> ModelResult<()>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    for (id, n) in existing {
+        if n == name && Some(id) != except {
+            return Err(ModelError::Conflict(format!(
+                "a {kind} named {name:?} already exists"
+            )));
+        }
+    }
+    Ok(())
+}

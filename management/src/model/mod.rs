@@ -1,0 +1,26 @@
+//! The domain model, sans IO: one account's peers, groups, Networks, resources, routers,
+//! policies, setup keys, posture checks and settings, with operations that validate a whole
+//! request before changing anything. Time comes in as an argument (`now`, unix seconds).
+
+mod account;
+mod error;
+pub mod ids;
+mod ops_groups;
+mod ops_networks;
+mod ops_peers;
+mod ops_policies;
+pub mod ports;
+pub mod posture;
+pub mod requests;
+mod types;
+
+pub use account::Account;
+pub use error::{ModelError, ModelResult};
+pub use ops_peers::validate_wg_key;
+pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
+pub use ports::{PortRange, Protocol};
+pub use requests::*;
+pub use types::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+//! What clients send to create or change things (the JSON bodies of the admin API). Fields
+//! that name other objects take an id or a unique name. Unknown fields are refused so that a
+//! typo does not silently drop a setting.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{MinVersionCheck, OsVersionCheck, PeerMeta, ProcessCheck};
+
+/// Create or replace a group.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// If given, exactly these peers are in the group afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
+    /// If given, exactly these resources are in the group afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<String>>,
+}
+
+/// Create or replace a Network.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Create or replace a resource (its Network comes from the URL on create).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// `10.10.0.5`, `10.10.0.5/32`, `10.10.0.0/16`, `grafana.berlin.internal`, `*.berlin.internal`.
+    pub address: String,
+    /// Resource groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// Create or replace a router (its Network comes from the URL on create).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterInput {
+    /// One routing peer (exclusive with `peer_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Groups whose peers all route.
+    #[serde(default)]
+    pub peer_groups: Vec<String>,
+    /// 1..=9999, lower preferred; default 9999.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<i64>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<bool>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A port as a client may write it: `443`, `"443"`, `"8000-8080"` or `{"start":..,"end":..}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// `443`.
+    Number(i64),
+    /// `"443"` or `"8000-8080"`.
+    Text(String),
+    /// `{"start": 8000, "end": 8080}`.
+    Range {
+        /// First port.
+        start: i64,
+        /// Last port.
+        end: i64,
+    },
+}
+
+/// A single peer or resource in a rule: `{"type": "peer"|"resource", "id": "<id or name>"}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetInput {
+    /// `peer` or `resource` (`host`, `subnet`, `domain` are accepted as `resource`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Id or name.
+    pub id: String,
+}
+
+/// One rule of a policy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    /// Defaults to the policy name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `accept` (default) or `drop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `all` (default), `tcp`, `udp`, `icmp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Ports and ranges; none = every port.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// More ranges, NetBird style.
+    #[serde(default)]
+    pub port_ranges: Vec<PortSpec>,
+    /// Also destinations -> sources.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Source groups.
+    #[serde(default, alias = "source_groups")]
+    pub sources: Vec<String>,
+    /// A single source peer or resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_resource: Option<TargetInput>,
+    /// Destination groups.
+    #[serde(default, alias = "destination_groups")]
+    pub destinations: Vec<String>,
+    /// A single destination peer or resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_resource: Option<TargetInput>,
+}
+
+/// Create or replace a policy: either `rules`, or the fields of one rule at the top level (as
+/// in the seeds' API example).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Posture checks (ids or names) source peers must pass.
+    #[serde(default)]
+    pub source_posture_checks: Vec<String>,
+    /// The rules (exclusive with the top-level rule fields below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleInput>>,
+    /// Single-rule form: action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Single-rule form: protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Single-rule form: ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortSpec>>,
+    /// Single-rule form: port ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_ranges: Option<Vec<PortSpec>>,
+    /// Single-rule form: bidirectional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bidirectional: Option<bool>,
+    /// Single-rule form: source groups.
+    #[serde(
+        default,
+        alias = "source_groups",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sources: Option<Vec<String>>,
+    /// Single-rule form: a single source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_resource: Option<TargetInput>,
+    /// Single-rule form: destination groups.
+    #[serde(
+        default,
+        alias = "destination_groups",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destinations: Option<Vec<String>>,
+    /// Single-rule form: a single destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_resource: Option<TargetInput>,
+}
+
+impl PolicyInput {
+    /// Whether any top-level rule field is set.
+    pub fn has_inline_rule(&self) -> bool {
+        self.action.is_some()
+            || self.protocol.is_some()
+            || self.ports.is_some()
+            || self.port_ranges.is_some()
+            || self.bidirectional.is_some()
+            || self.sources.is_some()
+            || self.source_resource.is_some()
+            || self.destinations.is_some()
+            || self.destination_resource.is_some()
+    }
+
+    /// The rules, whichever form was used.
+    pub fn rule_inputs(&self) -> Vec<RuleInput> {
+        match &self.rules {
+            Some(r) => r.clone(),
+            None => vec![RuleInput {
+                name: None,
+                description: String::new(),
+                enabled: None,
+                action: self.action.clone(),
+                protocol: self.protocol.clone(),
+                ports: self.ports.clone().unwrap_or_default(),
+                port_ranges: self.port_ranges.clone().unwrap_or_default(),
+                bidirectional: self.bidirectional.unwrap_or(false),
+                sources: self.sources.clone().unwrap_or_default(),
+                source_resource: self.source_resource.clone(),
+                destinations: self.destinations.clone().unwrap_or_default(),
+                destination_resource: self.destination_resource.clone(),
+            }],
+        }
+    }
+}
+
+/// Create a setup key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupKeyInput {
+    /// Unique name.
+    pub name: String,
+    /// `reusable` (default) or `one-off`.
+    #[serde(default, alias = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Groups given to peers registered with the key.
+    #[serde(default)]
+    pub auto_groups: Vec<String>,
+    /// Lifetime in seconds; default 30 days; 0 = never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+    /// Most registrations; 0/absent = unlimited (reusable keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_limit: Option<u32>,
+    /// Peers registered with it are ephemeral.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+/// Peer network range check as sent by clients.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRangeInput {
+    /// CIDRs.
+    pub ranges: Vec<String>,
+    /// `allow` (default) or `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// The checks of a posture check as sent by clients.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostureChecksInput {
+    /// Minimum agent version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<MinVersionCheck>,
+    /// Minimum OS versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<OsVersionCheck>,
+    /// Local network ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_network_range: Option<NetworkRangeInput>,
+    /// Running processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessCheck>,
+    /// Refused: needs a GeoIP database this server does not have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_location: Option<serde_json::Value>,
+}
+
+/// Create or replace a posture check.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostureCheckInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The checks.
+    #[serde(default)]
+    pub checks: PostureChecksInput,
+}
+
+/// Change a peer: only the fields given change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerUpdate {
+    /// New unique name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Exactly these groups afterwards (All is implicit and may be listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// Approve (true) or un-approve (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+}
+
+/// Register a peer by its WireGuard key with a setup key (what Login does).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterPeer {
+    /// The setup key text.
+    pub setup_key: String,
+    /// WireGuard public key, base64.
+    pub wg_pubkey: String,
+    /// Name; defaults to `meta.hostname`, then to "peer".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the peer reports.
+    #[serde(default)]
+    pub meta: PeerMeta,
+}
+
+/// Change settings: only the fields given change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsInput {
+    /// Overlay range inside 100.64.0.0/10; only while no peer is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_range: Option<String>,
+    /// Require approval of new peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_approval_required: Option<bool>,
+    /// Ephemeral peers' offline timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_offline_secs: Option<u64>,
+    /// DNS domain of peer names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
+}

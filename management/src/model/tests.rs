@@ -1,0 +1,532 @@
+//! Model tests: validation (every bad request refused, account unchanged), setup-key rules,
+//! address allocation, ephemeral clean-up.
+
+use base64::Engine as _;
+
+use super::*;
+
+/// A valid WireGuard public key derived from a number.
+pub(crate) fn wg_key(i: u32) -> String {
+    let mut b = [7u8; 32];
+    b[..4].copy_from_slice(&i.to_le_bytes());
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn register(a: &mut Account, key: &str, i: u32, name: &str) -> ModelResult<Peer> {
+    a.register_peer(
+        &RegisterPeer {
+            setup_key: key.into(),
+            wg_pubkey: wg_key(i),
+            name: Some(name.into()),
+            meta: PeerMeta::default(),
+        },
+        1000,
+    )
+}
+
+fn group(a: &mut Account, name: &str) -> Group {
+    a.create_group(&GroupInput {
+        name: name.into(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Applies `op` to a copy and checks it fails with an error containing `needle`, leaving the
+/// account unchanged.
+fn refused(a: &Account, needle: &str, op: impl FnOnce(&mut Account) -> ModelResult<()>) {
+    let mut b = a.clone();
+    let err = op(&mut b).expect_err(&format!("expected an error containing {needle:?}"));
+    assert!(
+        err.to_string().contains(needle),
+        "error {err:?} does not contain {needle:?}"
+    );
+    assert_eq!(&b, a, "a refused request changed the account ({err})");
+}
+
+fn base() -> (Account, String) {
+    let mut a = Account::new("t");
+    group(&mut a, "Development");
+    group(&mut a, "Internal Apps");
+    let (_, key) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "k".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    register(&mut a, &key, 1, "alice").unwrap();
+    a.create_network(&NetworkInput {
+        name: "Berlin Office".into(),
+        description: String::new(),
+    })
+    .unwrap();
+    a.create_resource(
+        "Berlin Office",
+        &ResourceInput {
+            name: "Internal Wiki".into(),
+            address: "10.10.0.5/32".into(),
+            groups: vec!["Internal Apps".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (a, key)
+}
+
+fn policy(src: &str, dst: &str, proto: &str, ports: &[&str]) -> PolicyInput {
+    PolicyInput {
+        name: "p".into(),
+        sources: Some(vec![src.into()]),
+        destinations: Some(vec![dst.into()]),
+        protocol: Some(proto.into()),
+        ports: Some(ports.iter().map(|p| PortSpec::Text((*p).into())).collect()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn new_account_has_all_group_and_default_policy() {
+    let a = Account::new("t");
+    assert_eq!(a.groups[ALL_GROUP_ID].name, ALL_GROUP_NAME);
+    let d = a
+        .policies
+        .values()
+        .find(|p| p.name == DEFAULT_POLICY_NAME)
+        .unwrap();
+    assert!(d.enabled);
+    let r = &d.rules[0];
+    assert!(r.bidirectional && r.protocol == Protocol::All && r.action == Action::Accept);
+    assert_eq!(r.sources, vec![ALL_GROUP_ID.to_string()]);
+}
+
+#[test]
+fn validation_matrix_refuses_and_changes_nothing() {
+    let (a, _) = base();
+    refused(&a, "unknown group \"Nope\"", |a| {
+        a.create_policy(&policy("Nope", "Internal Apps", "tcp", &["443"]))
+            .map(drop)
+    });
+    refused(&a, "reversed port range 90-80", |a| {
+        a.create_policy(&policy("Development", "Internal Apps", "tcp", &["90-80"]))
+            .map(drop)
+    });
+    refused(&a, "port 0", |a| {
+        a.create_policy(&policy("Development", "Internal Apps", "tcp", &["0"]))
+            .map(drop)
+    });
+    refused(&a, "only allowed with tcp or udp", |a| {
+        a.create_policy(&policy("Development", "Internal Apps", "icmp", &["22"]))
+            .map(drop)
+    });
+    refused(&a, "unknown protocol", |a| {
+        a.create_policy(&policy("Development", "Internal Apps", "sctp", &[]))
+            .map(drop)
+    });
+    refused(&a, "already exists", |a| {
+        a.create_policy(&PolicyInput {
+            name: "Default".into(),
+            ..policy("Development", "Internal Apps", "tcp", &["443"])
+        })
+        .map(drop)
+    });
+    refused(&a, "no destinations", |a| {
+        a.create_policy(&PolicyInput {
+            destinations: None,
+            ..policy("Development", "Internal Apps", "tcp", &["443"])
+        })
+        .map(drop)
+    });
+    refused(&a, "cannot be bidirectional", |a| {
+        a.create_policy(&PolicyInput {
+            destinations: None,
+            destination_resource: Some(TargetInput {
+                kind: "resource".into(),
+                id: "Internal Wiki".into(),
+            }),
+            bidirectional: Some(true),
+            ..policy("Development", "Internal Apps", "tcp", &["443"])
+        })
+        .map(drop)
+    });
+    refused(&a, "either rules or the top-level", |a| {
+        a.create_policy(&PolicyInput {
+            rules: Some(vec![]),
+            ..policy("Development", "Internal Apps", "tcp", &["443"])
+        })
+        .map(drop)
+    });
+    refused(&a, "already exists", |a| {
+        a.create_group(&GroupInput {
+            name: "Development".into(),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+    refused(&a, "name is empty", |a| {
+        a.create_group(&GroupInput::default()).map(drop)
+    });
+    refused(&a, "bad CIDR", |a| {
+        a.create_resource(
+            "Berlin Office",
+            &ResourceInput {
+                name: "x".into(),
+                address: "10.0.0.0/33".into(),
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "host bits set", |a| {
+        a.create_resource(
+            "Berlin Office",
+            &ResourceInput {
+                name: "x".into(),
+                address: "10.0.0.1/16".into(),
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "bad domain", |a| {
+        a.create_resource(
+            "Berlin Office",
+            &ResourceInput {
+                name: "x".into(),
+                address: "bad_name.internal".into(),
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "holds every peer", |a| {
+        a.create_resource(
+            "Berlin Office",
+            &ResourceInput {
+                name: "x".into(),
+                address: "10.0.0.9".into(),
+                groups: vec!["All".into()],
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "network \"Paris\" not found", |a| {
+        a.create_resource(
+            "Paris",
+            &ResourceInput {
+                name: "x".into(),
+                address: "10.0.0.9".into(),
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "metric 0 is outside", |a| {
+        a.create_router(
+            "Berlin Office",
+            &RouterInput {
+                peer: Some("alice".into()),
+                metric: Some(0),
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "not both", |a| {
+        a.create_router(
+            "Berlin Office",
+            &RouterInput {
+                peer: Some("alice".into()),
+                peer_groups: vec!["Development".into()],
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "peer: unknown peer", |a| {
+        a.create_router(
+            "Berlin Office",
+            &RouterInput {
+                peer: Some("bob".into()),
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
+    refused(&a, "auto_groups: unknown group", |a| {
+        a.create_setup_key(
+            &SetupKeyInput {
+                name: "k2".into(),
+                auto_groups: vec!["Ghosts".into()],
+                ..Default::default()
+            },
+            0,
+        )
+        .map(drop)
+    });
+    refused(&a, "geo-location checks are not supported", |a| {
+        a.create_posture_check(&PostureCheckInput {
+            name: "geo".into(),
+            checks: PostureChecksInput {
+                geo_location: Some(serde_json::json!({"locations": [{"country_code": "DE"}]})),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .map(drop)
+    });
+    refused(&a, "bad version", |a| {
+        a.create_posture_check(&PostureCheckInput {
+            name: "v".into(),
+            checks: PostureChecksInput {
+                client_version: Some(MinVersionCheck {
+                    min_version: "latest".into(),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .map(drop)
+    });
+    refused(&a, "at least one check", |a| {
+        a.create_posture_check(&PostureCheckInput {
+            name: "empty".into(),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+    refused(&a, "cannot be deleted", |a| a.delete_group("All").map(drop));
+    refused(&a, "not inside 100.64.0.0/10", |a| {
+        a.update_settings(&SettingsInput {
+            overlay_range: Some("10.0.0.0/16".into()),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+    refused(&a, "while peers are registered", |a| {
+        a.update_settings(&SettingsInput {
+            overlay_range: Some("100.70.0.0/16".into()),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+}
+
+#[test]
+fn in_use_objects_cannot_be_deleted() {
+    let (mut a, _) = base();
+    a.create_router(
+        "Berlin Office",
+        &RouterInput {
+            peer: Some("alice".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    a.create_policy(&policy("Development", "Internal Apps", "tcp", &["443"]))
+        .unwrap();
+    refused(&a, "used by policy", |a| {
+        a.delete_group("Development").map(drop)
+    });
+    refused(&a, "is a router", |a| a.delete_peer("alice").map(drop));
+    // Deleting the Network takes its resources and routers along.
+    a.delete_network("Berlin Office").unwrap();
+    assert!(a.resources.is_empty() && a.routers.is_empty());
+}
+
+#[test]
+fn setup_key_rules() {
+    let mut a = Account::new("t");
+    let dev = group(&mut a, "Development");
+    let (_, once) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "once".into(),
+                kind: Some("one-off".into()),
+                auto_groups: vec!["Development".into()],
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let p = register(&mut a, &once, 1, "laptop").unwrap();
+    assert_eq!(p.groups, vec![dev.id.clone()], "auto-groups applied");
+    assert_eq!(p.ip.to_string(), "100.64.0.1");
+    // Same key again for another peer: refused, nothing changes.
+    refused(&a, "one-off and was already used", |a| {
+        register(a, &once, 2, "other").map(drop)
+    });
+    // The registered peer logging in again with the used key is fine and consumes nothing.
+    let again = register(&mut a, &once, 1, "laptop").unwrap();
+    assert_eq!(again.id, p.id);
+
+    let (_, expiring) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "short".into(),
+                expires_in_secs: Some(10),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    refused(&a, "has expired", |a| {
+        register(a, &expiring, 3, "late").map(drop)
+    });
+
+    let (_, limited) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "two".into(),
+                usage_limit: Some(2),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    register(&mut a, &limited, 4, "a").unwrap();
+    register(&mut a, &limited, 5, "b").unwrap();
+    refused(&a, "usage limit of 2", |a| {
+        register(a, &limited, 6, "c").map(drop)
+    });
+
+    let (_, revoked) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "rev".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    a.revoke_setup_key("rev").unwrap();
+    refused(&a, "is revoked", |a| {
+        register(a, &revoked, 7, "d").map(drop)
+    });
+    refused(&a, "setup key is invalid", |a| {
+        register(a, "00000000-0000-4000-8000-000000000000", 8, "e").map(drop)
+    });
+    // Keys compare case-insensitively (agents send lower case, people paste upper case).
+    let (_, k) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "case".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    register(&mut a, &k.to_uppercase(), 9, "f").unwrap();
+    // Unknown peer without a key.
+    refused(&a, "not registered", |a| {
+        a.login_peer(&wg_key(99), None, 0).map(drop)
+    });
+}
+
+#[test]
+fn addresses_never_collide_and_names_are_unique() {
+    let mut a = Account::new("t");
+    a.update_settings(&SettingsInput {
+        overlay_range: Some("100.64.0.0/29".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (_, k) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "k".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    // A /29 has six host addresses.
+    let peers: Vec<Peer> = (0..6)
+        .map(|i| register(&mut a, &k, i, "host").unwrap())
+        .collect();
+    let mut ips: Vec<_> = peers.iter().map(|p| p.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6);
+    assert!(
+        ips.iter()
+            .all(|ip| ip.to_string() != "100.64.0.0" && ip.to_string() != "100.64.0.7")
+    );
+    assert_eq!(peers[1].name, "host-2");
+    refused(&a, "is full", |a| register(a, &k, 6, "host").map(drop));
+    // A freed address is reused once the range wraps.
+    a.delete_peer(&peers[2].id).unwrap();
+    let p = register(&mut a, &k, 7, "host").unwrap();
+    assert_eq!(p.ip, peers[2].ip);
+}
+
+#[test]
+fn ephemeral_peers_go_after_the_offline_timeout() {
+    let mut a = Account::new("t");
+    let (_, k) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "eph".into(),
+                ephemeral: true,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let p = register(&mut a, &k, 1, "ci-runner").unwrap();
+    assert!(p.ephemeral);
+    a.set_peer_connected(&p.id, true, 1000).unwrap();
+    assert!(
+        a.remove_stale_ephemeral(5000).is_empty(),
+        "connected peers stay"
+    );
+    a.set_peer_connected(&p.id, false, 1000).unwrap();
+    assert!(
+        a.remove_stale_ephemeral(1599).is_empty(),
+        "not offline long enough"
+    );
+    assert_eq!(a.remove_stale_ephemeral(1600).len(), 1);
+    assert!(a.peers.is_empty());
+}
+
+#[test]
+fn approval_and_group_membership() {
+    let mut a = Account::new("t");
+    a.update_settings(&SettingsInput {
+        peer_approval_required: Some(true),
+        ..Default::default()
+    })
+    .unwrap();
+    let (_, k) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "k".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let p = register(&mut a, &k, 1, "laptop").unwrap();
+    assert!(!p.approved);
+    assert!(a.approve_peer("laptop").unwrap().approved);
+    let g = a
+        .create_group(&GroupInput {
+            name: "Ops".into(),
+            peers: Some(vec!["laptop".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(a.peers[&p.id].groups, vec![g.id.clone()]);
+    a.update_peer(
+        "laptop",
+        &PeerUpdate {
+            groups: Some(vec!["All".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(a.peers[&p.id].groups.is_empty(), "All is implicit");
+}

@@ -1,0 +1,569 @@
+//! The stored entities of an account: peers, groups, Networks, resources, routers, policies,
+//! setup keys, posture checks and settings. Plain data; the rules that keep them consistent
+//! live in [`super::Account`]'s operations.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+
+use super::ports::{PortRange, Protocol};
+
+/// Id of a peer.
+pub type PeerId = String;
+/// Id of a group.
+pub type GroupId = String;
+/// Id of a Network.
+pub type NetworkId = String;
+/// Id of a resource.
+pub type ResourceId = String;
+/// Id of a router.
+pub type RouterId = String;
+/// Id of a policy.
+pub type PolicyId = String;
+/// Id of a setup key.
+pub type SetupKeyId = String;
+/// Id of a posture check.
+pub type PostureCheckId = String;
+
+/// Fixed id of the built-in group that contains every peer.
+pub const ALL_GROUP_ID: &str = "grp-all";
+/// Name of the built-in group that contains every peer.
+pub const ALL_GROUP_NAME: &str = "All";
+/// Name of the all-to-all policy a new account starts with.
+pub const DEFAULT_POLICY_NAME: &str = "Default";
+/// Overlay range peers get their addresses from unless configured otherwise.
+pub const DEFAULT_OVERLAY_RANGE: &str = "100.64.0.0/10";
+/// The range every overlay range must lie in (RFC 6598 shared address space).
+pub const CGNAT_RANGE: &str = "100.64.0.0/10";
+/// Lowest and highest router metric (lower is preferred), as NetBird.
+pub const METRIC_RANGE: (u16, u16) = (1, 9999);
+
+/// Account-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Overlay network peers get their addresses from; inside 100.64.0.0/10.
+    pub overlay_range: Ipv4Net,
+    /// New peers start unapproved and take part in nothing until an admin approves them.
+    pub peer_approval_required: bool,
+    /// Ephemeral peers are removed after being offline for this many seconds.
+    pub ephemeral_offline_secs: u64,
+    /// DNS domain of peer names (`<label>.<domain>`).
+    pub dns_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            overlay_range: DEFAULT_OVERLAY_RANGE.parse().expect("constant prefix"),
+            peer_approval_required: false,
+            ephemeral_offline_secs: 600,
+            dns_domain: "swiftgate.internal".into(),
+        }
+    }
+}
+
+/// What a peer reports about itself (NetBird's `PeerSystemMeta`, the parts we use).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerMeta {
+    /// Host name; the default peer name.
+    pub hostname: String,
+    /// Runtime OS id: linux, windows, darwin, android, ios, freebsd.
+    pub os: String,
+    /// OS distribution name, e.g. "Ubuntu".
+    pub os_name: String,
+    /// OS version, e.g. "22.04".
+    pub os_version: String,
+    /// Kernel release, e.g. "6.1.0-13-amd64".
+    pub kernel_version: String,
+    /// Agent (client) version, e.g. "0.45.0".
+    pub client_version: String,
+    /// Addresses of the peer's local interfaces (for network-range posture checks).
+    pub network_addresses: Vec<IpNet>,
+    /// Answers to process posture checks.
+    pub files: Vec<FileStatus>,
+}
+
+/// One file/process the agent was asked about by a process posture check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FileStatus {
+    /// Path of the executable.
+    pub path: String,
+    /// The file exists.
+    pub exists: bool,
+    /// A process of that executable is running.
+    pub process_running: bool,
+}
+
+/// A device running the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Id.
+    pub id: PeerId,
+    /// Unique display name.
+    pub name: String,
+    /// Unique DNS label (`<label>.<dns_domain>`).
+    pub dns_label: String,
+    /// WireGuard public key, base64.
+    pub wg_pubkey: String,
+    /// Overlay address.
+    pub ip: Ipv4Addr,
+    /// Groups the peer is in, sorted, without the built-in All (which holds every peer).
+    pub groups: Vec<GroupId>,
+    /// What the peer last reported.
+    pub meta: PeerMeta,
+    /// A Sync stream is open.
+    pub connected: bool,
+    /// Last time the peer was seen (unix seconds).
+    pub last_seen_at: u64,
+    /// Registration time (unix seconds).
+    pub created_at: u64,
+    /// Approved by an admin (or approval not required at registration).
+    pub approved: bool,
+    /// Removed automatically after being offline for `ephemeral_offline_secs`.
+    pub ephemeral: bool,
+    /// Setup key the peer registered with.
+    pub setup_key_id: Option<SetupKeyId>,
+}
+
+/// A named set of peers and resources. Membership is stored on the members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Id.
+    pub id: GroupId,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The built-in All group: holds every peer, cannot be changed or removed.
+    pub built_in: bool,
+}
+
+/// A container for the resources and routers of one environment (office LAN, VPC, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Id.
+    pub id: NetworkId,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+}
+
+/// What a resource points at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceAddress {
+    /// One address (shown as /32 or /128).
+    Host(IpAddr),
+    /// A CIDR without host bits.
+    Subnet(IpNet),
+    /// A domain name, e.g. `grafana.berlin.internal`.
+    Domain(String),
+    /// A wildcard domain, e.g. `*.berlin.internal` (stored with the `*.`).
+    WildcardDomain(String),
+}
+
+/// The kind of a resource, derived from its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceKind {
+    /// One IP.
+    Host,
+    /// A CIDR.
+    Subnet,
+    /// A domain or wildcard domain.
+    Domain,
+}
+
+impl ResourceAddress {
+    /// The kind of resource this address makes.
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            ResourceAddress::Host(_) => ResourceKind::Host,
+            ResourceAddress::Subnet(_) => ResourceKind::Subnet,
+            ResourceAddress::Domain(_) | ResourceAddress::WildcardDomain(_) => ResourceKind::Domain,
+        }
+    }
+
+    /// The routed prefix of a host or subnet resource.
+    pub fn prefix(&self) -> Option<IpNet> {
+        match self {
+            ResourceAddress::Host(ip) => Some(IpNet::from(*ip)),
+            ResourceAddress::Subnet(net) => Some(*net),
+            _ => None,
+        }
+    }
+
+    /// The domain of a domain resource (wildcards keep their `*.`).
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            ResourceAddress::Domain(d) | ResourceAddress::WildcardDomain(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ResourceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceAddress::Host(ip) => write!(f, "{}", IpNet::from(*ip)),
+            ResourceAddress::Subnet(net) => write!(f, "{net}"),
+            ResourceAddress::Domain(d) | ResourceAddress::WildcardDomain(d) => f.write_str(d),
+        }
+    }
+}
+
+impl FromStr for ResourceAddress {
+    type Err = String;
+
+    /// Parses `10.0.0.5`, `10.0.0.5/32`, `10.0.0.0/16`, `host.example.internal` or
+    /// `*.example.internal`. A CIDR with host bits set is refused.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("address is empty".into());
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(ResourceAddress::Host(ip));
+        }
+        if s.contains('/') {
+            let net: IpNet = s
+                .parse()
+                .map_err(|_| format!("bad CIDR {s:?}: expected an address/prefix length"))?;
+            if net.network() != net.addr() {
+                return Err(format!(
+                    "bad CIDR {s:?}: host bits set (did you mean {}?)",
+                    net.trunc()
+                ));
+            }
+            return Ok(if net.prefix_len() == net.max_prefix_len() {
+                ResourceAddress::Host(net.addr())
+            } else {
+                ResourceAddress::Subnet(net)
+            });
+        }
+        if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(format!("bad IP address {s:?}"));
+        }
+        let lower = s.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix("*.") {
+            validate_domain(rest).map_err(|e| format!("bad wildcard domain {s:?}: {e}"))?;
+            Ok(ResourceAddress::WildcardDomain(lower))
+        } else {
+            validate_domain(&lower).map_err(|e| format!("bad domain {s:?}: {e}"))?;
+            Ok(ResourceAddress::Domain(lower))
+        }
+    }
+}
+
+/// Checks a lower-case DNS name (no wildcard): labels of 1..=63 letters, digits and hyphens,
+/// not starting or ending with a hyphen, at least two labels, at most 253 characters.
+pub fn validate_domain(d: &str) -> Result<(), String> {
+    let d = d.strip_suffix('.').unwrap_or(d);
+    if d.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    if labels.len() < 2 {
+        return Err("needs at least two labels (e.g. host.internal)".into());
+    }
+    for l in labels {
+        if l.is_empty() || l.len() > 63 {
+            return Err("each label must have 1 to 63 characters".into());
+        }
+        if !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "label {l:?} may only hold letters, digits and '-' ('*' only as a leading '*.')"
+            ));
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err(format!("label {l:?} starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
+impl Serialize for ResourceAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Something reachable inside a Network: a host, a subnet, or a (wildcard) domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    /// Id.
+    pub id: ResourceId,
+    /// The Network it belongs to.
+    pub network_id: NetworkId,
+    /// Unique name (account-wide, so policies can name it).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// What it points at.
+    pub address: ResourceAddress,
+    /// Resource groups it is in, sorted.
+    pub groups: Vec<GroupId>,
+    /// Disabled resources are routed to nobody.
+    pub enabled: bool,
+}
+
+/// A routing peer of a Network: one peer, or every peer of some groups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Router {
+    /// Id.
+    pub id: RouterId,
+    /// The Network it routes.
+    pub network_id: NetworkId,
+    /// The routing peer (exclusive with `peer_groups`).
+    pub peer: Option<PeerId>,
+    /// Groups whose peers all route (exclusive with `peer`); they share one metric.
+    pub peer_groups: Vec<GroupId>,
+    /// Priority among the Network's routers: lower is preferred (1..=9999).
+    pub metric: u16,
+    /// Rewrite the source of routed traffic to the router's LAN address.
+    pub masquerade: bool,
+    /// Disabled routers route nothing.
+    pub enabled: bool,
+}
+
+/// What a matching flow gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Let it through.
+    Accept,
+    /// Drop it; drop beats accept wherever both match.
+    Drop,
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "accept" | "allow" => Ok(Action::Accept),
+            "drop" | "deny" => Ok(Action::Drop),
+            _ => Err(format!("unknown action {s:?}: use accept or drop")),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Accept => "accept",
+            Action::Drop => "drop",
+        })
+    }
+}
+
+/// A single peer or a single resource named by a rule instead of groups.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "lowercase")]
+pub enum Target {
+    /// One peer.
+    Peer(PeerId),
+    /// One resource.
+    Resource(ResourceId),
+}
+
+/// One rule of a policy: sources -> destinations, protocol, ports, action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// Id (unique in the account).
+    pub id: String,
+    /// Name (defaults to the policy's).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Disabled rules are ignored.
+    pub enabled: bool,
+    /// Accept or drop.
+    pub action: Action,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination ports and ranges; empty means every port. Only for tcp/udp.
+    pub ports: Vec<PortRange>,
+    /// Also allow destinations -> sources (peer-to-peer only).
+    pub bidirectional: bool,
+    /// Source groups (exclusive with `source_resource`).
+    pub sources: Vec<GroupId>,
+    /// A single source peer or resource (Site-to-VPN).
+    pub source_resource: Option<Target>,
+    /// Destination groups: their peers (peer ACL) and their resources (route ACL).
+    pub destinations: Vec<GroupId>,
+    /// A single destination peer or resource.
+    pub destination_resource: Option<Target>,
+}
+
+/// An access policy: one or more rules, posture checks its source peers must pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Id.
+    pub id: PolicyId,
+    /// Unique name.
+    pub name: String,
+    /// Business justification, owner, ...
+    pub description: String,
+    /// Disabled policies are ignored.
+    pub enabled: bool,
+    /// The rules.
+    pub rules: Vec<PolicyRule>,
+    /// Posture checks every source peer must pass to count as a source.
+    pub source_posture_checks: Vec<PostureCheckId>,
+}
+
+/// Reusable or one-off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetupKeyKind {
+    /// Any number of registrations (up to `usage_limit` if set).
+    #[serde(rename = "reusable")]
+    Reusable,
+    /// One registration.
+    #[serde(rename = "one-off")]
+    OneOff,
+}
+
+impl FromStr for SetupKeyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "reusable" => Ok(SetupKeyKind::Reusable),
+            "one-off" | "oneoff" | "one_off" => Ok(SetupKeyKind::OneOff),
+            _ => Err(format!(
+                "unknown setup key type {s:?}: use reusable or one-off"
+            )),
+        }
+    }
+}
+
+/// A key that registers headless peers. Only its SHA-256 is stored; the key itself is shown
+/// once, when created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupKey {
+    /// Id.
+    pub id: SetupKeyId,
+    /// Unique name.
+    pub name: String,
+    /// Hex SHA-256 of the lower-case key text.
+    pub key_hash: String,
+    /// First characters of the key, to recognise it.
+    pub key_prefix: String,
+    /// Reusable or one-off.
+    pub kind: SetupKeyKind,
+    /// Groups given to peers registered with it.
+    pub auto_groups: Vec<GroupId>,
+    /// Creation time (unix seconds).
+    pub created_at: u64,
+    /// Expiry (unix seconds); `None` never expires.
+    pub expires_at: Option<u64>,
+    /// Most registrations allowed; 0 = unlimited (reusable keys).
+    pub usage_limit: u32,
+    /// Registrations so far.
+    pub used_times: u32,
+    /// Last registration (unix seconds).
+    pub last_used_at: Option<u64>,
+    /// Revoked keys register nobody.
+    pub revoked: bool,
+    /// Peers registered with it are ephemeral.
+    pub ephemeral: bool,
+}
+
+/// Minimum agent version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinVersionCheck {
+    /// e.g. "0.45.0".
+    pub min_version: String,
+}
+
+/// Minimum OS versions. An OS not listed fails the check. For linux and windows the kernel
+/// version is compared (as NetBird does); for darwin, ios and android the OS version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OsVersionCheck {
+    /// Minimum Linux kernel version.
+    pub linux: Option<String>,
+    /// Minimum Windows kernel version.
+    pub windows: Option<String>,
+    /// Minimum macOS version.
+    pub darwin: Option<String>,
+    /// Minimum iOS version.
+    pub ios: Option<String>,
+    /// Minimum Android version.
+    pub android: Option<String>,
+}
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeAction {
+    /// Pass only if some local address is in a range.
+    Allow,
+    /// Fail if some local address is in a range.
+    Deny,
+}
+
+/// The peer's local interface addresses against a list of ranges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRangeCheck {
+    /// The ranges.
+    pub ranges: Vec<IpNet>,
+    /// Allow or deny.
+    pub action: RangeAction,
+}
+
+/// One process that must run; the path for the peer's OS is checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// Executable path on Linux.
+    pub linux_path: Option<String>,
+    /// Executable path on macOS.
+    pub mac_path: Option<String>,
+    /// Executable path on Windows.
+    pub windows_path: Option<String>,
+}
+
+/// Processes that must be running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessCheck {
+    /// The processes.
+    pub processes: Vec<ProcessSpec>,
+}
+
+/// The checks of one posture check; a peer passes when it passes every check present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostureChecks {
+    /// Minimum agent version.
+    pub client_version: Option<MinVersionCheck>,
+    /// Minimum OS versions.
+    pub os_version: Option<OsVersionCheck>,
+    /// Local interface address ranges.
+    pub peer_network_range: Option<NetworkRangeCheck>,
+    /// Running processes.
+    pub process: Option<ProcessCheck>,
+}
+
+/// A named posture check, referenced by policies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostureCheck {
+    /// Id.
+    pub id: PostureCheckId,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The checks.
+    pub checks: PostureChecks,
+}

@@ -1,0 +1,537 @@
+//! Network-map computation: a pure function of the account. [`Netmapper`] indexes an account
+//! once (group members, routers per Network, posture verdicts) and then computes the map of
+//! any peer; [`compute_network_map`] does both for one peer.
+//!
+//! Semantics (NetBird's Networks model):
+//! - Only enabled policies and rules, enabled resources and routers, approved peers count.
+//!   Source peers must pass every posture check of the policy.
+//! - Peer to peer: a source peer gets an `Out` rule to each destination peer and sees it; a
+//!   destination peer gets an `In` rule from each source peer and sees it. Bidirectional rules
+//!   add the reverse. Drop rules give firewall rules but no visibility.
+//! - Resources: a source peer of an accept rule gets a route to the resource through each of
+//!   its Network's routers and sees those routers. A router gets a route for every resource of
+//!   its Networks (with its metric and masquerade), and a route firewall rule per rule, resource
+//!   and port whose sources are the source peers' overlay /32s; it sees those peers.
+//! - Site-to-VPN (a resource as source): destination peers get an `In` rule from the
+//!   resource's prefix and a route to it; the resource's routers get a route firewall rule from
+//!   the prefix to each destination peer and see them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::types::*;
+use crate::model::posture::{evaluate, process_path_for_os};
+use crate::model::{
+    ALL_GROUP_ID, Account, Action, GroupId, Peer, Policy, PolicyRule, PortRange, Resource,
+    ResourceAddress, Target,
+};
+
+/// A peer that routes a Network, with the router entry's settings.
+#[derive(Clone, Copy)]
+struct RouterPeer<'a> {
+    peer: &'a Peer,
+    metric: u16,
+    masquerade: bool,
+}
+
+/// An account indexed for network-map computation.
+pub struct Netmapper<'a> {
+    account: &'a Account,
+    group_peers: HashMap<&'a str, Vec<&'a Peer>>,
+    group_resources: HashMap<&'a str, Vec<&'a Resource>>,
+    routers_by_network: HashMap<&'a str, Vec<RouterPeer<'a>>>,
+    networks_by_router: HashMap<&'a str, Vec<(&'a str, RouterPeer<'a>)>>,
+    resources_by_network: HashMap<&'a str, Vec<&'a Resource>>,
+    posture_failing: HashMap<&'a str, HashSet<&'a str>>,
+    policies: Vec<&'a Policy>,
+}
+
+/// The map of one peer (`None` if there is no such peer).
+pub fn compute_network_map(account: &Account, peer_id: &str) -> Option<NetworkMap> {
+    Netmapper::new(account).map_for(peer_id)
+}
+
+fn ports_of(rule: &PolicyRule) -> Vec<Option<PortRange>> {
+    if rule.ports.is_empty() {
+        vec![None]
+    } else {
+        rule.ports.iter().copied().map(Some).collect()
+    }
+}
+
+fn host(peer: &Peer) -> IpNet {
+    IpNet::from(std::net::IpAddr::V4(peer.ip))
+}
+
+impl<'a> Netmapper<'a> {
+    /// Indexes the account: O(peers x groups + resources + routers + posture checks x peers).
+    pub fn new(account: &'a Account) -> Self {
+        let mut group_peers: HashMap<&str, Vec<&Peer>> = HashMap::new();
+        let approved: Vec<&Peer> = account.peers.values().filter(|p| p.approved).collect();
+        for p in &approved {
+            for g in &p.groups {
+                group_peers.entry(g.as_str()).or_default().push(p);
+            }
+        }
+        group_peers.insert(ALL_GROUP_ID, approved);
+
+        let mut group_resources: HashMap<&str, Vec<&Resource>> = HashMap::new();
+        let mut resources_by_network: HashMap<&str, Vec<&Resource>> = HashMap::new();
+        for r in account.resources.values().filter(|r| r.enabled) {
+            for g in &r.groups {
+                group_resources.entry(g.as_str()).or_default().push(r);
+            }
+            resources_by_network
+                .entry(r.network_id.as_str())
+                .or_default()
+                .push(r);
+        }
+
+        let mut routers_by_network: HashMap<&str, Vec<RouterPeer>> = HashMap::new();
+        for rt in account.routers.values().filter(|r| r.enabled) {
+            let mut peers: Vec<&Peer> = Vec::new();
+            if let Some(p) = rt.peer.as_deref().and_then(|id| account.peers.get(id)) {
+                peers.push(p);
+            }
+            for g in &rt.peer_groups {
+                if let Some(ps) = group_peers.get(g.as_str()) {
+                    peers.extend(ps.iter().copied());
+                }
+            }
+            let list = routers_by_network
+                .entry(rt.network_id.as_str())
+                .or_default();
+            for p in peers.into_iter().filter(|p| p.approved) {
+                match list.iter_mut().find(|x| x.peer.id == p.id) {
+                    // A peer in two router entries of one Network keeps the better metric.
+                    Some(x) if rt.metric < x.metric => {
+                        x.metric = rt.metric;
+                        x.masquerade = rt.masquerade;
+                    }
+                    Some(_) => {}
+                    None => list.push(RouterPeer {
+                        peer: p,
+                        metric: rt.metric,
+                        masquerade: rt.masquerade,
+                    }),
+                }
+            }
+        }
+        let mut networks_by_router: HashMap<&str, Vec<(&str, RouterPeer)>> = HashMap::new();
+        for (net, list) in &routers_by_network {
+            for rp in list {
+                networks_by_router
+                    .entry(rp.peer.id.as_str())
+                    .or_default()
+                    .push((net, *rp));
+            }
+        }
+
+        let policies: Vec<&Policy> = account.policies.values().filter(|p| p.enabled).collect();
+        let mut posture_failing: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for pol in &policies {
+            for c in &pol.source_posture_checks {
+                if posture_failing.contains_key(c.as_str()) {
+                    continue;
+                }
+                let failing = match account.posture_checks.get(c) {
+                    Some(pc) => account
+                        .peers
+                        .values()
+                        .filter(|p| evaluate(&pc.checks, p).is_some())
+                        .map(|p| p.id.as_str())
+                        .collect(),
+                    // A dangling reference fails everyone (cannot happen through the model).
+                    None => account.peers.keys().map(String::as_str).collect(),
+                };
+                posture_failing.insert(c.as_str(), failing);
+            }
+        }
+
+        Netmapper {
+            account,
+            group_peers,
+            group_resources,
+            routers_by_network,
+            networks_by_router,
+            resources_by_network,
+            posture_failing,
+            policies,
+        }
+    }
+
+    fn passes(&self, peer: &Peer, policy: &Policy) -> bool {
+        policy.source_posture_checks.iter().all(|c| {
+            !self
+                .posture_failing
+                .get(c.as_str())
+                .is_some_and(|f| f.contains(peer.id.as_str()))
+        })
+    }
+
+    fn contains_peer(&self, groups: &[GroupId], target: &Option<Target>, p: &Peer) -> bool {
+        match target {
+            Some(Target::Peer(id)) => *id == p.id,
+            Some(Target::Resource(_)) => false,
+            None => groups.iter().any(|g| self.account.peer_in_group(p, g)),
+        }
+    }
+
+    /// Approved peers of a rule side, deduplicated.
+    fn side_peers(&self, groups: &[GroupId], target: &Option<Target>) -> Vec<&'a Peer> {
+        match target {
+            Some(Target::Peer(id)) => self
+                .account
+                .peers
+                .get(id)
+                .filter(|p| p.approved)
+                .into_iter()
+                .collect(),
+            Some(Target::Resource(_)) => Vec::new(),
+            None => {
+                if let [g] = groups {
+                    return self
+                        .group_peers
+                        .get(g.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                let mut seen = HashSet::new();
+                let mut out = Vec::new();
+                for g in groups {
+                    for p in self.group_peers.get(g.as_str()).into_iter().flatten() {
+                        if seen.insert(p.id.as_str()) {
+                            out.push(*p);
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// Enabled resources of a rule's destination side, deduplicated.
+    fn side_resources(&self, groups: &[GroupId], target: &Option<Target>) -> Vec<&'a Resource> {
+        match target {
+            Some(Target::Resource(id)) => self
+                .account
+                .resources
+                .get(id)
+                .filter(|r| r.enabled)
+                .into_iter()
+                .collect(),
+            Some(Target::Peer(_)) => Vec::new(),
+            None => {
+                let mut seen = HashSet::new();
+                let mut out = Vec::new();
+                for g in groups {
+                    for r in self.group_resources.get(g.as_str()).into_iter().flatten() {
+                        if seen.insert(r.id.as_str()) {
+                            out.push(*r);
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    fn route(&self, r: &Resource, rp: &RouterPeer) -> Route {
+        let (network, domains, network_type) = match &r.address {
+            ResourceAddress::Host(ip) => (
+                Some(IpNet::from(*ip)),
+                vec![],
+                if ip.is_ipv4() {
+                    NetworkType::Ipv4
+                } else {
+                    NetworkType::Ipv6
+                },
+            ),
+            ResourceAddress::Subnet(n) => (
+                Some(*n),
+                vec![],
+                match n {
+                    IpNet::V4(_) => NetworkType::Ipv4,
+                    IpNet::V6(_) => NetworkType::Ipv6,
+                },
+            ),
+            ResourceAddress::Domain(d) | ResourceAddress::WildcardDomain(d) => {
+                (None, vec![d.clone()], NetworkType::Domain)
+            }
+        };
+        Route {
+            id: format!("{}:{}", r.id, rp.peer.id),
+            network_id: r.network_id.clone(),
+            net_id: r.name.clone(),
+            resource_id: r.id.clone(),
+            network,
+            domains,
+            network_type,
+            router_peer_id: rp.peer.id.clone(),
+            router_wg_pubkey: rp.peer.wg_pubkey.clone(),
+            metric: rp.metric,
+            masquerade: rp.masquerade,
+            keep_route: network_type == NetworkType::Domain,
+        }
+    }
+
+    fn fqdn(&self, p: &Peer) -> String {
+        format!("{}.{}", p.dns_label, self.account.settings.dns_domain)
+    }
+
+    /// The network map of one peer; `None` if there is no such peer. Unapproved peers get a
+    /// map with only their own settings.
+    pub fn map_for(&self, peer_id: &str) -> Option<NetworkMap> {
+        let a = self.account;
+        let me = a.peers.get(peer_id)?;
+        let mut map = NetworkMap {
+            serial: a.serial,
+            peer_config: PeerConfig {
+                address: Ipv4Net::new(me.ip, a.settings.overlay_range.prefix_len())
+                    .unwrap_or_else(|_| Ipv4Net::from(me.ip)),
+                fqdn: self.fqdn(me),
+                approved: me.approved,
+            },
+            dns: DnsConfig {
+                service_enable: false,
+                domain: a.settings.dns_domain.clone(),
+            },
+            ..Default::default()
+        };
+        if !me.approved {
+            return Some(map);
+        }
+
+        let my_networks: HashMap<&str, RouterPeer> = self
+            .networks_by_router
+            .get(me.id.as_str())
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        let mut remote: BTreeMap<&str, &Peer> = BTreeMap::new();
+        let mut fw: Vec<FirewallRule> = Vec::new();
+        let mut routes: BTreeMap<String, Route> = BTreeMap::new();
+        let mut rfw: Vec<RouteFirewallRule> = Vec::new();
+        let mut client_checks: BTreeSet<&str> = BTreeSet::new();
+
+        // A router serves every resource of its Networks.
+        for (net, rp) in &my_networks {
+            for r in self.resources_by_network.get(net).into_iter().flatten() {
+                let route = self.route(r, rp);
+                routes.insert(route.id.clone(), route);
+            }
+        }
+
+        for policy in &self.policies {
+            let me_passes = self.passes(me, policy);
+            for rule in policy.rules.iter().filter(|r| r.enabled) {
+                let accept = rule.action == Action::Accept;
+                let ports = ports_of(rule);
+                let me_src_member = self.contains_peer(&rule.sources, &rule.source_resource, me);
+                if me_src_member {
+                    client_checks.extend(policy.source_posture_checks.iter().map(String::as_str));
+                }
+                let me_src = me_src_member && me_passes;
+                let me_dst = self.contains_peer(&rule.destinations, &rule.destination_resource, me);
+
+                // Site-to-VPN: a LAN resource opens connections to peers.
+                if let Some(Target::Resource(sr_id)) = &rule.source_resource {
+                    let Some(sr) = a.resources.get(sr_id).filter(|r| r.enabled) else {
+                        continue;
+                    };
+                    let Some(prefix) = sr.address.prefix() else {
+                        continue;
+                    };
+                    let net = sr.network_id.as_str();
+                    if my_networks.contains_key(net) {
+                        let route_id = format!("{}:{}", sr.id, me.id);
+                        for d in self.side_peers(&rule.destinations, &rule.destination_resource) {
+                            if d.id == me.id {
+                                continue;
+                            }
+                            for port in &ports {
+                                rfw.push(RouteFirewallRule {
+                                    route_id: route_id.clone(),
+                                    source_ranges: vec![prefix],
+                                    destination: Some(host(d)),
+                                    domains: vec![],
+                                    is_dynamic: false,
+                                    protocol: rule.protocol,
+                                    port: *port,
+                                    action: rule.action,
+                                    policy_id: policy.id.clone(),
+                                });
+                            }
+                            if accept {
+                                remote.insert(&d.id, d);
+                            }
+                        }
+                    } else if me_dst {
+                        for port in &ports {
+                            fw.push(FirewallRule {
+                                peer_ip: prefix,
+                                direction: Direction::In,
+                                action: rule.action,
+                                protocol: rule.protocol,
+                                port: *port,
+                                policy_id: policy.id.clone(),
+                            });
+                        }
+                        if accept {
+                            for rp in self.routers_by_network.get(net).into_iter().flatten() {
+                                if rp.peer.id != me.id {
+                                    let route = self.route(sr, rp);
+                                    routes.insert(route.id.clone(), route);
+                                    remote.insert(&rp.peer.id, rp.peer);
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+
+                let mut sources: Option<Vec<&Peer>> = None;
+                let mut get_sources = |this: &Self| -> Vec<&'a Peer> {
+                    sources
+                        .get_or_insert_with(|| {
+                            this.side_peers(&rule.sources, &rule.source_resource)
+                                .into_iter()
+                                .filter(|p| p.id != me.id && this.passes(p, policy))
+                                .collect()
+                        })
+                        .clone()
+                };
+
+                // Peer to peer.
+                let mut push_fw = |peer: &Peer, direction: Direction| {
+                    for port in &ports {
+                        fw.push(FirewallRule {
+                            peer_ip: host(peer),
+                            direction,
+                            action: rule.action,
+                            protocol: rule.protocol,
+                            port: *port,
+                            policy_id: policy.id.clone(),
+                        });
+                    }
+                };
+                if me_src {
+                    for d in self.side_peers(&rule.destinations, &rule.destination_resource) {
+                        if d.id == me.id {
+                            continue;
+                        }
+                        push_fw(d, Direction::Out);
+                        if rule.bidirectional {
+                            push_fw(d, Direction::In);
+                        }
+                        if accept {
+                            remote.insert(&d.id, d);
+                        }
+                    }
+                }
+                if me_dst {
+                    for s in get_sources(self) {
+                        push_fw(s, Direction::In);
+                        if rule.bidirectional {
+                            push_fw(s, Direction::Out);
+                        }
+                        if accept {
+                            remote.insert(&s.id, s);
+                        }
+                    }
+                }
+
+                // Resources.
+                if !me_src && my_networks.is_empty() {
+                    continue;
+                }
+                let mut source_ranges: Option<Vec<IpNet>> = None;
+                for r in self.side_resources(&rule.destinations, &rule.destination_resource) {
+                    let net = r.network_id.as_str();
+                    if my_networks.contains_key(net) {
+                        let srcs = get_sources(self);
+                        if srcs.is_empty() {
+                            continue;
+                        }
+                        let ranges = source_ranges
+                            .get_or_insert_with(|| {
+                                let mut v: Vec<IpNet> = srcs.iter().map(|p| host(p)).collect();
+                                v.sort();
+                                v
+                            })
+                            .clone();
+                        let route_id = format!("{}:{}", r.id, me.id);
+                        let (destination, domains) = match r.address.prefix() {
+                            Some(p) => (Some(p), vec![]),
+                            None => (
+                                None,
+                                r.address.domain().map(str::to_string).into_iter().collect(),
+                            ),
+                        };
+                        for port in &ports {
+                            rfw.push(RouteFirewallRule {
+                                route_id: route_id.clone(),
+                                source_ranges: ranges.clone(),
+                                destination,
+                                is_dynamic: destination.is_none(),
+                                domains: domains.clone(),
+                                protocol: rule.protocol,
+                                port: *port,
+                                action: rule.action,
+                                policy_id: policy.id.clone(),
+                            });
+                        }
+                        if accept {
+                            for s in srcs {
+                                remote.insert(&s.id, s);
+                            }
+                        }
+                    } else if me_src && accept {
+                        for rp in self.routers_by_network.get(net).into_iter().flatten() {
+                            if rp.peer.id == me.id {
+                                continue;
+                            }
+                            let route = self.route(r, rp);
+                            routes.insert(route.id.clone(), route);
+                            remote.insert(&rp.peer.id, rp.peer);
+                        }
+                    }
+                }
+            }
+        }
+
+        map.remote_peers = remote
+            .into_values()
+            .map(|p| RemotePeer {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                wg_pubkey: p.wg_pubkey.clone(),
+                allowed_ips: vec![host(p)],
+                fqdn: self.fqdn(p),
+                agent_version: p.meta.client_version.clone(),
+            })
+            .collect();
+        fw.sort();
+        fw.dedup();
+        map.firewall_rules = fw;
+        rfw.sort();
+        rfw.dedup();
+        map.route_firewall_rules = rfw;
+        map.routes = routes.into_values().collect();
+        map.checks = client_checks
+            .into_iter()
+            .filter_map(|id| a.posture_checks.get(id))
+            .filter_map(|pc| pc.checks.process.as_ref())
+            .map(|p| ClientCheck {
+                files: p
+                    .processes
+                    .iter()
+                    .filter_map(|s| process_path_for_os(s, &me.meta.os))
+                    .map(str::to_string)
+                    .collect(),
+            })
+            .filter(|c| !c.files.is_empty())
+            .collect();
+        Some(map)
+    }
+}

@@ -1,0 +1,260 @@
+//! Conversion between our plain types and NetBird's protobuf messages (`swiftgate-proto`):
+//! the network map and peer config out, the peer's system description in.
+
+use ipnet::IpNet;
+use swiftgate_proto::management as pb;
+
+use super::types::*;
+use crate::model::{Action, FileStatus, PeerMeta, PortRange, Protocol};
+
+fn protocol(p: Protocol) -> i32 {
+    (match p {
+        Protocol::All => pb::RuleProtocol::All,
+        Protocol::Tcp => pb::RuleProtocol::Tcp,
+        Protocol::Udp => pb::RuleProtocol::Udp,
+        Protocol::Icmp => pb::RuleProtocol::Icmp,
+    }) as i32
+}
+
+fn action(a: Action) -> i32 {
+    (match a {
+        Action::Accept => pb::RuleAction::Accept,
+        Action::Drop => pb::RuleAction::Drop,
+    }) as i32
+}
+
+fn port_info(p: Option<PortRange>) -> Option<pb::PortInfo> {
+    p.map(|p| pb::PortInfo {
+        port_selection: Some(if p.is_single() {
+            pb::port_info::PortSelection::Port(u32::from(p.start))
+        } else {
+            pb::port_info::PortSelection::Range(pb::port_info::Range {
+                start: u32::from(p.start),
+                end: u32::from(p.end),
+            })
+        }),
+    })
+}
+
+/// A prefix in NetBird's compact form: address bytes, then the prefix length (5 or 17 bytes).
+pub fn compact_prefix(n: &IpNet) -> Vec<u8> {
+    let mut b = match n {
+        IpNet::V4(v) => v.addr().octets().to_vec(),
+        IpNet::V6(v) => v.addr().octets().to_vec(),
+    };
+    b.push(n.prefix_len());
+    b
+}
+
+/// The peer's own config as protobuf.
+pub fn peer_config(pc: &PeerConfig) -> pb::PeerConfig {
+    pb::PeerConfig {
+        address: pc.address.to_string(),
+        fqdn: pc.fqdn.clone(),
+        ..Default::default()
+    }
+}
+
+/// The process checks as protobuf `Checks`.
+pub fn checks(map: &NetworkMap) -> Vec<pb::Checks> {
+    map.checks
+        .iter()
+        .map(|c| pb::Checks {
+            files: c.files.clone(),
+        })
+        .collect()
+}
+
+fn remote_peer(p: &RemotePeer) -> pb::RemotePeerConfig {
+    pb::RemotePeerConfig {
+        wg_pub_key: p.wg_pubkey.clone(),
+        allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
+        ssh_config: None,
+        fqdn: p.fqdn.clone(),
+        agent_version: p.agent_version.clone(),
+    }
+}
+
+fn route(r: &Route) -> pb::Route {
+    pb::Route {
+        id: r.id.clone(),
+        // Domain routes carry no prefix; the agent uses Domains.
+        network: r.network.map(|n| n.to_string()).unwrap_or_default(),
+        network_type: match r.network_type {
+            NetworkType::Ipv4 => 1,
+            NetworkType::Ipv6 => 2,
+            NetworkType::Domain => 3,
+        },
+        peer: r.router_wg_pubkey.clone(),
+        metric: i64::from(r.metric),
+        masquerade: r.masquerade,
+        net_id: r.net_id.clone(),
+        domains: r.domains.clone(),
+        keep_route: r.keep_route,
+        skip_auto_apply: false,
+    }
+}
+
+fn firewall_rule(r: &FirewallRule) -> pb::FirewallRule {
+    let single = r.port.filter(PortRange::is_single);
+    pb::FirewallRule {
+        // Deprecated field: the address for a single host, the CIDR otherwise.
+        peer_ip: if r.peer_ip.prefix_len() == r.peer_ip.max_prefix_len() {
+            r.peer_ip.addr().to_string()
+        } else {
+            r.peer_ip.to_string()
+        },
+        direction: match r.direction {
+            Direction::In => pb::RuleDirection::In as i32,
+            Direction::Out => pb::RuleDirection::Out as i32,
+        },
+        action: action(r.action),
+        protocol: protocol(r.protocol),
+        port: single.map(|p| p.start.to_string()).unwrap_or_default(),
+        port_info: port_info(r.port),
+        policy_id: r.policy_id.as_bytes().to_vec(),
+        custom_protocol: 0,
+        source_prefixes: vec![compact_prefix(&r.peer_ip)],
+    }
+}
+
+fn route_firewall_rule(r: &RouteFirewallRule) -> pb::RouteFirewallRule {
+    pb::RouteFirewallRule {
+        source_ranges: r.source_ranges.iter().map(ToString::to_string).collect(),
+        action: action(r.action),
+        destination: r.destination.map(|d| d.to_string()).unwrap_or_default(),
+        protocol: protocol(r.protocol),
+        port_info: port_info(r.port),
+        is_dynamic: r.is_dynamic,
+        domains: r.domains.clone(),
+        custom_protocol: 0,
+        policy_id: r.policy_id.as_bytes().to_vec(),
+        route_id: r.route_id.clone(),
+    }
+}
+
+/// The network map as NetBird's protobuf `NetworkMap`, with the `*IsEmpty` flags set for
+/// deliberately empty lists.
+pub fn network_map(map: &NetworkMap) -> pb::NetworkMap {
+    pb::NetworkMap {
+        serial: map.serial,
+        peer_config: Some(peer_config(&map.peer_config)),
+        remote_peers: map.remote_peers.iter().map(remote_peer).collect(),
+        remote_peers_is_empty: map.remote_peers.is_empty(),
+        routes: map.routes.iter().map(route).collect(),
+        dns_config: Some(pb::DnsConfig {
+            service_enable: map.dns.service_enable,
+            ..Default::default()
+        }),
+        offline_peers: vec![],
+        firewall_rules: map.firewall_rules.iter().map(firewall_rule).collect(),
+        firewall_rules_is_empty: map.firewall_rules.is_empty(),
+        routes_firewall_rules: map
+            .route_firewall_rules
+            .iter()
+            .map(route_firewall_rule)
+            .collect(),
+        routes_firewall_rules_is_empty: map.route_firewall_rules.is_empty(),
+        forwarding_rules: vec![],
+        ssh_auth: None,
+    }
+}
+
+/// What a peer reports (protobuf) as our [`PeerMeta`]. Unparsable interface addresses are
+/// skipped.
+pub fn peer_meta(m: &pb::PeerSystemMeta) -> PeerMeta {
+    PeerMeta {
+        hostname: m.hostname.clone(),
+        os: m.go_os.to_ascii_lowercase(),
+        os_name: m.os.clone(),
+        os_version: if m.os_version.is_empty() {
+            m.core.clone()
+        } else {
+            m.os_version.clone()
+        },
+        kernel_version: m.kernel_version.clone(),
+        client_version: m.netbird_version.clone(),
+        network_addresses: m
+            .network_addresses
+            .iter()
+            .filter_map(|a| a.net_ip.parse::<IpNet>().ok())
+            .collect(),
+        files: m
+            .files
+            .iter()
+            .map(|f| FileStatus {
+                path: f.path.clone(),
+                exists: f.exist,
+                process_running: f.process_is_running,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PortRange;
+
+    #[test]
+    fn converts_rules_and_routes() {
+        let map = NetworkMap {
+            serial: 7,
+            peer_config: PeerConfig {
+                address: "100.64.0.2/10".parse().unwrap(),
+                fqdn: "a.swiftgate.internal".into(),
+                approved: true,
+            },
+            routes: vec![Route {
+                id: "res-1:peer-2".into(),
+                network_id: "net-1".into(),
+                net_id: "Internal Wiki".into(),
+                resource_id: "res-1".into(),
+                network: Some("10.10.0.5/32".parse().unwrap()),
+                domains: vec![],
+                network_type: NetworkType::Ipv4,
+                router_peer_id: "peer-2".into(),
+                router_wg_pubkey: "KEY".into(),
+                metric: 100,
+                masquerade: true,
+                keep_route: false,
+            }],
+            firewall_rules: vec![FirewallRule {
+                peer_ip: "100.64.0.3/32".parse().unwrap(),
+                direction: Direction::In,
+                action: Action::Accept,
+                protocol: Protocol::Tcp,
+                port: Some(PortRange {
+                    start: 8000,
+                    end: 8080,
+                }),
+                policy_id: "pol-1".into(),
+            }],
+            ..Default::default()
+        };
+        let pb = network_map(&map);
+        assert_eq!(pb.serial, 7);
+        assert!(pb.remote_peers_is_empty && pb.routes_firewall_rules_is_empty);
+        assert!(!pb.firewall_rules_is_empty);
+        assert_eq!(pb.peer_config.as_ref().unwrap().address, "100.64.0.2/10");
+        let r = &pb.routes[0];
+        assert_eq!(
+            (r.network.as_str(), r.network_type, r.metric),
+            ("10.10.0.5/32", 1, 100)
+        );
+        assert_eq!(r.peer, "KEY");
+        let f = &pb.firewall_rules[0];
+        assert_eq!(f.peer_ip, "100.64.0.3");
+        assert_eq!(f.port, "");
+        assert_eq!(
+            f.port_info.as_ref().unwrap().port_selection,
+            Some(pb::port_info::PortSelection::Range(pb::port_info::Range {
+                start: 8000,
+                end: 8080
+            }))
+        );
+        assert_eq!(f.source_prefixes, vec![vec![100, 64, 0, 3, 32]]);
+        assert_eq!(f.protocol, pb::RuleProtocol::Tcp as i32);
+        assert_eq!(f.policy_id, b"pol-1".to_vec());
+    }
+}

@@ -1,0 +1,762 @@
+//! Network-map tests on the seeds' scenarios: the Berlin Office walkthrough, the three-tier
+//! example, the Default policy, the rollback policy, posture checks, Site-to-VPN.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::*;
+use crate::model::*;
+
+fn wg_key(i: u32) -> String {
+    use base64::Engine as _;
+    let mut b = [9u8; 32];
+    b[..4].copy_from_slice(&i.to_le_bytes());
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A small builder over the model for scenarios.
+struct World {
+    a: Account,
+    next_key: u32,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            a: Account::new("t"),
+            next_key: 1,
+        }
+    }
+
+    fn zero_trust() -> Self {
+        let mut w = World::new();
+        w.a.delete_policy(DEFAULT_POLICY_NAME).unwrap();
+        w
+    }
+
+    fn group(&mut self, name: &str) {
+        self.a
+            .create_group(&GroupInput {
+                name: name.into(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    fn peer_with(&mut self, name: &str, groups: &[&str], version: &str) -> Peer {
+        let key_name = format!("key-{name}");
+        let (_, key) = self
+            .a
+            .create_setup_key(
+                &SetupKeyInput {
+                    name: key_name,
+                    kind: Some("one-off".into()),
+                    auto_groups: groups.iter().map(|g| g.to_string()).collect(),
+                    ..Default::default()
+                },
+                0,
+            )
+            .unwrap();
+        self.next_key += 1;
+        self.a
+            .register_peer(
+                &RegisterPeer {
+                    setup_key: key,
+                    wg_pubkey: wg_key(self.next_key),
+                    name: Some(name.into()),
+                    meta: PeerMeta {
+                        os: "linux".into(),
+                        client_version: version.into(),
+                        ..Default::default()
+                    },
+                },
+                0,
+            )
+            .unwrap()
+    }
+
+    fn peer(&mut self, name: &str, groups: &[&str]) -> Peer {
+        self.peer_with(name, groups, "0.50.0")
+    }
+
+    fn network(&mut self, name: &str) {
+        self.a
+            .create_network(&NetworkInput {
+                name: name.into(),
+                description: String::new(),
+            })
+            .unwrap();
+    }
+
+    fn resource(&mut self, net: &str, name: &str, address: &str, groups: &[&str]) -> Resource {
+        self.a
+            .create_resource(
+                net,
+                &ResourceInput {
+                    name: name.into(),
+                    address: address.into(),
+                    groups: groups.iter().map(|g| g.to_string()).collect(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    }
+
+    fn router(&mut self, net: &str, peer: &str, metric: i64, masquerade: bool) {
+        self.a
+            .create_router(
+                net,
+                &RouterInput {
+                    peer: Some(peer.into()),
+                    metric: Some(metric),
+                    masquerade: Some(masquerade),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    fn policy(
+        &mut self,
+        name: &str,
+        src: &[&str],
+        dst: &[&str],
+        proto: &str,
+        ports: &[&str],
+    ) -> Policy {
+        self.a
+            .create_policy(&PolicyInput {
+                name: name.into(),
+                sources: Some(src.iter().map(|g| g.to_string()).collect()),
+                destinations: Some(dst.iter().map(|g| g.to_string()).collect()),
+                protocol: Some(proto.into()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|p| PortSpec::Text(p.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    fn map(&self, peer: &str) -> NetworkMap {
+        let id = self.a.peer_id(peer).unwrap();
+        compute_network_map(&self.a, &id).unwrap()
+    }
+}
+
+fn names(m: &NetworkMap) -> Vec<&str> {
+    let mut v: Vec<&str> = m.remote_peers.iter().map(|p| p.name.as_str()).collect();
+    v.sort();
+    v
+}
+
+fn ip_of(p: &Peer) -> IpNet {
+    IpNet::from(IpAddr::V4(p.ip))
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn berlin() -> (World, Peer, Peer, Peer) {
+    let mut w = World::zero_trust();
+    w.group("Development");
+    w.group("Internal Apps");
+    let alice = w.peer("alice-laptop", &["Development"]);
+    let bob = w.peer("bob-laptop", &[]);
+    let gw = w.peer("office-gw", &[]);
+    w.network("Berlin Office");
+    w.resource(
+        "Berlin Office",
+        "Internal Wiki",
+        "10.10.0.5/32",
+        &["Internal Apps"],
+    );
+    w.resource(
+        "Berlin Office",
+        "Grafana",
+        "grafana.berlin.internal",
+        &["Internal Apps"],
+    );
+    w.router("Berlin Office", "office-gw", 100, true);
+    (w, alice, bob, gw)
+}
+
+#[test]
+fn berlin_office_before_the_policy_nothing_is_reachable() {
+    let (w, ..) = berlin();
+    let m = w.map("alice-laptop");
+    assert!(m.remote_peers.is_empty() && m.routes.is_empty() && m.firewall_rules.is_empty());
+    // The router knows what it serves (routes with itself as peer) but allows nobody.
+    let g = w.map("office-gw");
+    assert_eq!(g.routes.len(), 2);
+    assert!(g.route_firewall_rules.is_empty() && g.remote_peers.is_empty());
+}
+
+#[test]
+fn berlin_office_walkthrough() {
+    let (mut w, alice, _bob, gw) = berlin();
+    let pol = w.policy(
+        "dev-to-apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+
+    let m = w.map("alice-laptop");
+    assert_eq!(names(&m), vec!["office-gw"]);
+    assert!(
+        m.firewall_rules.is_empty(),
+        "no peer-to-peer access to the router itself"
+    );
+    assert!(m.route_firewall_rules.is_empty());
+    assert_eq!(m.routes.len(), 2);
+    let wiki = m
+        .routes
+        .iter()
+        .find(|r| r.net_id == "Internal Wiki")
+        .unwrap();
+    assert_eq!(wiki.network, Some(net("10.10.0.5/32")));
+    assert_eq!(wiki.network_type, NetworkType::Ipv4);
+    assert_eq!(wiki.router_peer_id, gw.id);
+    assert_eq!(wiki.router_wg_pubkey, gw.wg_pubkey);
+    assert_eq!(wiki.metric, 100);
+    assert!(wiki.masquerade);
+    let grafana = m.routes.iter().find(|r| r.net_id == "Grafana").unwrap();
+    assert_eq!(grafana.network_type, NetworkType::Domain);
+    assert_eq!(grafana.domains, vec!["grafana.berlin.internal".to_string()]);
+    assert!(grafana.network.is_none() && grafana.keep_route);
+
+    let g = w.map("office-gw");
+    assert_eq!(names(&g), vec!["alice-laptop"]);
+    assert_eq!(g.route_firewall_rules.len(), 2);
+    let r = g
+        .route_firewall_rules
+        .iter()
+        .find(|r| r.destination == Some(net("10.10.0.5/32")))
+        .unwrap();
+    assert_eq!(r.source_ranges, vec![ip_of(&alice)]);
+    assert_eq!(r.protocol, Protocol::Tcp);
+    assert_eq!(r.port, Some(PortRange::single(443)));
+    assert_eq!(r.action, Action::Accept);
+    assert_eq!(r.policy_id, pol.id);
+    assert!(r.route_id.ends_with(&format!(":{}", gw.id)));
+    let d = g
+        .route_firewall_rules
+        .iter()
+        .find(|r| r.is_dynamic)
+        .unwrap();
+    assert_eq!(d.domains, vec!["grafana.berlin.internal".to_string()]);
+    assert!(
+        g.routes
+            .iter()
+            .all(|r| r.router_peer_id == gw.id && r.masquerade)
+    );
+
+    // Bob is in no source group: nothing.
+    let b = w.map("bob-laptop");
+    assert!(b.remote_peers.is_empty() && b.routes.is_empty());
+
+    // Masquerade off on the router shows in every route.
+    let rid = w.a.routers.keys().next().unwrap().clone();
+    w.a.update_router(
+        &rid,
+        &RouterInput {
+            peer: Some("office-gw".into()),
+            metric: Some(100),
+            masquerade: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(w.map("alice-laptop").routes.iter().all(|r| !r.masquerade));
+
+    // Access to the router itself needs a peer-to-peer policy (input chain).
+    w.group("Routers");
+    w.a.update_peer(
+        "office-gw",
+        &PeerUpdate {
+            groups: Some(vec!["Routers".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.policy("dev-ssh-gw", &["Development"], &["Routers"], "tcp", &["22"]);
+    let m = w.map("alice-laptop");
+    assert_eq!(m.firewall_rules.len(), 1);
+    assert_eq!(m.firewall_rules[0].direction, Direction::Out);
+    assert_eq!(m.firewall_rules[0].peer_ip, ip_of(&gw));
+    let g = w.map("office-gw");
+    assert!(g.firewall_rules.iter().any(|r| r.direction == Direction::In
+        && r.peer_ip == ip_of(&alice)
+        && r.port == Some(PortRange::single(22))));
+}
+
+#[test]
+fn high_availability_routers_and_disabled_things() {
+    let (mut w, ..) = berlin();
+    w.peer("office-gw-2", &[]);
+    w.router("Berlin Office", "office-gw-2", 200, true);
+    w.policy(
+        "dev-to-apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    let m = w.map("alice-laptop");
+    assert_eq!(names(&m), vec!["office-gw", "office-gw-2"]);
+    let wiki: Vec<&Route> = m
+        .routes
+        .iter()
+        .filter(|r| r.net_id == "Internal Wiki")
+        .collect();
+    assert_eq!(
+        wiki.len(),
+        2,
+        "one route per router, same net_id (HA group)"
+    );
+    let mut metrics: Vec<u16> = wiki.iter().map(|r| r.metric).collect();
+    metrics.sort();
+    assert_eq!(metrics, vec![100, 200]);
+
+    // A disabled resource is routed to nobody.
+    w.a.update_resource(
+        "Internal Wiki",
+        &ResourceInput {
+            name: "Internal Wiki".into(),
+            address: "10.10.0.5/32".into(),
+            groups: vec!["Internal Apps".into()],
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let m = w.map("alice-laptop");
+    assert!(m.routes.iter().all(|r| r.net_id != "Internal Wiki"));
+    // A disabled policy grants nothing.
+    w.a.set_policy_enabled("dev-to-apps", false).unwrap();
+    assert!(w.map("alice-laptop").routes.is_empty());
+}
+
+#[test]
+fn router_group_routes_with_one_metric() {
+    let mut w = World::zero_trust();
+    w.group("Development");
+    w.group("Apps");
+    w.group("Gateways");
+    w.peer("dev", &["Development"]);
+    w.peer("gw-a", &["Gateways"]);
+    w.peer("gw-b", &["Gateways"]);
+    w.network("DC");
+    w.resource("DC", "LAN", "10.20.0.0/16", &["Apps"]);
+    w.a.create_router(
+        "DC",
+        &RouterInput {
+            peer_groups: vec!["Gateways".into()],
+            metric: Some(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.policy("dev-lan", &["Development"], &["Apps"], "all", &[]);
+    let m = w.map("dev");
+    assert_eq!(names(&m), vec!["gw-a", "gw-b"]);
+    assert!(
+        m.routes
+            .iter()
+            .all(|r| r.metric == 50 && r.network == Some(net("10.20.0.0/16")))
+    );
+    let g = w.map("gw-b");
+    assert_eq!(g.route_firewall_rules.len(), 1);
+    assert_eq!(g.route_firewall_rules[0].protocol, Protocol::All);
+    assert_eq!(g.route_firewall_rules[0].port, None);
+}
+
+#[test]
+fn default_policy_connects_everyone_and_deleting_it_stops_everything() {
+    let mut w = World::new();
+    let a = w.peer("a", &[]);
+    let b = w.peer("b", &[]);
+    w.peer("c", &[]);
+    let m = w.map("a");
+    assert_eq!(names(&m), vec!["b", "c"]);
+    // All protocols, both directions, to and from each other peer.
+    assert_eq!(m.firewall_rules.len(), 4);
+    assert!(m.firewall_rules.iter().any(|r| r.peer_ip == ip_of(&b)
+        && r.direction == Direction::In
+        && r.protocol == Protocol::All
+        && r.port.is_none()));
+    assert!(
+        w.map("b")
+            .firewall_rules
+            .iter()
+            .any(|r| r.peer_ip == ip_of(&a) && r.direction == Direction::Out)
+    );
+
+    w.a.delete_policy(DEFAULT_POLICY_NAME).unwrap();
+    for p in ["a", "b", "c"] {
+        let m = w.map(p);
+        assert!(
+            m.remote_peers.is_empty() && m.firewall_rules.is_empty(),
+            "{p} still sees something"
+        );
+    }
+}
+
+#[test]
+fn disabled_emergency_policy_enabled_for_rollback() {
+    let mut w = World::zero_trust();
+    w.group("peer-devops-prod");
+    w.group("net-aws-euc1-prod");
+    w.peer("devops", &["peer-devops-prod"]);
+    w.peer("aws-gw", &[]);
+    w.network("aws-euc1");
+    w.resource("aws-euc1", "vpc", "10.30.0.0/16", &["net-aws-euc1-prod"]);
+    w.router("aws-euc1", "aws-gw", 100, true);
+    w.a.create_policy(&PolicyInput {
+        name: "emergency".into(),
+        enabled: Some(false),
+        sources: Some(vec!["peer-devops-prod".into()]),
+        destinations: Some(vec!["net-aws-euc1-prod".into()]),
+        protocol: Some("all".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(w.map("devops").routes.is_empty());
+    assert!(w.map("aws-gw").route_firewall_rules.is_empty());
+
+    w.a.set_policy_enabled("emergency", true).unwrap();
+    let m = w.map("devops");
+    assert_eq!(m.routes.len(), 1);
+    assert_eq!(names(&m), vec!["aws-gw"]);
+    assert_eq!(w.map("aws-gw").route_firewall_rules.len(), 1);
+
+    w.a.set_policy_enabled("emergency", false).unwrap();
+    assert!(w.map("devops").routes.is_empty());
+}
+
+#[test]
+fn posture_peer_below_min_client_version_is_not_a_source() {
+    let (mut w, alice, ..) = berlin();
+    let old = w.peer_with("old-laptop", &["Development"], "0.44.2");
+    w.a.create_posture_check(&PostureCheckInput {
+        name: "min-client".into(),
+        checks: PostureChecksInput {
+            client_version: Some(MinVersionCheck {
+                min_version: "0.45.0".into(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    w.a.create_policy(&PolicyInput {
+        name: "dev-to-apps".into(),
+        source_posture_checks: vec!["min-client".into()],
+        sources: Some(vec!["Development".into()]),
+        destinations: Some(vec!["Internal Apps".into()]),
+        protocol: Some("tcp".into()),
+        ports: Some(vec![PortSpec::Number(443)]),
+        ..Default::default()
+    })
+    .unwrap();
+    let g = w.map("office-gw");
+    assert_eq!(names(&g), vec!["alice-laptop"]);
+    for r in &g.route_firewall_rules {
+        assert_eq!(r.source_ranges, vec![ip_of(&alice)]);
+        assert!(!r.source_ranges.contains(&ip_of(&old)));
+    }
+    let o = w.map("old-laptop");
+    assert!(o.routes.is_empty() && o.remote_peers.is_empty());
+    assert_eq!(w.map("alice-laptop").routes.len(), 2);
+
+    // Upgrading the client restores access.
+    let mut meta = w.a.peers[&old.id].meta.clone();
+    meta.client_version = "0.45.0".into();
+    w.a.login_peer(&old.wg_pubkey, Some(&meta), 1).unwrap();
+    assert_eq!(w.map("old-laptop").routes.len(), 2);
+}
+
+#[test]
+fn process_checks_are_sent_to_source_peers() {
+    let (mut w, ..) = berlin();
+    w.a.create_posture_check(&PostureCheckInput {
+        name: "edr".into(),
+        checks: PostureChecksInput {
+            process: Some(ProcessCheck {
+                processes: vec![ProcessSpec {
+                    linux_path: Some("/opt/edr/agent".into()),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    w.a.create_policy(&PolicyInput {
+        name: "dev-to-apps".into(),
+        source_posture_checks: vec!["edr".into()],
+        sources: Some(vec!["Development".into()]),
+        destinations: Some(vec!["Internal Apps".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    let m = w.map("alice-laptop");
+    assert_eq!(
+        m.checks,
+        vec![ClientCheck {
+            files: vec!["/opt/edr/agent".into()]
+        }]
+    );
+    assert!(m.routes.is_empty(), "process not reported running yet");
+}
+
+#[test]
+fn unapproved_peers_get_and_give_nothing() {
+    let mut w = World::new();
+    w.a.update_settings(&SettingsInput {
+        peer_approval_required: Some(true),
+        ..Default::default()
+    })
+    .unwrap();
+    w.peer("a", &[]);
+    w.peer("b", &[]);
+    let m = w.map("a");
+    assert!(!m.peer_config.approved && m.remote_peers.is_empty());
+    w.a.approve_peer("a").unwrap();
+    assert!(w.map("a").remote_peers.is_empty(), "b is not approved yet");
+    w.a.approve_peer("b").unwrap();
+    assert_eq!(names(&w.map("a")), vec!["b"]);
+}
+
+/// The seeds' three-tier example. The tiers are servers running the agent (peer groups);
+/// the DNS resolvers are resources behind a routing peer.
+#[test]
+fn three_tier_example() {
+    let mut w = World::zero_trust();
+    for g in [
+        "peer-devops-prod",
+        "peer-support",
+        "svc-orders-web-prod",
+        "svc-orders-app-prod",
+        "svc-orders-db-prod",
+        "svc-monitoring",
+        "svc-dns-prod",
+    ] {
+        w.group(g);
+    }
+    let devops = w.peer("devops", &["peer-devops-prod"]);
+    let support = w.peer("support", &["peer-support"]);
+    let web = w.peer("web", &["svc-orders-web-prod"]);
+    let app = w.peer("app", &["svc-orders-app-prod"]);
+    let db = w.peer("db", &["svc-orders-db-prod"]);
+    let mon = w.peer("prometheus", &["svc-monitoring"]);
+    let gw = w.peer("dc-gw", &[]);
+    w.network("net-dc-dc1-lan");
+    w.resource(
+        "net-dc-dc1-lan",
+        "dns-1",
+        "10.10.0.10/32",
+        &["svc-dns-prod"],
+    );
+    w.resource("net-dc-dc1-lan", "dns-2", "10.10.0.11", &["svc-dns-prod"]);
+    w.router("net-dc-dc1-lan", "dc-gw", 100, true);
+
+    w.policy(
+        "Users to Web",
+        &["peer-devops-prod", "peer-support"],
+        &["svc-orders-web-prod"],
+        "tcp",
+        &["443"],
+    );
+    w.policy(
+        "Web to App",
+        &["svc-orders-web-prod"],
+        &["svc-orders-app-prod"],
+        "tcp",
+        &["8443"],
+    );
+    w.policy(
+        "App to DB",
+        &["svc-orders-app-prod"],
+        &["svc-orders-db-prod"],
+        "tcp",
+        &["5432"],
+    );
+    w.policy(
+        "Monitoring",
+        &["svc-monitoring"],
+        &[
+            "svc-orders-web-prod",
+            "svc-orders-app-prod",
+            "svc-orders-db-prod",
+        ],
+        "tcp",
+        &["9100", "9200"],
+    );
+    let dns_sources: Vec<String> = [
+        "peer-devops-prod",
+        "peer-support",
+        "svc-orders-web-prod",
+        "svc-orders-app-prod",
+        "svc-orders-db-prod",
+        "svc-monitoring",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rule = |proto: &str| RuleInput {
+        name: Some(format!("DNS {proto}")),
+        protocol: Some(proto.into()),
+        ports: vec![PortSpec::Number(53)],
+        sources: dns_sources.clone(),
+        destinations: vec!["svc-dns-prod".into()],
+        ..Default::default()
+    };
+    w.a.create_policy(&PolicyInput {
+        name: "DNS".into(),
+        rules: Some(vec![rule("udp"), rule("tcp")]),
+        ..Default::default()
+    })
+    .unwrap();
+
+    let fw = |m: &NetworkMap, dir: Direction, peer: &Peer| -> Vec<(Protocol, Option<PortRange>)> {
+        m.firewall_rules
+            .iter()
+            .filter(|r| r.direction == dir && r.peer_ip == ip_of(peer))
+            .map(|r| (r.protocol, r.port))
+            .collect()
+    };
+    let tcp = |p: u16| (Protocol::Tcp, Some(PortRange::single(p)));
+
+    // Users reach web on 443 and the DNS resolvers; nothing else.
+    let m = w.map("devops");
+    assert_eq!(names(&m), vec!["dc-gw", "web"]);
+    assert_eq!(fw(&m, Direction::Out, &web), vec![tcp(443)]);
+    assert_eq!(m.firewall_rules.len(), 1);
+    let mut routed: Vec<IpNet> = m.routes.iter().filter_map(|r| r.network).collect();
+    routed.sort();
+    assert_eq!(routed, vec![net("10.10.0.10/32"), net("10.10.0.11/32")]);
+
+    // Web: in from users (443) and monitoring (9100, 9200), out to app (8443).
+    let m = w.map("web");
+    assert_eq!(
+        names(&m),
+        vec!["app", "dc-gw", "devops", "prometheus", "support"]
+    );
+    assert_eq!(fw(&m, Direction::In, &devops), vec![tcp(443)]);
+    assert_eq!(fw(&m, Direction::In, &support), vec![tcp(443)]);
+    assert_eq!(fw(&m, Direction::Out, &app), vec![tcp(8443)]);
+    assert_eq!(fw(&m, Direction::In, &mon), vec![tcp(9100), tcp(9200)]);
+    assert!(fw(&m, Direction::Out, &db).is_empty());
+
+    // DB: only app (5432) and monitoring may come in; it opens nothing itself.
+    let m = w.map("db");
+    assert_eq!(names(&m), vec!["app", "dc-gw", "prometheus"]);
+    assert_eq!(fw(&m, Direction::In, &app), vec![tcp(5432)]);
+    assert!(
+        m.firewall_rules
+            .iter()
+            .all(|r| r.direction == Direction::In)
+    );
+    assert!(
+        fw(&m, Direction::In, &web).is_empty(),
+        "web must not reach the DB"
+    );
+
+    // Support laptops do not reach app or DB.
+    let m = w.map("support");
+    assert!(fw(&m, Direction::Out, &app).is_empty() && fw(&m, Direction::Out, &db).is_empty());
+
+    // The DNS router allows every source peer on 53/udp and 53/tcp to each resolver.
+    let g = w.map("dc-gw");
+    assert_eq!(g.route_firewall_rules.len(), 4);
+    let mut expected: Vec<IpNet> = [&devops, &support, &web, &app, &db, &mon]
+        .iter()
+        .map(|p| ip_of(p))
+        .collect();
+    expected.sort();
+    for r in &g.route_firewall_rules {
+        assert_eq!(r.source_ranges, expected);
+        assert_eq!(r.port, Some(PortRange::single(53)));
+        assert!(matches!(r.protocol, Protocol::Udp | Protocol::Tcp));
+    }
+    assert_eq!(names(&g).len(), 6);
+    assert!(!names(&g).contains(&"dc-gw"));
+    let _ = gw;
+}
+
+#[test]
+fn site_to_vpn_resource_as_source() {
+    let mut w = World::zero_trust();
+    w.group("Monitoring Targets");
+    let target = w.peer("laptop", &["Monitoring Targets"]);
+    w.peer("gw", &[]);
+    w.network("Office");
+    let lan = w.resource("Office", "Office LAN", "192.168.10.0/24", &[]);
+    w.router("Office", "gw", 100, true);
+    w.a.create_policy(&PolicyInput {
+        name: "lan-health-checks".into(),
+        source_resource: Some(TargetInput {
+            kind: "resource".into(),
+            id: "Office LAN".into(),
+        }),
+        destinations: Some(vec!["Monitoring Targets".into()]),
+        protocol: Some("tcp".into()),
+        ports: Some(vec![PortSpec::Number(9100)]),
+        ..Default::default()
+    })
+    .unwrap();
+    let m = w.map("laptop");
+    assert_eq!(names(&m), vec!["gw"]);
+    assert_eq!(m.firewall_rules.len(), 1);
+    assert_eq!(m.firewall_rules[0].peer_ip, net("192.168.10.0/24"));
+    assert_eq!(m.firewall_rules[0].direction, Direction::In);
+    assert_eq!(m.routes.len(), 1);
+    let g = w.map("gw");
+    assert_eq!(names(&g), vec!["laptop"]);
+    assert_eq!(g.route_firewall_rules.len(), 1);
+    let r = &g.route_firewall_rules[0];
+    assert_eq!(r.source_ranges, vec![net("192.168.10.0/24")]);
+    assert_eq!(r.destination, Some(ip_of(&target)));
+    assert!(r.route_id.starts_with(&lan.id));
+}
+
+#[test]
+fn drop_rules_reach_the_router_but_grant_no_route() {
+    let (mut w, alice, ..) = berlin();
+    w.policy(
+        "dev-to-apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &[],
+    );
+    w.a.create_policy(&PolicyInput {
+        name: "no-telnet".into(),
+        action: Some("drop".into()),
+        sources: Some(vec!["Development".into()]),
+        destinations: Some(vec!["Internal Apps".into()]),
+        protocol: Some("tcp".into()),
+        ports: Some(vec![PortSpec::Number(23)]),
+        ..Default::default()
+    })
+    .unwrap();
+    let g = w.map("office-gw");
+    assert!(
+        g.route_firewall_rules
+            .iter()
+            .any(|r| r.action == Action::Drop
+                && r.port == Some(PortRange::single(23))
+                && r.source_ranges == vec![ip_of(&alice)])
+    );
+    // Only the accept policy created routes (2 resources x 1 router).
+    assert_eq!(w.map("alice-laptop").routes.len(), 2);
+}

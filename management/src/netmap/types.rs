@@ -1,0 +1,165 @@
+//! The network map a peer receives, as plain Rust data (converted to NetBird's protobuf
+//! `management.NetworkMap` by [`super::proto`]).
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Action, PeerId, PolicyId, PortRange, Protocol, ResourceId};
+
+/// Everything one peer needs to know: whom to connect to, what to route, what to allow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkMap {
+    /// The account serial this map was computed at; higher is newer.
+    pub serial: u64,
+    /// The peer's own settings.
+    pub peer_config: PeerConfig,
+    /// Peers to configure as WireGuard peers, sorted by id.
+    pub remote_peers: Vec<RemotePeer>,
+    /// Routes to resources (client side: via a router; router side: its own resources),
+    /// sorted by id.
+    pub routes: Vec<Route>,
+    /// Peer ACL (input chain): traffic to and from this peer's overlay address.
+    pub firewall_rules: Vec<FirewallRule>,
+    /// Route ACL (forward chain) of a routing peer.
+    pub route_firewall_rules: Vec<RouteFirewallRule>,
+    /// DNS settings (placeholder: no name servers or zones are managed yet).
+    pub dns: DnsConfig,
+    /// Process posture checks the agent must answer (paths it reports in `meta.files`).
+    pub checks: Vec<ClientCheck>,
+}
+
+/// The peer's own settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    /// Overlay address with the overlay prefix length, e.g. `100.64.0.7/10`.
+    pub address: Ipv4Net,
+    /// `<dns label>.<dns domain>`.
+    pub fqdn: String,
+    /// False while the peer waits for approval (its map is then empty).
+    pub approved: bool,
+}
+
+/// A peer this peer connects to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemotePeer {
+    /// Its id.
+    pub id: PeerId,
+    /// Its name.
+    pub name: String,
+    /// Its WireGuard public key.
+    pub wg_pubkey: String,
+    /// Its overlay address as /32 (routed prefixes are added by the agent's route manager).
+    pub allowed_ips: Vec<IpNet>,
+    /// Its DNS name.
+    pub fqdn: String,
+    /// Its agent version.
+    pub agent_version: String,
+}
+
+/// What a route points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkType {
+    /// An IPv4 prefix.
+    Ipv4,
+    /// An IPv6 prefix.
+    Ipv6,
+    /// Domains, resolved through the routing peer.
+    Domain,
+}
+
+/// A route to one resource through one routing peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// `<resource id>:<router peer id>`.
+    pub id: String,
+    /// The Network the resource is in.
+    pub network_id: String,
+    /// HA group key: the resource name (routes with the same net_id are alternatives).
+    pub net_id: String,
+    /// The resource.
+    pub resource_id: ResourceId,
+    /// Destination prefix (host and subnet resources).
+    pub network: Option<IpNet>,
+    /// Domains (domain resources).
+    pub domains: Vec<String>,
+    /// Prefix family or domain.
+    pub network_type: NetworkType,
+    /// The routing peer.
+    pub router_peer_id: PeerId,
+    /// The routing peer's WireGuard public key.
+    pub router_wg_pubkey: String,
+    /// Lower is preferred.
+    pub metric: u16,
+    /// The routing peer masquerades this traffic.
+    pub masquerade: bool,
+    /// Keep resolved addresses routed when DNS changes (domain routes).
+    pub keep_route: bool,
+}
+
+/// Direction of a peer ACL rule, seen from this peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Traffic from `peer_ip` to this peer.
+    In,
+    /// Traffic from this peer to `peer_ip`.
+    Out,
+}
+
+/// One peer ACL rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FirewallRule {
+    /// The remote side: a peer's overlay /32, or a LAN prefix for Site-to-VPN.
+    pub peer_ip: IpNet,
+    /// In or out.
+    pub direction: Direction,
+    /// Accept or drop.
+    pub action: Action,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port or range; `None` = every port.
+    pub port: Option<PortRange>,
+    /// The policy it comes from.
+    pub policy_id: PolicyId,
+}
+
+/// One route ACL rule on a routing peer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RouteFirewallRule {
+    /// The route (`<resource id>:<this peer id>`) it belongs to.
+    pub route_id: String,
+    /// Allowed sources: overlay /32s of the source peers (a LAN prefix for Site-to-VPN).
+    pub source_ranges: Vec<IpNet>,
+    /// Destination prefix; `None` for domain resources.
+    pub destination: Option<IpNet>,
+    /// Domains of a domain resource.
+    pub domains: Vec<String>,
+    /// The rule belongs to a domain (DNS) route.
+    pub is_dynamic: bool,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port or range; `None` = every port.
+    pub port: Option<PortRange>,
+    /// Accept or drop.
+    pub action: Action,
+    /// The policy it comes from.
+    pub policy_id: PolicyId,
+}
+
+/// DNS settings. A placeholder: the server does not manage name servers or zones yet, so the
+/// agent's DNS service stays off.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    /// Run the agent's DNS service.
+    pub service_enable: bool,
+    /// The account's DNS domain (peer names live under it).
+    pub domain: String,
+}
+
+/// A process posture check the agent answers: the paths to report on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCheck {
+    /// Executable paths for this peer's OS.
+    pub files: Vec<String>,
+}

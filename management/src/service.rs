@@ -1,0 +1,247 @@
+//! The service: the one place the account changes. It owns the current account (an immutable
+//! snapshot behind an `Arc`) and the store; each change runs on a copy, is stored in one
+//! transaction, and only then becomes the current account with a higher serial. Watchers (the
+//! gRPC Sync streams) learn of every new serial through a `watch` channel.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::model::{Account, ModelError};
+use crate::netmap::{Netmapper, NetworkMap};
+use crate::store::{Store, StoreError};
+
+/// Why a service call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request was refused; nothing changed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Storing failed; nothing changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct State {
+    account: Arc<Account>,
+    store: Store,
+}
+
+/// The management service.
+pub struct Service {
+    state: Mutex<State>,
+    changes: watch::Sender<u64>,
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Service {
+    /// Opens the service over a store: loads the account, or creates and stores a new one (with
+    /// the All group and the Default policy).
+    pub fn new(mut store: Store) -> Result<Service, ServiceError> {
+        let account = match store.load_account()? {
+            Some(a) => a,
+            None => {
+                let a = Account::new("default");
+                store.save(None, &a)?;
+                tracing::info!(account = %a.id, "created a new account");
+                a
+            }
+        };
+        let (changes, _) = watch::channel(account.serial);
+        Ok(Service {
+            state: Mutex::new(State {
+                account: Arc::new(account),
+                store,
+            }),
+            changes,
+        })
+    }
+
+    /// Opens the database file at `path` (creating it) and the service over it.
+    pub fn open(path: &Path) -> Result<Service, ServiceError> {
+        Self::new(Store::open(path)?)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change (changes are made
+        // on a copy), so a poisoned lock is safe to use.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current account (a snapshot; cheap).
+    pub fn account(&self) -> Arc<Account> {
+        self.lock().account.clone()
+    }
+
+    /// Runs `op` on a copy of the account. On success, if anything changed, the serial goes up,
+    /// the change is stored in one transaction, and the copy becomes the account. On any error
+    /// nothing changes.
+    pub fn mutate<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Account, u64) -> Result<T, ModelError>,
+    ) -> Result<T, ServiceError> {
+        self.apply(op, true, f)
+    }
+
+    /// Like [`Self::mutate`] for bookkeeping that no network map depends on (connection state,
+    /// last-seen times): stored, but the serial stays and nobody is notified.
+    pub fn record<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Account, u64) -> Result<T, ModelError>,
+    ) -> Result<T, ServiceError> {
+        self.apply(op, false, f)
+    }
+
+    fn apply<T>(
+        &self,
+        op: &'static str,
+        bump: bool,
+        f: impl FnOnce(&mut Account, u64) -> Result<T, ModelError>,
+    ) -> Result<T, ServiceError> {
+        let now = now_secs();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut next = (*st.account).clone();
+        let out = match f(&mut next, now) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(op, error = %e, "request refused");
+                return Err(e.into());
+            }
+        };
+        if next == *st.account {
+            return Ok(out);
+        }
+        next.serial = st.account.serial + u64::from(bump);
+        let serial = next.serial;
+        if let Err(e) = st.store.save(Some(&st.account), &next) {
+            tracing::error!(op, error = %e, "storing a change failed; nothing changed");
+            return Err(e.into());
+        }
+        st.account = Arc::new(next);
+        drop(guard);
+        if bump {
+            tracing::info!(op, serial, "account changed");
+            self.changes.send_replace(serial);
+        } else {
+            tracing::debug!(op, serial, "bookkeeping stored");
+        }
+        Ok(out)
+    }
+
+    /// A receiver that sees the serial of every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The network map of a peer, computed on the current account.
+    pub fn network_map(&self, peer_key: &str) -> Result<NetworkMap, ServiceError> {
+        let a = self.account();
+        let id = a.peer_id(peer_key)?;
+        Netmapper::new(&a).map_for(&id).ok_or_else(|| {
+            ServiceError::Model(ModelError::NotFound {
+                kind: "peer",
+                key: peer_key.to_string(),
+            })
+        })
+    }
+
+    /// The stored server private key, generating and storing it with `generate` on first use.
+    pub fn server_private_key(
+        &self,
+        generate: impl FnOnce() -> String,
+    ) -> Result<String, ServiceError> {
+        let mut st = self.lock();
+        if let Some(k) = st.store.server_key()? {
+            return Ok(k);
+        }
+        let k = generate();
+        Ok(st.store.init_server_key(&k, now_secs())?)
+    }
+
+    /// Removes ephemeral peers offline for longer than the account allows; returns how many.
+    pub fn remove_stale_ephemeral(&self) -> Result<usize, ServiceError> {
+        let removed = self.mutate("remove_stale_ephemeral", |a, now| {
+            Ok(a.remove_stale_ephemeral(now))
+        })?;
+        for p in &removed {
+            tracing::info!(peer = %p.id, name = %p.name, "removed offline ephemeral peer");
+        }
+        Ok(removed.len())
+    }
+
+    /// Runs the periodic clean-up (ephemeral peers) every `every` until the runtime stops.
+    pub fn spawn_housekeeping(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let s = svc.clone();
+                match tokio::task::spawn_blocking(move || s.remove_stale_ephemeral()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "ephemeral clean-up failed"),
+                    Err(e) => tracing::warn!(error = %e, "ephemeral clean-up task failed"),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GroupInput;
+
+    #[test]
+    fn serial_rises_with_every_change_and_refusals_change_nothing() {
+        let svc = Service::new(Store::open_in_memory().unwrap()).unwrap();
+        let mut rx = svc.subscribe();
+        let s0 = svc.account().serial;
+        let input = GroupInput {
+            name: "Ops".into(),
+            ..Default::default()
+        };
+        svc.mutate("create_group", |a, _| a.create_group(&input))
+            .unwrap();
+        let s1 = svc.account().serial;
+        assert_eq!(s1, s0 + 1);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), s1);
+        let before = svc.account();
+        assert!(
+            svc.mutate("create_group", |a, _| a.create_group(&input))
+                .is_err()
+        );
+        assert_eq!(svc.account(), before);
+        assert!(!rx.has_changed().unwrap());
+        // A no-op change (revoking twice) does not bump the serial.
+        svc.mutate("k", |a, now| {
+            a.create_setup_key(
+                &crate::model::SetupKeyInput {
+                    name: "k".into(),
+                    ..Default::default()
+                },
+                now,
+            )
+        })
+        .unwrap();
+        svc.mutate("revoke", |a, _| a.revoke_setup_key("k"))
+            .unwrap();
+        let s = svc.account().serial;
+        svc.mutate("revoke", |a, _| a.revoke_setup_key("k"))
+            .unwrap();
+        assert_eq!(svc.account().serial, s);
+    }
+}

@@ -1,0 +1,283 @@
+//! The SQLite store: the account and its entities, and the server key. [`Store::save`] writes
+//! the difference between two versions of the account in one transaction, so a change is
+//! stored completely or not at all.
+
+pub mod migrations;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params_from_iter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::Account;
+
+/// Default database file name (in the data directory).
+pub const DB_FILE: &str = "swiftgate-management.db";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row does not decode.
+    #[error("stored data: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The schema is not one this server knows.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// An open database.
+pub struct Store {
+    conn: Connection,
+}
+
+/// One entity table: its extra indexed columns, filled from the entity.
+struct Table<T> {
+    name: &'static str,
+    columns: &'static [&'static str],
+    values: fn(&T) -> Vec<String>,
+}
+
+fn sync_table<T: Serialize + PartialEq>(
+    tx: &Transaction<'_>,
+    table: &Table<T>,
+    old: Option<&BTreeMap<String, T>>,
+    new: &BTreeMap<String, T>,
+) -> Result<(), StoreError> {
+    if let Some(old) = old {
+        let mut del = tx.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name))?;
+        for id in old.keys().filter(|id| !new.contains_key(*id)) {
+            del.execute([id])?;
+        }
+    }
+    let cols = table.columns.join(", ");
+    let marks: Vec<String> = (1..=table.columns.len() + 2)
+        .map(|i| format!("?{i}"))
+        .collect();
+    let updates: Vec<String> = table
+        .columns
+        .iter()
+        .chain(std::iter::once(&"body"))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {t} (id, {cols}{sep}body) VALUES ({marks}) \
+         ON CONFLICT(id) DO UPDATE SET {updates}",
+        t = table.name,
+        sep = if cols.is_empty() { "" } else { ", " },
+        cols = cols,
+        marks = marks.join(", "),
+        updates = updates.join(", "),
+    );
+    let mut up = tx.prepare_cached(&sql)?;
+    for (id, e) in new {
+        if old.and_then(|o| o.get(id)) == Some(e) {
+            continue;
+        }
+        let mut vals = vec![id.clone()];
+        vals.extend((table.values)(e));
+        vals.push(serde_json::to_string(e)?);
+        up.execute(params_from_iter(vals.iter()))?;
+    }
+    Ok(())
+}
+
+fn load_table<T: DeserializeOwned>(
+    conn: &Connection,
+    table: &str,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    let mut st = conn.prepare(&format!("SELECT id, body FROM {table}"))?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (id, body) = row?;
+        out.insert(id, serde_json::from_str(&body)?);
+    }
+    Ok(out)
+}
+
+macro_rules! table {
+    ($name:literal, [$($col:literal),*], |$e:ident: $t:ty| [$($val:expr),*]) => {
+        Table::<$t> {
+            name: $name,
+            columns: &[$($col),*],
+            values: |$e: &$t| vec![$($val),*],
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
+        // WAL with full sync: a committed change survives a crash of the process or machine.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")?;
+        migrations::migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        migrations::current(&self.conn)
+    }
+
+    /// The stored account, if any.
+    pub fn load_account(&self) -> Result<Option<Account>, StoreError> {
+        let head: Option<(String, i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT id, serial, settings FROM account LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, serial, settings)) = head else {
+            return Ok(None);
+        };
+        Ok(Some(Account {
+            id,
+            serial: serial as u64,
+            settings: serde_json::from_str(&settings)?,
+            peers: load_table(&self.conn, "peers")?,
+            groups: load_table(&self.conn, "groups")?,
+            networks: load_table(&self.conn, "networks")?,
+            resources: load_table(&self.conn, "resources")?,
+            routers: load_table(&self.conn, "routers")?,
+            policies: load_table(&self.conn, "policies")?,
+            setup_keys: load_table(&self.conn, "setup_keys")?,
+            posture_checks: load_table(&self.conn, "posture_checks")?,
+        }))
+    }
+
+    /// Writes what changed from `old` (`None`: nothing stored yet) to `new`, in one
+    /// transaction: on error nothing is written.
+    pub fn save(&mut self, old: Option<&Account>, new: &Account) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        if old.is_none_or(|o| o.serial != new.serial || o.settings != new.settings) {
+            tx.execute(
+                "INSERT INTO account (id, serial, settings) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(id) DO UPDATE SET serial = excluded.serial, \
+                 settings = excluded.settings",
+                rusqlite::params![
+                    new.id,
+                    new.serial as i64,
+                    serde_json::to_string(&new.settings)?
+                ],
+            )?;
+        }
+        // Children are deleted before parents and inserted after them (no FK constraints are
+        // declared, but the order keeps every intermediate state meaningful).
+        sync_table(
+            &tx,
+            &table!("routers", ["network_id"], |e: crate::model::Router| [e
+                .network_id
+                .clone()]),
+            old.map(|o| &o.routers),
+            &new.routers,
+        )?;
+        sync_table(
+            &tx,
+            &table!(
+                "resources",
+                ["name", "network_id"],
+                |e: crate::model::Resource| [e.name.clone(), e.network_id.clone()]
+            ),
+            old.map(|o| &o.resources),
+            &new.resources,
+        )?;
+        sync_table(
+            &tx,
+            &table!("networks", ["name"], |e: crate::model::Network| [e
+                .name
+                .clone()]),
+            old.map(|o| &o.networks),
+            &new.networks,
+        )?;
+        sync_table(
+            &tx,
+            &table!("policies", ["name"], |e: crate::model::Policy| [e
+                .name
+                .clone()]),
+            old.map(|o| &o.policies),
+            &new.policies,
+        )?;
+        sync_table(
+            &tx,
+            &table!(
+                "posture_checks",
+                ["name"],
+                |e: crate::model::PostureCheck| [e.name.clone()]
+            ),
+            old.map(|o| &o.posture_checks),
+            &new.posture_checks,
+        )?;
+        sync_table(
+            &tx,
+            &table!(
+                "peers",
+                ["name", "wg_pubkey", "ip"],
+                |e: crate::model::Peer| [e.name.clone(), e.wg_pubkey.clone(), e.ip.to_string()]
+            ),
+            old.map(|o| &o.peers),
+            &new.peers,
+        )?;
+        sync_table(
+            &tx,
+            &table!(
+                "setup_keys",
+                ["name", "key_hash"],
+                |e: crate::model::SetupKey| [e.name.clone(), e.key_hash.clone()]
+            ),
+            old.map(|o| &o.setup_keys),
+            &new.setup_keys,
+        )?;
+        sync_table(
+            &tx,
+            &table!("groups", ["name"], |e: crate::model::Group| [e
+                .name
+                .clone()]),
+            old.map(|o| &o.groups),
+            &new.groups,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored server private key (base64), if one was generated.
+    pub fn server_key(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT private_key FROM server_key WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Stores the server private key (base64) unless one is stored already; returns the one in
+    /// force.
+    pub fn init_server_key(&mut self, private_key: &str, now: u64) -> Result<String, StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO server_key (id, private_key, created_at) VALUES (1, ?1, ?2)",
+            rusqlite::params![private_key, now as i64],
+        )?;
+        self.server_key()?
+            .ok_or_else(|| StoreError::Schema("server key vanished after insert".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

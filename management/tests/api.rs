@@ -1,0 +1,737 @@
+//! Admin REST API end to end, in process (tower `oneshot` on the axum router): the Berlin
+//! Office walkthrough, the validation matrix (every bad request a 4xx with a JSON error and
+//! nothing written, in memory or on disk), persistence across a restart, the bearer token.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use swiftgate_management::api;
+use swiftgate_management::service::Service;
+use swiftgate_management::store::{DB_FILE, Store};
+use tower::ServiceExt as _;
+
+fn wg_key(i: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([i; 32])
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call_raw(app, method, path, body.map(|b| b.to_string()), None).await
+}
+
+async fn call_raw(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+    };
+    (status, v)
+}
+
+async fn ok(app: &Router, method: Method, path: &str, body: Option<Value>) -> Value {
+    let (s, v) = call(app, method.clone(), path, body).await;
+    assert!(s.is_success(), "{method} {path}: {s} {v}");
+    v
+}
+
+/// The Berlin Office set-up through the API: groups, keys, peers, Network, resources, router.
+async fn berlin(app: &Router) -> (Value, Value) {
+    ok(app, Method::DELETE, "/api/policies/Default", None).await;
+    ok(
+        app,
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "Development"})),
+    )
+    .await;
+    ok(
+        app,
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "Internal Apps"})),
+    )
+    .await;
+    let dev_key = ok(
+        app,
+        Method::POST,
+        "/api/setup-keys",
+        Some(json!({"name": "setup-dev-laptops", "auto_groups": ["Development"]})),
+    )
+    .await;
+    let gw_key = ok(
+        app,
+        Method::POST,
+        "/api/setup-keys",
+        Some(json!({"name": "setup-prod-routers", "type": "one-off"})),
+    )
+    .await;
+    let alice = ok(
+        app,
+        Method::POST,
+        "/api/peers",
+        Some(
+            json!({"setup_key": dev_key["key"], "wg_pubkey": wg_key(1), "name": "alice-laptop",
+                    "meta": {"os": "linux", "client_version": "0.50.0"}}),
+        ),
+    )
+    .await;
+    let gw = ok(
+        app,
+        Method::POST,
+        "/api/peers",
+        Some(json!({"setup_key": gw_key["key"], "wg_pubkey": wg_key(2), "name": "office-gw"})),
+    )
+    .await;
+    ok(
+        app,
+        Method::POST,
+        "/api/networks",
+        Some(json!({"name": "Berlin Office"})),
+    )
+    .await;
+    ok(
+        app,
+        Method::POST,
+        "/api/networks/Berlin%20Office/resources",
+        Some(json!({"name": "Internal Wiki", "address": "10.10.0.5/32", "groups": ["Internal Apps"]})),
+    )
+    .await;
+    ok(
+        app,
+        Method::POST,
+        "/api/networks/Berlin%20Office/resources",
+        Some(json!({"name": "Grafana", "address": "grafana.berlin.internal", "groups": ["Internal Apps"]})),
+    )
+    .await;
+    ok(
+        app,
+        Method::POST,
+        "/api/networks/Berlin%20Office/routers",
+        Some(json!({"peer": "office-gw", "metric": 100})),
+    )
+    .await;
+    (alice, gw)
+}
+
+fn app() -> (Router, Arc<Service>) {
+    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
+    (api::router(svc.clone(), None), svc)
+}
+
+#[tokio::test]
+async fn berlin_office_walkthrough_through_the_api() {
+    let (app, _svc) = app();
+    let (alice, gw) = berlin(&app).await;
+    assert_eq!(
+        alice["group_names"],
+        json!(["All", "Development"]),
+        "auto-group applied"
+    );
+
+    // No policy yet: nothing reachable.
+    let m = ok(
+        &app,
+        Method::GET,
+        "/api/peers/alice-laptop/network-map",
+        None,
+    )
+    .await;
+    assert_eq!(m["routes"], json!([]));
+    assert_eq!(m["remote_peers"], json!([]));
+    let serial0 = m["serial"].as_u64().unwrap();
+
+    // The seeds' API example shape (flattened single rule).
+    let (s, pol) = call(
+        &app,
+        Method::POST,
+        "/api/policies",
+        Some(json!({
+            "name": "dev-to-apps",
+            "description": "Development reaches the Berlin office apps",
+            "enabled": true,
+            "source_groups": ["Development"],
+            "destination_groups": ["Internal Apps"],
+            "protocol": "tcp",
+            "ports": ["443"]
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{pol}");
+
+    let m = ok(
+        &app,
+        Method::GET,
+        "/api/peers/alice-laptop/network-map",
+        None,
+    )
+    .await;
+    assert!(m["serial"].as_u64().unwrap() > serial0);
+    assert_eq!(m["remote_peers"][0]["name"], "office-gw");
+    let wiki = m["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["net_id"] == "Internal Wiki")
+        .unwrap();
+    assert_eq!(wiki["network"], "10.10.0.5/32");
+    assert_eq!(wiki["masquerade"], true);
+    assert_eq!(wiki["metric"], 100);
+    assert_eq!(wiki["router_wg_pubkey"], gw["wg_pubkey"]);
+
+    let g = ok(&app, Method::GET, "/api/peers/office-gw/network-map", None).await;
+    let rules = g["route_firewall_rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2);
+    let wiki_rule = rules
+        .iter()
+        .find(|r| r["destination"] == "10.10.0.5/32")
+        .unwrap();
+    assert_eq!(
+        wiki_rule["source_ranges"],
+        json!([format!("{}/32", alice["ip"].as_str().unwrap())])
+    );
+    assert_eq!(wiki_rule["protocol"], "tcp");
+    assert_eq!(wiki_rule["port"], "443");
+
+    // Disable, then enable again.
+    ok(
+        &app,
+        Method::POST,
+        "/api/policies/dev-to-apps/disable",
+        None,
+    )
+    .await;
+    let m = ok(
+        &app,
+        Method::GET,
+        "/api/peers/alice-laptop/network-map",
+        None,
+    )
+    .await;
+    assert_eq!(m["routes"], json!([]));
+    ok(&app, Method::POST, "/api/policies/dev-to-apps/enable", None).await;
+    let m = ok(
+        &app,
+        Method::GET,
+        "/api/peers/alice-laptop/network-map",
+        None,
+    )
+    .await;
+    assert_eq!(m["routes"].as_array().unwrap().len(), 2);
+
+    // Listing endpoints.
+    let nets = ok(&app, Method::GET, "/api/networks", None).await;
+    assert_eq!(nets[0]["resources_count"], 2);
+    let res = ok(&app, Method::GET, "/api/resources", None).await;
+    assert!(
+        res.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["type"] == "domain")
+    );
+    let keys = ok(&app, Method::GET, "/api/setup-keys", None).await;
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("key_hash").is_none() && k.get("key").is_none())
+    );
+    let one_off = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "setup-prod-routers")
+        .unwrap();
+    assert_eq!(one_off["valid"], false, "one-off key used");
+}
+
+/// Every invalid request: a 4xx with `{ "error" }` naming the problem, and nothing written.
+#[tokio::test]
+async fn validation_matrix_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    let svc = Arc::new(Service::open(&db).unwrap());
+    let app = api::router(svc.clone(), None);
+    berlin(&app).await;
+    ok(
+        &app,
+        Method::POST,
+        "/api/policies",
+        Some(json!({
+            "name": "dev-to-apps", "sources": ["Development"], "destinations": ["Internal Apps"],
+            "protocol": "tcp", "ports": [443]
+        })),
+    )
+    .await;
+    let before = svc.account();
+
+    let pol = |extra: Value| {
+        let mut b = json!({"name": "p2", "sources": ["Development"], "destinations": ["Internal Apps"], "protocol": "tcp"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let cases: Vec<(Method, &str, Value, StatusCode, &str)> = vec![
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"sources": ["Nope"]})),
+            StatusCode::BAD_REQUEST,
+            "unknown group \"Nope\"",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"ports": ["90-80"]})),
+            StatusCode::BAD_REQUEST,
+            "reversed port range 90-80",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"ports": [0]})),
+            StatusCode::BAD_REQUEST,
+            "port 0",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"ports": [70000]})),
+            StatusCode::BAD_REQUEST,
+            "above 65535",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"protocol": "icmp", "ports": ["22"]})),
+            StatusCode::BAD_REQUEST,
+            "only allowed with tcp or udp",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"protocol": "sctp"})),
+            StatusCode::BAD_REQUEST,
+            "unknown protocol",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"action": "maybe"})),
+            StatusCode::BAD_REQUEST,
+            "unknown action",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"name": "dev-to-apps"})),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"destinations": []})),
+            StatusCode::BAD_REQUEST,
+            "no destinations",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"destination_resource": {"type": "resource", "id": "Ghost"}})),
+            StatusCode::BAD_REQUEST,
+            "unknown resource \"Ghost\"",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"source_posture_checks": ["missing"]})),
+            StatusCode::BAD_REQUEST,
+            "unknown posture check",
+        ),
+        (
+            Method::POST,
+            "/api/policies",
+            pol(json!({"colour": "blue"})),
+            StatusCode::BAD_REQUEST,
+            "unknown field `colour`",
+        ),
+        (
+            Method::PUT,
+            "/api/policies/nope",
+            pol(json!({})),
+            StatusCode::NOT_FOUND,
+            "policy \"nope\" not found",
+        ),
+        (
+            Method::POST,
+            "/api/groups",
+            json!({"name": "Development"}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::POST,
+            "/api/groups",
+            json!({"name": "  "}),
+            StatusCode::BAD_REQUEST,
+            "name is empty",
+        ),
+        (
+            Method::POST,
+            "/api/groups",
+            json!({"name": "x", "peers": ["nobody"]}),
+            StatusCode::BAD_REQUEST,
+            "unknown peer",
+        ),
+        (
+            Method::PUT,
+            "/api/groups/All",
+            json!({"name": "Everyone"}),
+            StatusCode::BAD_REQUEST,
+            "cannot be changed",
+        ),
+        (
+            Method::POST,
+            "/api/networks",
+            json!({"name": "Berlin Office"}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            json!({"name": "x", "address": "10.0.0.0/33"}),
+            StatusCode::BAD_REQUEST,
+            "bad CIDR",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            json!({"name": "x", "address": "10.0.0.1/8"}),
+            StatusCode::BAD_REQUEST,
+            "host bits set",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            json!({"name": "x", "address": "*.*.internal"}),
+            StatusCode::BAD_REQUEST,
+            "bad wildcard domain",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            json!({"name": "Internal Wiki", "address": "10.0.0.9"}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            json!({"name": "x", "address": "10.0.0.9", "groups": ["Nope"]}),
+            StatusCode::BAD_REQUEST,
+            "unknown group",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Paris/resources",
+            json!({"name": "x", "address": "10.0.0.9"}),
+            StatusCode::NOT_FOUND,
+            "network \"Paris\" not found",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/routers",
+            json!({"peer": "alice-laptop", "metric": 10000}),
+            StatusCode::BAD_REQUEST,
+            "metric 10000",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/routers",
+            json!({"peer": "office-gw"}),
+            StatusCode::CONFLICT,
+            "already routes",
+        ),
+        (
+            Method::POST,
+            "/api/networks/Berlin%20Office/routers",
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "needs a peer or peer_groups",
+        ),
+        (
+            Method::POST,
+            "/api/setup-keys",
+            json!({"name": "k", "type": "forever"}),
+            StatusCode::BAD_REQUEST,
+            "unknown setup key type",
+        ),
+        (
+            Method::POST,
+            "/api/setup-keys",
+            json!({"name": "k", "auto_groups": ["Ghosts"]}),
+            StatusCode::BAD_REQUEST,
+            "unknown group",
+        ),
+        (
+            Method::POST,
+            "/api/setup-keys",
+            json!({"name": "setup-dev-laptops"}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::POST,
+            "/api/peers",
+            json!({"setup_key": "00000000-0000-4000-8000-000000000000", "wg_pubkey": wg_key(9)}),
+            StatusCode::FORBIDDEN,
+            "setup key is invalid",
+        ),
+        (
+            Method::POST,
+            "/api/peers",
+            json!({"setup_key": "x", "wg_pubkey": "not-a-key"}),
+            StatusCode::BAD_REQUEST,
+            "not a WireGuard public key",
+        ),
+        (
+            Method::PUT,
+            "/api/peers/alice-laptop",
+            json!({"name": "office-gw"}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            Method::PUT,
+            "/api/peers/alice-laptop",
+            json!({"groups": ["Nope"]}),
+            StatusCode::BAD_REQUEST,
+            "unknown group",
+        ),
+        (
+            Method::DELETE,
+            "/api/peers/office-gw",
+            Value::Null,
+            StatusCode::CONFLICT,
+            "is a router",
+        ),
+        (
+            Method::DELETE,
+            "/api/groups/Development",
+            Value::Null,
+            StatusCode::CONFLICT,
+            "used by policy",
+        ),
+        (
+            Method::DELETE,
+            "/api/groups/All",
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            "cannot be deleted",
+        ),
+        (
+            Method::POST,
+            "/api/posture-checks",
+            json!({"name": "geo", "checks": {"geo_location": {"locations": [{"country_code": "DE"}]}}}),
+            StatusCode::BAD_REQUEST,
+            "GeoIP",
+        ),
+        (
+            Method::POST,
+            "/api/posture-checks",
+            json!({"name": "v", "checks": {"client_version": {"min_version": "new"}}}),
+            StatusCode::BAD_REQUEST,
+            "bad version",
+        ),
+        (
+            Method::POST,
+            "/api/posture-checks",
+            json!({"name": "r", "checks": {"peer_network_range": {"ranges": ["10.0.0.0/40"]}}}),
+            StatusCode::BAD_REQUEST,
+            "bad CIDR",
+        ),
+        (
+            Method::PUT,
+            "/api/settings",
+            json!({"overlay_range": "10.0.0.0/8"}),
+            StatusCode::BAD_REQUEST,
+            "not inside 100.64.0.0/10",
+        ),
+        (
+            Method::PUT,
+            "/api/settings",
+            json!({"ephemeral_offline_secs": 5}),
+            StatusCode::BAD_REQUEST,
+            "at least 60",
+        ),
+        (
+            Method::GET,
+            "/api/nothing-here",
+            Value::Null,
+            StatusCode::NOT_FOUND,
+            "no such API endpoint",
+        ),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let body = (!body.is_null()).then_some(body);
+        let (s, v) = call(&app, method.clone(), path, body.clone()).await;
+        assert_eq!(s, status, "{method} {path} {body:?}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no error field in {v}"));
+        assert!(
+            msg.contains(needle),
+            "{method} {path}: {msg:?} does not contain {needle:?}"
+        );
+        assert_eq!(svc.account(), before, "{method} {path} changed the account");
+    }
+    // Malformed JSON.
+    let (s, v) = call_raw(
+        &app,
+        Method::POST,
+        "/api/groups",
+        Some("{not json".into()),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid request body")
+    );
+    assert_eq!(svc.account(), before);
+
+    // And nothing reached the disk either.
+    drop(app);
+    drop(svc);
+    let stored = Store::open(&db).unwrap().load_account().unwrap().unwrap();
+    assert_eq!(&stored, before.as_ref());
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    let before = {
+        let svc = Arc::new(Service::open(&db).unwrap());
+        let app = api::router(svc.clone(), None);
+        berlin(&app).await;
+        ok(
+            &app,
+            Method::POST,
+            "/api/posture-checks",
+            Some(json!({
+                "name": "min-client", "checks": {"client_version": {"min_version": "0.45.0"}}
+            })),
+        )
+        .await;
+        ok(&app, Method::POST, "/api/policies", Some(json!({
+            "name": "dev-to-apps", "sources": ["Development"], "destinations": ["Internal Apps"],
+            "protocol": "tcp", "ports": ["443", "8000-8080"], "source_posture_checks": ["min-client"]
+        }))).await;
+        ok(
+            &app,
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"peer_approval_required": true})),
+        )
+        .await;
+        svc.account()
+    };
+    let svc = Arc::new(Service::open(&db).unwrap());
+    assert_eq!(svc.account(), before);
+    let app = api::router(svc.clone(), None);
+    let m = ok(
+        &app,
+        Method::GET,
+        "/api/peers/alice-laptop/network-map",
+        None,
+    )
+    .await;
+    assert_eq!(m["routes"].as_array().unwrap().len(), 2);
+    assert_eq!(m["serial"].as_u64(), Some(before.serial));
+}
+
+#[tokio::test]
+async fn bearer_token_is_required_when_configured() {
+    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
+    let app = api::router(svc, Some("s3cret".into()));
+    let (s, v) = call_raw(&app, Method::GET, "/api/peers", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(v["error"].as_str().unwrap().contains("bearer token"));
+    let (s, _) = call_raw(&app, Method::GET, "/api/peers", None, Some("wrong")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call_raw(&app, Method::GET, "/api/peers", None, Some("s3cret")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn default_policy_and_rollback_through_the_api() {
+    let (app, _svc) = app();
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let k = ok(
+            &app,
+            Method::POST,
+            "/api/setup-keys",
+            Some(json!({"name": format!("k{i}")})),
+        )
+        .await;
+        ok(
+            &app,
+            Method::POST,
+            "/api/peers",
+            Some(json!({"setup_key": k["key"], "wg_pubkey": wg_key(10 + i as u8), "name": name})),
+        )
+        .await;
+    }
+    let m = ok(&app, Method::GET, "/api/peers/a/network-map", None).await;
+    assert_eq!(
+        m["remote_peers"][0]["name"], "b",
+        "Default: everyone sees everyone"
+    );
+    // Deleting Default with no replacement: nothing.
+    ok(&app, Method::DELETE, "/api/policies/Default", None).await;
+    let m = ok(&app, Method::GET, "/api/peers/a/network-map", None).await;
+    assert_eq!(m["remote_peers"], json!([]));
+    // A disabled emergency policy, enabled for rollback.
+    ok(&app, Method::POST, "/api/policies", Some(json!({
+        "name": "emergency", "enabled": false, "sources": ["All"], "destinations": ["All"], "bidirectional": true
+    }))).await;
+    let m = ok(&app, Method::GET, "/api/peers/a/network-map", None).await;
+    assert_eq!(m["remote_peers"], json!([]));
+    ok(&app, Method::POST, "/api/policies/emergency/enable", None).await;
+    let m = ok(&app, Method::GET, "/api/peers/a/network-map", None).await;
+    assert_eq!(m["remote_peers"][0]["name"], "b");
+}

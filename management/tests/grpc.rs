@@ -1,0 +1,336 @@
+//! The gRPC management service on 127.0.0.1 with swiftgate-proto's client: server key, Login
+//! with setup-key rules, Sync streaming and pushing changes within a second, approval, unknown
+//! keys, and the server key surviving a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use swiftgate_management::grpc::{Grpc, PeerServices, serve_on};
+use swiftgate_management::model::{GroupInput, PolicyInput, SettingsInput, SetupKeyInput};
+use swiftgate_management::service::Service;
+use swiftgate_management::store::{DB_FILE, Store};
+use swiftgate_proto::client::basic_meta;
+use swiftgate_proto::keys::KeyPair;
+use swiftgate_proto::management::SyncResponse;
+use swiftgate_proto::{ClientError, ManagementClient, SyncStream};
+use tonic::Code;
+
+struct Server {
+    svc: Arc<Service>,
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    public_key: String,
+}
+
+async fn start(svc: Arc<Service>) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let grpc = Grpc::new(
+        svc.clone(),
+        PeerServices {
+            signal: Some("127.0.0.1:10000".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let public_key = grpc.public_key().to_base64();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = serve_on(grpc, listener, async {
+        let _ = rx.await;
+    })
+    .unwrap();
+    Server {
+        svc,
+        url,
+        stop: Some(tx),
+        task,
+        public_key,
+    }
+}
+
+impl Server {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+
+    fn key(&self, name: &str, input: SetupKeyInput) -> String {
+        let input = SetupKeyInput {
+            name: name.into(),
+            ..input
+        };
+        self.svc
+            .mutate("key", |a, now| a.create_setup_key(&input, now))
+            .unwrap()
+            .1
+    }
+}
+
+fn code(e: &ClientError) -> Option<Code> {
+    e.code()
+}
+
+async fn next(stream: &mut SyncStream) -> SyncResponse {
+    tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("a map within 1 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+fn remote_names(r: &SyncResponse) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .network_map
+        .as_ref()
+        .unwrap()
+        .remote_peers
+        .iter()
+        .map(|p| p.fqdn.split('.').next().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_rules_and_live_sync() {
+    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
+    let srv = start(svc.clone()).await;
+    svc.mutate("g", |a, _| {
+        a.create_group(&GroupInput {
+            name: "Development".into(),
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    let once = srv.key(
+        "once",
+        SetupKeyInput {
+            kind: Some("one-off".into()),
+            auto_groups: vec!["Development".into()],
+            ..Default::default()
+        },
+    );
+    let client = ManagementClient::connect(srv.url.clone()).await.unwrap();
+    assert_eq!(
+        client.server_key().await.unwrap().to_base64(),
+        srv.public_key
+    );
+    client.is_healthy().await.unwrap();
+
+    // Unknown peer without a key: PermissionDenied.
+    let alice = KeyPair::generate();
+    let e = client
+        .login(None, &alice, basic_meta("alice", "0.50.0"))
+        .await
+        .unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+
+    // Registration with the one-off key (as the agent sends it: upper case is normalised).
+    let resp = client
+        .login(
+            Some(&once.to_uppercase()),
+            &alice,
+            basic_meta("alice", "0.50.0"),
+        )
+        .await
+        .unwrap();
+    let pc = resp.peer_config.unwrap();
+    assert!(pc.address.starts_with("100.64.0."), "{}", pc.address);
+    assert_eq!(
+        resp.netbird_config.unwrap().signal.unwrap().uri,
+        "127.0.0.1:10000"
+    );
+    let acct = svc.account();
+    let p = acct.peer_by_key(&alice.public().to_base64()).unwrap();
+    assert_eq!(p.groups.len(), 1, "auto-group applied");
+    assert_eq!(p.meta.client_version, "0.50.0");
+    // Logging in again needs no key.
+    client
+        .login(None, &alice, basic_meta("alice", "0.50.0"))
+        .await
+        .unwrap();
+
+    // The one-off key again for another peer: refused.
+    let bob = KeyPair::generate();
+    let e = client
+        .login(Some(&once), &bob, basic_meta("bob", "0.50.0"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NotFound), "{e}");
+    assert!(e.to_string().contains("one-off"), "{e}");
+    // Revoked and expired keys: refused.
+    let revoked = srv.key("revoked", SetupKeyInput::default());
+    svc.mutate("r", |a, _| a.revoke_setup_key("revoked"))
+        .unwrap();
+    let e = client
+        .login(Some(&revoked), &bob, basic_meta("bob", "0.50.0"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("revoked"), "{e}");
+    let expired = srv.key("expired", SetupKeyInput::default());
+    svc.mutate("x", |a, _| {
+        let id = a.setup_key_id("expired")?;
+        a.setup_keys.get_mut(&id).unwrap().expires_at = Some(1);
+        Ok(())
+    })
+    .unwrap();
+    let e = client
+        .login(Some(&expired), &bob, basic_meta("bob", "0.50.0"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+
+    let reusable = srv.key("reusable", SetupKeyInput::default());
+    client
+        .login(Some(&reusable), &bob, basic_meta("bob", "0.50.0"))
+        .await
+        .unwrap();
+
+    // Sync: the first map at once (Default policy: alice sees bob).
+    let mut stream = client
+        .sync(&alice, basic_meta("alice", "0.50.0"))
+        .await
+        .unwrap();
+    let first = next(&mut stream).await;
+    let serial0 = first.network_map.as_ref().unwrap().serial;
+    assert_eq!(remote_names(&first), vec!["bob"]);
+    assert!(
+        svc.account()
+            .peer_by_key(&alice.public().to_base64())
+            .unwrap()
+            .connected
+    );
+
+    // Deleting the Default policy is pushed within 1 s, with a higher serial.
+    svc.mutate("d", |a, _| a.delete_policy("Default")).unwrap();
+    let m = next(&mut stream).await;
+    let nm = m.network_map.as_ref().unwrap();
+    assert!(nm.serial > serial0);
+    assert!(nm.remote_peers.is_empty() && nm.remote_peers_is_empty);
+
+    // A change that does not affect alice's map is not pushed; one that does is.
+    svc.mutate("g2", |a, _| {
+        a.create_group(&GroupInput {
+            name: "Unrelated".into(),
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    svc.mutate("p", |a, _| {
+        a.create_policy(&PolicyInput {
+            name: "dev-to-all".into(),
+            sources: Some(vec!["Development".into()]),
+            destinations: Some(vec!["All".into()]),
+            protocol: Some("tcp".into()),
+            ports: Some(vec![swiftgate_management::model::PortSpec::Number(22)]),
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    let m = next(&mut stream).await;
+    let nm = m.network_map.as_ref().unwrap();
+    assert_eq!(remote_names(&m), vec!["bob"]);
+    assert_eq!(nm.firewall_rules.len(), 1);
+    assert_eq!(
+        nm.firewall_rules[0]
+            .port_info
+            .as_ref()
+            .unwrap()
+            .port_selection,
+        Some(swiftgate_proto::management::port_info::PortSelection::Port(
+            22
+        ))
+    );
+
+    // Closing the stream marks the peer disconnected.
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !svc.account()
+            .peer_by_key(&alice.public().to_base64())
+            .unwrap()
+            .connected
+    );
+
+    // A valid envelope from an unknown key gets nothing.
+    let mallory = KeyPair::generate();
+    let e = client
+        .sync(&mallory, basic_meta("m", "0.50.0"))
+        .await
+        .unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    drop(client);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unapproved_peers_get_an_empty_map_until_approved() {
+    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
+    svc.mutate("s", |a, _| {
+        a.update_settings(&SettingsInput {
+            peer_approval_required: Some(true),
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    let srv = start(svc.clone()).await;
+    let key = srv.key("k", SetupKeyInput::default());
+    let client = ManagementClient::connect(srv.url.clone()).await.unwrap();
+    let (a, b) = (KeyPair::generate(), KeyPair::generate());
+    client
+        .login(Some(&key), &a, basic_meta("a", "0.50.0"))
+        .await
+        .unwrap();
+    client
+        .login(Some(&key), &b, basic_meta("b", "0.50.0"))
+        .await
+        .unwrap();
+    let mut s = client.sync(&a, basic_meta("a", "0.50.0")).await.unwrap();
+    let m = next(&mut s).await;
+    assert!(m.network_map.as_ref().unwrap().remote_peers_is_empty);
+    let a_name = svc
+        .account()
+        .peer_by_key(&a.public().to_base64())
+        .unwrap()
+        .name
+        .clone();
+    let b_name = svc
+        .account()
+        .peer_by_key(&b.public().to_base64())
+        .unwrap()
+        .name
+        .clone();
+    svc.mutate("ap", |acct, _| acct.approve_peer(&a_name))
+        .unwrap();
+    // a is approved (pushed), but b is not yet: still no one to see.
+    let m = next(&mut s).await;
+    assert!(m.network_map.as_ref().unwrap().remote_peers_is_empty);
+    svc.mutate("bp", |acct, _| acct.approve_peer(&b_name))
+        .unwrap();
+    let m = next(&mut s).await;
+    assert_eq!(remote_names(&m), vec!["b"]);
+    drop((s, client));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn server_key_is_generated_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    let first = {
+        let svc = Arc::new(Service::open(&db).unwrap());
+        Grpc::new(svc, PeerServices::default())
+            .unwrap()
+            .public_key()
+            .to_base64()
+    };
+    let svc = Arc::new(Service::open(&db).unwrap());
+    let again = Grpc::new(svc, PeerServices::default())
+        .unwrap()
+        .public_key()
+        .to_base64();
+    assert_eq!(first, again);
+}

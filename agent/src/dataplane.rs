@@ -98,6 +98,9 @@ pub struct ApplyStats {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin: PathBuf,
+    /// Links this process attached (`ifname@hook`): attaching the same program twice to one
+    /// hook is refused by the kernel, and not needed.
+    attached: BTreeSet<String>,
 }
 
 fn map_dir(pin: &Path) -> PathBuf {
@@ -156,6 +159,7 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             pin: opts.pin_path.clone(),
+            attached: BTreeSet::new(),
         })
     }
 
@@ -196,14 +200,19 @@ impl Dataplane {
         }
         let mut keep = BTreeSet::new();
         for (ifname, hook, prog) in &want {
-            self.attach_one(ifname, *hook, prog)?;
-            keep.insert(format!("{ifname}@{}", hook.name()));
+            let name = format!("{ifname}@{}", hook.name());
+            if !self.attached.contains(&name) {
+                self.attach_one(ifname, *hook, prog)?;
+                self.attached.insert(name.clone());
+            }
+            keep.insert(name);
         }
         for entry in fs::read_dir(link_dir(&self.pin))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep.contains(&name) {
                 release_link(&entry.path())?;
+                self.attached.remove(&name);
                 tracing::info!(link = %name, "detached");
             }
         }

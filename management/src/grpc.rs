@@ -524,6 +524,12 @@ pub fn serve_on(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service(grpc))
+            // Signal on the same listener: peers' endpoint offers, relayed unopened.
+            .add_service(
+                swiftgate_proto::signalexchange::signal_exchange_server::SignalExchangeServer::new(
+                    swiftgate_proto::signal_server::SignalRelay::new(),
+                ),
+            )
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("gRPC server")

@@ -1,0 +1,448 @@
+//! The seeds' walkthroughs done the way a user does them: everything through the management
+//! server's admin API (REST), with real agents enrolled by setup keys, over WireGuard, with the
+//! eBPF data plane enforcing what the server computed. The server runs in-process in the
+//! routing peer's namespace (REST on loopback, gRPC and Signal on the underlay).
+//!
+//! Underlay 203.0.113.0/24; LAN 192.0.2.0/24; overlay from the server's range. Needs root.
+
+mod support;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    sync::mpsc as std_mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use support::{TcpServer, traffic, wg::Lab};
+use swiftgate_management::{grpc, service::Service};
+use swiftgate_proto::keys::KeyPair;
+
+const WIKI: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// The management server, running on its own thread inside a namespace.
+struct Mgmt {
+    rest: String,
+    grpc: String,
+    ns_path: PathBuf,
+    stop: Option<std_mpsc::Sender<()>>,
+}
+
+impl Mgmt {
+    fn start(lab: &Lab, ns: usize, underlay: &str) -> Mgmt {
+        let (tx, rx) = std_mpsc::channel();
+        let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
+        let ns_path = lab.n(ns).path();
+        let path = ns_path.clone();
+        let db = lab.dir.join("management.db");
+        let underlay = underlay.to_string();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(path).expect("netns");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let svc = Arc::new(Service::open(&db).expect("store"));
+                let (stop_w, stop_r) = tokio::sync::watch::channel(false);
+                let stopped = move || {
+                    let mut r = stop_r.clone();
+                    async move {
+                        let _ = r.wait_for(|s| *s).await;
+                    }
+                };
+                let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let rest_addr = rest.local_addr().unwrap();
+                let app = swiftgate_management::api::router(svc.clone(), None);
+                tokio::spawn(swiftgate_management::api::serve(rest, app, stopped()));
+                let g = tokio::net::TcpListener::bind(format!("{underlay}:0"))
+                    .await
+                    .unwrap();
+                let g_addr = g.local_addr().unwrap();
+                let services = grpc::PeerServices {
+                    signal: Some(g_addr.to_string()),
+                    ..Default::default()
+                };
+                let server = grpc::Grpc::new(svc.clone(), services).expect("gRPC service");
+                grpc::serve_on(server, g, stopped()).unwrap();
+                tx.send((format!("http://{rest_addr}"), format!("http://{g_addr}")))
+                    .unwrap();
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                let _ = stop_w.send(true);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        });
+        let (rest, grpc) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("management server up");
+        Mgmt {
+            rest,
+            grpc,
+            ns_path,
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// One admin API call; panics on a non-2xx answer unless `expect_error`.
+    fn call(&self, method: &str, path: &str, body: Option<Value>, expect_error: bool) -> Value {
+        let url = format!("{}{path}", self.rest);
+        let method = method.to_string();
+        support::netns::run_in(&self.ns_path, move || {
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent();
+            let mut resp = match (method.as_str(), body) {
+                ("GET", _) => agent.get(&url).call(),
+                ("DELETE", _) => agent.delete(&url).call(),
+                ("POST", Some(b)) => agent.post(&url).send_json(b),
+                ("POST", None) => agent.post(&url).send_empty(),
+                ("PUT", Some(b)) => agent.put(&url).send_json(b),
+                (m, _) => panic!("method {m}"),
+            }
+            .expect("HTTP");
+            let status = resp.status().as_u16();
+            let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+            assert_eq!(
+                status >= 400,
+                expect_error,
+                "{method} {url} -> {status}: {v}"
+            );
+            v
+        })
+        .expect("API call")
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.call("POST", path, Some(body), false)
+    }
+}
+
+impl Drop for Mgmt {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// An enrolled agent: its namespace, key, state and process.
+struct Agent {
+    ns: String,
+    pin: PathBuf,
+    keys: KeyPair,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let path = PathBuf::from("/run/netns").join(&self.ns);
+        let pin = self.pin.clone();
+        let _ = support::netns::run_in(&path, || {
+            Command::new(support::swiftgate_bin())
+                .args(["down", "--interface", "sg0", "--pin-path"])
+                .arg(&pin)
+                .output()
+        });
+    }
+}
+
+/// Starts `swiftgate up --management-url ... --setup-key ...` in namespace `ns`.
+fn enrol(lab: &Lab, ns: usize, name: &str, url: &str, setup_key: &str, extra: &[&str]) -> Agent {
+    let state = lab.dir.join(name);
+    std::fs::create_dir_all(&state).unwrap();
+    let keys = KeyPair::generate();
+    std::fs::write(state.join("key"), keys.private().to_base64().as_bytes()).unwrap();
+    let pin = PathBuf::from(support::BPFFS).join(format!("sg-test-{}{name}", lab.id));
+    let log = lab.dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(support::swiftgate_bin());
+    cmd.env("NO_COLOR", "1")
+        .args([
+            "up",
+            "--management-url",
+            url,
+            "--setup-key",
+            setup_key,
+            "--interface",
+            "sg0",
+        ])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--pin-path")
+        .arg(&pin)
+        .arg("--control-socket")
+        .arg(state.join("ctl.sock"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let child = lab.n(ns).spawn(&mut cmd).expect("agent");
+    Agent {
+        ns: lab.n(ns).name().to_string(),
+        pin,
+        keys,
+        log,
+        child,
+    }
+}
+
+fn wait_ready(a: &Agent) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&a.log)
+        .unwrap_or_default()
+        .contains("swiftgate up: ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "agent not ready:\n{}",
+            std::fs::read_to_string(&a.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The peer id and overlay address the server gave a key.
+fn peer(m: &Mgmt, keys: &KeyPair) -> (String, Ipv4Addr) {
+    let want = keys.public().to_base64();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let peers = m.call("GET", "/api/peers", None, false);
+        if let Some(p) = peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p.to_string().contains(&want))
+        {
+            let ip = p["ip"]
+                .as_str()
+                .or(p["address"].as_str())
+                .unwrap_or_default()
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            return (
+                p["id"].as_str().unwrap().to_string(),
+                ip.parse().unwrap_or_else(|_| panic!("peer address in {p}")),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peer {want} never registered: {peers}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+fn poll(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = agents
+                .iter()
+                .map(|a| std::fs::read_to_string(&a.log).unwrap_or_default())
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn topology() -> (Lab, usize, usize, usize) {
+    let mut lab = Lab::new();
+    let client = lab.ns("c");
+    let gw = lab.ns("g");
+    let lan = lab.ns("l");
+    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
+    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    (lab, client, gw, lan)
+}
+
+fn ping(lab: &Lab, ns: usize, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    traffic::ping(lab.n(ns), IpAddr::V4(src), IpAddr::V4(dst)).unwrap_or(false)
+}
+
+#[test]
+fn berlin_office_through_the_admin_api() {
+    support::require_root();
+    let (lab, client, gw, lan) = topology();
+    let m = Mgmt::start(&lab, gw, "203.0.113.1");
+    m.post("/api/groups", json!({"name": "Development"}));
+    m.post("/api/groups", json!({"name": "routers"}));
+    m.post("/api/groups", json!({"name": "Internal Apps"}));
+    let dev_key = m.post(
+        "/api/setup-keys",
+        json!({"name": "dev-laptops", "kind": "reusable", "auto_groups": ["Development"]}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let router_key = m.post(
+        "/api/setup-keys",
+        json!({"name": "office-routers", "kind": "one-off", "auto_groups": ["routers"]}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let router = enrol(&lab, gw, "router", &m.grpc, &router_key, &["--lan", "lan0"]);
+    let alice = enrol(
+        &lab,
+        client,
+        "alice",
+        &m.grpc,
+        &dev_key,
+        &["--listen-port", "51821"],
+    );
+    wait_ready(&router);
+    wait_ready(&alice);
+    let (router_id, router_ip) = peer(&m, &router.keys);
+    let (_, alice_ip) = peer(&m, &alice.keys);
+    // Auto-groups were applied on enrolment.
+    let alice_view = m.call("GET", "/api/peers", None, false).to_string();
+    assert!(
+        alice_view.contains("Development"),
+        "auto-group missing: {alice_view}"
+    );
+
+    // The Default policy connects peers with each other (input chain), not with resources.
+    poll(
+        "alice -> router over the Default policy",
+        Duration::from_secs(20),
+        &[&router, &alice],
+        || ping(&lab, client, alice_ip, router_ip),
+    );
+
+    let wiki = TcpServer::start(lab.n(lan), sa(WIKI, 443)).unwrap();
+    let _ssh = TcpServer::start(lab.n(lan), sa(WIKI, 22)).unwrap();
+    m.post("/api/networks", json!({"name": "Berlin Office"}));
+    m.post(
+        "/api/networks/Berlin%20Office/resources",
+        json!({"name": "Internal Wiki", "address": "192.0.2.10/32", "groups": ["Internal Apps"]}),
+    );
+    m.post(
+        "/api/networks/Berlin%20Office/routers",
+        json!({"peer": router_id, "metric": 100, "masquerade": true}),
+    );
+    // No policy yet: no access.
+    std::thread::sleep(Duration::from_millis(1500));
+    let probe = |port: u16, t: Duration| {
+        traffic::tcp_probe(lab.n(client), IpAddr::V4(alice_ip), sa(WIKI, port), t).is_ok()
+    };
+    assert!(
+        !probe(443, traffic::BLOCKED_TIMEOUT),
+        "access before any policy"
+    );
+
+    // The walkthrough's policy.
+    let pol = m.post("/api/policies", json!({"name": "dev-to-apps", "sources": ["Development"], "destinations": ["Internal Apps"], "protocol": "tcp", "ports": [443]}));
+    let pol_id = pol["id"].as_str().unwrap().to_string();
+    poll(
+        "alice -> wiki:443 after the policy",
+        Duration::from_secs(20),
+        &[&router, &alice],
+        || probe(443, Duration::from_secs(1)),
+    );
+    assert!(
+        !probe(22, traffic::BLOCKED_TIMEOUT),
+        "only the policy's port"
+    );
+    assert!(
+        wiki.peer_ips()
+            .iter()
+            .all(|ip| *ip == IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        "masqueraded: {:?}",
+        wiki.peer_ips()
+    );
+
+    // Disabling it: new flows are gone within a second.
+    m.post(&format!("/api/policies/{pol_id}/disable"), json!({}));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !probe(443, traffic::BLOCKED_TIMEOUT),
+        "access still there 1 s after disabling the policy"
+    );
+    m.post(&format!("/api/policies/{pol_id}/enable"), json!({}));
+    poll(
+        "access back after enabling",
+        Duration::from_secs(10),
+        &[&router, &alice],
+        || probe(443, Duration::from_secs(1)),
+    );
+
+    // Deleting Default with no replacement stops peer-to-peer traffic.
+    m.call("DELETE", "/api/policies/Default", None, false);
+    poll(
+        "Default gone",
+        Duration::from_secs(10),
+        &[&router, &alice],
+        || !ping(&lab, client, alice_ip, router_ip),
+    );
+    // A disabled emergency policy, enabled for rollback, restores it.
+    let em = m.post("/api/policies", json!({"name": "emergency", "sources": ["All"], "destinations": ["All"], "protocol": "all", "enabled": false}));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!ping(&lab, client, alice_ip, router_ip));
+    m.post(
+        &format!("/api/policies/{}/enable", em["id"].as_str().unwrap()),
+        json!({}),
+    );
+    poll(
+        "rollback",
+        Duration::from_secs(10),
+        &[&router, &alice],
+        || ping(&lab, client, alice_ip, router_ip),
+    );
+
+    // Posture: a minimum client version above this agent's takes alice out of the sources.
+    let pc = m.post(
+        "/api/posture-checks",
+        json!({"name": "min-client", "checks": {"client_version": {"min_version": "99.0.0"}}}),
+    );
+    m.call("PUT", &format!("/api/policies/{pol_id}"), Some(json!({"name": "dev-to-apps", "sources": ["Development"], "destinations": ["Internal Apps"], "protocol": "tcp", "ports": [443], "source_posture_checks": [pc["id"].as_str().unwrap()]})), false);
+    poll(
+        "posture to take effect",
+        Duration::from_secs(10),
+        &[&router, &alice],
+        || !probe(443, Duration::from_millis(700)),
+    );
+
+    // Setup keys: the one-off router key cannot enrol a second peer.
+    let reuse = enrol(
+        &lab,
+        client,
+        "second-router",
+        &m.grpc,
+        &router_key,
+        &["--listen-port", "51822"],
+    );
+    let refused = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&reuse.log).unwrap_or_default();
+        if log.contains("NotFound") || log.to_lowercase().contains("setup key") {
+            break;
+        }
+        assert!(
+            Instant::now() < refused,
+            "one-off key reuse not refused:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !std::fs::read_to_string(&reuse.log)
+            .unwrap_or_default()
+            .contains("swiftgate up: ready")
+    );
+}

@@ -253,7 +253,18 @@ fn poll(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() ->
         if Instant::now() > deadline {
             let logs: Vec<String> = agents
                 .iter()
-                .map(|a| std::fs::read_to_string(&a.log).unwrap_or_default())
+                .map(|a| {
+                    let status = Command::new(support::swiftgate_bin())
+                        .args(["status", "--json", "--socket"])
+                        .arg(a.log.with_extension("").join("ctl.sock"))
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    format!(
+                        "{}\nstatus: {status}",
+                        std::fs::read_to_string(&a.log).unwrap_or_default()
+                    )
+                })
                 .collect();
             panic!("timed out waiting for {what}\n{}", logs.join("\n-----\n"));
         }
@@ -445,4 +456,173 @@ fn berlin_office_through_the_admin_api() {
             .unwrap_or_default()
             .contains("swiftgate up: ready")
     );
+}
+
+#[test]
+fn three_tier_through_the_admin_api() {
+    support::require_root();
+    let mut lab = Lab::new();
+    let gw = lab.ns("g");
+    let lan = lab.ns("l");
+    // One underlay /30 per user: devops, support, monitoring.
+    let users: Vec<(usize, &str)> = [("d", 0u8), ("s", 4), ("m", 8)]
+        .iter()
+        .map(|(n, base)| {
+            let ns = lab.ns(n);
+            let (g, c) = (
+                format!("203.0.113.{}/30", base + 1),
+                format!("203.0.113.{}/30", base + 2),
+            );
+            lab.link(ns, "u0", &c, gw, &format!("u{n}"), &g);
+            lab.n(ns)
+                .ip(&[
+                    "route",
+                    "add",
+                    "203.0.113.0/24",
+                    "via",
+                    &format!("203.0.113.{}", base + 1),
+                ])
+                .unwrap()
+                .check()
+                .unwrap();
+            (ns, *n)
+        })
+        .collect();
+    lab.link(lan, "eth0", "192.0.2.20/24", gw, "lan0", "192.0.2.1/24");
+    for a in ["192.0.2.21/24", "192.0.2.22/24", "192.0.2.53/24"] {
+        lab.n(lan)
+            .ip(&["addr", "add", a, "dev", "eth0"])
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+    let m = Mgmt::start(&lab, gw, "203.0.113.1");
+    for g in [
+        "peer-devops-prod",
+        "peer-support",
+        "svc-monitoring",
+        "routers",
+        "svc-orders-web-prod",
+        "svc-orders-app-prod",
+        "svc-orders-db-prod",
+        "svc-dns-prod",
+    ] {
+        m.post("/api/groups", json!({ "name": g }));
+    }
+    let key = |group: &str| {
+        m.post(
+            "/api/setup-keys",
+            json!({"name": format!("{group}-key"), "kind": "reusable", "auto_groups": [group]}),
+        )["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let router = enrol(
+        &lab,
+        gw,
+        "router",
+        &m.grpc,
+        &key("routers"),
+        &["--lan", "lan0"],
+    );
+    let groups = ["peer-devops-prod", "peer-support", "svc-monitoring"];
+    let agents: Vec<Agent> = users
+        .iter()
+        .zip(groups)
+        .map(|((ns, n), g)| enrol(&lab, *ns, n, &m.grpc, &key(g), &["--listen-port", "51821"]))
+        .collect();
+    wait_ready(&router);
+    for a in &agents {
+        wait_ready(a);
+    }
+    let (router_id, _) = peer(&m, &router.keys);
+    let ips: Vec<Ipv4Addr> = agents.iter().map(|a| peer(&m, &a.keys).1).collect();
+    m.call("DELETE", "/api/policies/Default", None, false);
+    m.post("/api/networks", json!({"name": "orders-prod"}));
+    for (name, ip, g) in [
+        ("web", "192.0.2.20/32", "svc-orders-web-prod"),
+        ("app", "192.0.2.21/32", "svc-orders-app-prod"),
+        ("db", "192.0.2.22/32", "svc-orders-db-prod"),
+        ("dns", "192.0.2.53/32", "svc-dns-prod"),
+    ] {
+        m.post(
+            "/api/networks/orders-prod/resources",
+            json!({"name": name, "address": ip, "groups": [g]}),
+        );
+    }
+    m.post(
+        "/api/networks/orders-prod/routers",
+        json!({"peer": router_id, "metric": 100, "masquerade": true}),
+    );
+    m.post("/api/policies", json!({"name": "Users to Web", "sources": ["peer-devops-prod", "peer-support"], "destinations": ["svc-orders-web-prod"], "protocol": "tcp", "ports": [443]}));
+    m.post("/api/policies", json!({"name": "Web to App", "source_resource": {"type": "resource", "id": "web"}, "destinations": ["svc-orders-app-prod"], "protocol": "tcp", "ports": [8443]}));
+    m.post("/api/policies", json!({"name": "App to DB", "source_resource": {"type": "resource", "id": "app"}, "destinations": ["svc-orders-db-prod"], "protocol": "tcp", "ports": [5432]}));
+    m.post("/api/policies", json!({"name": "Monitoring", "sources": ["svc-monitoring"], "destinations": ["svc-orders-web-prod", "svc-orders-app-prod", "svc-orders-db-prod"], "protocol": "tcp", "ports": [9100, 9200]}));
+    m.post("/api/policies", json!({"name": "DNS", "rules": [
+        {"protocol": "udp", "ports": [53], "sources": ["peer-devops-prod", "peer-support", "svc-monitoring"], "destinations": ["svc-dns-prod"]},
+        {"protocol": "tcp", "ports": [53], "sources": ["peer-devops-prod", "peer-support", "svc-monitoring"], "destinations": ["svc-dns-prod"]}
+    ]}));
+    let mut servers = Vec::new();
+    for (ip, port) in [
+        (20, 443),
+        (20, 80),
+        (21, 8443),
+        (21, 9100),
+        (22, 9200),
+        (22, 5432),
+        (53, 53),
+    ] {
+        servers.push(TcpServer::start(lab.n(lan), sa(Ipv4Addr::new(192, 0, 2, ip), port)).unwrap());
+    }
+    let _dns_udp =
+        support::UdpServer::start(lab.n(lan), sa(Ipv4Addr::new(192, 0, 2, 53), 53)).unwrap();
+    let all: Vec<&Agent> = std::iter::once(&router).chain(agents.iter()).collect();
+    let host = |last: u8| Ipv4Addr::new(192, 0, 2, last);
+    let tcp = |who: usize, dst: u8, port: u16, t: Duration| {
+        traffic::tcp_probe(
+            lab.n(users[who].0),
+            IpAddr::V4(ips[who]),
+            sa(host(dst), port),
+            t,
+        )
+        .is_ok()
+    };
+    let (devops, support, monitor) = (0, 1, 2);
+    poll("devops -> web:443", Duration::from_secs(25), &all, || {
+        tcp(devops, 20, 443, Duration::from_secs(1))
+    });
+    for (who, dst, port) in [
+        (support, 20, 443),
+        (monitor, 21, 9100),
+        (monitor, 22, 9200),
+        (support, 53, 53),
+    ] {
+        poll(
+            &format!("user {who} -> .{dst}:{port}"),
+            Duration::from_secs(15),
+            &all,
+            || tcp(who, dst, port, Duration::from_secs(1)),
+        );
+    }
+    traffic::udp_probe(
+        lab.n(users[devops].0),
+        IpAddr::V4(ips[devops]),
+        sa(host(53), 53),
+        Duration::from_secs(1),
+        3,
+    )
+    .expect("devops -> dns udp 53");
+    for (who, dst, port) in [
+        (devops, 22, 5432),
+        (support, 21, 8443),
+        (support, 22, 5432),
+        (monitor, 20, 443),
+        (devops, 20, 80),
+    ] {
+        assert!(
+            !tcp(who, dst, port, traffic::BLOCKED_TIMEOUT),
+            "user {who} -> .{dst}:{port} must stay blocked"
+        );
+    }
 }

@@ -161,9 +161,28 @@ async fn session(
     };
     let mut offered: BTreeSet<String> = BTreeSet::new();
     let mut best: HashMap<String, u8> = HashMap::new();
+    // Every candidate heard, also from peers not (yet) in our map: maps and offers race.
+    let mut heard: HashMap<String, Vec<SocketAddr>> = HashMap::new();
     loop {
-        // Offer to peers we have not offered to on this stream.
         let current = peers.borrow_and_update().clone();
+        // A peer that left the map starts over when it comes back (the device forgot it).
+        offered.retain(|p| current.contains(p));
+        best.retain(|p, _| current.contains(p));
+        // Candidates heard before the peer was in our map.
+        for p in &current {
+            let Ok(pk) = PublicKey::from_base64(p) else {
+                continue;
+            };
+            for addr in heard.get(p).into_iter().flatten() {
+                let s = score(addr, local);
+                if best.get(p).is_none_or(|b| s > *b)
+                    && device.suggest_endpoint(pk.as_bytes(), *addr)
+                {
+                    best.insert(p.clone(), s);
+                }
+            }
+        }
+        // Offer to peers we have not offered to on this stream.
         for p in &current {
             if offered.contains(p) {
                 continue;
@@ -198,6 +217,10 @@ async fn session(
                     }
                     Ok(Type::Candidate) => {
                         let Some(addr) = parse_candidate(&b.payload) else { continue };
+                        let list = heard.entry(from_b64.clone()).or_default();
+                        if !list.contains(&addr) && list.len() < 16 {
+                            list.push(addr);
+                        }
                         let s = score(&addr, local);
                         if best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr) {
                             best.insert(from_b64, s);

@@ -217,14 +217,17 @@ impl Shared {
                     existing.clone()
                 }
                 // Changed settings: a new session (the peer re-handshakes), same slot.
-                Some(existing) => Arc::new(peers::new_peer(
+                Some(existing) => {
+                    tracing::debug!(peer = %p.name, old_name = %existing.name, same_settings = existing.settings == settings, "peer rebuilt");
+                    Arc::new(peers::new_peer(
                     existing.slot,
                     p.name.clone(),
                     p.public.0,
                     settings,
                     &self.private,
                     &self.limiter,
-                )),
+                ))
+                }
                 None => Arc::new(peers::new_peer(
                     self.next_slot.fetch_add(1, Ordering::Relaxed),
                     p.name.clone(),

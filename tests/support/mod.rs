@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod mgmt;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

@@ -215,9 +215,42 @@ fn real_main() -> Result<()> {
                 "swiftgate",
                 "--example",
                 "bench",
+                "--example",
+                "wg_bench",
+                "--example",
+                "mgmt_bench",
             ]))?;
-            let bin = root().join("target/release/examples/bench");
-            as_root(&bin, if quick { &["--quick"] } else { &[] })
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "swiftgate-management",
+                "--example",
+                "netmap_bench",
+            ]))?;
+            let ex = |name: &str| root().join("target/release/examples").join(name);
+            // eBPF ns/packet and forwarding pps vs nftables.
+            as_root(&ex("bench"), if quick { &["--quick"] } else { &[] })?;
+            // WireGuard routing peer vs wireguard-go + nftables.
+            as_root(
+                &ex("wg_bench"),
+                if quick {
+                    &["--seconds", "3"]
+                } else {
+                    &["--seconds", "10"]
+                },
+            )?;
+            // Admin API change -> routing peer's eBPF map.
+            as_root(
+                &ex("mgmt_bench"),
+                if quick {
+                    &["--rounds", "5"]
+                } else {
+                    &["--rounds", "20"]
+                },
+            )?;
+            // Network-map computation (10,000 peers, 1,000 policies, 5,000 resources).
+            run(&mut Command::new(ex("netmap_bench")))
         }
     }
 }

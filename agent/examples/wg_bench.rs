@@ -11,7 +11,7 @@ mod support;
 
 use std::{
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use support::wg::{Keys, Lab, keys, sh, wait_for};
@@ -122,7 +122,6 @@ struct Run {
 fn iperf(lab: &Lab, client: usize, args: &[&str], secs: u64, gw_pid: u32, label: &str) -> Run {
     let cpu0 = proc_cpu_seconds(gw_pid);
     let si0 = softirq_seconds();
-    let t0 = Instant::now();
     let secs_s = secs.to_string();
     let mut full = vec!["iperf3", "-c", SERVER, "-t", &secs_s, "-J"];
     full.extend_from_slice(args);
@@ -130,7 +129,6 @@ fn iperf(lab: &Lab, client: usize, args: &[&str], secs: u64, gw_pid: u32, label:
         .n(client)
         .output(Command::new(full[0]).args(&full[1..]))
         .expect("iperf3");
-    let wall = t0.elapsed().as_secs_f64();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
     let end = &v["end"];
     let (bps, bytes, pps) = if args.contains(&"-u") {
@@ -154,7 +152,6 @@ fn iperf(lab: &Lab, client: usize, args: &[&str], secs: u64, gw_pid: u32, label:
             &out.stdout[..out.stdout.len().min(400)]
         );
     }
-    let _ = wall;
     Run {
         label: label.to_string(),
         gbit: bps / 1e9,

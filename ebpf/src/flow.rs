@@ -511,7 +511,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     let key = &p.key;
 
     if p.icmp == IcmpKind::Error {
-        return icmp_error_from_overlay(ctx, &p, &cfg, l2);
+        return icmp_error_from_overlay(ctx, &p, l2);
     }
 
     // 1. Original direction of a flow opened from the overlay.
@@ -698,7 +698,7 @@ fn accepted(cfg: &Config, key: &FlowKey, policy_id: u32, org: u8, len: u64) {
 /// An ICMP error arriving from the overlay about a reply it received (e.g. port
 /// unreachable): translate the quoted reply back to what the LAN host sent.
 #[inline(never)]
-fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 {
+fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, l2: bool) -> i32 {
     let Ok(inner) = parse::parse_inner(ctx, p) else {
         count(Counter::DropInvalid);
         return SHOT;
@@ -721,7 +721,6 @@ fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) 
         count(Counter::DropInvalid);
         return SHOT;
     }
-    let _ = cfg;
     count(Counter::IcmpRelated);
     redirect_l2(ctx, e.lan_ifindex, p.key.family, !l2)
 }

@@ -117,22 +117,27 @@ fn parse(ctx: &TcContext, l2: bool, out: &mut Parsed) -> Result<(), ParseError> 
     out.tcp_flags = 0;
     out.tcp_hdr_len = 0;
     out.icmp = IcmpKind::None;
-    let l3 = if l2 {
-        let ethertype: [u8; 2] = ctx.load(12).map_err(|_| ParseError::Invalid)?;
-        match u16::from_be_bytes(ethertype) {
-            ETH_P_IP | ETH_P_IPV6 => ETH_LEN,
-            _ => return Err(ParseError::NotIp),
-        }
-    } else {
-        0
-    };
+    let l3 = if l2 { ETH_LEN } else { 0 };
     out.l3 = l3;
-    let first: u8 = ctx.load(l3).map_err(|_| ParseError::Invalid)?;
+    // One read for the Ethernet (if any) and IPv4 header, the common case: `hdr[14..34]` is
+    // the first 20 bytes of the IP header either way. Helper calls dominate the cost here.
+    let mut hdr = [0u8; ETH_LEN + 20];
+    let got = if l2 { load_into(ctx, 0, &mut hdr) } else { load_into(ctx, 0, &mut hdr[ETH_LEN..]) };
+    if l2 {
+        // A frame too short for an IPv4 header may still be some other protocol.
+        let ethertype: [u8; 2] = match got {
+            Ok(()) => [hdr[12], hdr[13]],
+            Err(_) => ctx.load(12).map_err(|_| ParseError::Invalid)?,
+        };
+        if !matches!(u16::from_be_bytes(ethertype), ETH_P_IP | ETH_P_IPV6) {
+            return Err(ParseError::NotIp);
+        }
+    }
+    got?;
+    let h = &hdr[ETH_LEN..];
     let len = ctx.len() as usize;
-    match first >> 4 {
+    match h[0] >> 4 {
         4 => {
-            // version/ihl, tos, total length, id, flags/fragment offset, ttl, protocol.
-            let h: [u8; 10] = ctx.load(l3).map_err(|_| ParseError::Invalid)?;
             let ihl = ((h[0] & 0x0f) as usize) * 4;
             if ihl < 20 {
                 return Err(ParseError::Invalid);
@@ -146,13 +151,12 @@ fn parse(ctx: &TcContext, l2: bool, out: &mut Parsed) -> Result<(), ParseError> 
             }
             out.key.family = FAMILY_V4;
             out.key.proto = h[9];
-            load_into(ctx, l3 + 12, &mut out.key.saddr[..4])?;
-            load_into(ctx, l3 + 16, &mut out.key.daddr[..4])?;
+            out.key.saddr[..4].copy_from_slice(&h[12..16]);
+            out.key.daddr[..4].copy_from_slice(&h[16..20]);
             out.l4 = l3 + ihl;
         }
         6 => {
-            // version/class/flow, payload length, next header, hop limit.
-            let h: [u8; 8] = ctx.load(l3).map_err(|_| ParseError::Invalid)?;
+            // version/class/flow, payload length, next header, hop limit: in `h` already.
             if l3 + 40 + u16::from_be_bytes([h[4], h[5]]) as usize > len {
                 return Err(ParseError::Invalid);
             }

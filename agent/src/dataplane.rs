@@ -587,7 +587,7 @@ impl State {
     }
 
     /// Removes flows idle longer than their timeout (and reply entries whose flow is gone).
-    /// `now_ns` is `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+    /// `now_ns` is `CLOCK_MONOTONIC`, the clock the programs read (`bpf_ktime_get_coarse_ns`).
     pub fn gc(&mut self, now_ns: u64) -> Result<GcStats> {
         let mut st = GcStats::default();
         let flows = self.flows();

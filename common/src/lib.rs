@@ -157,9 +157,9 @@ pub mod ct_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CtEntry {
-    /// `bpf_ktime_get_ns()` when the flow was created.
+    /// `bpf_ktime_get_coarse_ns()` when the flow was created.
     pub created_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last packet (refreshed at most every [`CT_REFRESH_NS`]).
+    /// `bpf_ktime_get_coarse_ns()` of the last packet (refreshed at most every [`CT_REFRESH_NS`]).
     pub last_seen_ns: u64,
     /// Packets in the original direction.
     pub packets_orig: u64,
@@ -448,7 +448,7 @@ pub mod event_kind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowEvent {
-    /// `bpf_ktime_get_ns()` of the event.
+    /// `bpf_ktime_get_coarse_ns()` of the event.
     pub ts_ns: u64,
     /// Packets so far (both directions).
     pub packets: u64,

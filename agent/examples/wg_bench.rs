@@ -9,10 +9,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::{
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use support::wg::{Keys, Lab, keys, sh, wait_for};
 

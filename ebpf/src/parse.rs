@@ -122,7 +122,11 @@ fn parse(ctx: &TcContext, l2: bool, out: &mut Parsed) -> Result<(), ParseError> 
     // One read for the Ethernet (if any) and IPv4 header, the common case: `hdr[14..34]` is
     // the first 20 bytes of the IP header either way. Helper calls dominate the cost here.
     let mut hdr = [0u8; ETH_LEN + 20];
-    let got = if l2 { load_into(ctx, 0, &mut hdr) } else { load_into(ctx, 0, &mut hdr[ETH_LEN..]) };
+    let got = if l2 {
+        load_into(ctx, 0, &mut hdr)
+    } else {
+        load_into(ctx, 0, &mut hdr[ETH_LEN..])
+    };
     if l2 {
         // A frame too short for an IPv4 header may still be some other protocol.
         let ethertype: [u8; 2] = match got {

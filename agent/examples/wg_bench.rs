@@ -75,7 +75,7 @@ table inet swiftgate_bench {
   chain forward {
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
-    iifname "wgb0" ip saddr 100.64.0.2 ip daddr 192.0.2.10 accept
+    iifname "WGIF" ip saddr 100.64.0.2 ip daddr 192.0.2.10 accept
   }
   chain postrouting {
     type nat hook postrouting priority 100;
@@ -122,10 +122,13 @@ fn iperf(lab: &Lab, client: usize, args: &[&str], secs: u64, gw_pid: u32, label:
     let secs_s = secs.to_string();
     let mut full = vec!["iperf3", "-c", SERVER, "-t", &secs_s, "-J"];
     full.extend_from_slice(args);
-    let out = lab
-        .n(client)
-        .output(Command::new(full[0]).args(&full[1..]))
-        .expect("iperf3");
+    let ns_path = lab.n(client).path();
+    let out = support::run_timeout(
+        Command::new(full[0]).args(&full[1..]),
+        Some(&ns_path),
+        Duration::from_secs(secs + 20),
+    )
+    .expect("iperf3");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
     let end = &v["end"];
     let (bps, bytes, pps) = if args.contains(&"-u") {
@@ -240,9 +243,10 @@ fn main() {
             .n(lan)
             .spawn(Command::new("iperf3").args(["-s", "-B", SERVER]))
             .expect("iperf3 -s");
+        let wgif = format!("{}b", lab.id);
         lab.stock_wg(
             gw,
-            "wgb0",
+            &wgif,
             &gw_keys,
             &["100.64.0.1/16"],
             &[
@@ -256,10 +260,10 @@ fn main() {
         );
         sh(
             Some(lab.n(gw)),
-            &["ip", "link", "set", "wgb0", "mtu", "1420"],
+            &["ip", "link", "set", &wgif, "mtu", "1420"],
         );
         let rules = lab.dir.join("rules.nft");
-        std::fs::write(&rules, NFT_RULES).unwrap();
+        std::fs::write(&rules, NFT_RULES.replace("WGIF", &wgif)).unwrap();
         sh(Some(lab.n(gw)), &["nft", "-f", rules.to_str().unwrap()]);
         lab.swiftgate(client, &client_config(&client_keys, &gw_keys));
         wait_for("the tunnel", Duration::from_secs(10), || {

@@ -121,17 +121,16 @@ impl Worker {
                 continue;
             };
             let (_, pkt) = buf[..n].split_at_mut(VNET_HDR_LEN);
-            let sh = self.sh.clone();
-            let mut out: Vec<(Arc<Peer>, Vec<u8>)> = Vec::new();
+            // Each segment is routed and encrypted straight into the send batch: no copy.
             let res = offload::split(&h, pkt, |p| {
                 let Some(dst) = dst_addr(p) else {
-                    sh.drops.malformed.fetch_add(1, Ordering::Relaxed);
+                    self.sh.drops.malformed.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
                 match table.route(dst) {
-                    Some(peer) => out.push((peer.clone(), p.to_vec())),
+                    Some(peer) => self.encrypt(peer, p),
                     None => {
-                        sh.drops.no_route.fetch_add(1, Ordering::Relaxed);
+                        self.sh.drops.no_route.fetch_add(1, Ordering::Relaxed);
                         tracing::trace!(%dst, "no peer for destination");
                     }
                 }
@@ -139,10 +138,6 @@ impl Worker {
             if let Err(e) = res {
                 self.sh.drops.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "TUN packet");
-                continue;
-            }
-            for (peer, p) in out {
-                self.encrypt(&peer, &p);
             }
         }
         self.flush();

@@ -653,39 +653,15 @@ fn site_to_vpn_needs_a_policy() {
     // LAN-to-LAN and LAN-to-routing-peer traffic is the host's own business.
     let n = grew(&mut lab, Counter::PassHost, |lab| {
         assert_eq!(
-            lab.lan(&pkt::tcp(
-                "192.0.2.10",
-                5004,
-                "192.0.2.20",
-                80,
-                Tcp::Syn(0),
-                b""
-            ))
-            .0,
+            lab.lan_tcp("192.0.2.10", 5004, "192.0.2.20", 80, Tcp::Syn(0)),
             TC_ACT_OK
         );
         assert_eq!(
-            lab.lan(&pkt::tcp(
-                "192.0.2.10",
-                5005,
-                "192.0.2.1",
-                22,
-                Tcp::Syn(0),
-                b""
-            ))
-            .0,
+            lab.lan_tcp("192.0.2.10", 5005, "192.0.2.1", 22, Tcp::Syn(0)),
             TC_ACT_OK
         );
         assert_eq!(
-            lab.lan(&pkt::tcp(
-                "192.0.2.10",
-                5006,
-                "100.64.0.1",
-                22,
-                Tcp::Syn(0),
-                b""
-            ))
-            .0,
+            lab.lan_tcp("192.0.2.10", 5006, "100.64.0.1", 22, Tcp::Syn(0)),
             TC_ACT_OK
         );
     });
@@ -696,15 +672,7 @@ fn site_to_vpn_needs_a_policy() {
 fn reconfiguration_keeps_flows_and_refuses_bad_input() {
     let mut lab = Lab::new(CONFIG);
     assert_eq!(
-        lab.overlay(&pkt::tcp(
-            "100.64.0.2",
-            45000,
-            "192.0.2.10",
-            443,
-            Tcp::Syn(0),
-            b""
-        ))
-        .0,
+        lab.overlay_tcp("100.64.0.2", 45000, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
     );
     // A bad configuration is refused and changes nothing.
@@ -713,15 +681,7 @@ fn reconfiguration_keeps_flows_and_refuses_bad_input() {
         .unwrap_err();
     assert!(err.contains("reversed"), "{err}");
     assert_eq!(
-        lab.overlay(&pkt::tcp(
-            "100.64.0.2",
-            45001,
-            "192.0.2.10",
-            443,
-            Tcp::Syn(0),
-            b""
-        ))
-        .0,
+        lab.overlay_tcp("100.64.0.2", 45001, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
     );
     // Removing the policy stops new flows; the established one keeps going (stateful).
@@ -731,15 +691,7 @@ fn reconfiguration_keeps_flows_and_refuses_bad_input() {
     );
     lab.reconfigure(&without).unwrap();
     assert_eq!(
-        lab.overlay(&pkt::tcp(
-            "100.64.0.2",
-            45002,
-            "192.0.2.10",
-            443,
-            Tcp::Syn(0),
-            b""
-        ))
-        .0,
+        lab.overlay_tcp("100.64.0.2", 45002, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_SHOT
     );
     assert_eq!(
@@ -756,15 +708,7 @@ fn reconfiguration_keeps_flows_and_refuses_bad_input() {
     );
     lab.reconfigure(CONFIG).unwrap();
     assert_eq!(
-        lab.overlay(&pkt::tcp(
-            "100.64.0.2",
-            45003,
-            "192.0.2.10",
-            443,
-            Tcp::Syn(0),
-            b""
-        ))
-        .0,
+        lab.overlay_tcp("100.64.0.2", 45003, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
     );
 }
@@ -778,15 +722,7 @@ fn garbage_collection_expires_idle_flows() {
         TC_ACT_REDIRECT
     );
     assert_eq!(
-        lab.overlay(&pkt::tcp(
-            "100.64.0.2",
-            6001,
-            "192.0.2.10",
-            443,
-            Tcp::Syn(0),
-            b""
-        ))
-        .0,
+        lab.overlay_tcp("100.64.0.2", 6001, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
     );
     let mut st = lab.state();

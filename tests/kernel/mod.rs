@@ -283,6 +283,31 @@ impl Lab {
         self.run(programs::OVERLAY_EGRESS_L2, i, pkt)
     }
 
+    /// The overlay program's verdict for a payload-less TCP segment.
+    pub fn overlay_tcp(
+        &mut self,
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+        flags: pkt::Tcp,
+    ) -> u32 {
+        self.overlay(&pkt::tcp(src, sport, dst, dport, flags, b""))
+            .0
+    }
+
+    /// The LAN program's verdict for a payload-less TCP segment.
+    pub fn lan_tcp(
+        &mut self,
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+        flags: pkt::Tcp,
+    ) -> u32 {
+        self.lan(&pkt::tcp(src, sport, dst, dport, flags, b"")).0
+    }
+
     /// Runs the LAN ingress program on a frame arriving on `lan`.
     pub fn lan(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
         let i = self.lan;

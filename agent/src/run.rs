@@ -69,6 +69,12 @@ pub fn reload_all(r: &mut Running, old: &Config, new: &Config) -> Result<()> {
         for p in &new.routes {
             wg::tun::route(&new.overlay, p)?;
         }
+        // Prefixes no peer routes any more leave the host's table too.
+        for p in old.routes.iter().filter(|p| !new.routes.contains(p)) {
+            if let Err(e) = wg::tun::unroute(&old.overlay, p) {
+                tracing::warn!(prefix = %p, error = %format!("{e:#}"), "removing a route");
+            }
+        }
     }
     Ok(())
 }

@@ -59,6 +59,8 @@ pub struct Lab {
     pub dir: PathBuf,
     namespaces: Vec<NetNs>,
     stock: Vec<Child>,
+    /// UAPI sockets of the stock interfaces (wireguard-go leaves them behind when killed).
+    stock_sockets: Vec<PathBuf>,
     /// Agents: agent, namespace name, pin path, control socket.
     pub agents: Vec<(Agent, String, PathBuf, PathBuf)>,
 }
@@ -75,6 +77,7 @@ impl Lab {
             dir,
             namespaces: vec![],
             stock: vec![],
+            stock_sockets: vec![],
             agents: vec![],
         }
     }
@@ -141,6 +144,8 @@ impl Lab {
             )
             .expect("wireguard-go");
         self.stock.push(child);
+        self.stock_sockets
+            .push(PathBuf::from(format!("/var/run/wireguard/{ifname}.sock")));
         let keyfile = self.dir.join(format!("{ifname}.key"));
         std::fs::write(&keyfile, &key.private).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -242,6 +247,9 @@ impl Drop for Lab {
         for mut c in self.stock.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for p in self.stock_sockets.drain(..) {
+            let _ = std::fs::remove_file(p);
         }
         for mut ns in self.namespaces.drain(..) {
             let _ = ns.delete();

@@ -250,13 +250,37 @@ pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result
     Ok(())
 }
 
-/// A packet ready to write to the TUN: header and bytes.
+/// What to write to the TUN for a batch of packets: a packet as it is, or a coalesced GSO
+/// super-packet with its virtio header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunWrite {
+pub enum TunWrite<'a> {
+    /// An input packet, unchanged (written with an empty virtio header).
+    Packet(&'a [u8]),
+    /// Several segments of one TCP flow merged into one GSO write.
+    Super {
+        /// The virtio header (GSO type, segment size, partial checksum).
+        hdr: VnetHdr,
+        /// The super-packet.
+        bytes: Vec<u8>,
+    },
+}
+
+impl TunWrite<'_> {
     /// The virtio header to write first.
-    pub hdr: VnetHdr,
-    /// The IP packet (possibly a GSO super-packet).
-    pub bytes: Vec<u8>,
+    pub fn hdr(&self) -> VnetHdr {
+        match self {
+            TunWrite::Packet(_) => VnetHdr::default(),
+            TunWrite::Super { hdr, .. } => *hdr,
+        }
+    }
+
+    /// The IP packet.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            TunWrite::Packet(p) => p,
+            TunWrite::Super { bytes, .. } => bytes,
+        }
+    }
 }
 
 #[derive(Hash, PartialEq, Eq, Clone, Copy)]
@@ -275,43 +299,43 @@ struct Open {
 
 /// Coalesces a batch of IP packets (as received from peers, in order) into TUN writes:
 /// consecutive TCP segments of one flow with equal headers (but sequence numbers) become one
-/// GSO super-packet, everything else is written as is.
-pub fn coalesce(packets: impl IntoIterator<Item = Vec<u8>>) -> Vec<TunWrite> {
-    let mut out: Vec<TunWrite> = Vec::new();
-    // Per output item: packets merged into it, and its segment size.
-    let mut counts: Vec<(usize, usize)> = Vec::new();
+/// GSO super-packet (the only copy), everything else is written as is.
+pub fn coalesce<'a>(packets: &[&'a [u8]]) -> Vec<TunWrite<'a>> {
+    /// An output item: its first packet, the payload merged behind it, its segment size.
+    struct Item {
+        first: usize,
+        tail: Vec<u8>,
+        merged: usize,
+        seg: usize,
+        psh: bool,
+    }
+    let mut items: Vec<Item> = Vec::new();
     let mut open: HashMap<FlowId, Open> = HashMap::new();
-    for p in packets {
-        if let Some((id, seq, plen, hl, psh)) = tcp_candidate(&p)
+    for (i, p) in packets.iter().enumerate() {
+        let cand = tcp_candidate(p);
+        if let Some((id, seq, plen, hl, psh)) = cand
             && let Some(o) = open.get_mut(&id)
             && !o.closed
             && o.next_seq == seq
             && plen <= o.seg
             && plen > 0
-            && same_headers(&out[o.index].bytes, &p, hl)
-            && out[o.index].bytes.len() + plen <= MAX_GSO_BYTES
+            && same_headers(packets[items[o.index].first], p, hl)
+            && packets[items[o.index].first].len() + items[o.index].tail.len() + plen
+                <= MAX_GSO_BYTES
         {
-            let item = &mut out[o.index];
-            item.bytes.extend_from_slice(&p[hl..]);
-            counts[o.index].0 += 1;
+            let item = &mut items[o.index];
+            item.tail.extend_from_slice(&p[hl..]);
+            item.merged += 1;
             o.next_seq = seq.wrapping_add(plen as u32);
             if plen < o.seg || psh {
                 o.closed = true;
-                if psh {
-                    // Carry PSH onto the super-packet's header.
-                    let ihl = if item.bytes[0] >> 4 == 4 {
-                        ((item.bytes[0] & 0xf) as usize) * 4
-                    } else {
-                        40
-                    };
-                    item.bytes[ihl + 13] |= 0x08;
-                }
+                item.psh |= psh;
             }
             continue;
         }
-        let index = out.len();
+        let index = items.len();
         let mut seg = 0;
-        if let Some((id, seq, plen, _, psh)) = tcp_candidate(&p)
+        if let Some((id, seq, plen, _, psh)) = cand
             && plen > 0
         {
             open.insert(
@@ -325,18 +349,37 @@ pub fn coalesce(packets: impl IntoIterator<Item = Vec<u8>>) -> Vec<TunWrite> {
             );
             seg = plen;
         }
-        out.push(TunWrite {
-            hdr: VnetHdr::default(),
-            bytes: p,
+        items.push(Item {
+            first: i,
+            tail: Vec::new(),
+            merged: 1,
+            seg,
+            psh: false,
         });
-        counts.push((1, seg));
     }
-    for (item, (n, seg)) in out.iter_mut().zip(counts) {
-        if n > 1 {
-            finish_super_packet(item, seg);
-        }
-    }
-    out
+    items
+        .into_iter()
+        .map(|it| {
+            let first = packets[it.first];
+            if it.merged == 1 {
+                return TunWrite::Packet(first);
+            }
+            let mut bytes = Vec::with_capacity(first.len() + it.tail.len());
+            bytes.extend_from_slice(first);
+            bytes.extend_from_slice(&it.tail);
+            if it.psh {
+                // Carry PSH onto the super-packet's header.
+                let ihl = if bytes[0] >> 4 == 4 {
+                    ((bytes[0] & 0xf) as usize) * 4
+                } else {
+                    40
+                };
+                bytes[ihl + 13] |= 0x08;
+            }
+            let hdr = finish_super_packet(&mut bytes, it.seg);
+            TunWrite::Super { hdr, bytes }
+        })
+        .collect()
 }
 
 /// For a TCP packet that may be coalesced: flow, sequence number, payload length, header
@@ -400,8 +443,7 @@ fn same_headers(a: &[u8], b: &[u8], hl: usize) -> bool {
         && a[t + 18..hl] == b[t + 18..hl]
 }
 
-fn finish_super_packet(item: &mut TunWrite, seg: usize) {
-    let p = &mut item.bytes;
+fn finish_super_packet(p: &mut [u8], seg: usize) -> VnetHdr {
     let v4 = p[0] >> 4 == 4;
     let ihl = if v4 { 20 } else { 40 };
     let thl = ((p[ihl + 12] >> 4) as usize) * 4;
@@ -416,14 +458,14 @@ fn finish_super_packet(item: &mut TunWrite, seg: usize) {
     // Partial checksum: the pseudo-header sum, completed by the kernel per segment.
     let partial = fold(pseudo_sum(p, v4, 6, l4_len));
     p[ihl + 16..ihl + 18].copy_from_slice(&partial.to_be_bytes());
-    item.hdr = VnetHdr {
+    VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: if v4 { GSO_TCPV4 } else { GSO_TCPV6 },
         hdr_len: (ihl + thl) as u16,
         gso_size: seg as u16,
         csum_start: ihl as u16,
         csum_offset: 16,
-    };
+    }
 }
 
 #[cfg(test)]
@@ -493,16 +535,17 @@ mod tests {
             .enumerate()
             .map(|(i, c)| tcp4(1000 + (i * mss) as u32, c, if i == 3 { 0x18 } else { 0x10 }))
             .collect();
-        let writes = coalesce(segs.clone());
+        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
+        let writes = coalesce(&refs);
         assert_eq!(writes.len(), 1, "one super-packet");
         let w = &writes[0];
-        assert_eq!(w.hdr.gso_type, GSO_TCPV4);
-        assert_eq!(w.bytes.len(), 40 + 3500);
+        assert_eq!(w.hdr().gso_type, GSO_TCPV4);
+        assert_eq!(w.bytes().len(), 40 + 3500);
         // What the kernel would do: segment with gso_size = first payload length.
-        assert_eq!(w.hdr.gso_size as usize, mss);
-        let h = w.hdr;
+        assert_eq!(w.hdr().gso_size as usize, mss);
+        let h = w.hdr();
         let mut back = Vec::new();
-        split(&h, &mut w.bytes.clone(), |s| back.push(s.to_vec())).unwrap();
+        split(&h, &mut w.bytes().to_vec(), |s| back.push(s.to_vec())).unwrap();
         assert_eq!(back.len(), 4);
         for (b, s) in back.iter().zip(&segs) {
             assert!(l4_ok(b), "segment checksum");
@@ -521,18 +564,22 @@ mod tests {
         let syn = tcp4(101, &[], 0x02);
         let mut other = tcp4(101, &[3; 100], 0x10);
         other[23] = 1; // another destination port
-        let w = coalesce(vec![a.clone(), gap.clone(), syn.clone(), other.clone()]);
+        let w = coalesce(&[&a, &gap, &syn, &other]);
         assert_eq!(w.len(), 4);
-        assert!(w.iter().all(|x| x.hdr == VnetHdr::default()));
-        assert_eq!(w[0].bytes, a);
+        assert!(
+            w.iter()
+                .all(|x| matches!(x, TunWrite::Packet(_)) && x.hdr() == VnetHdr::default())
+        );
+        assert_eq!(w[0].bytes(), &a[..]);
         // A shorter segment ends the run.
-        let w = coalesce(vec![
+        let (x, y, z) = (
             tcp4(1, &[1; 100], 0x10),
             tcp4(101, &[1; 50], 0x10),
             tcp4(151, &[1; 100], 0x10),
-        ]);
+        );
+        let w = coalesce(&[&x, &y, &z]);
         assert_eq!(w.len(), 2);
-        assert_eq!(w[0].bytes.len(), 40 + 150);
+        assert_eq!(w[0].bytes().len(), 40 + 150);
     }
 
     #[test]

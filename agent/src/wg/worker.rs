@@ -25,6 +25,8 @@ use super::{
 
 /// Frames read from the TUN per wake-up.
 const TUN_BATCH: usize = 64;
+/// Bytes of decrypted packets held per worker before they are written to the TUN.
+const ARENA: usize = 4 << 20;
 /// Largest UDP payload we build (WireGuard overhead on a 64 KiB packet).
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -43,6 +45,8 @@ struct Worker {
     udp: UdpSocketState,
     batch: GsoBatch,
     max_segments: usize,
+    /// Where decrypted packets land, until they are written to the TUN.
+    arena: Vec<u8>,
 }
 
 /// Runs until the device stops.
@@ -67,6 +71,7 @@ pub(super) fn run(sh: Arc<Shared>, tun: TunQueue, sock: UdpSocket) {
             buf: Vec::with_capacity(MAX_DATAGRAM * 2),
         },
         max_segments,
+        arena: vec![0u8; ARENA],
     };
     let gro = w.udp.gro_segments().max(1);
     let mut rx_bufs: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
@@ -216,7 +221,10 @@ impl Worker {
 
     fn udp_readable(&mut self, bufs: &mut [Vec<u8>], scratch: &mut [u8]) {
         let table = self.sh.table.load_full();
-        let mut to_tun: Vec<Vec<u8>> = Vec::new();
+        // Decrypted packets go straight into the arena (no per-packet allocation or copy);
+        // `spans` are their places in it.
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut used = 0;
         for _ in 0..8 {
             let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
             let n = {
@@ -235,7 +243,15 @@ impl Worker {
                 let from = from_socket(m.addr);
                 let stride = if m.stride == 0 { m.len } else { m.stride };
                 for d in b[..m.len].chunks(stride) {
-                    self.datagram(&table, from, d, scratch, &mut to_tun);
+                    if used + d.len() > self.arena.len() {
+                        self.write_tun(&spans);
+                        spans.clear();
+                        used = 0;
+                    }
+                    if let Some((off, len)) = self.datagram(&table, from, d, scratch, used) {
+                        spans.push((off, len));
+                        used = off + len;
+                    }
                 }
             }
             if n < quinn_udp::BATCH_SIZE {
@@ -243,8 +259,17 @@ impl Worker {
             }
         }
         self.flush();
-        for w in offload::coalesce(to_tun) {
-            if let Err(e) = self.tun.write(&w.hdr.encode(), &w.bytes) {
+        self.write_tun(&spans);
+    }
+
+    /// Coalesces the decrypted packets at `spans` of the arena and writes them to the TUN.
+    fn write_tun(&self, spans: &[(usize, usize)]) {
+        let packets: Vec<&[u8]> = spans
+            .iter()
+            .map(|(o, l)| &self.arena[*o..*o + *l])
+            .collect();
+        for w in offload::coalesce(&packets) {
+            if let Err(e) = self.tun.write(&w.hdr().encode(), w.bytes()) {
                 tracing::debug!(error = %e, "TUN write");
             }
         }
@@ -256,19 +281,19 @@ impl Worker {
         from: SocketAddr,
         d: &[u8],
         scratch: &mut [u8],
-        to_tun: &mut Vec<Vec<u8>>,
-    ) {
+        at: usize,
+    ) -> Option<(usize, usize)> {
         // MACs first (cheap), and cookies under load, before any Diffie-Hellman.
         let packet = match self.sh.limiter.verify_packet(Some(from.ip()), d, scratch) {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.sh.drops.cookies.fetch_add(1, Ordering::Relaxed);
                 let _ = self.sock.send_to(cookie, to_socket(from));
-                return;
+                return None;
             }
             Err(_) => {
                 self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
-                return;
+                return None;
             }
         };
         let peer = match packet {
@@ -284,11 +309,16 @@ impl Worker {
         let Some(peer) = peer.cloned() else {
             self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(%from, "datagram from an unknown peer");
-            return;
+            return None;
         };
         let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut authenticated = false;
-        match st.tunn.decapsulate(Some(from.ip()), d, scratch) {
+        let mut placed = None;
+        let base = self.arena.as_ptr() as usize;
+        match st
+            .tunn
+            .decapsulate(Some(from.ip()), d, &mut self.arena[at..])
+        {
             TunnResult::WriteToNetwork(out) => {
                 authenticated = true;
                 let _ = self.sock.send_to(out, to_socket(from));
@@ -300,11 +330,15 @@ impl Worker {
             }
             TunnResult::WriteToTunnelV4(pkt, src) => {
                 authenticated = true;
-                self.inbound(table, &peer, IpAddr::V4(src), pkt, to_tun);
+                if Self::source_ok(&self.sh, table, &peer, IpAddr::V4(src)) {
+                    placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
+                }
             }
             TunnResult::WriteToTunnelV6(pkt, src) => {
                 authenticated = true;
-                self.inbound(table, &peer, IpAddr::V6(src), pkt, to_tun);
+                if Self::source_ok(&self.sh, table, &peer, IpAddr::V6(src)) {
+                    placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
+                }
             }
             TunnResult::Done => authenticated = matches!(packet_type(d), Some(4)),
             TunnResult::Err(e) => {
@@ -317,22 +351,16 @@ impl Worker {
             tracing::debug!(peer = %peer.name, endpoint = %from, "endpoint changed");
             st.endpoint = Some(from);
         }
+        placed
     }
 
-    fn inbound(
-        &self,
-        table: &super::peers::PeerTable,
-        peer: &Peer,
-        src: IpAddr,
-        pkt: &[u8],
-        to_tun: &mut Vec<Vec<u8>>,
-    ) {
-        if table.routes.lookup(src) != Some(peer.slot) {
-            self.sh.drops.spoofed.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(peer = %peer.name, %src, "source outside the peer's allowed IPs");
-            return;
+    fn source_ok(sh: &Shared, table: &super::peers::PeerTable, peer: &Peer, src: IpAddr) -> bool {
+        if table.routes.lookup(src) == Some(peer.slot) {
+            return true;
         }
-        to_tun.push(pkt.to_vec());
+        sh.drops.spoofed.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(peer = %peer.name, %src, "source outside the peer's allowed IPs");
+        false
     }
 }
 

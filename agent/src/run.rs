@@ -279,29 +279,19 @@ pub async fn up(source: Source) -> Result<()> {
             .collect()
     };
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
-    let mut signal_started = false;
+    // Started once: taking the keys marks it started.
     let mut start_signal = |url: &Option<String>, running: &Running, cfg: &Config| {
-        if let (false, Some(url), Some(dev), Some(keys), Some(w)) = (
-            signal_started,
-            url,
-            &running.wg,
-            &signal_keys,
-            &cfg.wireguard,
-        ) {
-            let keys =
-                swiftgate_proto::keys::KeyPair::from_private_base64(&keys.private().to_base64())
-                    .ok();
-            if let Some(keys) = keys {
-                tokio::spawn(signal::run(
-                    url.clone(),
-                    keys,
-                    dev.listen_port(),
-                    w.iface.clone(),
-                    peers_rx.clone(),
-                    dev.clone(),
-                ));
-                signal_started = true;
-            }
+        if let (Some(url), Some(dev), Some(w)) = (url, &running.wg, &cfg.wireguard)
+            && let Some(keys) = signal_keys.take()
+        {
+            tokio::spawn(signal::run(
+                url.clone(),
+                keys,
+                dev.listen_port(),
+                w.iface.clone(),
+                peers_rx.clone(),
+                dev.clone(),
+            ));
         }
     };
     start_signal(&signal_url, &running, &cfg);

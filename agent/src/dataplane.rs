@@ -153,8 +153,22 @@ impl Dataplane {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifier rejected {name}"))?;
+            // The kernel answers EAGAIN when verifier resources are momentarily short (several
+            // loads at once); that is worth a few retries, anything else is final.
+            let mut attempt = 0;
+            loop {
+                match prog.load() {
+                    Ok(()) => break,
+                    Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                        if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 5 =>
+                    {
+                        attempt += 1;
+                        tracing::debug!(program = name, attempt, "program load: EAGAIN, retrying");
+                        std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("verifier rejected {name}")),
+                }
+            }
         }
         Ok(Dataplane {
             ebpf,

@@ -136,7 +136,12 @@ impl Dataplane {
         })?;
         fs::create_dir_all(link_dir(&opts.pin_path))?;
         let cap = opts.conntrack_capacity;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if std::env::var_os("SWIFTGATE_VERIFIER_LOG").is_some() {
+            // Developers: the verifier's reasons (and the tail of its trace) on a rejection.
+            loader.verifier_log_level(aya::VerifierLogLevel::DEBUG | aya::VerifierLogLevel::STATS);
+        }
+        let mut ebpf = loader
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(maps::CONNTRACK, cap)
             .map_max_entries(maps::CT_REPLY, cap)

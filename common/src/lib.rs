@@ -88,7 +88,10 @@ pub mod proto {
 
 /// A flow's 5-tuple (plus family). For ICMP echo, `sport == dport ==` the echo identifier so
 /// that swapping the two sides gives the reply's key. Other protocols without ports use 0.
-#[repr(C)]
+///
+/// 8-byte aligned (the size, 40, is unchanged) so the eBPF programs copy, compare and clear
+/// its addresses as whole words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     /// Source address; IPv4 uses the first four bytes, the rest are zero.
@@ -171,6 +174,15 @@ pub struct CtEntry {
     pub bytes_reply: u64,
     /// Masquerade source address (valid with [`ct_flags::SNAT`]).
     pub nat_addr: [u8; 16],
+    /// Address family of [`CtEntry::nexthop`] as the kernel spells it (`AF_INET` = 2,
+    /// `AF_INET6` = 10; 0: none, the kernel resolves the next hop itself). Together with
+    /// `nexthop` this is the layout of the kernel's `struct bpf_redir_neigh`, so the programs
+    /// hand it to `bpf_redirect_neigh` straight from the map.
+    pub nh_family: u32,
+    /// Next hop towards the LAN side found by the FIB lookup when the flow was opened (the
+    /// destination itself when it is on a connected network), so the kernel does not look the
+    /// route up again for every packet. IPv4 uses the first four bytes.
+    pub nexthop: [u8; 16],
     /// The policy that accepted the flow (0: none, e.g. host-originated).
     pub policy_id: u32,
     /// Interface the flow leaves by on the LAN side (0 for local and host flows).
@@ -181,8 +193,6 @@ pub struct CtEntry {
     pub origin: u8,
     /// [`ct_flags`] bits.
     pub flags: u8,
-    /// Always zero.
-    pub _pad: [u8; 4],
 }
 
 /// Minimum interval between `last_seen_ns` refreshes (keeps hot entries from bouncing
@@ -499,7 +509,11 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<CtEntry>(), 6 * 8 + 16 + 4 + 4 + 2 + 1 + 1 + 4);
+        assert_eq!(
+            size_of::<CtEntry>(),
+            6 * 8 + 16 + 4 + 16 + 4 + 4 + 2 + 1 + 1
+        );
+        assert_eq!(core::mem::offset_of!(CtEntry, nh_family) % 4, 0);
         assert_eq!(size_of::<DestValue>(), 12);
         assert_eq!(size_of::<PolicyKey>(), 12);
         assert_eq!(size_of::<PolicyValue>(), 8);

@@ -1,9 +1,15 @@
 //! Per-packet decisions: conntrack, policy, masquerade and forwarding.
 
-use core::{mem, num::NonZeroU32};
+use core::{
+    mem::{self, MaybeUninit},
+    num::NonZeroU32,
+    ptr::write_volatile,
+};
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST, bpf_fib_lookup},
+    bindings::{
+        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST, bpf_fib_lookup, bpf_redir_neigh,
+    },
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
         bpf_redirect_neigh, bpf_skb_change_head,
@@ -19,8 +25,9 @@ use swiftgate_common::{
 
 use crate::{
     CONFIG, CONNTRACK, COUNTERS, CT_REPLY, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4, IDENTITY_V6, OK,
-    POLICY, POLICY_STATS, SCRATCH_CT, SHOT,
+    POLICY, POLICY_STATS, SCRATCH_CT, SCRATCH_KEY, SHOT,
     parse::{self, IcmpKind, ParseError, Parsed, tcp},
+    parse::{put_addr, v4_words, v6_words},
     rewrite,
 };
 
@@ -41,12 +48,20 @@ fn count(c: Counter) {
     }
 }
 
+/// All-zero configuration: what the programs see before the agent writes one (an array map
+/// always holds index 0, so this only satisfies the verifier's null check).
+static NO_CONFIG: Config = Config {
+    overlay_ifindex: 0,
+    flags: 0,
+    mss_v4: 0,
+    mss_v6: 0,
+    nat_port_min: 0,
+    nat_port_max: 0,
+};
+
 #[inline(always)]
-fn config() -> Config {
-    match CONFIG.get(0) {
-        Some(c) => *c,
-        None => Config::default(),
-    }
+fn config() -> &'static Config {
+    CONFIG.get(0).unwrap_or(&NO_CONFIG)
 }
 
 #[inline(always)]
@@ -233,24 +248,37 @@ fn touch(ct: *mut CtEntry, reply: bool, len: u64, p: &Parsed) {
     }
 }
 
-/// Finds the egress interface and source address for `key` in the kernel FIB.
-/// Finds the egress interface and source address for `key` in the kernel FIB; writes the
-/// source into `src` and returns the interface index (0: no usable route).
-#[inline(never)]
-fn fib_into(ctx: &TcContext, key: &FlowKey, src: &mut [u8; 16]) -> u32 {
-    match fib(ctx, key) {
-        Ok((ifindex, s)) => {
-            *src = s;
-            ifindex
-        }
-        Err(_) => 0,
-    }
+/// What the FIB lookup of a new flow found (8-byte aligned: written as whole words).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Route {
+    /// Source address the kernel would use on the egress interface (the masquerade address).
+    src: [u8; 16],
+    /// Next hop (gateway, or the destination itself on a connected network; an IPv4 route
+    /// may have an IPv6 gateway) as `bpf_redirect_neigh` takes it.
+    nh: bpf_redir_neigh,
 }
 
-#[inline(always)]
-fn fib(ctx: &TcContext, key: &FlowKey) -> Result<(u32, [u8; 16]), Counter> {
-    // SAFETY: bpf_fib_lookup is a plain C struct; all-zero is a valid value.
-    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
+/// `bpf_fib_lookup` parameters, 8-byte aligned so they can be cleared with word stores.
+#[repr(C, align(8))]
+struct FibParams(bpf_fib_lookup);
+
+const _: () = assert!(mem::size_of::<bpf_fib_lookup>().is_multiple_of(8));
+
+/// Finds the egress interface, source address and next hop for `key` in the kernel FIB;
+/// fills `out` and returns the interface index, or 0 (and leaves `out` unwritten) when there
+/// is no usable route. Not inlined (its own stack frame).
+#[inline(never)]
+fn fib_into(ctx: &TcContext, key: &FlowKey, out: &mut MaybeUninit<Route>) -> u32 {
+    let mut fp = MaybeUninit::<FibParams>::uninit();
+    let words = fp.as_mut_ptr().cast::<u64>();
+    for i in 0..mem::size_of::<FibParams>() / 8 {
+        // SAFETY: `words` covers the aligned parameter block; volatile keeps LLVM from turning
+        // the clearing into a call to its byte-loop memset.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    // SAFETY: all-zero is a valid bpf_fib_lookup (a plain C struct), written just above.
+    let params = unsafe { &mut (*fp.as_mut_ptr()).0 };
     params.l4_protocol = key.proto;
     params.sport = key.sport.to_be();
     params.dport = key.dport.to_be();
@@ -272,23 +300,30 @@ fn fib(ctx: &TcContext, key: &FlowKey) -> Result<(u32, [u8; 16]), Counter> {
     let rc = unsafe {
         fib_lookup(
             ctx.skb.skb.cast(),
-            &mut params,
+            params,
             mem::size_of::<bpf_fib_lookup>() as i32,
             BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
         )
     };
     if rc != 0 {
-        return Err(Counter::DropFib);
+        return 0;
     }
-    let mut src = [0u8; 16];
-    if key.family == FAMILY_V4 {
-        // SAFETY: the kernel filled the v4 member for AF_INET.
-        src[..4].copy_from_slice(&unsafe { params.__bindgen_anon_3.ipv4_src }.to_ne_bytes());
+    // The source keeps the flow's family; the next hop has the family the kernel reports.
+    // SAFETY: the kernel filled the members of the families it reports.
+    let (s0, s1) = if key.family == FAMILY_V4 {
+        v4_words(unsafe { params.__bindgen_anon_3.ipv4_src }.to_ne_bytes())
     } else {
-        // SAFETY: the kernel filled the v6 member for AF_INET6.
-        src = unsafe { mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_3.ipv6_src) };
+        v6_words(unsafe { mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_3.ipv6_src) })
+    };
+    let r = out.as_mut_ptr();
+    // SAFETY: `r` is valid for writes and 8-byte aligned (Route is align(8)); the kernel
+    // filled the next-hop member of the family it reports.
+    unsafe {
+        put_addr(&raw mut (*r).src, s0, s1);
+        (*r).nh.nh_family = params.family as u32;
+        (*r).nh.__bindgen_anon_1.ipv6_nh = params.__bindgen_anon_4.ipv6_dst;
     }
-    Ok((params.ifindex, src))
+    params.ifindex
 }
 
 /// The reply-direction key of a flow after masquerade to `addr:port`.
@@ -308,10 +343,15 @@ fn nat_reply_key(key: &FlowKey, addr: &[u8; 16], port: u16) -> FlowKey {
 /// [`alloc_nat`] with out-parameters: writes the reply key into `rk` and returns the port, or
 /// 0 when no port is free. Not inlined (its own stack frame).
 #[inline(never)]
-fn alloc_nat_into(cfg: &Config, key: &FlowKey, addr: &[u8; 16], rk: &mut FlowKey) -> u32 {
+fn alloc_nat_into(
+    cfg: &Config,
+    key: &FlowKey,
+    addr: &[u8; 16],
+    rk: &mut MaybeUninit<FlowKey>,
+) -> u32 {
     match alloc_nat(cfg, key, addr) {
         Ok((r, port)) => {
-            *rk = r;
+            rk.write(r);
             port as u32 | 1 << 16
         }
         Err(_) => 0,
@@ -385,11 +425,23 @@ fn track(
 /// would cost stack the verifier does not give us).
 #[derive(Clone, Copy)]
 struct CtView {
-    nat_addr: [u8; 16],
+    /// The masquerade address in the map value (copying it would cost stack).
+    nat_addr: *const [u8; 16],
+    /// The flow's recorded next hop in the map value (null: none).
+    nh: *const bpf_redir_neigh,
     lan_ifindex: u32,
     nat_port: u16,
     origin: u8,
     flags: u8,
+}
+
+impl CtView {
+    /// The masquerade address.
+    #[inline(always)]
+    fn nat(&self) -> &[u8; 16] {
+        // SAFETY: points into a map value, valid for this program run.
+        unsafe { &*self.nat_addr }
+    }
 }
 
 #[inline(always)]
@@ -397,7 +449,12 @@ fn view(ct: *const CtEntry) -> CtView {
     // SAFETY: `ct` is a map value pointer, valid for this program run.
     unsafe {
         CtView {
-            nat_addr: (*ct).nat_addr,
+            nat_addr: &raw const (*ct).nat_addr,
+            nh: if (*ct).nh_family == 0 {
+                core::ptr::null()
+            } else {
+                (&raw const (*ct).nh_family).cast()
+            },
             lan_ifindex: (*ct).lan_ifindex,
             nat_port: (*ct).nat_port,
             origin: (*ct).origin,
@@ -425,46 +482,92 @@ fn new_entry(
 ) -> Option<*mut CtEntry> {
     let e = SCRATCH_CT.get_ptr_mut(0)?;
     let t = now();
-    // SAFETY: per-CPU scratch slot, used only within this run on this CPU.
+    // SAFETY: per-CPU scratch slot, used only within this run on this CPU. Zeroes are
+    // written volatile: LLVM would merge adjacent zero stores into a call to its byte-loop
+    // memset (the BPF backend does not expand memset inline).
     unsafe {
         (*e).created_ns = t;
         (*e).last_seen_ns = t;
         (*e).packets_orig = 1;
         (*e).bytes_orig = len;
-        (*e).packets_reply = 0;
-        (*e).bytes_reply = 0;
-        (*e).nat_addr = [0; 16];
+        write_volatile(&raw mut (*e).packets_reply, 0);
+        write_volatile(&raw mut (*e).bytes_reply, 0);
+        put_addr(&raw mut (*e).nat_addr, 0, 0);
+        let nh = (&raw mut (*e).nexthop).cast::<u32>();
+        write_volatile(nh, 0);
+        write_volatile(nh.add(1), 0);
+        write_volatile(nh.add(2), 0);
+        write_volatile(nh.add(3), 0);
         (*e).policy_id = policy_id;
         (*e).lan_ifindex = lan_ifindex;
         (*e).nat_port = 0;
         (*e).origin = org;
         (*e).flags = flags;
-        (*e)._pad = [0; 4];
+        (*e).nh_family = 0;
     }
     Some(e)
 }
 
+/// The Ethernet header pushed in front of IPv4 packets from an L3 overlay.
+static ETH_HDR_V4: [u8; parse::ETH_LEN] = eth_hdr(ETH_P_IP);
+/// The same for IPv6.
+static ETH_HDR_V6: [u8; parse::ETH_LEN] = eth_hdr(ETH_P_IPV6);
+
+const fn eth_hdr(proto: u16) -> [u8; parse::ETH_LEN] {
+    let p = proto.to_be_bytes();
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, p[0], p[1]]
+}
+
 /// Pushes an Ethernet header in front of an L3 packet and lets the kernel's neighbour code
-/// fill it in on the way out of `ifindex`.
+/// fill it in on the way out of `ifindex`, towards `nh` when the flow has a recorded next hop
+/// (non-null), else towards whatever the kernel's FIB says.
 #[inline(always)]
-fn redirect_l2(ctx: &TcContext, ifindex: u32, family: u8, add_eth: bool) -> i32 {
+fn redirect_l2(
+    ctx: &TcContext,
+    ifindex: u32,
+    family: u8,
+    add_eth: bool,
+    nh: *const bpf_redir_neigh,
+) -> i32 {
     if add_eth {
         // SAFETY: the skb pointer is the program's context.
         if unsafe { bpf_skb_change_head(ctx.skb.skb, parse::ETH_LEN as u32, 0) } != 0 {
             count(Counter::DropInvalid);
             return SHOT;
         }
-        let proto = if family == FAMILY_V4 {
-            ETH_P_IP
+        // Zero MAC addresses (the neighbour code fills them in) and the EtherType, read from
+        // read-only data: a header built on the stack would cost stack the verifier limits.
+        let hdr: &[u8; parse::ETH_LEN] = if family == FAMILY_V4 {
+            &ETH_HDR_V4
         } else {
-            ETH_P_IPV6
+            &ETH_HDR_V6
         };
-        let mut eth = [0u8; 14];
-        eth[12..].copy_from_slice(&proto.to_be_bytes());
-        if ctx.store(0, &eth, 0).is_err() {
+        // SAFETY: `hdr` is ETH_LEN readable bytes, stored at the (new) start of the packet.
+        let rc = unsafe {
+            aya_ebpf::helpers::bpf_skb_store_bytes(
+                ctx.skb.skb.cast(),
+                0,
+                hdr.as_ptr().cast(),
+                parse::ETH_LEN as u32,
+                0,
+            )
+        };
+        if rc != 0 {
             count(Counter::DropInvalid);
             return SHOT;
         }
+    }
+    if !nh.is_null() {
+        // SAFETY: `nh` points to a `bpf_redir_neigh` (a map value or the caller's stack) of
+        // the size passed; the kernel only reads it.
+        return unsafe {
+            bpf_redirect_neigh(
+                ifindex,
+                nh.cast_mut(),
+                mem::size_of::<bpf_redir_neigh>() as i32,
+                0,
+            ) as i32
+        };
     }
     // SAFETY: no neighbour parameters are passed (NULL, 0): the kernel resolves the next hop.
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
@@ -504,10 +607,12 @@ fn clamp(ctx: &TcContext, p: &Parsed, cfg: &Config) -> Result<(), ()> {
 /// TC ingress on the overlay interface.
 #[inline(always)]
 pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
-    let mut p = Parsed::EMPTY;
+    let mut p = MaybeUninit::<Parsed>::uninit();
     if let Err(e) = parse::parse_code(parse::parse_into(ctx, l2, &mut p)) {
         return drop_parse(e);
     }
+    // SAFETY: parse_into wrote every field (it returned success).
+    let p = unsafe { p.assume_init() };
     let cfg = config();
     let len = ctx.len() as u64;
     let key = &p.key;
@@ -530,22 +635,23 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             return OK;
         }
         if e.flags & ct_flags::SNAT != 0
-            && rewrite::rewrite_side(ctx, &p, true, &e.nat_addr, e.nat_port).is_err()
+            && rewrite::rewrite_side(ctx, &p, true, e.nat(), e.nat_port).is_err()
         {
             count(Counter::DropInvalid);
             return SHOT;
         }
-        if clamp(ctx, &p, &cfg).is_err() {
+        if clamp(ctx, &p, cfg).is_err() {
             count(Counter::DropInvalid);
             return SHOT;
         }
-        return redirect_l2(ctx, e.lan_ifindex, key.family, !l2);
+        return redirect_l2(ctx, e.lan_ifindex, key.family, !l2, e.nh);
     }
 
     // 2. Reply direction of a flow opened from a LAN (Site-to-VPN) or by the routing peer.
     if let Some(orig) = CT_REPLY.get_ptr(key) {
-        // SAFETY: map value pointer, valid for this run.
-        let orig = unsafe { *orig };
+        // SAFETY: map value pointer, valid for this run (used as the key in place: copying
+        // it would cost 40 bytes of the stack the verifier limits).
+        let orig = unsafe { &*orig };
         if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
             let e = view(ct);
             match e.origin {
@@ -557,11 +663,11 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
                 origin::LAN => {
                     touch(ct, true, len, &p);
                     count(Counter::Established);
-                    if clamp(ctx, &p, &cfg).is_err() {
+                    if clamp(ctx, &p, cfg).is_err() {
                         count(Counter::DropInvalid);
                         return SHOT;
                     }
-                    return redirect_l2(ctx, e.lan_ifindex, key.family, !l2);
+                    return redirect_l2(ctx, e.lan_ifindex, key.family, !l2, e.nh);
                 }
                 _ => {}
             }
@@ -569,7 +675,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     }
 
     // 3. A new flow.
-    new_overlay_flow(ctx, &p, &cfg, l2)
+    new_overlay_flow(ctx, &p, cfg, l2)
 }
 
 /// Policy check and setup of a flow opened from the overlay.
@@ -619,11 +725,13 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         return OK;
     }
 
-    let mut src = [0u8; 16];
-    let ifindex = fib_into(ctx, key, &mut src);
+    let mut route = MaybeUninit::<Route>::uninit();
+    let ifindex = fib_into(ctx, key, &mut route);
     if ifindex == 0 {
         return deny(cfg, Counter::DropFib, key, pol.policy_id, origin::OVERLAY);
     }
+    // SAFETY: fib_into wrote the route (it returned an interface).
+    let route = unsafe { route.assume_init_ref() };
     // SAFETY: reading the context's ingress interface.
     if ifindex == unsafe { (*ctx.skb.skb).ifindex } {
         // The route points back into the overlay: never loop.
@@ -635,8 +743,20 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         0
     };
     if dest.flags & dest_flags::MASQUERADE != 0 {
-        let mut rk = FlowKey::default();
-        let got = alloc_nat_into(cfg, key, &src, &mut rk);
+        // The reply key lives in per-CPU scratch space: this frame is part of a call chain
+        // whose stack the verifier limits to 512 bytes.
+        let Some(rk) = SCRATCH_KEY.get_ptr_mut(0) else {
+            return deny(
+                cfg,
+                Counter::DropCtFull,
+                key,
+                pol.policy_id,
+                origin::OVERLAY,
+            );
+        };
+        // SAFETY: per-CPU scratch slot, used only within this run on this CPU; MaybeUninit
+        // has the layout of FlowKey.
+        let got = alloc_nat_into(cfg, key, &route.src, unsafe { &mut *rk.cast() });
         if got == 0 {
             return deny(
                 cfg,
@@ -646,6 +766,8 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
                 origin::OVERLAY,
             );
         }
+        // SAFETY: alloc_nat_into wrote the reply key (it returned a port).
+        let rk = unsafe { &*rk };
         let port = (got & 0xffff) as u16;
         let entry = new_entry(
             origin::OVERLAY,
@@ -657,18 +779,21 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         if let Some(e) = entry {
             // SAFETY: the scratch slot returned by `new_entry`.
             unsafe {
-                (*e).nat_addr = src;
+                (*e).nat_addr = route.src;
                 (*e).nat_port = port;
+                (*e).nh_family = route.nh.nh_family;
+                (*e).nexthop =
+                    mem::transmute::<[u32; 4], [u8; 16]>(route.nh.__bindgen_anon_1.ipv6_nh);
             }
         }
-        if let Err(c) = track(key, &rk, entry, true) {
+        if let Err(c) = track(key, rk, entry, true) {
             return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
         }
         // A racing CPU may have created the flow with another mapping: use what is stored.
         let (naddr, nport) = match CONNTRACK.get_ptr(key) {
             // SAFETY: map value pointer, valid for this run.
             Some(e) => unsafe { ((*e).nat_addr, (*e).nat_port) },
-            None => (src, port),
+            None => (route.src, port),
         };
         if rewrite::rewrite_side(ctx, p, true, &naddr, nport).is_err() {
             count(Counter::DropInvalid);
@@ -676,6 +801,14 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         }
     } else {
         let entry = new_entry(origin::OVERLAY, pol.policy_id, ifindex, syn, len);
+        if let Some(e) = entry {
+            // SAFETY: the scratch slot returned by `new_entry`.
+            unsafe {
+                (*e).nh_family = route.nh.nh_family;
+                (*e).nexthop =
+                    mem::transmute::<[u32; 4], [u8; 16]>(route.nh.__bindgen_anon_1.ipv6_nh);
+            }
+        }
         if let Err(c) = track_plain(key, entry) {
             return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
         }
@@ -685,7 +818,7 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         count(Counter::DropInvalid);
         return SHOT;
     }
-    redirect_l2(ctx, ifindex, key.family, !l2)
+    redirect_l2(ctx, ifindex, key.family, !l2, &route.nh)
 }
 
 #[inline(always)]
@@ -718,23 +851,25 @@ fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, l2: bool) -> i32 {
         return OK;
     }
     if e.flags & ct_flags::SNAT != 0
-        && rewrite::translate_icmp_error(ctx, p, &inner, false, &e.nat_addr, e.nat_port).is_err()
+        && rewrite::translate_icmp_error(ctx, p, &inner, false, e.nat(), e.nat_port).is_err()
     {
         count(Counter::DropInvalid);
         return SHOT;
     }
     count(Counter::IcmpRelated);
-    redirect_l2(ctx, e.lan_ifindex, p.key.family, !l2)
+    redirect_l2(ctx, e.lan_ifindex, p.key.family, !l2, e.nh)
 }
 
 /// TC egress on the overlay interface: flows the routing peer itself opens to the overlay
 /// get a conntrack entry so their replies pass the ingress program.
 #[inline(always)]
 pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
-    let mut p = Parsed::EMPTY;
+    let mut p = MaybeUninit::<Parsed>::uninit();
     if parse::parse_into(ctx, l2, &mut p) != 0 {
         return OK;
     }
+    // SAFETY: parse_into wrote every field (it returned success).
+    let p = unsafe { p.assume_init() };
     let key = &p.key;
     if p.icmp == IcmpKind::Error {
         return OK;
@@ -767,24 +902,27 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
 /// TC ingress on a LAN interface.
 #[inline(always)]
 pub fn lan_ingress(ctx: &TcContext) -> i32 {
-    let mut p = Parsed::EMPTY;
+    let mut p = MaybeUninit::<Parsed>::uninit();
     if parse::parse_into(ctx, true, &mut p) != 0 {
         // Not ours to judge: the host's own traffic must never break.
         count(Counter::PassHost);
         return OK;
     }
+    // SAFETY: parse_into wrote every field (it returned success).
+    let p = unsafe { p.assume_init() };
     let cfg = config();
     let key = &p.key;
     let len = ctx.len() as u64;
 
     if p.icmp == IcmpKind::Error {
-        return icmp_error_from_lan(ctx, &p, &cfg);
+        return icmp_error_from_lan(ctx, &p, cfg);
     }
 
     // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
     if let Some(orig) = CT_REPLY.get_ptr(key) {
-        // SAFETY: map value pointer, valid for this run.
-        let orig = unsafe { *orig };
+        // SAFETY: map value pointer, valid for this run (used as the key in place: copying
+        // it would cost 40 bytes of the stack the verifier limits).
+        let orig = unsafe { &*orig };
         if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
             let e = view(ct);
             if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
@@ -796,11 +934,11 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
                     count(Counter::DropInvalid);
                     return SHOT;
                 }
-                if clamp(ctx, &p, &cfg).is_err() {
+                if clamp(ctx, &p, cfg).is_err() {
                     count(Counter::DropInvalid);
                     return SHOT;
                 }
-                return to_overlay(&cfg);
+                return to_overlay(cfg);
             }
         }
     }
@@ -811,12 +949,12 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
         if unsafe { (*ct).origin } == origin::LAN {
             touch(ct, false, len, &p);
             count(Counter::Established);
-            return to_overlay(&cfg);
+            return to_overlay(cfg);
         }
     }
 
     // 3. New flows towards overlay peers need a policy; anything else is not ours.
-    new_lan_flow(ctx, &p, &cfg)
+    new_lan_flow(ctx, &p, cfg)
 }
 
 /// Site-to-VPN: a LAN host opening a flow to an overlay peer needs a policy.
@@ -872,7 +1010,7 @@ fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
         return OK;
     };
     // SAFETY: map value pointer, valid for this run.
-    let orig = unsafe { *orig };
+    let orig = unsafe { &*orig };
     let Some(ct) = CONNTRACK.get_ptr(orig) else {
         count(Counter::PassHost);
         return OK;

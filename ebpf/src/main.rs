@@ -55,6 +55,9 @@ static POLICY_STATS: PerCpuHashMap<u32, PolicyStats> =
 /// Per-CPU scratch space for building a conntrack entry (too big for the BPF stack).
 #[map(name = "SG_SCRATCH_CT")]
 static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for a flow key (keeps it off the stack of the new-flow path).
+#[map(name = "SG_SCRATCH_KEY")]
+static SCRATCH_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SG_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
 

@@ -1,9 +1,12 @@
 //! Packet parsing: from the IP header to a [`Parsed`] view with the flow key.
 //!
-//! Reads go through `bpf_skb_load_bytes` (`ctx.load`), which copes with non-linear skbs (TUN
-//! super-packets) and keeps the verifier's job simple; offsets are bounded explicitly.
+//! The Ethernet, IP and L4 headers are read with direct packet access (bounds checked against
+//! `data_end`); when they are not in the skb's linear part (some TUN super-packets), the first
+//! [`PULL_LEN`] bytes are made linear once with `bpf_skb_pull_data`. IPv6 extension headers
+//! and the headers quoted in ICMP errors (rare paths) are read with `bpf_skb_load_bytes`.
 
-use aya_ebpf::helpers::bpf_skb_load_bytes;
+use core::mem::MaybeUninit;
+
 use aya_ebpf::programs::TcContext;
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use swiftgate_common::{FAMILY_V4, FAMILY_V6, FlowKey, proto};
@@ -12,6 +15,9 @@ use swiftgate_common::{FAMILY_V4, FAMILY_V6, FlowKey, proto};
 pub const ETH_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+/// Bytes made linear before parsing when the skb's linear part is shorter: Ethernet, the
+/// longest IPv4 header (60) and a TCP header up to its options (20) fit.
+pub const PULL_LEN: usize = 128;
 
 /// TCP flag bits (byte 13 of the header).
 pub mod tcp {
@@ -40,8 +46,10 @@ pub enum IcmpKind {
     Other,
 }
 
-/// A parsed packet.
+/// A parsed packet. `repr(C)` with the key first, so the key is 8-byte aligned and its
+/// address words are written as whole words (no byte-wise zeroing).
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub struct Parsed {
     /// The flow key as seen on the wire.
     pub key: FlowKey,
@@ -49,10 +57,10 @@ pub struct Parsed {
     pub l3: usize,
     /// Offset of the L4 header.
     pub l4: usize,
-    /// TCP flags (0 for other protocols).
-    pub tcp_flags: u8,
     /// TCP data offset in bytes (0 for other protocols).
     pub tcp_hdr_len: usize,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
     /// ICMP classification.
     pub icmp: IcmpKind,
 }
@@ -68,12 +76,12 @@ pub enum ParseError {
     Fragment,
 }
 
-/// Parses the packet (Ethernet first when `l2`) into `out`. Not inlined (its own stack frame);
-/// returns a plain code because BPF functions cannot return stack memory. Fields are loaded
-/// straight into `out` to keep the frame small.
+/// Parses the packet (Ethernet first when `l2`) into `out`, which is fully written when this
+/// returns 0. Not inlined (its own stack frame); returns a plain code because BPF functions
+/// cannot return stack memory.
 #[inline(never)]
-pub fn parse_into(ctx: &TcContext, l2: bool, out: &mut Parsed) -> u8 {
-    match parse(ctx, l2, out) {
+pub fn parse_into(ctx: &TcContext, l2: bool, out: &mut MaybeUninit<Parsed>) -> u8 {
+    match parse(ctx, l2, out.as_mut_ptr()) {
         Ok(()) => 0,
         Err(ParseError::NotIp) => 1,
         Err(ParseError::Invalid) => 2,
@@ -92,55 +100,73 @@ pub fn parse_code(code: u8) -> Result<(), ParseError> {
     }
 }
 
-/// Loads `dst.len()` bytes at `off` straight into `dst`.
+/// Reads `N` bytes at packet address `at`.
+///
+/// # Safety
+/// `at + N` must have been checked against `data_end` by the caller.
 #[inline(always)]
-fn load_into(ctx: &TcContext, off: usize, dst: &mut [u8]) -> Result<(), ParseError> {
-    // SAFETY: `dst` is valid writable memory of the length passed.
-    let rc = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            off as u32,
-            dst.as_mut_ptr().cast(),
-            dst.len() as u32,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(ParseError::Invalid)
+unsafe fn bytes<const N: usize>(at: usize) -> [u8; N] {
+    // SAFETY: the caller checked the range; unaligned reads are fine for packet data.
+    unsafe { core::ptr::read_unaligned(at as *const [u8; N]) }
+}
+
+/// Writes a 16-byte key address as two 64-bit stores. Volatile, so LLVM does not merge zero
+/// stores into a call to its byte-loop `memset` (the BPF backend does not inline memset).
+///
+/// # Safety
+/// `dst` must be valid for writes and 8-byte aligned (the address fields of a [`FlowKey`]).
+#[inline(always)]
+pub unsafe fn put_addr(dst: *mut [u8; 16], lo: u64, hi: u64) {
+    let d = dst.cast::<u64>();
+    // SAFETY: the caller guarantees a valid, 8-byte aligned 16-byte field.
+    unsafe {
+        core::ptr::write_volatile(d, lo);
+        core::ptr::write_volatile(d.add(1), hi);
     }
 }
 
+/// The two 64-bit words of an IPv4 address as a key address (first four bytes, rest zero).
 #[inline(always)]
-fn parse(ctx: &TcContext, l2: bool, out: &mut Parsed) -> Result<(), ParseError> {
-    out.key = FlowKey::default();
-    out.tcp_flags = 0;
-    out.tcp_hdr_len = 0;
-    out.icmp = IcmpKind::None;
+pub fn v4_words(a: [u8; 4]) -> (u64, u64) {
+    (u32::from_ne_bytes(a) as u64, 0)
+}
+
+/// The two 64-bit words of a 16-byte address.
+#[inline(always)]
+pub fn v6_words(a: [u8; 16]) -> (u64, u64) {
+    // SAFETY: [u8; 16] and [u64; 2] have the same size; any bit pattern is valid.
+    let w = unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(a) };
+    (w[0], w[1])
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext, l2: bool, out: *mut Parsed) -> Result<(), ParseError> {
+    let len = ctx.len() as usize;
     let l3 = if l2 { ETH_LEN } else { 0 };
-    out.l3 = l3;
-    // One read for the Ethernet (if any) and IPv4 header, the common case: `hdr[14..34]` is
-    // the first 20 bytes of the IP header either way. Helper calls dominate the cost here.
-    let mut hdr = [0u8; ETH_LEN + 20];
-    let got = if l2 {
-        load_into(ctx, 0, &mut hdr)
-    } else {
-        load_into(ctx, 0, &mut hdr[ETH_LEN..])
-    };
+    let want = if len < PULL_LEN { len } else { PULL_LEN };
+    if ctx.data() + want > ctx.data_end() {
+        // Headers in paged data: make them linear (a failure shows as a short packet below).
+        let _ = ctx.pull_data(want as u32);
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
     if l2 {
-        // A frame too short for an IPv4 header may still be some other protocol.
-        let ethertype: [u8; 2] = match got {
-            Ok(()) => [hdr[12], hdr[13]],
-            Err(_) => ctx.load(12).map_err(|_| ParseError::Invalid)?,
-        };
-        if !matches!(u16::from_be_bytes(ethertype), ETH_P_IP | ETH_P_IPV6) {
+        if data + ETH_LEN > end {
+            return Err(ParseError::Invalid);
+        }
+        // SAFETY: checked against data_end above.
+        let et = unsafe { bytes::<2>(data + 12) };
+        if !matches!(u16::from_be_bytes(et), ETH_P_IP | ETH_P_IPV6) {
             return Err(ParseError::NotIp);
         }
     }
-    got?;
-    let h = &hdr[ETH_LEN..];
-    let len = ctx.len() as usize;
-    match h[0] >> 4 {
+    let ip = data + l3;
+    if ip + 20 > end {
+        return Err(ParseError::Invalid);
+    }
+    // SAFETY: checked against data_end above.
+    let h = unsafe { bytes::<20>(ip) };
+    let (proto, l4, family) = match h[0] >> 4 {
         4 => {
             let ihl = ((h[0] & 0x0f) as usize) * 4;
             if ihl < 20 {
@@ -153,74 +179,132 @@ fn parse(ctx: &TcContext, l2: bool, out: &mut Parsed) -> Result<(), ParseError> 
             if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
                 return Err(ParseError::Fragment);
             }
-            out.key.family = FAMILY_V4;
-            out.key.proto = h[9];
-            out.key.saddr[..4].copy_from_slice(&h[12..16]);
-            out.key.daddr[..4].copy_from_slice(&h[16..20]);
-            out.l4 = l3 + ihl;
+            let (s0, s1) = v4_words([h[12], h[13], h[14], h[15]]);
+            let (d0, d1) = v4_words([h[16], h[17], h[18], h[19]]);
+            // SAFETY: `out` is valid for writes and a FlowKey's address fields are aligned.
+            unsafe {
+                put_addr(&raw mut (*out).key.saddr, s0, s1);
+                put_addr(&raw mut (*out).key.daddr, d0, d1);
+            }
+            (h[9], l3 + ihl, FAMILY_V4)
         }
         6 => {
-            // version/class/flow, payload length, next header, hop limit: in `h` already.
-            if l3 + 40 + u16::from_be_bytes([h[4], h[5]]) as usize > len {
+            if ip + 40 > end || l3 + 40 + u16::from_be_bytes([h[4], h[5]]) as usize > len {
                 return Err(ParseError::Invalid);
             }
-            out.key.family = FAMILY_V6;
-            load_into(ctx, l3 + 8, &mut out.key.saddr)?;
-            load_into(ctx, l3 + 24, &mut out.key.daddr)?;
-            // Walk at most four extension headers.
-            let mut next = h[6];
-            let mut off = l3 + 40;
-            for _ in 0..4 {
-                match next {
-                    // Hop-by-hop, routing, destination options.
-                    0 | 43 | 60 => {
-                        let e: [u8; 2] = ctx.load(off).map_err(|_| ParseError::Invalid)?;
-                        next = e[0];
-                        off += (e[1] as usize + 1) * 8;
-                    }
-                    44 => return Err(ParseError::Fragment),
-                    _ => break,
-                }
+            // SAFETY: checked against data_end above.
+            let (s0, s1) = v6_words(unsafe { bytes::<16>(ip + 8) });
+            // SAFETY: as above.
+            let (d0, d1) = v6_words(unsafe { bytes::<16>(ip + 24) });
+            // SAFETY: `out` is valid for writes and a FlowKey's address fields are aligned.
+            unsafe {
+                put_addr(&raw mut (*out).key.saddr, s0, s1);
+                put_addr(&raw mut (*out).key.daddr, d0, d1);
             }
+            let next = h[6];
             if matches!(next, 0 | 43 | 60 | 44) {
-                return Err(ParseError::Invalid);
+                let r = ext_headers(ctx, next, l3 + 40);
+                match r {
+                    EXT_INVALID => return Err(ParseError::Invalid),
+                    EXT_FRAGMENT => return Err(ParseError::Fragment),
+                    _ => ((r >> 32) as u8, (r & 0xffff) as usize, FAMILY_V6),
+                }
+            } else {
+                (next, l3 + 40, FAMILY_V6)
             }
-            out.key.proto = next;
-            out.l4 = off;
         }
         _ => return Err(ParseError::NotIp),
-    }
-    let l4 = out.l4;
-    match out.key.proto {
+    };
+    let mut sport = 0;
+    let mut dport = 0;
+    let mut tcp_flags = 0;
+    let mut tcp_hdr_len = 0;
+    let mut icmp = IcmpKind::None;
+    match proto {
         proto::TCP => {
             // ports, seq, ack, data offset, flags.
-            let t: [u8; 14] = ctx.load(l4).map_err(|_| ParseError::Invalid)?;
+            let t: [u8; 14] = l4_bytes(ctx, l4)?;
             let doff = ((t[12] >> 4) as usize) * 4;
             if doff < 20 || l4 + doff > len {
                 return Err(ParseError::Invalid);
             }
-            out.key.sport = u16::from_be_bytes([t[0], t[1]]);
-            out.key.dport = u16::from_be_bytes([t[2], t[3]]);
-            out.tcp_flags = t[13];
-            out.tcp_hdr_len = doff;
+            sport = u16::from_be_bytes([t[0], t[1]]);
+            dport = u16::from_be_bytes([t[2], t[3]]);
+            tcp_flags = t[13];
+            tcp_hdr_len = doff;
         }
         proto::UDP => {
-            let u: [u8; 8] = ctx.load(l4).map_err(|_| ParseError::Invalid)?;
-            out.key.sport = u16::from_be_bytes([u[0], u[1]]);
-            out.key.dport = u16::from_be_bytes([u[2], u[3]]);
+            let u: [u8; 8] = l4_bytes(ctx, l4)?;
+            sport = u16::from_be_bytes([u[0], u[1]]);
+            dport = u16::from_be_bytes([u[2], u[3]]);
         }
         proto::ICMP | proto::ICMPV6 => {
-            let h: [u8; 8] = ctx.load(l4).map_err(|_| ParseError::Invalid)?;
-            out.icmp = classify_icmp(out.key.proto, h[0]);
-            if matches!(out.icmp, IcmpKind::EchoRequest | IcmpKind::EchoReply) {
+            let h: [u8; 8] = l4_bytes(ctx, l4)?;
+            icmp = classify_icmp(proto, h[0]);
+            if matches!(icmp, IcmpKind::EchoRequest | IcmpKind::EchoReply) {
                 let id = u16::from_be_bytes([h[4], h[5]]);
-                out.key.sport = id;
-                out.key.dport = id;
+                sport = id;
+                dport = id;
             }
         }
         _ => {}
     }
+    // SAFETY: `out` is valid for writes; together with the addresses above every field is
+    // written.
+    unsafe {
+        (*out).key.sport = sport;
+        (*out).key.dport = dport;
+        (*out).key.proto = proto;
+        (*out).key.family = family;
+        (*out).key._pad = [0; 2];
+        (*out).l3 = l3;
+        (*out).l4 = l4;
+        (*out).tcp_hdr_len = tcp_hdr_len;
+        (*out).tcp_flags = tcp_flags;
+        (*out).icmp = icmp;
+    }
     Ok(())
+}
+
+/// The first `N` bytes of the L4 header at `l4`: read directly when in the linear part, else
+/// through `bpf_skb_load_bytes` (after long IPv6 extension headers).
+#[inline(always)]
+fn l4_bytes<const N: usize>(ctx: &TcContext, l4: usize) -> Result<[u8; N], ParseError> {
+    let at = ctx.data() + l4;
+    if at + N <= ctx.data_end() {
+        // SAFETY: checked against data_end just above.
+        Ok(unsafe { bytes::<N>(at) })
+    } else {
+        ctx.load(l4).map_err(|_| ParseError::Invalid)
+    }
+}
+
+const EXT_INVALID: u64 = u64::MAX;
+const EXT_FRAGMENT: u64 = u64::MAX - 1;
+
+/// Walks at most four IPv6 extension headers starting with `next` at `off`. Returns the upper
+/// protocol (bits 32..40) and its offset (bits 0..16), or [`EXT_INVALID`] / [`EXT_FRAGMENT`]
+/// (a plain integer: BPF functions cannot return aggregates). Not inlined: a rare path.
+#[inline(never)]
+fn ext_headers(ctx: &TcContext, mut next: u8, mut off: usize) -> u64 {
+    for _ in 0..4 {
+        match next {
+            // Hop-by-hop, routing, destination options.
+            0 | 43 | 60 => {
+                let Ok(e) = ctx.load::<[u8; 2]>(off) else {
+                    return EXT_INVALID;
+                };
+                next = e[0];
+                off += (e[1] as usize + 1) * 8;
+            }
+            44 => return EXT_FRAGMENT,
+            _ => break,
+        }
+    }
+    if matches!(next, 0 | 43 | 60 | 44) || off > 0xffff {
+        return EXT_INVALID;
+    }
+    (next as u64) << 32 | off as u64
 }
 
 #[inline(always)]
@@ -297,24 +381,4 @@ pub fn parse_inner(ctx: &TcContext, p: &Parsed) -> Result<Inner, ParseError> {
         _ => return Err(ParseError::Invalid),
     }
     Ok(Inner { key, l3, l4 })
-}
-
-impl Parsed {
-    /// A zeroed value to parse into.
-    pub const EMPTY: Parsed = Parsed {
-        key: FlowKey {
-            saddr: [0; 16],
-            daddr: [0; 16],
-            sport: 0,
-            dport: 0,
-            proto: 0,
-            family: 0,
-            _pad: [0; 2],
-        },
-        l3: 0,
-        l4: 0,
-        tcp_flags: 0,
-        tcp_hdr_len: 0,
-        icmp: IcmpKind::None,
-    };
 }

@@ -814,3 +814,115 @@ fn icmp_errors_from_the_overlay_are_translated_back() {
     );
     inner.assert_checksums();
 }
+
+/// The XDP stage forwards packets of tracked flows exactly as the TC program would (same
+/// bytes after the Ethernet header, MACs from the resolved neighbour) and passes everything
+/// else — unknown flows, SYN/FIN, unresolved next hops — to the TC program.
+#[test]
+fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
+    use kernel::{XDP_PASS, XDP_REDIRECT};
+    let mut lab = Lab::new(CONFIG);
+    let wiki_mac = [0x02, 0, 0, 0xc0, 0x02, 0x0a];
+    lab.sh("ip neigh replace 192.0.2.10 lladdr 02:00:00:c0:02:0a dev lan nud permanent");
+    lab.sh("ip neigh replace 2001:db8:1::10 lladdr 02:00:00:c0:02:0a dev lan nud permanent");
+    let lan_mac = lab.mac("lan");
+
+    let syn = pkt::tcp("100.64.0.2", 40100, "192.0.2.10", 443, Tcp::Syn(1460), b"");
+    let data = pkt::tcp("100.64.0.2", 40100, "192.0.2.10", 443, Tcp::Ack, b"payload");
+    assert_eq!(lab.xdp(&data).0, XDP_PASS, "an untracked flow goes to TC");
+    assert_eq!(lab.xdp(&syn).0, XDP_PASS, "a SYN goes to TC");
+    assert!(lab.flows().is_empty(), "the XDP stage never creates flows");
+    assert_eq!(lab.overlay(&syn).0, TC_ACT_REDIRECT);
+    let f = lab.flow("100.64.0.2", 40100, "192.0.2.10", 443).unwrap();
+    assert_eq!(f.entry.nh_family, 2, "next hop recorded (AF_INET)");
+    assert_eq!(
+        f.entry.nexthop[..4],
+        [192, 0, 2, 10],
+        "connected: the destination"
+    );
+
+    let est = lab.counter(Counter::Established);
+    let (rc, out) = lab.xdp(&data);
+    assert_eq!(rc, XDP_REDIRECT);
+    assert_eq!(
+        out[..6],
+        wiki_mac,
+        "destination MAC from the neighbour table"
+    );
+    assert_eq!(out[6..12], lan_mac, "source MAC of the LAN interface");
+    let v = View::eth(&out);
+    assert_eq!(
+        (v.src, v.sport(), v.dst, v.dport()),
+        (ip("192.0.2.1"), 40100, ip("192.0.2.10"), 443),
+        "masqueraded"
+    );
+    v.assert_checksums();
+    assert!(v.l4.ends_with(b"payload"));
+    let (rc, tc_out) = lab.overlay(&data);
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    assert_eq!(
+        out[14..],
+        tc_out[14..],
+        "XDP and TC produce the same packet"
+    );
+    assert_eq!(lab.counter(Counter::Established), est + 2);
+    let f = lab.flow("100.64.0.2", 40100, "192.0.2.10", 443).unwrap();
+    assert_eq!(f.entry.packets_orig, 3, "SYN (TC), data (XDP), data (TC)");
+
+    let fin = pkt::tcp("100.64.0.2", 40100, "192.0.2.10", 443, Tcp::Fin, b"");
+    assert_eq!(
+        lab.xdp(&fin).0,
+        XDP_PASS,
+        "FIN goes to TC (connection state)"
+    );
+
+    // UDP with its checksum.
+    let q = pkt::udp("100.64.0.2", 5353, "192.0.2.10", 53, b"query");
+    assert_eq!(lab.overlay(&q).0, TC_ACT_REDIRECT);
+    let (rc, out) = lab.xdp(&q);
+    assert_eq!(rc, XDP_REDIRECT);
+    let v = View::eth(&out);
+    assert_eq!(v.src, ip("192.0.2.1"));
+    v.assert_checksums();
+
+    // Masquerade off: forwarded with the source kept, once the next hop is resolved.
+    let syn = pkt::tcp("100.64.0.3", 40200, "198.51.100.7", 80, Tcp::Syn(1460), b"");
+    let data = pkt::tcp("100.64.0.3", 40200, "198.51.100.7", 80, Tcp::Ack, b"x");
+    assert_eq!(lab.overlay(&syn).0, TC_ACT_REDIRECT);
+    assert_eq!(
+        lab.xdp(&data).0,
+        XDP_PASS,
+        "unresolved neighbour: TC resolves it"
+    );
+    lab.sh("ip neigh replace 198.51.100.7 lladdr 02:00:00:33:64:07 dev lan2 nud permanent");
+    let (rc, out) = lab.xdp(&data);
+    assert_eq!(rc, XDP_REDIRECT);
+    let v = View::eth(&out);
+    assert_eq!((v.src, v.sport()), (ip("100.64.0.3"), 40200));
+    assert_eq!(out, {
+        let mut e = data.clone();
+        e[..6].copy_from_slice(&[0x02, 0, 0, 0x33, 0x64, 0x07]);
+        e[6..12].copy_from_slice(&lab.mac("lan2"));
+        e
+    });
+
+    // IPv6, masqueraded.
+    let syn = pkt::tcp(
+        "fd00:64::2",
+        40300,
+        "2001:db8:1::10",
+        443,
+        Tcp::Syn(1440),
+        b"",
+    );
+    let data = pkt::tcp("fd00:64::2", 40300, "2001:db8:1::10", 443, Tcp::Ack, b"six");
+    assert_eq!(lab.overlay(&syn).0, TC_ACT_REDIRECT);
+    let (rc, out) = lab.xdp(&data);
+    assert_eq!(rc, XDP_REDIRECT);
+    let v = View::eth(&out);
+    assert_eq!(
+        (v.src, v.sport(), v.dst),
+        (ip("2001:db8:1::1"), 40300, ip("2001:db8:1::10"))
+    );
+    v.assert_checksums();
+}

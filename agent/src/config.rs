@@ -64,6 +64,11 @@ pub struct InterfaceConfig {
     /// Whether the overlay interface has Ethernet headers.
     #[serde(default)]
     pub overlay_l2: bool,
+    /// Run the XDP stage in front of the TC program on an Ethernet overlay interface
+    /// (established flows without an skb; needs `overlay_l2` and driver-mode XDP on the
+    /// overlay, and LAN interfaces that accept XDP redirects).
+    #[serde(default)]
+    pub xdp: bool,
     /// Own overlay addresses with the overlay prefix length.
     pub addresses: Vec<String>,
     /// LAN interfaces.
@@ -347,6 +352,8 @@ pub struct Config {
     pub overlay: String,
     /// Overlay has Ethernet headers.
     pub overlay_l2: bool,
+    /// XDP stage on the overlay interface.
+    pub xdp: bool,
     /// Own addresses (host prefixes).
     pub own_addresses: Vec<IpNet>,
     /// Overlay networks (from the own addresses' prefix lengths).
@@ -848,9 +855,16 @@ impl Config {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/run/swiftgate/{}.sock", i.overlay)));
 
+        if i.xdp && !i.overlay_l2 {
+            return Err(invalid(
+                "interface",
+                "xdp = true needs overlay_l2 = true (the XDP stage handles Ethernet frames)",
+            ));
+        }
         Ok(Config {
             overlay: i.overlay.clone(),
             overlay_l2: i.overlay_l2,
+            xdp: i.xdp,
             own_addresses,
             overlay_nets,
             lan: i.lan.clone(),

@@ -23,7 +23,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
     },
@@ -49,6 +49,8 @@ pub enum Hook {
     Ingress,
     /// TC egress.
     Egress,
+    /// XDP (driver mode).
+    Xdp,
 }
 
 impl Hook {
@@ -56,12 +58,14 @@ impl Hook {
         match self {
             Hook::Ingress => "ingress",
             Hook::Egress => "egress",
+            Hook::Xdp => "xdp",
         }
     }
-    fn tc(self) -> TcAttachType {
+    fn tc(self) -> Option<TcAttachType> {
         match self {
-            Hook::Ingress => TcAttachType::Ingress,
-            Hook::Egress => TcAttachType::Egress,
+            Hook::Ingress => Some(TcAttachType::Ingress),
+            Hook::Egress => Some(TcAttachType::Egress),
+            Hook::Xdp => None,
         }
     }
 }
@@ -175,6 +179,13 @@ impl Dataplane {
                 }
             }
         }
+        let name = common::programs::OVERLAY_XDP;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?;
+        xdp.load()
+            .with_context(|| format!("verifier rejected {name}"))?;
         Ok(Dataplane {
             ebpf,
             pin: opts.pin_path.clone(),
@@ -189,6 +200,16 @@ impl Dataplane {
 
     /// A loaded program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?)
+    }
+
+    /// The loaded XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
+        let name = common::programs::OVERLAY_XDP;
         Ok(self
             .ebpf
             .program_mut(name)
@@ -214,6 +235,13 @@ impl Dataplane {
             (cfg.overlay.clone(), Hook::Ingress, ing),
             (cfg.overlay.clone(), Hook::Egress, eg),
         ];
+        if cfg.xdp {
+            want.push((
+                cfg.overlay.clone(),
+                Hook::Xdp,
+                common::programs::OVERLAY_XDP,
+            ));
+        }
         for l in &cfg.lan {
             want.push((l.clone(), Hook::Ingress, common::programs::LAN_INGRESS));
         }
@@ -240,13 +268,12 @@ impl Dataplane {
 
     fn attach_one(&mut self, ifname: &str, hook: Hook, prog_name: &str) -> Result<()> {
         let path = link_dir(&self.pin).join(format!("{ifname}@{}", hook.name()));
+        let Some(tc) = hook.tc() else {
+            return self.attach_xdp(ifname, &path);
+        };
         let prog = self.program(prog_name)?;
         let id = prog
-            .attach_with_options(
-                ifname,
-                hook.tc(),
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
+            .attach_with_options(ifname, tc, TcAttachOptions::TcxOrder(LinkOrder::first()))
             .with_context(|| format!("attaching {prog_name} to {ifname} {}", hook.name()))?;
         let link: FdLink = prog.take_link(id)?.try_into().context("TCX link")?;
         // The new program now runs first; the old one (if any) no longer sees packets.
@@ -261,6 +288,25 @@ impl Dataplane {
             program = prog_name,
             "attached"
         );
+        Ok(())
+    }
+
+    /// Attaches the XDP stage in driver mode (generic-mode XDP would cost more than the TC
+    /// path it shortcuts, so there is no fallback: the configuration is refused instead).
+    fn attach_xdp(&mut self, ifname: &str, path: &Path) -> Result<()> {
+        let prog = self.xdp_program()?;
+        let id = prog
+            .attach(ifname, XdpMode::Driver)
+            .with_context(|| {
+                format!("attaching the XDP stage to {ifname} (driver mode; set xdp = false if the driver has no XDP support)")
+            })?;
+        let link: FdLink = prog.take_link(id)?.try_into().context("XDP link")?;
+        if path.exists() {
+            release_link(path)?;
+        }
+        link.pin(path)
+            .with_context(|| format!("pinning {}", path.display()))?;
+        tracing::info!(interface = ifname, hook = "xdp", "attached");
         Ok(())
     }
 

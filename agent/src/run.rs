@@ -157,7 +157,11 @@ pub fn reload(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<()> {
         return Err(e);
     }
     dp.set_kernel_config(kcfg)?;
-    if new.overlay != old.overlay || new.lan != old.lan || new.overlay_l2 != old.overlay_l2 {
+    if new.overlay != old.overlay
+        || new.lan != old.lan
+        || new.overlay_l2 != old.overlay_l2
+        || new.xdp != old.xdp
+    {
         dp.attach(new)?;
     }
     Ok(())

@@ -48,6 +48,9 @@ pub mod programs {
     pub const OVERLAY_EGRESS_L2: &str = "sg_overlay_egress_l2";
     /// TC ingress on a LAN interface (Ethernet).
     pub const LAN_INGRESS: &str = "sg_lan_ingress";
+    /// XDP on an L2 overlay interface, in front of [`OVERLAY_INGRESS_L2`]: the established
+    /// path without an skb.
+    pub const OVERLAY_XDP: &str = "sg_overlay_xdp";
 }
 
 /// Default pin directory for maps and links.

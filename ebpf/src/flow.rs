@@ -41,7 +41,7 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
 #[inline(always)]
-fn count(c: Counter) {
+pub(crate) fn count(c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *p += 1 };
@@ -140,7 +140,7 @@ fn drop_parse(e: ParseError) -> i32 {
 }
 
 #[inline(always)]
-fn v4(a: &[u8; 16]) -> [u8; 4] {
+pub(crate) fn v4(a: &[u8; 16]) -> [u8; 4] {
     [a[0], a[1], a[2], a[3]]
 }
 
@@ -204,7 +204,7 @@ fn may_open(p: &Parsed) -> Result<(), Counter> {
 
 /// Accounts a packet on a tracked flow and advances the TCP state bits.
 #[inline(always)]
-fn touch(ct: *mut CtEntry, reply: bool, len: u64, p: &Parsed) {
+pub(crate) fn touch(ct: *mut CtEntry, reply: bool, len: u64, proto: u8, tcp_flags: u8) {
     // SAFETY: `ct` points into a map value that stays valid for this program run; all
     // writes are single-word stores.
     unsafe {
@@ -226,8 +226,8 @@ fn touch(ct: *mut CtEntry, reply: bool, len: u64, p: &Parsed) {
         if reply {
             f |= ct_flags::SEEN_REPLY;
         }
-        if p.key.proto == proto::TCP {
-            let tf = p.tcp_flags;
+        if proto == proto::TCP {
+            let tf = tcp_flags;
             if tf & tcp::RST != 0 {
                 f |= ct_flags::TCP_RST;
             }
@@ -629,7 +629,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             count(Counter::DropInvalid);
             return SHOT;
         }
-        touch(ct, false, len, &p);
+        touch(ct, false, len, p.key.proto, p.tcp_flags);
         count(Counter::Established);
         if e.flags & ct_flags::LOCAL != 0 {
             return OK;
@@ -656,12 +656,12 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             let e = view(ct);
             match e.origin {
                 origin::HOST => {
-                    touch(ct, true, len, &p);
+                    touch(ct, true, len, p.key.proto, p.tcp_flags);
                     count(Counter::Established);
                     return OK;
                 }
                 origin::LAN => {
-                    touch(ct, true, len, &p);
+                    touch(ct, true, len, p.key.proto, p.tcp_flags);
                     count(Counter::Established);
                     if clamp(ctx, &p, cfg).is_err() {
                         count(Counter::DropInvalid);
@@ -877,11 +877,11 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
     let len = ctx.len() as u64;
     // Reply of a flow opened from the overlay (delivered locally or forwarded without NAT).
     if let Some(ct) = CONNTRACK.get_ptr_mut(key.reversed()) {
-        touch(ct, true, len, &p);
+        touch(ct, true, len, p.key.proto, p.tcp_flags);
         return OK;
     }
     if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
-        touch(ct, false, len, &p);
+        touch(ct, false, len, p.key.proto, p.tcp_flags);
         return OK;
     }
     if CT_REPLY.get_ptr(key).is_some() {
@@ -926,7 +926,7 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
         if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
             let e = view(ct);
             if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
-                touch(ct, true, len, &p);
+                touch(ct, true, len, p.key.proto, p.tcp_flags);
                 count(Counter::Established);
                 if e.flags & ct_flags::SNAT != 0
                     && rewrite::rewrite_side(ctx, &p, false, &orig.saddr, orig.sport).is_err()
@@ -947,7 +947,7 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
     if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
         // SAFETY: map value pointer, valid for this run.
         if unsafe { (*ct).origin } == origin::LAN {
-            touch(ct, false, len, &p);
+            touch(ct, false, len, p.key.proto, p.tcp_flags);
             count(Counter::Established);
             return to_overlay(cfg);
         }

@@ -6,6 +6,9 @@
 //!   itself) or the route ACL (to a routed resource), then tracked, masqueraded when their
 //!   route asks, MSS-clamped and redirected to the egress interface found in the FIB;
 //!   everything else is dropped (deny by default).
+//! - overlay XDP (`sg_overlay_xdp`, optional, Ethernet overlays only): packets of tracked
+//!   flows that need nothing but the source rewrite and a resolved next hop are forwarded
+//!   before an skb exists; everything else passes to the TC program.
 //! - overlay egress: tracks flows the routing peer itself opens towards the overlay.
 //! - LAN ingress (`sg_lan_ingress`): replies of tracked flows are reverse-NATed and redirected
 //!   into the overlay; LAN-initiated flows to overlay peers need a policy (Site-to-VPN);
@@ -19,12 +22,13 @@
 mod flow;
 mod parse;
 mod rewrite;
+mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::{classifier, map},
+    macros::{classifier, map, xdp},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 use swiftgate_common::{
     COUNTER_SLOTS, Config, CtEntry, DestValue, FlowKey, IdentityValue, PolicyKey, PolicyStats,
@@ -84,6 +88,12 @@ pub fn sg_overlay_egress_l2(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn sg_lan_ingress(ctx: TcContext) -> i32 {
     flow::lan_ingress(&ctx)
+}
+
+/// XDP in front of `sg_overlay_ingress_l2`: established flows without an skb.
+#[xdp]
+pub fn sg_overlay_xdp(ctx: XdpContext) -> u32 {
+    xdp::overlay(&ctx)
 }
 
 /// TC verdicts as `i32`.

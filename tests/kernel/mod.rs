@@ -36,6 +36,10 @@ pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 /// Redirect.
 pub const TC_ACT_REDIRECT: u32 = 7;
+/// XDP verdicts.
+pub const XDP_PASS: u32 = 2;
+/// XDP redirect.
+pub const XDP_REDIRECT: u32 = 4;
 
 /// bpffs mount shared by test labs.
 pub const TEST_BPFFS: &str = "/run/swiftgate-test-bpf";
@@ -269,6 +273,56 @@ impl Lab {
             .test_run(prog, ifindex, pkt, 1)
             .expect("BPF_PROG_TEST_RUN");
         (rc, out)
+    }
+
+    /// Runs the XDP stage on an Ethernet frame arriving on `ovl`: verdict and output frame.
+    pub fn xdp(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let (rc, out, _) = self.xdp_repeat(pkt, 1);
+        (rc, out)
+    }
+
+    /// Runs the XDP stage `repeat` times on the same frame: verdict, output, mean time.
+    pub fn xdp_repeat(&mut self, pkt: &[u8], repeat: u32) -> (u32, Vec<u8>, std::time::Duration) {
+        let mut out = vec![0u8; pkt.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, ...
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&self.ovl.to_ne_bytes());
+        let prog = self.dp.xdp_program().expect("XDP program");
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN (XDP)");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out, r.duration)
+    }
+
+    /// Runs a command (e.g. `ip neigh add ...`) in the lab's network namespace.
+    pub fn sh(&self, cmd: &str) {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let mut full = vec!["ip", "netns", "exec", self.ns.as_str()];
+        full.extend(args);
+        sh(&full);
+    }
+
+    /// The MAC address of a lab interface.
+    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-br", "link", "show", ifname])
+            .output()
+            .expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mac = text.split_whitespace().nth(2).expect("MAC in ip -br link");
+        let b: Vec<u8> = mac
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+            .collect();
+        b.try_into().expect("6 bytes")
     }
 
     /// Runs the overlay ingress program on an Ethernet frame arriving on `ovl`.

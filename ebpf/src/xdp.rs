@@ -1,0 +1,309 @@
+//! XDP stage on Ethernet overlay interfaces: the established path without an skb.
+//!
+//! Packets of flows the TC program has already accepted and tracked (original direction,
+//! opened from the overlay, forwarded to a LAN with a recorded next hop) are rewritten and
+//! redirected to the LAN interface right in the driver, before the kernel builds an skb.
+//! Everything else — new flows, TCP SYN/FIN/RST (connection state, MSS clamping), IP options,
+//! fragments, ICMP, extension headers, masquerade with a remapped port, next hops whose
+//! neighbour entry is not resolved, routes that changed — returns `XDP_PASS` and takes the TC
+//! path unchanged, so this stage only ever shortens the path of packets TC would forward the
+//! same way.
+//!
+//! Checksums are updated incrementally (RFC 1624). Only the source address changes here
+//! (a remapped masquerade port goes to TC), and an address change is a pseudo-header change,
+//! whose incremental update is the same whether the L4 checksum is complete or, for frames
+//! converted from local `CHECKSUM_PARTIAL` skbs, still the pseudo-header seed.
+
+use core::{
+    mem::{self, MaybeUninit},
+    ptr::{read_unaligned, write_unaligned, write_volatile},
+};
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    programs::XdpContext,
+};
+use swiftgate_common::{Counter, FAMILY_V4, FAMILY_V6, FlowKey, ct_flags, origin, proto};
+
+use crate::{
+    CONNTRACK,
+    flow::{count, touch, v4},
+    parse::{ETH_LEN, put_addr, tcp, v4_words, v6_words},
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Reads `N` bytes at packet address `at`.
+///
+/// # Safety
+/// `at + N` must have been checked against `data_end`.
+#[inline(always)]
+unsafe fn bytes<const N: usize>(at: usize) -> [u8; N] {
+    // SAFETY: the caller checked the range.
+    unsafe { read_unaligned(at as *const [u8; N]) }
+}
+
+/// Reads the 16-bit word at `at` as stored (the byte order checksums are computed in).
+///
+/// # Safety
+/// As [`bytes`].
+#[inline(always)]
+unsafe fn word(at: usize) -> u16 {
+    // SAFETY: as the caller guarantees.
+    u16::from_ne_bytes(unsafe { bytes::<2>(at) })
+}
+
+/// `check` after the 16-bit words `old` became `new` (RFC 1624: HC' = ~(~HC + ~m + m')).
+#[inline(always)]
+fn csum_update<const N: usize>(check: u16, old: &[u16; N], new: &[u16; N]) -> u16 {
+    let mut s = (!check) as u32;
+    for i in 0..N {
+        s += (!old[i]) as u32 + new[i] as u32;
+    }
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
+/// The 16-bit words of an address as stored.
+#[inline(always)]
+fn words<const N: usize, const W: usize>(a: &[u8; N]) -> [u16; W] {
+    let mut w = [0u16; W];
+    for i in 0..W {
+        w[i] = u16::from_ne_bytes([a[2 * i], a[2 * i + 1]]);
+    }
+    w
+}
+
+/// The program: the fast path, or `XDP_PASS` to the TC program.
+#[inline(always)]
+pub fn overlay(ctx: &XdpContext) -> u32 {
+    fast(ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn fast(ctx: &XdpContext) -> Option<u32> {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + ETH_LEN > end {
+        return None;
+    }
+    // SAFETY: checked against data_end above.
+    let ethertype = u16::from_be_bytes(unsafe { bytes::<2>(data + 12) });
+    let ip = data + ETH_LEN;
+    let mut key = MaybeUninit::<FlowKey>::uninit();
+    let k = key.as_mut_ptr();
+    let (family, l4, l4_proto) = match ethertype {
+        ETH_P_IP => {
+            if ip + 20 > end {
+                return None;
+            }
+            // SAFETY: checked against data_end above.
+            let h = unsafe { bytes::<20>(ip) };
+            // No options, no fragments: anything else takes the TC path.
+            if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            let (s0, s1) = v4_words([h[12], h[13], h[14], h[15]]);
+            let (d0, d1) = v4_words([h[16], h[17], h[18], h[19]]);
+            // SAFETY: `k` is valid for writes; a FlowKey's address fields are aligned.
+            unsafe {
+                put_addr(&raw mut (*k).saddr, s0, s1);
+                put_addr(&raw mut (*k).daddr, d0, d1);
+            }
+            (FAMILY_V4, ip + 20, h[9])
+        }
+        ETH_P_IPV6 => {
+            if ip + 40 > end {
+                return None;
+            }
+            // SAFETY: checked against data_end above.
+            let next = unsafe { bytes::<1>(ip + 6) }[0];
+            // SAFETY: as above.
+            let (s0, s1) = v6_words(unsafe { bytes::<16>(ip + 8) });
+            // SAFETY: as above.
+            let (d0, d1) = v6_words(unsafe { bytes::<16>(ip + 24) });
+            // SAFETY: `k` is valid for writes; a FlowKey's address fields are aligned.
+            unsafe {
+                put_addr(&raw mut (*k).saddr, s0, s1);
+                put_addr(&raw mut (*k).daddr, d0, d1);
+            }
+            (FAMILY_V6, ip + 40, next)
+        }
+        _ => return None,
+    };
+    // TCP up to the flags; UDP header. Other protocols (ICMP echo, errors) take the TC path.
+    let mut tcp_flags = 0;
+    match l4_proto {
+        proto::TCP => {
+            if l4 + 20 > end {
+                return None;
+            }
+            // SAFETY: checked against data_end above.
+            tcp_flags = unsafe { bytes::<1>(l4 + 13) }[0];
+            if tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
+                return None;
+            }
+        }
+        proto::UDP => {
+            if l4 + 8 > end {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    // SAFETY: checked against data_end above (at least 8 bytes of L4 header).
+    let ports = unsafe { bytes::<4>(l4) };
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
+    // SAFETY: `k` is valid for writes; every field is written.
+    unsafe {
+        (*k).sport = sport;
+        (*k).dport = u16::from_be_bytes([ports[2], ports[3]]);
+        (*k).proto = l4_proto;
+        (*k).family = family;
+        (*k)._pad = [0; 2];
+    }
+    // SAFETY: fully written above.
+    let key = unsafe { key.assume_init_ref() };
+
+    let ct = CONNTRACK.get_ptr_mut(key)?;
+    // SAFETY: map value pointer, valid for this program run.
+    let (org, flags, nh_family, nat_port, lan_ifindex) = unsafe {
+        (
+            (*ct).origin,
+            (*ct).flags,
+            (*ct).nh_family,
+            (*ct).nat_port,
+            (*ct).lan_ifindex,
+        )
+    };
+    if org != origin::OVERLAY || flags & ct_flags::LOCAL != 0 || nh_family == 0 {
+        return None;
+    }
+    let snat = flags & ct_flags::SNAT != 0;
+    if snat && nat_port != sport {
+        return None;
+    }
+    // SAFETY: map value pointer, valid for this program run.
+    let new_src: &[u8; 16] = unsafe { &(*ct).nat_addr };
+
+    // Egress interface and MAC addresses. Only a resolved neighbour on the interface the flow
+    // was opened towards is used; anything else goes to TC, whose redirect resolves it.
+    let mut fp = MaybeUninit::<FibParams>::uninit();
+    let fw = fp.as_mut_ptr().cast::<u64>();
+    for i in 0..mem::size_of::<FibParams>() / 8 {
+        // SAFETY: within the aligned block; volatile keeps LLVM from calling memset.
+        unsafe { write_volatile(fw.add(i), 0) };
+    }
+    // SAFETY: all-zero is a valid bpf_fib_lookup, written just above.
+    let params = unsafe { &mut (*fp.as_mut_ptr()).0 };
+    let src = if snat { new_src } else { &key.saddr };
+    params.l4_protocol = l4_proto;
+    params.sport = key.sport.to_be();
+    params.dport = key.dport.to_be();
+    // SAFETY: reading the program's context.
+    params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    if family == FAMILY_V4 {
+        params.family = AF_INET;
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(v4(&key.daddr));
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(v4(src));
+    } else {
+        params.family = AF_INET6;
+        // SAFETY: [u8; 16] and [u32; 4] have the same size; the kernel reads raw bytes.
+        unsafe {
+            params.__bindgen_anon_4.ipv6_dst = mem::transmute::<[u8; 16], [u32; 4]>(key.daddr);
+            params.__bindgen_anon_3.ipv6_src = mem::transmute::<[u8; 16], [u32; 4]>(*src);
+        }
+    }
+    // SAFETY: params is a valid, initialised struct of the size passed; ctx is the context.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx.cast(),
+            params,
+            mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || params.ifindex != lan_ifindex {
+        return None;
+    }
+
+    // The packet is ours from here on.
+    if snat {
+        snat_rewrite(ip, l4, end, family, l4_proto, &key.saddr, new_src)?;
+    }
+    touch(ct, false, (end - data) as u64, l4_proto, tcp_flags);
+    count(Counter::Established);
+    // SAFETY: the Ethernet header was checked against data_end at the start.
+    unsafe {
+        write_unaligned(data as *mut [u8; 6], params.dmac);
+        write_unaligned((data + 6) as *mut [u8; 6], params.smac);
+    }
+    // SAFETY: plain helper; redirects the frame out of the LAN interface.
+    Some(unsafe { bpf_redirect(lan_ifindex, 0) } as u32)
+}
+
+/// `bpf_fib_lookup` parameters, 8-byte aligned so they can be cleared with word stores.
+#[repr(C, align(8))]
+struct FibParams(bpf_fib_lookup);
+
+/// Rewrites the source address from `old` to `new` with the IP (v4) and L4 checksums.
+#[inline(always)]
+fn snat_rewrite(
+    ip: usize,
+    l4: usize,
+    end: usize,
+    family: u8,
+    l4_proto: u8,
+    old: &[u8; 16],
+    new: &[u8; 16],
+) -> Option<()> {
+    let csum_at = if l4_proto == proto::TCP {
+        l4 + 16
+    } else {
+        l4 + 6
+    };
+    if csum_at + 2 > end {
+        return None;
+    }
+    // SAFETY: checked against data_end above.
+    let l4_check = unsafe { word(csum_at) };
+    // A UDP checksum of zero means "none" (IPv4) and stays zero.
+    let l4_has_check = !(l4_proto == proto::UDP && l4_check == 0);
+    if family == FAMILY_V4 {
+        let (o, n): ([u16; 2], [u16; 2]) = (words(&v4(old)), words(&v4(new)));
+        // SAFETY: the IPv4 header (20 bytes from `ip`) was checked against data_end.
+        unsafe {
+            let ip_check = word(ip + 10);
+            write_unaligned((ip + 10) as *mut u16, csum_update(ip_check, &o, &n));
+            write_unaligned((ip + 12) as *mut [u8; 4], v4(new));
+        }
+        if l4_has_check {
+            let mut c = csum_update(l4_check, &o, &n);
+            if l4_proto == proto::UDP && c == 0 {
+                c = 0xffff;
+            }
+            // SAFETY: checked against data_end above.
+            unsafe { write_unaligned(csum_at as *mut u16, c) };
+        }
+    } else {
+        let (o, n): ([u16; 8], [u16; 8]) = (words(old), words(new));
+        let mut c = csum_update(l4_check, &o, &n);
+        if l4_proto == proto::UDP && c == 0 {
+            c = 0xffff;
+        }
+        // SAFETY: the IPv6 header (40 bytes from `ip`) and the checksum field were checked
+        // against data_end.
+        unsafe {
+            write_unaligned((ip + 8) as *mut [u8; 16], *new);
+            write_unaligned(csum_at as *mut u16, c);
+        }
+    }
+    Some(())
+}
+
+const _: () = assert!(mem::size_of::<bpf_fib_lookup>().is_multiple_of(8));

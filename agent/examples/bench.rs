@@ -46,7 +46,7 @@ use aya::{
 };
 use clap::Parser;
 use kernel::{
-    Lab, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    Lab, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
     pkt::{self, Tcp},
 };
 use swiftgate::{
@@ -387,6 +387,12 @@ struct Micro {
     ct_entries: usize,
     /// Established, masquerade off, repeat-based: median over calls (ns/packet).
     est_plain: u64,
+    /// The same through the XDP stage.
+    xdp_plain: u64,
+    /// The XDP stage on the same packet with repeat=1 (timer reference for XDP).
+    xdp_plain_one: Dist,
+    /// Established with masquerade through the XDP stage, repeat=1 per flow.
+    xdp_masq: Dist,
     /// Deny, flow_events = none, repeat-based.
     deny: u64,
     /// Deny, flow_events = drops, repeat-based in chunks with the ring drained.
@@ -555,6 +561,38 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
     m.est_plain = expect_growth(&mut lab, Counter::Established, total, |lab| {
         repeat_median(lab, &ack, TC_ACT_REDIRECT, p)
     });
+    // The XDP stage forwards only to resolved neighbours.
+    lab.sh(&format!(
+        "ip neigh replace {PLAIN_IP} lladdr 02:5b:00:00:01:0a dev lan2 nud permanent"
+    ));
+    lab.sh(&format!(
+        "ip neigh replace {dst} lladdr 02:5b:00:00:01:0b dev lan nud permanent"
+    ));
+    m.xdp_plain = expect_growth(&mut lab, Counter::Established, total, |lab| {
+        let mut v: Vec<u64> = (0..p.calls)
+            .map(|_| {
+                let (ret, _, d) = lab.xdp_repeat(&ack, p.repeat);
+                assert_eq!(ret, XDP_REDIRECT, "XDP stage did not forward the packet");
+                d.as_nanos() as u64
+            })
+            .collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    });
+    m.xdp_plain_one = Dist::of(expect_growth(
+        &mut lab,
+        Counter::Established,
+        p.samples as u64,
+        |lab| {
+            (0..p.samples)
+                .map(|_| {
+                    let (ret, _, d) = lab.xdp_repeat(&ack, 1);
+                    assert_eq!(ret, XDP_REDIRECT, "XDP stage did not forward the packet");
+                    d.as_nanos() as u64
+                })
+                .collect()
+        },
+    ));
 
     // Deny (no rule for the port), flow events off.
     let deny = pkt::tcp(&src, 30_000, &dst, NO_RULE_PORT, Tcp::Syn(1460), &[]);
@@ -604,6 +642,21 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
         |lab| {
             acks.iter()
                 .map(|pk| once(lab, pk, TC_ACT_REDIRECT))
+                .collect()
+        },
+    ));
+    // The same data segments through the XDP stage (masquerade: source rewrite, repeat=1).
+    m.xdp_masq = Dist::of(expect_growth(
+        &mut lab,
+        Counter::Established,
+        p.samples as u64,
+        |lab| {
+            acks.iter()
+                .map(|pk| {
+                    let (ret, _, d) = lab.xdp_repeat(pk, 1);
+                    assert_eq!(ret, XDP_REDIRECT, "XDP stage did not forward the packet");
+                    d.as_nanos() as u64
+                })
                 .collect()
         },
     ));
@@ -753,6 +806,24 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
         &|c| c.est_plain.to_string(),
     )?;
     row(
+        "established, masquerade off, XDP stage (TCP data)",
+        &format!("repeat={rep}, median of {}", p.calls),
+        &|c| c.xdp_plain.to_string(),
+    )?;
+    row(
+        "established, masquerade on, XDP stage (TCP data, SNAT rewrite)",
+        &format!("{smp} flows, repeat=1, median *"),
+        &|c| c.xdp_masq.p50.to_string(),
+    )?;
+    row(
+        "established, masquerade on, XDP stage, minus the repeat=1 overhead (estimate)",
+        "median * − (XDP masquerade off repeat=1 − repeat-based)",
+        &|c| {
+            let overhead = c.xdp_plain_one.p50 as i64 - c.xdp_plain as i64;
+            format!("≈{}", c.xdp_masq.p50 as i64 - overhead)
+        },
+    )?;
+    row(
         "deny: no rule matches (TCP SYN), flow_events=none",
         &format!("repeat={rep}, median of {}", p.calls),
         &|c| c.deny.to_string(),
@@ -824,6 +895,8 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
             ("new flow accepted", c.new_flow),
             ("established, masquerade on", c.est_masq),
             ("deny (timer reference)", c.deny_one),
+            ("established, masquerade on, XDP stage", c.xdp_masq),
+            ("established, masquerade off, XDP stage (XDP timer reference)", c.xdp_plain_one),
         ];
         if let Some(f) = c.fill {
             series.push(("new flow while filling the conntrack", f));
@@ -846,10 +919,13 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
         .iter()
         .map(|c| {
             let overhead = c.deny_one.p50 as i64 - c.deny as i64;
+            let xdp_overhead = c.xdp_plain_one.p50 as i64 - c.xdp_plain as i64;
             format!(
-                "{}: established {} ns, new flow ≈{} ns",
+                "{}: established {} ns (XDP stage: {} ns, masquerade on ≈{} ns), new flow ≈{} ns",
                 c.label,
                 c.est_plain,
+                c.xdp_plain,
+                c.xdp_masq.p50 as i64 - xdp_overhead,
                 c.new_flow.p50 as i64 - overhead
             )
         })
@@ -1226,6 +1302,9 @@ fn settle() -> Result<(Vec<f64>, u32)> {
 enum System {
     /// swiftgate's programs, attached as `swiftgate up` attaches them.
     Swiftgate,
+    /// The same with the XDP stage on the overlay interface (`xdp = true`).
+    #[value(name = "swiftgate-xdp")]
+    SwiftgateXdp,
     /// Linux forwarding with the nftables rules of a NetBird routing peer.
     Nftables,
     /// Reference: Linux forwarding without any rules (no filter, no conntrack, no NAT).
@@ -1237,8 +1316,9 @@ enum System {
 }
 
 impl System {
-    const ALL: [System; 4] = [
+    const ALL: [System; 5] = [
         System::Swiftgate,
+        System::SwiftgateXdp,
         System::Nftables,
         System::PlainForwarding,
         System::BareRedirect,
@@ -1247,6 +1327,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Swiftgate => "swiftgate (TC eBPF)",
+            System::SwiftgateXdp => "swiftgate (XDP + TC eBPF)",
             System::Nftables => "Linux forwarding + nftables",
             System::PlainForwarding => "reference: Linux forwarding, no rules",
             System::BareRedirect => "reference: bare TC redirect",
@@ -1279,13 +1360,14 @@ fn forwarded_datagrams(ns: &str) -> Result<u64> {
 }
 
 /// The routing peer's configuration for swiftgate: one peer, one masqueraded resource, one
-/// policy (UDP to port 9).
-fn gw_config(pin: &Path) -> String {
+/// policy (UDP to port 9); with the XDP stage when `xdp`.
+fn gw_config(pin: &Path, xdp: bool) -> String {
     format!(
         r#"
 [interface]
 overlay = "gw0"
 overlay_l2 = true
+xdp = {xdp}
 addresses = ["100.64.0.1/10"]
 lan = ["gw1"]
 pin_path = "{}"
@@ -1347,9 +1429,10 @@ impl<'a> Installed<'a> {
             link: None,
         };
         match system {
-            System::Swiftgate => {
-                let cfg =
-                    Config::from_toml(&gw_config(&topo.pin)).context("gateway configuration")?;
+            System::Swiftgate | System::SwiftgateXdp => {
+                let xdp = system == System::SwiftgateXdp;
+                let cfg = Config::from_toml(&gw_config(&topo.pin, xdp))
+                    .context("gateway configuration")?;
                 // What `swiftgate up` does before its event loop. The links are pinned, so
                 // the programs stay attached after the thread ends.
                 in_netns(&topo.gw, move || run::bring_up(&cfg).map(drop))?;
@@ -1388,7 +1471,7 @@ impl<'a> Installed<'a> {
     /// nft rules' (by comment), none for the references.
     fn counters(&self) -> Result<Vec<(String, u64)>> {
         match self.system {
-            System::Swiftgate => {
+            System::Swiftgate | System::SwiftgateXdp => {
                 let st = State::open(&self.topo.pin)?;
                 Ok(st
                     .counters()?
@@ -1431,7 +1514,7 @@ impl<'a> Installed<'a> {
     /// "established" in Linux conntrack, so its packets all match the policy rule).
     fn passed(&self, counters: &[(String, u64)]) -> Option<u64> {
         let want: &[&str] = match self.system {
-            System::Swiftgate => &["established", "accept_new"],
+            System::Swiftgate | System::SwiftgateXdp => &["established", "accept_new"],
             System::Nftables => &["established", "policy"],
             System::PlainForwarding | System::BareRedirect => return None,
         };
@@ -1448,7 +1531,7 @@ impl<'a> Installed<'a> {
 impl Drop for Installed<'_> {
     fn drop(&mut self) {
         let r = match self.system {
-            System::Swiftgate => dataplane::remove_all(&self.topo.pin),
+            System::Swiftgate | System::SwiftgateXdp => dataplane::remove_all(&self.topo.pin),
             System::Nftables => {
                 ns_cmd(&self.topo.gw, &["nft", "delete", "table", "ip", "sgbench"]).map(drop)
             }

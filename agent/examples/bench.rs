@@ -896,7 +896,10 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
             ("established, masquerade on", c.est_masq),
             ("deny (timer reference)", c.deny_one),
             ("established, masquerade on, XDP stage", c.xdp_masq),
-            ("established, masquerade off, XDP stage (XDP timer reference)", c.xdp_plain_one),
+            (
+                "established, masquerade off, XDP stage (XDP timer reference)",
+                c.xdp_plain_one,
+            ),
         ];
         if let Some(f) = c.fill {
             series.push(("new flow while filling the conntrack", f));

@@ -4,8 +4,6 @@
 //!
 //! Pure functions over byte buffers; no I/O.
 
-use std::collections::HashMap;
-
 /// Size of `struct virtio_net_hdr` (no `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
@@ -256,12 +254,15 @@ pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result
 pub enum TunWrite<'a> {
     /// An input packet, unchanged (written with an empty virtio header).
     Packet(&'a [u8]),
-    /// Several segments of one TCP flow merged into one GSO write.
+    /// Several segments of one TCP flow merged into one GSO write, gathered by the write
+    /// itself (no copy of the payloads in user space).
     Super {
         /// The virtio header (GSO type, segment size, partial checksum).
         hdr: VnetHdr,
-        /// The super-packet.
-        bytes: Vec<u8>,
+        /// The first segment's IP and TCP headers, patched for the super-packet.
+        head: Vec<u8>,
+        /// The segments' payloads, in order.
+        payloads: Vec<&'a [u8]>,
     },
 }
 
@@ -274,12 +275,22 @@ impl TunWrite<'_> {
         }
     }
 
-    /// The IP packet.
-    pub fn bytes(&self) -> &[u8] {
+    /// The IP packet as the pieces to write one after the other.
+    pub fn parts(&self) -> Vec<&[u8]> {
         match self {
-            TunWrite::Packet(p) => p,
-            TunWrite::Super { bytes, .. } => bytes,
+            TunWrite::Packet(p) => vec![p],
+            TunWrite::Super { head, payloads, .. } => {
+                let mut v = Vec::with_capacity(1 + payloads.len());
+                v.push(head.as_slice());
+                v.extend(payloads.iter().copied());
+                v
+            }
         }
+    }
+
+    /// The IP packet in one buffer (a copy; for tests and diagnostics).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
     }
 }
 
@@ -299,33 +310,37 @@ struct Open {
 
 /// Coalesces a batch of IP packets (as received from peers, in order) into TUN writes:
 /// consecutive TCP segments of one flow with equal headers (but sequence numbers) become one
-/// GSO super-packet (the only copy), everything else is written as is.
+/// GSO super-packet, written with its pieces gathered (only its headers are copied, to patch
+/// them); everything else is written as is.
 pub fn coalesce<'a>(packets: &[&'a [u8]]) -> Vec<TunWrite<'a>> {
-    /// An output item: its first packet, the payload merged behind it, its segment size.
-    struct Item {
+    /// An output item: its first packet, the payloads merged behind it, its segment size.
+    struct Item<'a> {
         first: usize,
-        tail: Vec<u8>,
-        merged: usize,
+        /// Header length of the first packet (IP + TCP).
+        hl: usize,
+        rest: Vec<&'a [u8]>,
+        len: usize,
         seg: usize,
         psh: bool,
     }
-    let mut items: Vec<Item> = Vec::new();
-    let mut open: HashMap<FlowId, Open> = HashMap::new();
+    let mut items: Vec<Item<'a>> = Vec::new();
+    // Flows still open for merging; a batch carries few flows, so a linear search is cheaper
+    // than hashing.
+    let mut open: Vec<(FlowId, Open)> = Vec::new();
     for (i, p) in packets.iter().enumerate() {
         let cand = tcp_candidate(p);
         if let Some((id, seq, plen, hl, psh)) = cand
-            && let Some(o) = open.get_mut(&id)
+            && let Some((_, o)) = open.iter_mut().find(|(f, _)| *f == id)
             && !o.closed
             && o.next_seq == seq
             && plen <= o.seg
             && plen > 0
             && same_headers(packets[items[o.index].first], p, hl)
-            && packets[items[o.index].first].len() + items[o.index].tail.len() + plen
-                <= MAX_GSO_BYTES
+            && items[o.index].len + plen <= MAX_GSO_BYTES
         {
             let item = &mut items[o.index];
-            item.tail.extend_from_slice(&p[hl..]);
-            item.merged += 1;
+            item.rest.push(&p[hl..]);
+            item.len += plen;
             o.next_seq = seq.wrapping_add(plen as u32);
             if plen < o.seg || psh {
                 o.closed = true;
@@ -334,25 +349,28 @@ pub fn coalesce<'a>(packets: &[&'a [u8]]) -> Vec<TunWrite<'a>> {
             continue;
         }
         let index = items.len();
-        let mut seg = 0;
-        if let Some((id, seq, plen, _, psh)) = cand
+        let (mut seg, mut hl0) = (0, 0);
+        if let Some((id, seq, plen, hl, psh)) = cand
             && plen > 0
         {
-            open.insert(
-                id,
-                Open {
-                    index,
-                    next_seq: seq.wrapping_add(plen as u32),
-                    seg: plen,
-                    closed: psh,
-                },
-            );
+            let o = Open {
+                index,
+                next_seq: seq.wrapping_add(plen as u32),
+                seg: plen,
+                closed: psh,
+            };
+            match open.iter_mut().find(|(f, _)| *f == id) {
+                Some(slot) => slot.1 = o,
+                None => open.push((id, o)),
+            }
             seg = plen;
+            hl0 = hl;
         }
         items.push(Item {
             first: i,
-            tail: Vec::new(),
-            merged: 1,
+            hl: hl0,
+            rest: Vec::new(),
+            len: p.len(),
             seg,
             psh: false,
         });
@@ -361,23 +379,28 @@ pub fn coalesce<'a>(packets: &[&'a [u8]]) -> Vec<TunWrite<'a>> {
         .into_iter()
         .map(|it| {
             let first = packets[it.first];
-            if it.merged == 1 {
+            if it.rest.is_empty() {
                 return TunWrite::Packet(first);
             }
-            let mut bytes = Vec::with_capacity(first.len() + it.tail.len());
-            bytes.extend_from_slice(first);
-            bytes.extend_from_slice(&it.tail);
+            let mut head = first[..it.hl].to_vec();
             if it.psh {
                 // Carry PSH onto the super-packet's header.
-                let ihl = if bytes[0] >> 4 == 4 {
-                    ((bytes[0] & 0xf) as usize) * 4
+                let ihl = if head[0] >> 4 == 4 {
+                    ((head[0] & 0xf) as usize) * 4
                 } else {
                     40
                 };
-                bytes[ihl + 13] |= 0x08;
+                head[ihl + 13] |= 0x08;
             }
-            let hdr = finish_super_packet(&mut bytes, it.seg);
-            TunWrite::Super { hdr, bytes }
+            let hdr = finish_super_packet(&mut head, it.len, it.seg);
+            let mut payloads = Vec::with_capacity(1 + it.rest.len());
+            payloads.push(&first[it.hl..]);
+            payloads.extend(it.rest);
+            TunWrite::Super {
+                hdr,
+                head,
+                payloads,
+            }
         })
         .collect()
 }
@@ -443,13 +466,15 @@ fn same_headers(a: &[u8], b: &[u8], hl: usize) -> bool {
         && a[t + 18..hl] == b[t + 18..hl]
 }
 
-fn finish_super_packet(p: &mut [u8], seg: usize) -> VnetHdr {
+/// Patches the headers `p` of a super-packet of `total` bytes (IP header included) and
+/// returns its virtio header.
+fn finish_super_packet(p: &mut [u8], total: usize, seg: usize) -> VnetHdr {
     let v4 = p[0] >> 4 == 4;
     let ihl = if v4 { 20 } else { 40 };
     let thl = ((p[ihl + 12] >> 4) as usize) * 4;
-    let l4_len = p.len() - ihl;
+    let l4_len = total - ihl;
     if v4 {
-        let total = p.len() as u16;
+        let total = total as u16;
         p[2..4].copy_from_slice(&total.to_be_bytes());
         ipv4_header_checksum(&mut p[..ihl]);
     } else {
@@ -540,12 +565,12 @@ mod tests {
         assert_eq!(writes.len(), 1, "one super-packet");
         let w = &writes[0];
         assert_eq!(w.hdr().gso_type, GSO_TCPV4);
-        assert_eq!(w.bytes().len(), 40 + 3500);
+        assert_eq!(w.to_vec().len(), 40 + 3500);
         // What the kernel would do: segment with gso_size = first payload length.
         assert_eq!(w.hdr().gso_size as usize, mss);
         let h = w.hdr();
         let mut back = Vec::new();
-        split(&h, &mut w.bytes().to_vec(), |s| back.push(s.to_vec())).unwrap();
+        split(&h, &mut w.to_vec(), |s| back.push(s.to_vec())).unwrap();
         assert_eq!(back.len(), 4);
         for (b, s) in back.iter().zip(&segs) {
             assert!(l4_ok(b), "segment checksum");
@@ -570,7 +595,7 @@ mod tests {
             w.iter()
                 .all(|x| matches!(x, TunWrite::Packet(_)) && x.hdr() == VnetHdr::default())
         );
-        assert_eq!(w[0].bytes(), &a[..]);
+        assert_eq!(w[0].to_vec(), a);
         // A shorter segment ends the run.
         let (x, y, z) = (
             tcp4(1, &[1; 100], 0x10),
@@ -579,7 +604,7 @@ mod tests {
         );
         let w = coalesce(&[&x, &y, &z]);
         assert_eq!(w.len(), 2);
-        assert_eq!(w[0].bytes().len(), 40 + 150);
+        assert_eq!(w[0].to_vec().len(), 40 + 150);
     }
 
     #[test]

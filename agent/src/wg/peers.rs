@@ -2,13 +2,17 @@
 //! over allowed IPs), and whether a decrypted packet's source may come from the peer that sent it.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
 };
 
 use boringtun::noise::{Tunn, rate_limiter::RateLimiter};
 use ipnet::IpNet;
+
+/// The maps of the per-packet lookups. Their keys come from the configuration, never from
+/// the network, so a fast non-cryptographic hash is safe here (SipHash was a measurable share
+/// of the per-packet cost).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A peer's live state: the noise session and where it was last heard from.
 pub struct PeerState {
@@ -87,7 +91,9 @@ impl Lpm {
                 m.insert(k, value);
             }
             None => {
-                self.levels.push((len, v4, HashMap::from([(k, value)])));
+                let mut m = HashMap::default();
+                m.insert(k, value);
+                self.levels.push((len, v4, m));
                 self.levels.sort_by_key(|l| std::cmp::Reverse(l.0));
             }
         }

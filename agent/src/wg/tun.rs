@@ -148,21 +148,21 @@ impl TunQueue {
         Ok(Some(n as usize))
     }
 
-    /// Writes a virtio header and a packet as one frame.
-    pub fn write(&self, hdr: &[u8; VNET_HDR_LEN], pkt: &[u8]) -> io::Result<()> {
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut _,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: pkt.as_ptr() as *mut _,
-                iov_len: pkt.len(),
-            },
-        ];
+    /// Writes a virtio header and a packet, given as consecutive pieces, as one frame (one
+    /// `writev`; the kernel gathers the pieces).
+    pub fn write(&self, hdr: &[u8; VNET_HDR_LEN], parts: &[&[u8]]) -> io::Result<()> {
+        let mut iov = Vec::with_capacity(1 + parts.len());
+        iov.push(libc::iovec {
+            iov_base: hdr.as_ptr() as *mut _,
+            iov_len: hdr.len(),
+        });
+        iov.extend(parts.iter().map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        }));
         loop {
-            // SAFETY: both iovecs point to live buffers of the lengths given.
-            let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), 2) };
+            // SAFETY: every iovec points to a live buffer of the length given.
+            let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as i32) };
             if n >= 0 {
                 return Ok(());
             }

@@ -269,7 +269,7 @@ impl Worker {
             .map(|(o, l)| &self.arena[*o..*o + *l])
             .collect();
         for w in offload::coalesce(&packets) {
-            if let Err(e) = self.tun.write(&w.hdr().encode(), w.bytes()) {
+            if let Err(e) = self.tun.write(&w.hdr().encode(), &w.parts()) {
                 tracing::debug!(error = %e, "TUN write");
             }
         }

@@ -868,6 +868,30 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
     assert_eq!(lab.counter(Counter::Established), est + 2);
     let f = lab.flow("100.64.0.2", 40100, "192.0.2.10", 443).unwrap();
     assert_eq!(f.entry.packets_orig, 3, "SYN (TC), data (XDP), data (TC)");
+    assert_ne!(f.entry.l2_checked_ns, 0, "MACs cached in the flow");
+    assert_eq!(f.entry.l2_macs[..6], wiki_mac);
+
+    // The looked-up MACs are cached in the flow for a second, then looked up again.
+    lab.sh("ip neigh replace 192.0.2.10 lladdr 02:00:00:c0:02:0b dev lan nud permanent");
+    assert_eq!(
+        lab.xdp(&data).1[..6],
+        wiki_mac,
+        "cached within L2_RECHECK_NS"
+    );
+    std::thread::sleep(std::time::Duration::from_nanos(
+        swiftgate_common::L2_RECHECK_NS + 200_000_000,
+    ));
+    assert_eq!(
+        lab.xdp(&data).1[..6],
+        [0x02, 0, 0, 0xc0, 0x02, 0x0b],
+        "a changed neighbour is followed after L2_RECHECK_NS"
+    );
+    lab.sh("ip neigh del 192.0.2.10 dev lan");
+    std::thread::sleep(std::time::Duration::from_nanos(
+        swiftgate_common::L2_RECHECK_NS + 200_000_000,
+    ));
+    assert_eq!(lab.xdp(&data).0, XDP_PASS, "no neighbour: TC resolves it");
+    lab.sh("ip neigh replace 192.0.2.10 lladdr 02:00:00:c0:02:0a dev lan nud permanent");
 
     let fin = pkt::tcp("100.64.0.2", 40100, "192.0.2.10", 443, Tcp::Fin, b"");
     assert_eq!(

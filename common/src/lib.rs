@@ -196,7 +196,20 @@ pub struct CtEntry {
     pub origin: u8,
     /// [`ct_flags`] bits.
     pub flags: u8,
+    /// When the XDP stage last confirmed [`CtEntry::l2_macs`] with a FIB lookup
+    /// (`bpf_ktime_get_coarse_ns()`; 0: never).
+    pub l2_checked_ns: u64,
+    /// Ethernet destination and source address the XDP stage writes for this flow, looked
+    /// up again after [`L2_RECHECK_NS`].
+    pub l2_macs: [u8; 12],
+    /// Always zero.
+    pub _pad: [u8; 4],
 }
+
+/// How long the XDP stage reuses a flow's looked-up Ethernet addresses before asking the
+/// FIB (and with it the neighbour table) again: a changed next hop or neighbour is picked
+/// up within this time.
+pub const L2_RECHECK_NS: u64 = 1_000_000_000;
 
 /// Minimum interval between `last_seen_ns` refreshes (keeps hot entries from bouncing
 /// between CPUs' caches on every packet).
@@ -514,9 +527,10 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(
             size_of::<CtEntry>(),
-            6 * 8 + 16 + 4 + 16 + 4 + 4 + 2 + 1 + 1
+            6 * 8 + 16 + 4 + 16 + 4 + 4 + 2 + 1 + 1 + 8 + 12 + 4
         );
         assert_eq!(core::mem::offset_of!(CtEntry, nh_family) % 4, 0);
+        assert_eq!(core::mem::offset_of!(CtEntry, l2_macs) % 4, 0);
         assert_eq!(size_of::<DestValue>(), 12);
         assert_eq!(size_of::<PolicyKey>(), 12);
         assert_eq!(size_of::<PolicyValue>(), 8);

@@ -65,7 +65,7 @@ fn config() -> &'static Config {
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // The coarse clock (CLOCK_MONOTONIC at tick resolution) is enough for idle timeouts and
     // costs less than reading the clock source on every packet.
     // SAFETY: helper without arguments.
@@ -205,6 +205,12 @@ fn may_open(p: &Parsed) -> Result<(), Counter> {
 /// Accounts a packet on a tracked flow and advances the TCP state bits.
 #[inline(always)]
 pub(crate) fn touch(ct: *mut CtEntry, reply: bool, len: u64, proto: u8, tcp_flags: u8) {
+    touch_at(ct, reply, len, proto, tcp_flags, now())
+}
+
+/// [`touch`] with the current time already read.
+#[inline(always)]
+pub(crate) fn touch_at(ct: *mut CtEntry, reply: bool, len: u64, proto: u8, tcp_flags: u8, t: u64) {
     // SAFETY: `ct` points into a map value that stays valid for this program run; all
     // writes are single-word stores.
     unsafe {
@@ -217,7 +223,6 @@ pub(crate) fn touch(ct: *mut CtEntry, reply: bool, len: u64, proto: u8, tcp_flag
         // per flow); a rare concurrent update may lose a count, never corrupt the entry.
         *pk += 1;
         *by += len;
-        let t = now();
         if t.wrapping_sub((*ct).last_seen_ns) > CT_REFRESH_NS {
             (*ct).last_seen_ns = t;
         }
@@ -504,6 +509,12 @@ fn new_entry(
         (*e).origin = org;
         (*e).flags = flags;
         (*e).nh_family = 0;
+        write_volatile(&raw mut (*e).l2_checked_ns, 0);
+        let macs = (&raw mut (*e).l2_macs).cast::<u32>();
+        write_volatile(macs, 0);
+        write_volatile(macs.add(1), 0);
+        write_volatile(macs.add(2), 0);
+        write_volatile((&raw mut (*e)._pad).cast::<u32>(), 0);
     }
     Some(e)
 }

@@ -9,6 +9,11 @@
 //! path unchanged, so this stage only ever shortens the path of packets TC would forward the
 //! same way.
 //!
+//! The Ethernet addresses come from a FIB lookup (route and neighbour table) cached in the
+//! flow's conntrack entry for [`L2_RECHECK_NS`]: a changed route or neighbour is followed
+//! within that time, and a lookup that does not end at a resolved neighbour on the flow's LAN
+//! interface sends the packet to TC.
+//!
 //! Checksums are updated incrementally (RFC 1624). Only the source address changes here
 //! (a remapped masquerade port goes to TC), and an address change is a pseudo-header change,
 //! whose incremental update is the same whether the L4 checksum is complete or, for frames
@@ -24,11 +29,13 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use swiftgate_common::{Counter, FAMILY_V4, FAMILY_V6, FlowKey, ct_flags, origin, proto};
+use swiftgate_common::{
+    Counter, FAMILY_V4, FAMILY_V6, FlowKey, L2_RECHECK_NS, ct_flags, origin, proto,
+};
 
 use crate::{
     CONNTRACK,
-    flow::{count, touch, v4},
+    flow::{count, now, touch_at, v4},
     parse::{ETH_LEN, put_addr, tcp, v4_words, v6_words},
 };
 
@@ -191,8 +198,47 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: map value pointer, valid for this program run.
     let new_src: &[u8; 16] = unsafe { &(*ct).nat_addr };
 
-    // Egress interface and MAC addresses. Only a resolved neighbour on the interface the flow
-    // was opened towards is used; anything else goes to TC, whose redirect resolves it.
+    // Egress MAC addresses: the flow's cached pair while it is fresh, else a FIB lookup
+    // (which also checks the route still leads to the flow's LAN interface). Only a resolved
+    // neighbour is used; anything else goes to TC, whose redirect resolves it.
+    let t = now();
+    // SAFETY: map value pointer, valid for this program run.
+    let checked = unsafe { (*ct).l2_checked_ns };
+    let macs: [u8; 12] = if checked != 0 && t.wrapping_sub(checked) < L2_RECHECK_NS {
+        // SAFETY: as above.
+        unsafe { (*ct).l2_macs }
+    } else {
+        let src = if snat { new_src } else { &key.saddr };
+        let m = fib_macs(ctx, key, src, lan_ifindex)?;
+        // SAFETY: as above; a concurrent refresh by another CPU writes the same values.
+        unsafe {
+            (*ct).l2_macs = m;
+            (*ct).l2_checked_ns = t;
+        }
+        m
+    };
+
+    // The packet is ours from here on.
+    if snat {
+        snat_rewrite(ip, l4, end, family, l4_proto, &key.saddr, new_src)?;
+    }
+    touch_at(ct, false, (end - data) as u64, l4_proto, tcp_flags, t);
+    count(Counter::Established);
+    // SAFETY: the Ethernet header was checked against data_end at the start.
+    unsafe { write_unaligned(data as *mut [u8; 12], macs) };
+    // SAFETY: plain helper; redirects the frame out of the LAN interface.
+    Some(unsafe { bpf_redirect(lan_ifindex, 0) } as u32)
+}
+
+/// `bpf_fib_lookup` parameters, 8-byte aligned so they can be cleared with word stores.
+#[repr(C, align(8))]
+struct FibParams(bpf_fib_lookup);
+
+/// The destination and source MAC for `key` (sent from `src`) out of `lan_ifindex`, from the
+/// kernel FIB and neighbour table; `None` unless the route still leads there and the
+/// neighbour is resolved.
+#[inline(always)]
+fn fib_macs(ctx: &XdpContext, key: &FlowKey, src: &[u8; 16], lan_ifindex: u32) -> Option<[u8; 12]> {
     let mut fp = MaybeUninit::<FibParams>::uninit();
     let fw = fp.as_mut_ptr().cast::<u64>();
     for i in 0..mem::size_of::<FibParams>() / 8 {
@@ -201,13 +247,12 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     }
     // SAFETY: all-zero is a valid bpf_fib_lookup, written just above.
     let params = unsafe { &mut (*fp.as_mut_ptr()).0 };
-    let src = if snat { new_src } else { &key.saddr };
-    params.l4_protocol = l4_proto;
+    params.l4_protocol = key.proto;
     params.sport = key.sport.to_be();
     params.dport = key.dport.to_be();
     // SAFETY: reading the program's context.
     params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if family == FAMILY_V4 {
+    if key.family == FAMILY_V4 {
         params.family = AF_INET;
         params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(v4(&key.daddr));
         params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(v4(src));
@@ -231,25 +276,11 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || params.ifindex != lan_ifindex {
         return None;
     }
-
-    // The packet is ours from here on.
-    if snat {
-        snat_rewrite(ip, l4, end, family, l4_proto, &key.saddr, new_src)?;
-    }
-    touch(ct, false, (end - data) as u64, l4_proto, tcp_flags);
-    count(Counter::Established);
-    // SAFETY: the Ethernet header was checked against data_end at the start.
-    unsafe {
-        write_unaligned(data as *mut [u8; 6], params.dmac);
-        write_unaligned((data + 6) as *mut [u8; 6], params.smac);
-    }
-    // SAFETY: plain helper; redirects the frame out of the LAN interface.
-    Some(unsafe { bpf_redirect(lan_ifindex, 0) } as u32)
+    let (d, s) = (params.dmac, params.smac);
+    Some([
+        d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
+    ])
 }
-
-/// `bpf_fib_lookup` parameters, 8-byte aligned so they can be cleared with word stores.
-#[repr(C, align(8))]
-struct FibParams(bpf_fib_lookup);
 
 /// Rewrites the source address from `old` to `new` with the IP (v4) and L4 checksums.
 #[inline(always)]

@@ -550,11 +550,21 @@ fn malformed_truncated_options_and_fragments() {
     });
     assert_eq!(n, 1);
 
-    // Non-IP on the LAN (ARP) is untouched; on the overlay it is dropped.
+    // Non-IP on the LAN is untouched; on the (Ethernet) overlay ARP goes to the host, which
+    // owns the routing peer's address, and anything else is dropped.
     let mut arp = good.clone();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     assert_eq!(lab.lan(&arp).0, TC_ACT_OK);
-    assert_eq!(lab.overlay(&arp).0, TC_ACT_SHOT);
+    let n = grew(&mut lab, Counter::PassHost, |lab| {
+        assert_eq!(lab.overlay(&arp).0, TC_ACT_OK)
+    });
+    assert_eq!(n, 1);
+    let mut lldp = good.clone();
+    lldp[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
+    let n = grew(&mut lab, Counter::DropUnsupported, |lab| {
+        assert_eq!(lab.overlay(&lldp).0, TC_ACT_SHOT)
+    });
+    assert_eq!(n, 1);
 
     // Random garbage: only verdicts, never an error.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -892,6 +902,18 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
     ));
     assert_eq!(lab.xdp(&data).0, XDP_PASS, "no neighbour: TC resolves it");
     lab.sh("ip neigh replace 192.0.2.10 lladdr 02:00:00:c0:02:0a dev lan nud permanent");
+
+    // A segment whose checksum is still the pseudo-header seed that checksum offload leaves
+    // for the device (a local sender behind a veth) goes to TC, which keeps that state.
+    let mut partial = data.clone();
+    let l4_len = (partial.len() - 34) as u16;
+    let seed = pkt::csum_fold(&[&partial[26..34], &[0, 6], &l4_len.to_be_bytes()]);
+    partial[50..52].copy_from_slice(&seed.to_be_bytes());
+    assert_eq!(
+        lab.xdp(&partial).0,
+        XDP_PASS,
+        "checksum left to offload: TC path"
+    );
 
     let fin = pkt::tcp("100.64.0.2", 40100, "192.0.2.10", 443, Tcp::Fin, b"");
     assert_eq!(

@@ -470,6 +470,9 @@ pub fn kernel_config(cfg: &Config) -> Result<KernelConfig> {
         FlowEvents::Drops => flags |= config_flags::DROP_EVENTS,
         FlowEvents::All => flags |= config_flags::DROP_EVENTS | config_flags::START_EVENTS,
     }
+    if cfg.overlay_l2 {
+        flags |= config_flags::OVERLAY_L2;
+    }
     Ok(KernelConfig {
         overlay_ifindex,
         flags,

@@ -336,6 +336,9 @@ pub mod config_flags {
     pub const DROP_EVENTS: u32 = 1 << 0;
     /// Emit flow start events.
     pub const START_EVENTS: u32 = 1 << 1;
+    /// The overlay interface carries Ethernet frames: packets redirected into it need the
+    /// peer's MAC address (neighbour resolution).
+    pub const OVERLAY_L2: u32 = 1 << 2;
 }
 
 /// Runtime configuration, index 0 of the config array.

@@ -135,6 +135,11 @@ fn drop_parse(e: ParseError) -> i32 {
         ParseError::Fragment => Counter::DropFragment,
         ParseError::NotIp => Counter::DropUnsupported,
         ParseError::Invalid => Counter::DropInvalid,
+        // ARP on an Ethernet overlay resolves the routing peer's own address: the host's.
+        ParseError::Arp => {
+            count(Counter::PassHost);
+            return OK;
+        }
     });
     SHOT
 }
@@ -590,6 +595,13 @@ fn to_overlay(cfg: &Config) -> i32 {
     if cfg.overlay_ifindex == 0 {
         count(Counter::DropFib);
         return SHOT;
+    }
+    if cfg.flags & config_flags::OVERLAY_L2 != 0 {
+        // An Ethernet overlay: the frame needs the peer's MAC, which the neighbour code fills.
+        // SAFETY: no neighbour parameters are passed (NULL, 0): the kernel resolves the peer.
+        return unsafe {
+            bpf_redirect_neigh(cfg.overlay_ifindex, core::ptr::null_mut(), 0, 0) as i32
+        };
     }
     // SAFETY: plain helper; the kernel strips the Ethernet header for an L3 target.
     unsafe { bpf_redirect(cfg.overlay_ifindex, 0) as i32 }

@@ -15,6 +15,7 @@ use swiftgate_common::{FAMILY_V4, FAMILY_V6, FlowKey, proto};
 pub const ETH_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
 /// Bytes made linear before parsing when the skb's linear part is shorter: Ethernet, the
 /// longest IPv4 header (60) and a TCP header up to its options (20) fit.
 pub const PULL_LEN: usize = 128;
@@ -74,6 +75,8 @@ pub enum ParseError {
     Invalid,
     /// A fragment.
     Fragment,
+    /// ARP (Ethernet overlays): link-layer plumbing for the host.
+    Arp,
 }
 
 /// Parses the packet (Ethernet first when `l2`) into `out`, which is fully written when this
@@ -86,6 +89,7 @@ pub fn parse_into(ctx: &TcContext, l2: bool, out: &mut MaybeUninit<Parsed>) -> u
         Err(ParseError::NotIp) => 1,
         Err(ParseError::Invalid) => 2,
         Err(ParseError::Fragment) => 3,
+        Err(ParseError::Arp) => 4,
     }
 }
 
@@ -96,6 +100,7 @@ pub fn parse_code(code: u8) -> Result<(), ParseError> {
         0 => Ok(()),
         1 => Err(ParseError::NotIp),
         3 => Err(ParseError::Fragment),
+        4 => Err(ParseError::Arp),
         _ => Err(ParseError::Invalid),
     }
 }
@@ -155,8 +160,11 @@ fn parse(ctx: &TcContext, l2: bool, out: *mut Parsed) -> Result<(), ParseError> 
             return Err(ParseError::Invalid);
         }
         // SAFETY: checked against data_end above.
-        let et = unsafe { bytes::<2>(data + 12) };
-        if !matches!(u16::from_be_bytes(et), ETH_P_IP | ETH_P_IPV6) {
+        let et = u16::from_be_bytes(unsafe { bytes::<2>(data + 12) });
+        if et == ETH_P_ARP {
+            return Err(ParseError::Arp);
+        }
+        if !matches!(et, ETH_P_IP | ETH_P_IPV6) {
             return Err(ParseError::NotIp);
         }
     }

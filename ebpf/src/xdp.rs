@@ -14,10 +14,10 @@
 //! within that time, and a lookup that does not end at a resolved neighbour on the flow's LAN
 //! interface sends the packet to TC.
 //!
-//! Checksums are updated incrementally (RFC 1624). Only the source address changes here
-//! (a remapped masquerade port goes to TC), and an address change is a pseudo-header change,
-//! whose incremental update is the same whether the L4 checksum is complete or, for frames
-//! converted from local `CHECKSUM_PARTIAL` skbs, still the pseudo-header seed.
+//! Checksums are updated incrementally (RFC 1624); only the source address changes here (a
+//! remapped masquerade port goes to TC). Frames whose L4 checksum is still the seed that
+//! checksum offload leaves for the device (a local sender behind a veth) also go to TC: an XDP
+//! redirect would lose the skb's checksum state (see `looks_partial`).
 
 use core::{
     mem::{self, MaybeUninit},
@@ -104,7 +104,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     let ip = data + ETH_LEN;
     let mut key = MaybeUninit::<FlowKey>::uninit();
     let k = key.as_mut_ptr();
-    let (family, l4, l4_proto) = match ethertype {
+    let (family, l4, l4_proto, l4_len) = match ethertype {
         ETH_P_IP => {
             if ip + 20 > end {
                 return None;
@@ -122,13 +122,19 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
                 put_addr(&raw mut (*k).saddr, s0, s1);
                 put_addr(&raw mut (*k).daddr, d0, d1);
             }
-            (FAMILY_V4, ip + 20, h[9])
+            let tot = u16::from_be_bytes([h[2], h[3]]);
+            if tot < 20 {
+                return None;
+            }
+            (FAMILY_V4, ip + 20, h[9], tot - 20)
         }
         ETH_P_IPV6 => {
             if ip + 40 > end {
                 return None;
             }
             // SAFETY: checked against data_end above.
+            let plen = u16::from_be_bytes(unsafe { bytes::<2>(ip + 4) });
+            // SAFETY: as above.
             let next = unsafe { bytes::<1>(ip + 6) }[0];
             // SAFETY: as above.
             let (s0, s1) = v6_words(unsafe { bytes::<16>(ip + 8) });
@@ -139,7 +145,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
                 put_addr(&raw mut (*k).saddr, s0, s1);
                 put_addr(&raw mut (*k).daddr, d0, d1);
             }
-            (FAMILY_V6, ip + 40, next)
+            (FAMILY_V6, ip + 40, next, plen)
         }
         _ => return None,
     };
@@ -176,6 +182,15 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     }
     // SAFETY: fully written above.
     let key = unsafe { key.assume_init_ref() };
+    let csum_at = if l4_proto == proto::TCP {
+        l4 + 16
+    } else {
+        l4 + 6
+    };
+    // SAFETY: within the L4 header checked against data_end above.
+    if looks_partial(key, l4_len, unsafe { word(csum_at) }) {
+        return None;
+    }
 
     let ct = CONNTRACK.get_ptr_mut(key)?;
     // SAFETY: map value pointer, valid for this program run.
@@ -280,6 +295,44 @@ fn fib_macs(ctx: &XdpContext, key: &FlowKey, src: &[u8; 16], lan_ifindex: u32) -
     Some([
         d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
     ])
+}
+
+/// Whether the L4 checksum field holds only the pseudo-header seed that checksum offload
+/// leaves for the device to complete (`CHECKSUM_PARTIAL`: a local sender behind a veth).
+/// XDP cannot see the skb's checksum state, and a frame redirected from here would reach the
+/// LAN with its checksum never completed, so such packets take the TC path, which keeps the
+/// state. A complete checksum equals the seed only by chance (about 1 in 65,536 packets, which
+/// then take the TC path too).
+#[inline(always)]
+fn looks_partial(key: &FlowKey, l4_len: u16, check: u16) -> bool {
+    let mut s = 0u32;
+    if key.family == FAMILY_V4 {
+        let w: [u16; 4] = words(&[
+            key.saddr[0],
+            key.saddr[1],
+            key.saddr[2],
+            key.saddr[3],
+            key.daddr[0],
+            key.daddr[1],
+            key.daddr[2],
+            key.daddr[3],
+        ]);
+        for x in w {
+            s += x as u32;
+        }
+    } else {
+        let a: [u16; 8] = words(&key.saddr);
+        let b: [u16; 8] = words(&key.daddr);
+        for i in 0..8 {
+            s += a[i] as u32 + b[i] as u32;
+        }
+    }
+    s += u16::from_ne_bytes([0, key.proto]) as u32;
+    s += u16::from_ne_bytes(l4_len.to_be_bytes()) as u32;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    let seed = s as u16;
+    check == seed || (seed == 0xffff && check == 0) || (seed == 0 && check == 0xffff)
 }
 
 /// Rewrites the source address from `old` to `new` with the IP (v4) and L4 checksums.

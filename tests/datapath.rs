@@ -559,6 +559,16 @@ fn malformed_truncated_options_and_fragments() {
         assert_eq!(lab.overlay(&arp).0, TC_ACT_OK)
     });
     assert_eq!(n, 1);
+    // IPv6 neighbour discovery likewise (a neighbour solicitation), but not other ICMPv6.
+    let mut ns = pkt::ping("fd00:64::2", "fd00:64::1", 1);
+    ns[54] = 135;
+    let n = grew(&mut lab, Counter::PassHost, |lab| {
+        assert_eq!(lab.overlay(&ns).0, TC_ACT_OK)
+    });
+    assert_eq!(n, 1);
+    let mut other = pkt::ping("fd00:64::2", "fd00:64::1", 1);
+    other[54] = 200; // private experimentation type: not ours to pass
+    assert_eq!(lab.overlay(&other).0, TC_ACT_SHOT);
     let mut lldp = good.clone();
     lldp[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
     let n = grew(&mut lab, Counter::DropUnsupported, |lab| {

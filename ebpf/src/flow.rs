@@ -643,6 +643,11 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     if p.icmp == IcmpKind::Error {
         return icmp_error_from_overlay(ctx, &p, l2);
     }
+    if l2 && p.icmp == IcmpKind::NeighbourDiscovery {
+        // IPv6's ARP on an Ethernet overlay: the host answers for the routing peer's address.
+        count(Counter::PassHost);
+        return OK;
+    }
 
     // 1. Original direction of a flow opened from the overlay.
     if let Some(ct) = CONNTRACK.get_ptr_mut(key) {

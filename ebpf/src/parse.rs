@@ -43,6 +43,8 @@ pub enum IcmpKind {
     EchoReply,
     /// An error carrying the header of the packet it is about.
     Error,
+    /// IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect).
+    NeighbourDiscovery,
     /// Anything else.
     Other,
 }
@@ -329,6 +331,7 @@ fn classify_icmp(proto: u8, ty: u8) -> IcmpKind {
             128 => IcmpKind::EchoRequest,
             129 => IcmpKind::EchoReply,
             1..=4 => IcmpKind::Error,
+            133..=137 => IcmpKind::NeighbourDiscovery,
             _ => IcmpKind::Other,
         }
     }

@@ -913,6 +913,10 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
     assert_eq!(lab.xdp(&data).0, XDP_PASS, "no neighbour: TC resolves it");
     lab.sh("ip neigh replace 192.0.2.10 lladdr 02:00:00:c0:02:0a dev lan nud permanent");
 
+    // A truncated frame (IP length beyond its end) goes to TC, which drops it as invalid.
+    let truncated = &data[..data.len() - 3];
+    assert_eq!(lab.xdp(truncated).0, XDP_PASS, "truncated: TC path");
+
     // A segment whose checksum is still the pseudo-header seed that checksum offload leaves
     // for the device (a local sender behind a veth) goes to TC, which keeps that state.
     let mut partial = data.clone();

@@ -122,8 +122,9 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
                 put_addr(&raw mut (*k).saddr, s0, s1);
                 put_addr(&raw mut (*k).daddr, d0, d1);
             }
+            // A length the frame does not hold (truncated): TC drops it as invalid.
             let tot = u16::from_be_bytes([h[2], h[3]]);
-            if tot < 20 {
+            if tot < 20 || ip + tot as usize > end {
                 return None;
             }
             (FAMILY_V4, ip + 20, h[9], tot - 20)
@@ -134,6 +135,9 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
             }
             // SAFETY: checked against data_end above.
             let plen = u16::from_be_bytes(unsafe { bytes::<2>(ip + 4) });
+            if ip + 40 + plen as usize > end {
+                return None;
+            }
             // SAFETY: as above.
             let next = unsafe { bytes::<1>(ip + 6) }[0];
             // SAFETY: as above.

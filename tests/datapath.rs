@@ -966,6 +966,33 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
         e
     });
 
+    // Behind a gateway: the next hop is left to the kernel's per-packet lookup on the TC
+    // path (a gateway can change), and the XDP stage writes the gateway's MAC.
+    lab.sh("ip route add 198.51.100.128/25 via 198.51.100.254 dev lan2");
+    lab.sh("ip neigh replace 198.51.100.254 lladdr 02:00:00:33:64:fe dev lan2 nud permanent");
+    let syn = pkt::tcp(
+        "100.64.0.3",
+        40250,
+        "198.51.100.200",
+        80,
+        Tcp::Syn(1460),
+        b"",
+    );
+    let data = pkt::tcp("100.64.0.3", 40250, "198.51.100.200", 80, Tcp::Ack, b"x");
+    assert_eq!(lab.overlay(&syn).0, TC_ACT_REDIRECT);
+    let f = lab.flow("100.64.0.3", 40250, "198.51.100.200", 80).unwrap();
+    assert_eq!(
+        f.entry.nh_family, 0,
+        "a gateway is not recorded as the flow's next hop"
+    );
+    let (rc, out) = lab.xdp(&data);
+    assert_eq!(rc, XDP_REDIRECT);
+    assert_eq!(
+        out[..6],
+        [0x02, 0, 0, 0x33, 0x64, 0xfe],
+        "the gateway's MAC"
+    );
+
     // IPv6, masqueraded.
     let syn = pkt::tcp(
         "fd00:64::2",
@@ -985,4 +1012,50 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
         (ip("2001:db8:1::1"), 40300, ip("2001:db8:1::10"))
     );
     v.assert_checksums();
+}
+
+/// Pinned maps left by an agent with another conntrack layout are refused with a message
+/// that says so (the kernel would reuse them and reject the programs for reasons it does not
+/// name), and nothing is loaded.
+#[test]
+fn pinned_maps_of_another_layout_are_refused_clearly() {
+    kernel::require_root();
+    let pin = kernel::test_bpffs().join(format!("sglayout{}", std::process::id()));
+    let maps = pin.join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    let old = maps.join(swiftgate_common::maps::CONNTRACK);
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args([
+            "type",
+            "lru_hash",
+            "key",
+            "40",
+            "value",
+            "80",
+            "entries",
+            "16",
+            "name",
+            "SG_CONNTRACK",
+        ])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = swiftgate::dataplane::Dataplane::load(&swiftgate::dataplane::LoadOptions {
+        pin_path: pin.clone(),
+        conntrack_capacity: 1024,
+    })
+    .err()
+    .expect("refused");
+    let _ = std::fs::remove_dir_all(&pin);
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("another layout") && msg.contains("swiftgate down"),
+        "{msg}"
+    );
 }

@@ -78,6 +78,26 @@ fn xdp_redirects(ns: &NetNs, dev: &str) -> u64 {
         .sum()
 }
 
+/// Removes the pins and temporary files of the test however it ends (the namespaces and the
+/// agent clean up after themselves on drop).
+struct Cleanup {
+    ns: std::path::PathBuf,
+    pin: std::path::PathBuf,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.pin.exists() {
+            let _ = agent::down(&self.ns, &self.pin);
+            let _ = std::fs::remove_dir_all(&self.pin);
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 #[test]
 fn xdp_stage_forwards_real_traffic_and_detaches_on_down() {
     require_root();
@@ -145,6 +165,12 @@ fn xdp_stage_forwards_real_traffic_and_detaches_on_down() {
     let socket = std::env::temp_dir().join(format!("{id}-xdp.sock"));
     std::fs::write(&cfg_path, config(&pin, &socket)).expect("write config");
     let log = std::env::temp_dir().join(format!("{id}-xdp.log"));
+    // Declared after the namespaces, so it runs before they go.
+    let _cleanup = Cleanup {
+        ns: gw.path(),
+        pin: pin.clone(),
+        files: vec![cfg_path.clone(), log.clone(), socket.clone()],
+    };
     let mut agent = agent::Agent::spawn(&gw, &cfg_path, &pin, &log).expect("spawn agent");
     agent
         .wait_ready(Duration::from_secs(20))
@@ -205,13 +231,30 @@ fn xdp_stage_forwards_real_traffic_and_detaches_on_down() {
         "alice -> wiki:22 is not allowed"
     );
 
+    // A restarted agent finds its XDP link pinned (an interface holds only one) and takes
+    // over; the established session keeps working meanwhile and afterwards.
     agent.stop(Duration::from_secs(10)).expect("stop agent");
+    s.exchange()
+        .expect("exchange while no agent runs (pinned programs)");
+    let log2 = std::env::temp_dir().join(format!("{id}-xdp2.log"));
+    let mut agent = agent::Agent::spawn(&gw, &cfg_path, &pin, &log2).expect("respawn agent");
+    agent
+        .wait_ready(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("restarted agent not ready: {e}\n{}", agent.log_tail(40)));
+    let before = xdp_redirects(&gw, "gw0");
+    for _ in 0..20 {
+        s.exchange().expect("exchange after the restart");
+    }
+    assert!(
+        xdp_redirects(&gw, "gw0") - before >= 15,
+        "the restarted agent's XDP stage forwards the established flow"
+    );
+    drop(s);
+    agent.stop(Duration::from_secs(10)).expect("stop agent");
+    let _ = std::fs::remove_file(&log2);
     agent::down(&gw.path(), &pin)
         .and_then(|o| o.check())
         .expect("swiftgate down");
     let link = gw.ip(&["link", "show", "gw0"]).expect("ip link").stdout;
     assert!(!link.contains("xdp"), "down detaches the XDP stage: {link}");
-    let _ = std::fs::remove_file(&cfg_path);
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&socket);
 }

@@ -139,6 +139,7 @@ impl Dataplane {
             )
         })?;
         fs::create_dir_all(link_dir(&opts.pin_path))?;
+        check_pinned_layout(&maps_dir)?;
         let cap = opts.conntrack_capacity;
         let mut loader = EbpfLoader::new();
         if std::env::var_os("SWIFTGATE_VERIFIER_LOG").is_some() {
@@ -294,6 +295,12 @@ impl Dataplane {
     /// Attaches the XDP stage in driver mode (generic-mode XDP would cost more than the TC
     /// path it shortcuts, so there is no fallback: the configuration is refused instead).
     fn attach_xdp(&mut self, ifname: &str, path: &Path) -> Result<()> {
+        // An interface holds one XDP link, so the one a previous agent left pinned goes first
+        // (TCX links can be replaced in front; XDP links cannot). Nothing is lost meanwhile:
+        // the TC program behind it handles every packet on its own.
+        if path.exists() {
+            release_link(path)?;
+        }
         let prog = self.xdp_program()?;
         let id = prog
             .attach(ifname, XdpMode::Driver)
@@ -301,9 +308,6 @@ impl Dataplane {
                 format!("attaching the XDP stage to {ifname} (driver mode; set xdp = false if the driver has no XDP support)")
             })?;
         let link: FdLink = prog.take_link(id)?.try_into().context("XDP link")?;
-        if path.exists() {
-            release_link(path)?;
-        }
         link.pin(path)
             .with_context(|| format!("pinning {}", path.display()))?;
         tracing::info!(interface = ifname, hook = "xdp", "attached");
@@ -481,6 +485,43 @@ pub fn kernel_config(cfg: &Config) -> Result<KernelConfig> {
         nat_port_min: cfg.nat_ports.lo,
         nat_port_max: cfg.nat_ports.hi,
     })
+}
+
+/// Refuses to load against pinned maps of another layout (left by an agent of another
+/// version): the kernel would reuse them and reject the programs with a verifier error that
+/// does not say why.
+fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
+    for (name, key, value) in [
+        (
+            maps::CONNTRACK,
+            std::mem::size_of::<FlowKey>(),
+            std::mem::size_of::<CtEntry>(),
+        ),
+        (
+            maps::CT_REPLY,
+            std::mem::size_of::<FlowKey>(),
+            std::mem::size_of::<FlowKey>(),
+        ),
+    ] {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        let info = map.info().context("reading the pinned map's info")?;
+        if info.key_size() as usize != key || info.value_size() as usize != value {
+            bail!(
+                "the pinned map {} has another layout (key {} / value {} bytes, this version \
+                 uses {key} / {value}): it was left by another swiftgate version; run \
+                 `swiftgate down` (tracked flows are dropped) and start again",
+                path.display(),
+                info.key_size(),
+                info.value_size()
+            );
+        }
+    }
+    Ok(())
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

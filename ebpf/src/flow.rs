@@ -325,12 +325,30 @@ fn fib_into(ctx: &TcContext, key: &FlowKey, out: &mut MaybeUninit<Route>) -> u32
     } else {
         v6_words(unsafe { mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_3.ipv6_src) })
     };
+    // The next hop is recorded only when it is the destination itself (a connected network):
+    // that cannot change while the flow keeps its LAN interface. A gateway can (a route
+    // change, a failover), so flows through one leave the next hop to the kernel's lookup
+    // on every packet.
+    let want = if key.family == FAMILY_V4 {
+        AF_INET
+    } else {
+        AF_INET6
+    };
+    // SAFETY: the kernel filled the destination member of the family it reports.
+    let connected = params.family == want
+        && unsafe {
+            if key.family == FAMILY_V4 {
+                params.__bindgen_anon_4.ipv4_dst == u32::from_ne_bytes(v4(&key.daddr))
+            } else {
+                mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_4.ipv6_dst) == key.daddr
+            }
+        };
     let r = out.as_mut_ptr();
     // SAFETY: `r` is valid for writes and 8-byte aligned (Route is align(8)); the kernel
     // filled the next-hop member of the family it reports.
     unsafe {
         put_addr(&raw mut (*r).src, s0, s1);
-        (*r).nh.nh_family = params.family as u32;
+        (*r).nh.nh_family = if connected { params.family as u32 } else { 0 };
         (*r).nh.__bindgen_anon_1.ipv6_nh = params.__bindgen_anon_4.ipv6_dst;
     }
     params.ifindex
@@ -846,7 +864,12 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         count(Counter::DropInvalid);
         return SHOT;
     }
-    redirect_l2(ctx, ifindex, key.family, !l2, &route.nh)
+    let nh: *const bpf_redir_neigh = if route.nh.nh_family == 0 {
+        core::ptr::null()
+    } else {
+        &route.nh
+    };
+    redirect_l2(ctx, ifindex, key.family, !l2, nh)
 }
 
 #[inline(always)]

@@ -43,7 +43,8 @@ pub enum IcmpKind {
     EchoReply,
     /// An error carrying the header of the packet it is about.
     Error,
-    /// IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect).
+    /// IPv6 neighbour discovery as a host does it (router solicitation, neighbour solicitation
+    /// and advertisement).
     NeighbourDiscovery,
     /// Anything else.
     Other,
@@ -331,7 +332,9 @@ fn classify_icmp(proto: u8, ty: u8) -> IcmpKind {
             128 => IcmpKind::EchoRequest,
             129 => IcmpKind::EchoReply,
             1..=4 => IcmpKind::Error,
-            133..=137 => IcmpKind::NeighbourDiscovery,
+            // Router solicitation, neighbour solicitation and advertisement; not router
+            // advertisements or redirects, which an overlay peer has no business sending.
+            133 | 135 | 136 => IcmpKind::NeighbourDiscovery,
             _ => IcmpKind::Other,
         }
     }

@@ -130,7 +130,8 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
             (FAMILY_V4, ip + 20, h[9], tot - 20)
         }
         ETH_P_IPV6 => {
-            if ip + 40 > end {
+            // SAFETY: the version byte is inside the range checked first.
+            if ip + 40 > end || unsafe { bytes::<1>(ip) }[0] >> 4 != 6 {
                 return None;
             }
             // SAFETY: checked against data_end above.
@@ -161,8 +162,11 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
                 return None;
             }
             // SAFETY: checked against data_end above.
-            tcp_flags = unsafe { bytes::<1>(l4 + 13) }[0];
-            if tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
+            let [doff, flags] = unsafe { bytes::<2>(l4 + 12) };
+            tcp_flags = flags;
+            // A header TC would call invalid, and connection-state changes, go to TC.
+            let doff = ((doff >> 4) as u16) * 4;
+            if doff < 20 || doff > l4_len || tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
                 return None;
             }
         }
@@ -192,22 +196,19 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         l4 + 6
     };
     // SAFETY: within the L4 header checked against data_end above.
-    if looks_partial(key, l4_len, unsafe { word(csum_at) }) {
+    let check = unsafe { word(csum_at) };
+    // IPv6 UDP without a checksum is invalid; TC leaves such packets as they are.
+    if looks_partial(key, l4_len, check)
+        || (family == FAMILY_V6 && l4_proto == proto::UDP && check == 0)
+    {
         return None;
     }
 
     let ct = CONNTRACK.get_ptr_mut(key)?;
     // SAFETY: map value pointer, valid for this program run.
-    let (org, flags, nh_family, nat_port, lan_ifindex) = unsafe {
-        (
-            (*ct).origin,
-            (*ct).flags,
-            (*ct).nh_family,
-            (*ct).nat_port,
-            (*ct).lan_ifindex,
-        )
-    };
-    if org != origin::OVERLAY || flags & ct_flags::LOCAL != 0 || nh_family == 0 {
+    let (org, flags, nat_port, lan_ifindex) =
+        unsafe { ((*ct).origin, (*ct).flags, (*ct).nat_port, (*ct).lan_ifindex) };
+    if org != origin::OVERLAY || flags & ct_flags::LOCAL != 0 || lan_ifindex == 0 {
         return None;
     }
     let snat = flags & ct_flags::SNAT != 0;
@@ -227,8 +228,8 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         // SAFETY: as above.
         unsafe { (*ct).l2_macs }
     } else {
-        let src = if snat { new_src } else { &key.saddr };
-        let m = fib_macs(ctx, key, src, lan_ifindex)?;
+        // The same lookup the TC program made when it opened the flow (original source).
+        let m = fib_macs(ctx, key, &key.saddr, lan_ifindex)?;
         // SAFETY: as above; a concurrent refresh by another CPU writes the same values.
         unsafe {
             (*ct).l2_macs = m;

@@ -308,6 +308,10 @@ struct Open {
     closed: bool,
 }
 
+/// Most segments merged into one write (as GRO does): bounds the iovec count of the write
+/// far below `IOV_MAX` however small the segments are.
+pub const MAX_COALESCED: usize = 64;
+
 /// Coalesces a batch of IP packets (as received from peers, in order) into TUN writes:
 /// consecutive TCP segments of one flow with equal headers (but sequence numbers) become one
 /// GSO super-packet, written with its pieces gathered (only its headers are copied, to patch
@@ -337,6 +341,7 @@ pub fn coalesce<'a>(packets: &[&'a [u8]]) -> Vec<TunWrite<'a>> {
             && plen > 0
             && same_headers(packets[items[o.index].first], p, hl)
             && items[o.index].len + plen <= MAX_GSO_BYTES
+            && items[o.index].rest.len() + 1 < MAX_COALESCED
         {
             let item = &mut items[o.index];
             item.rest.push(&p[hl..]);
@@ -605,6 +610,19 @@ mod tests {
         let w = coalesce(&[&x, &y, &z]);
         assert_eq!(w.len(), 2);
         assert_eq!(w[0].to_vec().len(), 40 + 150);
+    }
+
+    #[test]
+    fn coalescing_stops_at_max_segments() {
+        let segs: Vec<Vec<u8>> = (0..150u32)
+            .map(|i| tcp4(1 + i * 10, &[7; 10], 0x10))
+            .collect();
+        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
+        let w = coalesce(&refs);
+        assert_eq!(w.len(), 3, "150 tiny segments: 64 + 64 + 22");
+        assert!(w.iter().all(|x| x.parts().len() <= MAX_COALESCED + 1));
+        let total: usize = w.iter().map(|x| x.to_vec().len() - 40).sum();
+        assert_eq!(total, 1500, "every payload byte written once");
     }
 
     #[test]

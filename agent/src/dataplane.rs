@@ -3,11 +3,13 @@
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/swiftgate`):
 //! - `maps/<NAME>`: every map, reused by a restarted agent so established flows survive;
-//! - `links/<ifname>@<ingress|egress>`: TCX links, so programs stay attached while no agent runs.
+//! - `links/<ifname>@<ingress|egress|xdp>`: TCX (and XDP) links, so programs stay attached
+//!   while no agent runs.
 //!
-//! Programs are replaced without a gap: the new link is attached in front of the old one
+//! TC programs are replaced without a gap: the new link is attached in front of the old one
 //! (our programs always return a final verdict, so the first one decides), then the old link
-//! is released.
+//! is released. The optional XDP stage is released first and then attached (an interface holds
+//! one XDP link); the TC program handles every packet meanwhile.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -102,8 +104,8 @@ pub struct ApplyStats {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin: PathBuf,
-    /// Links this process attached (`ifname@hook`): attaching the same program twice to one
-    /// hook is refused by the kernel, and not needed.
+    /// Links this process attached (`ifname@hook=program`): attaching the same program twice
+    /// to one hook is refused by the kernel, and not needed.
     attached: BTreeSet<String>,
 }
 
@@ -163,30 +165,14 @@ impl Dataplane {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
-            // The kernel answers EAGAIN when verifier resources are momentarily short (several
-            // loads at once); that is worth a few retries, anything else is final.
-            let mut attempt = 0;
-            loop {
-                match prog.load() {
-                    Ok(()) => break,
-                    Err(aya::programs::ProgramError::LoadError { io_error, .. })
-                        if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 5 =>
-                    {
-                        attempt += 1;
-                        tracing::debug!(program = name, attempt, "program load: EAGAIN, retrying");
-                        std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
-                    }
-                    Err(e) => return Err(e).with_context(|| format!("verifier rejected {name}")),
-                }
-            }
+            load_retrying(name, || prog.load())?;
         }
         let name = common::programs::OVERLAY_XDP;
         let xdp: &mut Xdp = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the object"))?
             .try_into()?;
-        xdp.load()
-            .with_context(|| format!("verifier rejected {name}"))?;
+        load_retrying(name, || xdp.load())?;
         Ok(Dataplane {
             ebpf,
             pin: opts.pin_path.clone(),
@@ -249,9 +235,13 @@ impl Dataplane {
         let mut keep = BTreeSet::new();
         for (ifname, hook, prog) in &want {
             let name = format!("{ifname}@{}", hook.name());
-            if !self.attached.contains(&name) {
+            // Keyed by program too: switching `overlay_l2` swaps the program on the same hook.
+            let full = format!("{name}={prog}");
+            if !self.attached.contains(&full) {
                 self.attach_one(ifname, *hook, prog)?;
-                self.attached.insert(name.clone());
+                self.attached
+                    .retain(|a| !a.starts_with(&format!("{name}=")));
+                self.attached.insert(full);
             }
             keep.insert(name);
         }
@@ -260,7 +250,8 @@ impl Dataplane {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep.contains(&name) {
                 release_link(&entry.path())?;
-                self.attached.remove(&name);
+                self.attached
+                    .retain(|a| !a.starts_with(&format!("{name}=")));
                 tracing::info!(link = %name, "detached");
             }
         }
@@ -485,6 +476,28 @@ pub fn kernel_config(cfg: &Config) -> Result<KernelConfig> {
         nat_port_min: cfg.nat_ports.lo,
         nat_port_max: cfg.nat_ports.hi,
     })
+}
+
+/// Loads a program, retrying a few times when the kernel answers EAGAIN (verifier resources
+/// momentarily short while several loads run at once); anything else is final.
+fn load_retrying(
+    name: &str,
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match load() {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 5 =>
+            {
+                attempt += 1;
+                tracing::debug!(program = name, attempt, "program load: EAGAIN, retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => return Err(e).with_context(|| format!("verifier rejected {name}")),
+        }
+    }
 }
 
 /// Refuses to load against pinned maps of another layout (left by an agent of another

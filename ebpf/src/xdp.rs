@@ -310,30 +310,24 @@ fn fib_macs(ctx: &XdpContext, key: &FlowKey, src: &[u8; 16], lan_ifindex: u32) -
 /// then take the TC path too).
 #[inline(always)]
 fn looks_partial(key: &FlowKey, l4_len: u16, check: u16) -> bool {
-    let mut s = 0u32;
-    if key.family == FAMILY_V4 {
-        let w: [u16; 4] = words(&[
-            key.saddr[0],
-            key.saddr[1],
-            key.saddr[2],
-            key.saddr[3],
-            key.daddr[0],
-            key.daddr[1],
-            key.daddr[2],
-            key.daddr[3],
-        ]);
-        for x in w {
-            s += x as u32;
-        }
-    } else {
-        let a: [u16; 8] = words(&key.saddr);
-        let b: [u16; 8] = words(&key.daddr);
-        for i in 0..8 {
-            s += a[i] as u32 + b[i] as u32;
-        }
+    // One's complement sum of the pseudo-header, taken over the key's addresses as 32-bit
+    // halves of 64-bit words (FlowKey is 8-byte aligned; an IPv4 key's unused address bytes
+    // are zero, so one formula serves both families), then folded to 16 bits.
+    // SAFETY: [u8; 16] and [u64; 2] have the same size; any bit pattern is valid.
+    let (sa, da) = unsafe {
+        (
+            mem::transmute::<[u8; 16], [u64; 2]>(key.saddr),
+            mem::transmute::<[u8; 16], [u64; 2]>(key.daddr),
+        )
+    };
+    let mut s = 0u64;
+    for w in [sa[0], sa[1], da[0], da[1]] {
+        s += (w & 0xffff_ffff) + (w >> 32);
     }
-    s += u16::from_ne_bytes([0, key.proto]) as u32;
-    s += u16::from_ne_bytes(l4_len.to_be_bytes()) as u32;
+    s += u16::from_ne_bytes([0, key.proto]) as u64;
+    s += u16::from_ne_bytes(l4_len.to_be_bytes()) as u64;
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
     let seed = s as u16;

@@ -27,7 +27,7 @@ use crate::{
     CONFIG, CONNTRACK, COUNTERS, CT_REPLY, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4, IDENTITY_V6, OK,
     POLICY, POLICY_STATS, SCRATCH_CT, SCRATCH_KEY, SHOT,
     parse::{self, IcmpKind, ParseError, Parsed, tcp},
-    parse::{put_addr, v4_words, v6_words},
+    parse::{AF_INET, AF_INET6, ETH_P_IP, ETH_P_IPV6, put_addr, v4_words, v6_words},
     rewrite,
 };
 
@@ -35,10 +35,6 @@ const _: () = assert!(COUNTER_SLOTS as usize == Counter::ALL.len());
 
 /// Masquerade port probes before giving up.
 const NAT_PROBES: u32 = 16;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 
 #[inline(always)]
 pub(crate) fn count(c: Counter) {
@@ -271,16 +267,18 @@ struct Route {
 
 /// `bpf_fib_lookup` parameters, 8-byte aligned so they can be cleared with word stores.
 #[repr(C, align(8))]
-struct FibParams(bpf_fib_lookup);
+pub(crate) struct FibParams(bpf_fib_lookup);
 
 const _: () = assert!(mem::size_of::<bpf_fib_lookup>().is_multiple_of(8));
 
-/// Finds the egress interface, source address and next hop for `key` in the kernel FIB;
-/// fills `out` and returns the interface index, or 0 (and leaves `out` unwritten) when there
-/// is no usable route. Not inlined (its own stack frame).
-#[inline(never)]
-fn fib_into(ctx: &TcContext, key: &FlowKey, out: &mut MaybeUninit<Route>) -> u32 {
-    let mut fp = MaybeUninit::<FibParams>::uninit();
+/// Fills `fp` with the FIB lookup parameters for `key` as it arrived on `ifindex` (every other
+/// field zero) and returns them. Shared by the TC and XDP programs.
+#[inline(always)]
+pub(crate) fn fib_params<'a>(
+    fp: &'a mut MaybeUninit<FibParams>,
+    key: &FlowKey,
+    ifindex: u32,
+) -> &'a mut bpf_fib_lookup {
     let words = fp.as_mut_ptr().cast::<u64>();
     for i in 0..mem::size_of::<FibParams>() / 8 {
         // SAFETY: `words` covers the aligned parameter block; volatile keeps LLVM from turning
@@ -292,8 +290,7 @@ fn fib_into(ctx: &TcContext, key: &FlowKey, out: &mut MaybeUninit<Route>) -> u32
     params.l4_protocol = key.proto;
     params.sport = key.sport.to_be();
     params.dport = key.dport.to_be();
-    // SAFETY: the skb pointer is the program's context.
-    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    params.ifindex = ifindex;
     if key.family == FAMILY_V4 {
         params.family = AF_INET;
         params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(v4(&key.daddr));
@@ -306,6 +303,17 @@ fn fib_into(ctx: &TcContext, key: &FlowKey, out: &mut MaybeUninit<Route>) -> u32
             params.__bindgen_anon_3.ipv6_src = mem::transmute::<[u8; 16], [u32; 4]>(key.saddr);
         }
     }
+    params
+}
+
+/// Finds the egress interface, source address and next hop for `key` in the kernel FIB;
+/// fills `out` and returns the interface index, or 0 (and leaves `out` unwritten) when there
+/// is no usable route. Not inlined (its own stack frame).
+#[inline(never)]
+fn fib_into(ctx: &TcContext, key: &FlowKey, out: &mut MaybeUninit<Route>) -> u32 {
+    let mut fp = MaybeUninit::<FibParams>::uninit();
+    // SAFETY: the skb pointer is the program's context.
+    let params = fib_params(&mut fp, key, unsafe { (*ctx.skb.skb).ifindex });
     // SAFETY: params is a valid, fully initialised struct of the size passed.
     let rc = unsafe {
         fib_lookup(

@@ -13,9 +13,15 @@ use swiftgate_common::{FAMILY_V4, FAMILY_V6, FlowKey, proto};
 
 /// Ethernet header length (L2 interfaces).
 pub const ETH_LEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+/// EtherType IPv4.
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+/// EtherType IPv6.
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
+/// Address family numbers as the kernel's helpers take them.
+pub(crate) const AF_INET: u8 = 2;
+/// IPv6.
+pub(crate) const AF_INET6: u8 = 10;
 /// Bytes made linear before parsing when the skb's linear part is shorter: Ethernet, the
 /// longest IPv4 header (60) and a TCP header up to its options (20) fit.
 pub const PULL_LEN: usize = 128;
@@ -113,7 +119,7 @@ pub fn parse_code(code: u8) -> Result<(), ParseError> {
 /// # Safety
 /// `at + N` must have been checked against `data_end` by the caller.
 #[inline(always)]
-unsafe fn bytes<const N: usize>(at: usize) -> [u8; N] {
+pub(crate) unsafe fn bytes<const N: usize>(at: usize) -> [u8; N] {
     // SAFETY: the caller checked the range; unaligned reads are fine for packet data.
     unsafe { core::ptr::read_unaligned(at as *const [u8; N]) }
 }

@@ -21,7 +21,7 @@
 
 use core::{
     mem::{self, MaybeUninit},
-    ptr::{read_unaligned, write_unaligned, write_volatile},
+    ptr::write_unaligned,
 };
 
 use aya_ebpf::{
@@ -35,24 +35,9 @@ use swiftgate_common::{
 
 use crate::{
     CONNTRACK,
-    flow::{count, now, touch_at, v4},
-    parse::{ETH_LEN, put_addr, tcp, v4_words, v6_words},
+    flow::{FibParams, count, fib_params, now, touch_at, v4},
+    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, bytes, put_addr, tcp, v4_words, v6_words},
 };
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
-
-/// Reads `N` bytes at packet address `at`.
-///
-/// # Safety
-/// `at + N` must have been checked against `data_end`.
-#[inline(always)]
-unsafe fn bytes<const N: usize>(at: usize) -> [u8; N] {
-    // SAFETY: the caller checked the range.
-    unsafe { read_unaligned(at as *const [u8; N]) }
-}
 
 /// Reads the 16-bit word at `at` as stored (the byte order checksums are computed in).
 ///
@@ -228,8 +213,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         // SAFETY: as above.
         unsafe { (*ct).l2_macs }
     } else {
-        // The same lookup the TC program made when it opened the flow (original source).
-        let m = fib_macs(ctx, key, &key.saddr, lan_ifindex)?;
+        let m = fib_macs(ctx, key, lan_ifindex)?;
         // SAFETY: as above; a concurrent refresh by another CPU writes the same values.
         unsafe {
             (*ct).l2_macs = m;
@@ -250,40 +234,14 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     Some(unsafe { bpf_redirect(lan_ifindex, 0) } as u32)
 }
 
-/// `bpf_fib_lookup` parameters, 8-byte aligned so they can be cleared with word stores.
-#[repr(C, align(8))]
-struct FibParams(bpf_fib_lookup);
-
-/// The destination and source MAC for `key` (sent from `src`) out of `lan_ifindex`, from the
-/// kernel FIB and neighbour table; `None` unless the route still leads there and the
-/// neighbour is resolved.
+/// The destination and source MAC for `key` out of `lan_ifindex`, from the kernel FIB and
+/// neighbour table (the lookup the TC program made when it opened the flow); `None` unless the
+/// route still leads there and the neighbour is resolved.
 #[inline(always)]
-fn fib_macs(ctx: &XdpContext, key: &FlowKey, src: &[u8; 16], lan_ifindex: u32) -> Option<[u8; 12]> {
+fn fib_macs(ctx: &XdpContext, key: &FlowKey, lan_ifindex: u32) -> Option<[u8; 12]> {
     let mut fp = MaybeUninit::<FibParams>::uninit();
-    let fw = fp.as_mut_ptr().cast::<u64>();
-    for i in 0..mem::size_of::<FibParams>() / 8 {
-        // SAFETY: within the aligned block; volatile keeps LLVM from calling memset.
-        unsafe { write_volatile(fw.add(i), 0) };
-    }
-    // SAFETY: all-zero is a valid bpf_fib_lookup, written just above.
-    let params = unsafe { &mut (*fp.as_mut_ptr()).0 };
-    params.l4_protocol = key.proto;
-    params.sport = key.sport.to_be();
-    params.dport = key.dport.to_be();
     // SAFETY: reading the program's context.
-    params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if key.family == FAMILY_V4 {
-        params.family = AF_INET;
-        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(v4(&key.daddr));
-        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(v4(src));
-    } else {
-        params.family = AF_INET6;
-        // SAFETY: [u8; 16] and [u32; 4] have the same size; the kernel reads raw bytes.
-        unsafe {
-            params.__bindgen_anon_4.ipv6_dst = mem::transmute::<[u8; 16], [u32; 4]>(key.daddr);
-            params.__bindgen_anon_3.ipv6_src = mem::transmute::<[u8; 16], [u32; 4]>(*src);
-        }
-    }
+    let params = fib_params(&mut fp, key, unsafe { (*ctx.ctx).ingress_ifindex });
     // SAFETY: params is a valid, initialised struct of the size passed; ctx is the context.
     let rc = unsafe {
         fib_lookup(
@@ -388,5 +346,3 @@ fn snat_rewrite(
     }
     Some(())
 }
-
-const _: () = assert!(mem::size_of::<bpf_fib_lookup>().is_multiple_of(8));

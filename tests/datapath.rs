@@ -920,8 +920,7 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
     // A segment whose checksum is still the pseudo-header seed that checksum offload leaves
     // for the device (a local sender behind a veth) goes to TC, which keeps that state.
     let mut partial = data.clone();
-    let l4_len = (partial.len() - 34) as u16;
-    let seed = pkt::csum_fold(&[&partial[26..34], &[0, 6], &l4_len.to_be_bytes()]);
+    let seed = pkt::tcp4_seed(&partial);
     partial[50..52].copy_from_slice(&seed.to_be_bytes());
     assert_eq!(
         lab.xdp(&partial).0,

@@ -675,8 +675,7 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
 /// Whether an Ethernet/IPv4/TCP frame's checksum equals the pseudo-header seed that checksum
 /// offload leaves (what the XDP stage leaves to TC).
 fn checksum_is_seed(frame: &[u8]) -> bool {
-    let l4_len = (frame.len() - 34) as u16;
-    let seed = pkt::csum_fold(&[&frame[26..34], &[0, 6], &l4_len.to_be_bytes()]);
+    let seed = pkt::tcp4_seed(frame);
     let check = u16::from_be_bytes([frame[50], frame[51]]);
     check == seed || (seed == 0xffff && check == 0) || (seed == 0 && check == 0xffff)
 }

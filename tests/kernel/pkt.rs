@@ -144,6 +144,13 @@ pub fn frag_needed(src: &str, dst: &str, quoted: &[u8], mtu: u16) -> Vec<u8> {
     out
 }
 
+/// The pseudo-header checksum seed of an Ethernet/IPv4/TCP frame without IP options: what
+/// checksum offload leaves in the TCP checksum field for the device to complete.
+pub fn tcp4_seed(frame: &[u8]) -> u16 {
+    let l4_len = (frame.len() - 34) as u16;
+    csum_fold(&[&frame[26..34], &[0, 6], &l4_len.to_be_bytes()])
+}
+
 /// RFC 1071 one's complement sum, folded.
 pub fn csum_fold(chunks: &[&[u8]]) -> u16 {
     let mut sum: u64 = 0;

@@ -733,6 +733,59 @@ fn reconfiguration_keeps_flows_and_refuses_bad_input() {
     );
 }
 
+/// `CLOCK_MONOTONIC_COARSE`, the clock the programs' timestamps follow.
+fn coarse_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+#[test]
+fn flow_timestamps_follow_the_coarse_clock() {
+    // The programs cache the coarse clock per CPU and jiffy: a timestamp may be one tick old
+    // (4 ms at HZ=250), never older, and the cache must move on with the clock.
+    const TICK_SLACK: u64 = 20_000_000;
+    let mut lab = Lab::new(CONFIG);
+    let before = coarse_ns();
+    assert_eq!(
+        lab.overlay_tcp("100.64.0.2", 47000, "192.0.2.10", 443, Tcp::Syn(0)),
+        TC_ACT_REDIRECT
+    );
+    let after = coarse_ns();
+    let f = lab.flow("100.64.0.2", 47000, "192.0.2.10", 443).unwrap();
+    let created = f.entry.created_ns;
+    assert!(
+        (before.saturating_sub(TICK_SLACK)..=after).contains(&created),
+        "created {created} outside [{before}, {after}]"
+    );
+    assert_eq!(f.entry.last_seen_ns, created);
+    // Past the refresh interval, a packet of the flow stamps the clock's new value.
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    let before = coarse_ns();
+    assert_eq!(
+        lab.overlay(&pkt::tcp(
+            "100.64.0.2",
+            47000,
+            "192.0.2.10",
+            443,
+            Tcp::Ack,
+            b"x"
+        ))
+        .0,
+        TC_ACT_REDIRECT
+    );
+    let after = coarse_ns();
+    let seen = lab
+        .flow("100.64.0.2", 47000, "192.0.2.10", 443)
+        .unwrap()
+        .entry
+        .last_seen_ns;
+    assert!(
+        (before.saturating_sub(TICK_SLACK)..=after).contains(&seen),
+        "last seen {seen} outside [{before}, {after}]"
+    );
+    assert!(seen - created >= 1_000_000_000, "{seen} - {created}");
+}
+
 #[test]
 fn garbage_collection_expires_idle_flows() {
     let mut lab = Lab::new(CONFIG);

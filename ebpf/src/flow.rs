@@ -11,8 +11,8 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST, bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
-        bpf_redirect_neigh, bpf_skb_change_head,
+        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns,
+        bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
     },
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -24,8 +24,8 @@ use swiftgate_common::{
 };
 
 use crate::{
-    CONFIG, CONNTRACK, COUNTERS, CT_REPLY, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4, IDENTITY_V6, OK,
-    POLICY, POLICY_STATS, SCRATCH_CT, SCRATCH_KEY, SHOT,
+    CLOCK, CONFIG, CONNTRACK, COUNTERS, CT_REPLY, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4,
+    IDENTITY_V6, OK, POLICY, POLICY_STATS, SCRATCH_CT, SCRATCH_KEY, SHOT,
     parse::{self, IcmpKind, ParseError, Parsed, tcp},
     parse::{AF_INET, AF_INET6, ETH_P_IP, ETH_P_IPV6, put_addr, v4_words, v6_words},
     rewrite,
@@ -60,12 +60,47 @@ fn config() -> &'static Config {
     CONFIG.get(0).unwrap_or(&NO_CONFIG)
 }
 
+/// The coarse clock's value at the jiffy it was last read on this CPU.
+#[repr(C)]
+pub(crate) struct ClockCache {
+    jiffies: u64,
+    ns: u64,
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds, as `bpf_ktime_get_coarse_ns` returns it.
+///
+/// The coarse clock only moves at a timer tick, when the jiffies counter moves too, so its
+/// value is cached per CPU together with the jiffy it was read at: reading the jiffies counter
+/// is one load (the verifier inlines `bpf_jiffies64`), while a helper call costs ~20 ns per
+/// packet with this kernel's call/return mitigations. The helper is called once per tick per
+/// CPU. Timestamps are used for idle timeouts and once-a-second refreshes, where a value that is
+/// at most one tick old is as good as the helper's.
 #[inline(always)]
 pub(crate) fn now() -> u64 {
-    // The coarse clock (CLOCK_MONOTONIC at tick resolution) is enough for idle timeouts and
-    // costs less than reading the clock source on every packet.
-    // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    // SAFETY: helper without arguments (inlined to a load of `jiffies_64`).
+    let j = unsafe { bpf_jiffies64() };
+    match CLOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU map, valid for this program run; programs on
+        // one CPU do not interleave, and a torn pair would only cost one extra refresh.
+        Some(c) => unsafe {
+            if (*c).jiffies == j && (*c).ns != 0 {
+                return (*c).ns;
+            }
+            let t = bpf_ktime_get_coarse_ns();
+            (*c).jiffies = j;
+            (*c).ns = t;
+            t
+        },
+        // SAFETY: helper without arguments.
+        None => unsafe { bpf_ktime_get_coarse_ns() },
+    }
+}
+
+/// [`now`] behind a BPF-to-BPF call, for the paths that are not per-packet hot and whose
+/// stack frames are near the verifier's limit.
+#[inline(never)]
+pub(crate) fn now_call() -> u64 {
+    now()
 }
 
 #[inline(always)]
@@ -78,7 +113,7 @@ fn emit(kind: u8, reason: u8, key: &FlowKey, policy_id: u32, org: u8, packets: u
     // SAFETY: `ev` points to a reserved ring buffer slot of FlowEvent's size; every field is
     // written before the slot is submitted.
     unsafe {
-        (*ev).ts_ns = now();
+        (*ev).ts_ns = now_call();
         (*ev).packets = packets;
         (*ev).bytes = bytes;
         (*ev).key = *key;
@@ -517,7 +552,7 @@ fn new_entry(
     len: u64,
 ) -> Option<*mut CtEntry> {
     let e = SCRATCH_CT.get_ptr_mut(0)?;
-    let t = now();
+    let t = now_call();
     // SAFETY: per-CPU scratch slot, used only within this run on this CPU. Zeroes are
     // written volatile: LLVM would merge adjacent zero stores into a call to its byte-loop
     // memset (the BPF backend does not expand memset inline).
@@ -661,13 +696,13 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
         return drop_parse(e);
     }
     // SAFETY: parse_into wrote every field (it returned success).
-    let p = unsafe { p.assume_init() };
+    let p = unsafe { p.assume_init_ref() };
     let cfg = config();
     let len = ctx.len() as u64;
     let key = &p.key;
 
     if p.icmp == IcmpKind::Error {
-        return icmp_error_from_overlay(ctx, &p, l2);
+        return icmp_error_from_overlay(ctx, p, l2);
     }
     if l2 && p.icmp == IcmpKind::NeighbourDiscovery {
         // IPv6's ARP on an Ethernet overlay: the host answers for the routing peer's address.
@@ -689,12 +724,12 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             return OK;
         }
         if e.flags & ct_flags::SNAT != 0
-            && rewrite::rewrite_side(ctx, &p, true, e.nat(), e.nat_port).is_err()
+            && rewrite::rewrite_side(ctx, p, true, e.nat(), e.nat_port).is_err()
         {
             count(Counter::DropInvalid);
             return SHOT;
         }
-        if clamp(ctx, &p, cfg).is_err() {
+        if clamp(ctx, p, cfg).is_err() {
             count(Counter::DropInvalid);
             return SHOT;
         }
@@ -717,7 +752,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
                 origin::LAN => {
                     touch(ct, true, len, p.key.proto, p.tcp_flags);
                     count(Counter::Established);
-                    if clamp(ctx, &p, cfg).is_err() {
+                    if clamp(ctx, p, cfg).is_err() {
                         count(Counter::DropInvalid);
                         return SHOT;
                     }
@@ -729,7 +764,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     }
 
     // 3. A new flow.
-    new_overlay_flow(ctx, &p, cfg, l2)
+    new_overlay_flow(ctx, p, cfg, l2)
 }
 
 /// Policy check and setup of a flow opened from the overlay.
@@ -928,7 +963,7 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
         return OK;
     }
     // SAFETY: parse_into wrote every field (it returned success).
-    let p = unsafe { p.assume_init() };
+    let p = unsafe { p.assume_init_ref() };
     let key = &p.key;
     if p.icmp == IcmpKind::Error {
         return OK;
@@ -946,7 +981,7 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
     if CT_REPLY.get_ptr(key).is_some() {
         return OK;
     }
-    if may_open(&p).is_ok() {
+    if may_open(p).is_ok() {
         let syn = if key.proto == proto::TCP {
             ct_flags::TCP_SYN
         } else {
@@ -968,13 +1003,13 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
         return OK;
     }
     // SAFETY: parse_into wrote every field (it returned success).
-    let p = unsafe { p.assume_init() };
+    let p = unsafe { p.assume_init_ref() };
     let cfg = config();
     let key = &p.key;
     let len = ctx.len() as u64;
 
     if p.icmp == IcmpKind::Error {
-        return icmp_error_from_lan(ctx, &p, cfg);
+        return icmp_error_from_lan(ctx, p, cfg);
     }
 
     // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
@@ -988,12 +1023,12 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
                 touch(ct, true, len, p.key.proto, p.tcp_flags);
                 count(Counter::Established);
                 if e.flags & ct_flags::SNAT != 0
-                    && rewrite::rewrite_side(ctx, &p, false, &orig.saddr, orig.sport).is_err()
+                    && rewrite::rewrite_side(ctx, p, false, &orig.saddr, orig.sport).is_err()
                 {
                     count(Counter::DropInvalid);
                     return SHOT;
                 }
-                if clamp(ctx, &p, cfg).is_err() {
+                if clamp(ctx, p, cfg).is_err() {
                     count(Counter::DropInvalid);
                     return SHOT;
                 }
@@ -1013,7 +1048,7 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
     }
 
     // 3. New flows towards overlay peers need a policy; anything else is not ours.
-    new_lan_flow(ctx, &p, cfg)
+    new_lan_flow(ctx, p, cfg)
 }
 
 /// Site-to-VPN: a LAN host opening a flow to an overlay peer needs a policy.

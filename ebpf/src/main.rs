@@ -62,6 +62,10 @@ static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for a flow key (keeps it off the stack of the new-flow path).
 #[map(name = "SG_SCRATCH_KEY")]
 static SCRATCH_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU cache of the coarse clock, refreshed when the jiffies counter moves (see
+/// `flow::now`).
+#[map(name = "SG_CLOCK")]
+static CLOCK: PerCpuArray<flow::ClockCache> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SG_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
 

@@ -16,10 +16,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
-    helpers::bpf_redirect_neigh,
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
+    helpers::{bpf_redirect_neigh, bpf_skb_store_bytes},
     macros::{classifier, map, xdp},
-    maps::Array,
+    maps::{Array, PerCpuArray, ProgramArray},
     programs::{TcContext, XdpContext},
 };
 
@@ -70,6 +70,64 @@ pub fn sg_bench_redirect(_ctx: TcContext) -> i32 {
         },
         _ => TC_ACT_OK,
     }
+}
+
+/// Bytes of the new-flow packet rewritten before every run: Ethernet (14) + IPv4 without
+/// options (20) + TCP with 8 bytes of options (MSS and padding) (28), i.e. the whole SYN.
+pub const SYN_LEN: usize = 62;
+/// Offset of the TCP source port in [`SYN_LEN`].
+const SPORT_AT: usize = 34;
+/// Offset of the IPv4 destination address's last byte.
+const DADDR_LAST_AT: usize = 33;
+/// Source ports used per destination address (1024..=65535).
+pub const SPORTS: u32 = 64_512;
+
+/// The SYN template of [`sg_bench_new_flow`] at index 0 (written by the benchmark; per CPU
+/// because each run writes its varying fields into it before copying it into the packet).
+#[map(name = "SG_BENCH_SYN")]
+static SG_BENCH_SYN: PerCpuArray<[u8; SYN_LEN]> = PerCpuArray::with_max_entries(1, 0);
+/// Runs of [`sg_bench_new_flow`] so far, at index 0.
+#[map(name = "SG_BENCH_SEQ")]
+static SG_BENCH_SEQ: Array<u32> = Array::with_max_entries(1, 0);
+/// The program [`sg_bench_new_flow`] hands every packet to, at index 0.
+#[map(name = "SG_BENCH_NEXT")]
+static SG_BENCH_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Harness for timing the new-flow path with `BPF_PROG_TEST_RUN`'s `repeat`: the kernel runs
+/// every repetition on the same skb, so this program turns it into a SYN of a new flow each
+/// time: it writes the template's bytes over the packet (undoing the previous run's NAT, TTL
+/// and MSS rewrites), with run *n*'s source port `1024 + n % SPORTS` and `1 + n / SPORTS` as
+/// the destination address's last byte (distinct flows for n < 254 · SPORTS), then tail-calls
+/// the program under test. Checksums are not updated: the programs update them incrementally and never verify
+/// them, so the path taken does not depend on them. The benchmark times this program in front
+/// of a program that returns at once, and subtracts that.
+#[classifier]
+pub fn sg_bench_new_flow(ctx: TcContext) -> i32 {
+    let (Some(t), Some(seq)) = (SG_BENCH_SYN.get_ptr_mut(0), SG_BENCH_SEQ.get_ptr_mut(0)) else {
+        return TC_ACT_SHOT;
+    };
+    // SAFETY: `t` and `seq` are map values valid for this run; the SYN template is this CPU's
+    // copy; `seq` is only used by one `BPF_PROG_TEST_RUN` call at a time.
+    unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        let sport = 1024 + (n % SPORTS) as u16;
+        let t = &mut *t;
+        t[SPORT_AT..SPORT_AT + 2].copy_from_slice(&sport.to_be_bytes());
+        t[DADDR_LAST_AT] = 1 + (n / SPORTS) as u8;
+        if bpf_skb_store_bytes(ctx.skb.skb.cast(), 0, t.as_ptr().cast(), SYN_LEN as u32, 0) != 0 {
+            return TC_ACT_SHOT;
+        }
+        SG_BENCH_NEXT.tail_call(&ctx, 0);
+    }
+    // The tail call failed (no program at index 0).
+    TC_ACT_SHOT
+}
+
+/// Calibration target for [`sg_bench_new_flow`]: returns at once.
+#[classifier]
+pub fn sg_bench_accept(_ctx: TcContext) -> i32 {
+    TC_ACT_REDIRECT
 }
 
 #[cfg(not(test))]

@@ -227,10 +227,7 @@ impl Lab {
         repeat: u32,
     ) -> Result<(u32, Vec<u8>, std::time::Duration), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
-        // struct __sk_buff: ingress_ifindex is at byte 36 (u32), ifindex at 40.
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let ctx = skb_ctx(ifindex);
         let prog = self.dp.program(prog).expect("program");
         let r = prog.test_run(TestRunOptions {
             data_in: Some(pkt),
@@ -431,6 +428,15 @@ impl Lab {
                 && f.key.dport == dport
         })
     }
+}
+
+/// A `struct __sk_buff` for `BPF_PROG_TEST_RUN`: the packet arrived on `ifindex`
+/// (`ingress_ifindex` at byte 36, `ifindex` at 40; everything else zero).
+pub fn skb_ctx(ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
 }
 
 impl Drop for Lab {

@@ -733,6 +733,47 @@ fn reconfiguration_keeps_flows_and_refuses_bad_input() {
     );
 }
 
+/// New flows run in a program of their own, tail-called through the pinned `SG_CALLS`
+/// array. Without it (an agent that has not finished loading), new flows are dropped and
+/// counted as such, while tracked flows keep their fast path; with it back, new flows work.
+#[test]
+fn new_flows_need_the_tail_called_program_established_ones_do_not() {
+    use aya::maps::{Map, MapData, ProgramArray};
+    use swiftgate_common::{calls, maps, programs};
+    let mut lab = Lab::new(CONFIG);
+    assert_eq!(
+        lab.overlay_tcp("100.64.0.2", 47100, "192.0.2.10", 443, Tcp::Syn(0)),
+        TC_ACT_REDIRECT
+    );
+    let path = lab.dp.pin_path().join("maps").join(maps::CALLS);
+    let mut slots =
+        ProgramArray::try_from(Map::from_map_data(MapData::from_pin(&path).unwrap()).unwrap())
+            .unwrap();
+    slots.clear_index(&calls::NEW_FLOW_L2).unwrap();
+    let before = lab.counter(Counter::DropNoProgram);
+    assert_eq!(
+        lab.overlay_tcp("100.64.0.2", 47101, "192.0.2.10", 443, Tcp::Syn(0)),
+        TC_ACT_SHOT
+    );
+    assert_eq!(lab.counter(Counter::DropNoProgram), before + 1);
+    assert!(lab.flow("100.64.0.2", 47101, "192.0.2.10", 443).is_none());
+    let ack = pkt::tcp("100.64.0.2", 47100, "192.0.2.10", 443, Tcp::Ack, b"x");
+    assert_eq!(lab.overlay(&ack).0, TC_ACT_REDIRECT);
+    let fd = lab
+        .dp
+        .program(programs::OVERLAY_NEW_L2)
+        .unwrap()
+        .fd()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+    slots.set(calls::NEW_FLOW_L2, &fd, 0).unwrap();
+    assert_eq!(
+        lab.overlay_tcp("100.64.0.2", 47101, "192.0.2.10", 443, Tcp::Syn(0)),
+        TC_ACT_REDIRECT
+    );
+}
+
 /// `CLOCK_MONOTONIC_COARSE`, the clock the programs' timestamps follow.
 fn coarse_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
@@ -1066,48 +1107,52 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
     v.assert_checksums();
 }
 
-/// Pinned maps left by an agent with another conntrack layout are refused with a message
-/// that says so (the kernel would reuse them and reject the programs for reasons it does not
-/// name), and nothing is loaded.
+/// Pinned maps left by an agent with another conntrack layout (an IPv4 table with another
+/// entry size, or the single table of earlier versions) are refused with a message that says
+/// so (the kernel would reuse them and reject the programs for reasons it does not name, or
+/// the programs would miss the flows tracked there), and nothing is loaded.
 #[test]
 fn pinned_maps_of_another_layout_are_refused_clearly() {
     kernel::require_root();
-    let pin = kernel::test_bpffs().join(format!("sglayout{}", std::process::id()));
-    let maps = pin.join("maps");
-    std::fs::create_dir_all(&maps).unwrap();
-    let old = maps.join(swiftgate_common::maps::CONNTRACK);
-    let out = std::process::Command::new("bpftool")
-        .args(["map", "create"])
-        .arg(&old)
-        .args([
-            "type",
-            "lru_hash",
-            "key",
-            "40",
-            "value",
-            "80",
-            "entries",
+    for (i, (name, key, value, says)) in [
+        (
+            swiftgate_common::maps::CONNTRACK4,
             "16",
-            "name",
-            "SG_CONNTRACK",
-        ])
-        .output()
-        .expect("bpftool");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = swiftgate::dataplane::Dataplane::load(&swiftgate::dataplane::LoadOptions {
-        pin_path: pin.clone(),
-        conntrack_capacity: 1024,
-    })
-    .err()
-    .expect("refused");
-    let _ = std::fs::remove_dir_all(&pin);
-    let msg = format!("{err:#}");
-    assert!(
-        msg.contains("another layout") && msg.contains("swiftgate down"),
-        "{msg}"
-    );
+            "80",
+            "another layout",
+        ),
+        ("SG_CONNTRACK", "40", "120", "earlier swiftgate version"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pin = kernel::test_bpffs().join(format!("sglayout{}x{i}", std::process::id()));
+        let maps = pin.join("maps");
+        std::fs::create_dir_all(&maps).unwrap();
+        let out = std::process::Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(maps.join(name))
+            .args([
+                "type", "lru_hash", "key", key, "value", value, "entries", "16", "name", name,
+            ])
+            .output()
+            .expect("bpftool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = swiftgate::dataplane::Dataplane::load(&swiftgate::dataplane::LoadOptions {
+            pin_path: pin.clone(),
+            conntrack_capacity: 1024,
+        })
+        .err()
+        .expect("refused");
+        let _ = std::fs::remove_dir_all(&pin);
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(says) && msg.contains("swiftgate down"),
+            "{msg}"
+        );
+    }
 }

@@ -59,7 +59,9 @@ use swiftgate::{
     dataplane::{self, State},
     run,
 };
-use swiftgate_common::{Counter, CtEntry, FlowKey, PolicyKey, PolicyValue, maps, programs};
+use swiftgate_common::{
+    Counter, CtEntry, FlowKey, FlowKey4, PolicyKey, PolicyValue, maps, programs,
+};
 
 /// The packet generator (XDP, returns `XDP_TX`), built from ebpf/src/bench.rs by agent/build.rs.
 static BENCH_OBJECT: &[u8] =
@@ -402,7 +404,7 @@ struct Micro {
     label: String,
     /// Entries in SG_POLICY (LPM keys).
     policy_entries: usize,
-    /// Entries in SG_CONNTRACK before the measurements (after the fill).
+    /// Tracked flows (SG_CT4 + SG_CT6) before the measurements (after the fill).
     ct_entries: usize,
     /// Established, masquerade off, repeat-based: median over calls (ns/packet).
     est_plain: u64,
@@ -483,10 +485,13 @@ fn count_policy_entries(lab: &Lab) -> Result<usize> {
     Ok(m.keys().count())
 }
 
+/// Tracked flows, both families.
 fn count_conntrack(lab: &Lab) -> Result<usize> {
-    let m: HashMap<MapData, FlowKey, CtEntry> =
-        HashMap::try_from(pinned_map(lab, maps::CONNTRACK)?)?;
-    Ok(m.keys().count())
+    let v4: HashMap<MapData, FlowKey4, CtEntry> =
+        HashMap::try_from(pinned_map(lab, maps::CONNTRACK4)?)?;
+    let v6: HashMap<MapData, FlowKey, CtEntry> =
+        HashMap::try_from(pinned_map(lab, maps::CONNTRACK6)?)?;
+    Ok(v4.keys().count() + v6.keys().count())
 }
 
 /// Opens `fill` distinct masqueraded TCP flows through the program (one SYN each, repeat=1)
@@ -1056,9 +1061,11 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
         },
     )?;
     row("entries in SG_POLICY", "", &|c| thousands(c.policy_entries))?;
-    row("entries in SG_CONNTRACK before the runs", "", &|c| {
-        thousands(c.ct_entries)
-    })?;
+    row(
+        "tracked flows (SG_CT4 + SG_CT6) before the runs",
+        "",
+        &|c| thousands(c.ct_entries),
+    )?;
     writeln!(o)?;
     writeln!(
         o,

@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
+        Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, ProgramArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -32,8 +32,9 @@ use aya::{
 };
 use ipnet::IpNet;
 use swiftgate_common::{
-    self as common, Config as KernelConfig, Counter, CtEntry, DestValue, FlowKey, IdentityValue,
-    PolicyKey, PolicyStats, PolicyValue, config_flags, ct_flags, ct_timeout, maps, proto,
+    self as common, Config as KernelConfig, Counter, CtEntry, DestValue, FlowKey, FlowKey4,
+    IdentityValue, PolicyKey, PolicyStats, PolicyValue, config_flags, ct_flags, ct_timeout, maps,
+    proto,
 };
 
 use crate::{
@@ -150,8 +151,10 @@ impl Dataplane {
         }
         let mut ebpf = loader
             .default_map_pin_directory(&maps_dir)
-            .map_max_entries(maps::CONNTRACK, cap)
-            .map_max_entries(maps::CT_REPLY, cap)
+            .map_max_entries(maps::CONNTRACK4, cap)
+            .map_max_entries(maps::CT_REPLY4, cap)
+            .map_max_entries(maps::CONNTRACK6, cap)
+            .map_max_entries(maps::CT_REPLY6, cap)
             .load(OBJECT)
             .context("loading the eBPF object (a pinned map of another size? run `swiftgate down` first)")?;
         for name in [
@@ -160,12 +163,35 @@ impl Dataplane {
             common::programs::OVERLAY_EGRESS_L3,
             common::programs::OVERLAY_EGRESS_L2,
             common::programs::LAN_INGRESS,
+            common::programs::OVERLAY_NEW_L3,
+            common::programs::OVERLAY_NEW_L2,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
             load_retrying(name, || prog.load())?;
+        }
+        // The tail-called programs, in place before anything is attached.
+        let mut fds = Vec::new();
+        for (slot, name) in [
+            (common::calls::NEW_FLOW_L3, common::programs::OVERLAY_NEW_L3),
+            (common::calls::NEW_FLOW_L2, common::programs::OVERLAY_NEW_L2),
+        ] {
+            let prog: &SchedClassifier = ebpf
+                .program(name)
+                .with_context(|| format!("program {name} missing from the object"))?
+                .try_into()?;
+            fds.push((slot, prog.fd()?.try_clone()?));
+        }
+        let mut calls = ProgramArray::try_from(
+            ebpf.map_mut(maps::CALLS)
+                .with_context(|| format!("map {} missing from the object", maps::CALLS))?,
+        )?;
+        for (slot, fd) in &fds {
+            calls
+                .set(*slot, fd, 0)
+                .with_context(|| format!("setting {} slot {slot}", maps::CALLS))?;
         }
         let name = common::programs::OVERLAY_XDP;
         let xdp: &mut Xdp = ebpf
@@ -504,17 +530,26 @@ fn load_retrying(
 /// version): the kernel would reuse them and reject the programs with a verifier error that
 /// does not say why.
 fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
+    for name in maps::LEGACY {
+        let path = maps_dir.join(name);
+        if path.exists() {
+            bail!(
+                "the pinned map {} belongs to an earlier swiftgate version (one conntrack table \
+                 for both address families); run `swiftgate down` (tracked flows are dropped) \
+                 and start again",
+                path.display()
+            );
+        }
+    }
+    let (k4, k6) = (
+        std::mem::size_of::<FlowKey4>(),
+        std::mem::size_of::<FlowKey>(),
+    );
     for (name, key, value) in [
-        (
-            maps::CONNTRACK,
-            std::mem::size_of::<FlowKey>(),
-            std::mem::size_of::<CtEntry>(),
-        ),
-        (
-            maps::CT_REPLY,
-            std::mem::size_of::<FlowKey>(),
-            std::mem::size_of::<FlowKey>(),
-        ),
+        (maps::CONNTRACK4, k4, std::mem::size_of::<CtEntry>()),
+        (maps::CT_REPLY4, k4, k4),
+        (maps::CONNTRACK6, k6, std::mem::size_of::<CtEntry>()),
+        (maps::CT_REPLY6, k6, k6),
     ] {
         let path = maps_dir.join(name);
         if !path.exists() {
@@ -635,8 +670,10 @@ pub struct GcStats {
 
 /// The pinned maps, opened without loading programs (inspection, GC).
 pub struct State {
-    conntrack: HashMap<MapData, FlowKey, CtEntry>,
-    reply: HashMap<MapData, FlowKey, FlowKey>,
+    conntrack4: HashMap<MapData, FlowKey4, CtEntry>,
+    reply4: HashMap<MapData, FlowKey4, FlowKey4>,
+    conntrack6: HashMap<MapData, FlowKey, CtEntry>,
+    reply6: HashMap<MapData, FlowKey, FlowKey>,
     counters: PerCpuArray<MapData, u64>,
     policy_stats: PerCpuHashMap<MapData, u32, PolicyStats>,
 }
@@ -655,8 +692,16 @@ impl State {
     /// Opens the pinned maps under `pin`.
     pub fn open(pin: &Path) -> Result<State> {
         Ok(State {
-            conntrack: HashMap::try_from(Map::from_map_data(open_pinned(pin, maps::CONNTRACK)?)?)?,
-            reply: HashMap::try_from(Map::from_map_data(open_pinned(pin, maps::CT_REPLY)?)?)?,
+            conntrack4: HashMap::try_from(Map::from_map_data(open_pinned(
+                pin,
+                maps::CONNTRACK4,
+            )?)?)?,
+            reply4: HashMap::try_from(Map::from_map_data(open_pinned(pin, maps::CT_REPLY4)?)?)?,
+            conntrack6: HashMap::try_from(Map::from_map_data(open_pinned(
+                pin,
+                maps::CONNTRACK6,
+            )?)?)?,
+            reply6: HashMap::try_from(Map::from_map_data(open_pinned(pin, maps::CT_REPLY6)?)?)?,
             counters: PerCpuArray::try_from(Map::from_map_data(open_pinned(
                 pin,
                 maps::COUNTERS,
@@ -668,18 +713,72 @@ impl State {
         })
     }
 
-    /// Every tracked flow.
+    /// Every tracked flow (IPv4, then IPv6).
     pub fn flows(&self) -> Vec<Flow> {
-        self.conntrack
+        let v4 = self
+            .conntrack4
             .iter()
             .filter_map(|r| r.ok())
-            .map(|(key, entry)| Flow { key, entry })
-            .collect()
+            .map(|(k, entry)| Flow {
+                key: k.widen(),
+                entry,
+            });
+        let v6 = self
+            .conntrack6
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(key, entry)| Flow { key, entry });
+        v4.chain(v6).collect()
     }
 
-    /// Reply-direction entries (reply key -> original key).
+    /// Reply-direction entries (reply key -> original key), IPv4 then IPv6.
     pub fn replies(&self) -> Vec<(FlowKey, FlowKey)> {
-        self.reply.iter().filter_map(|r| r.ok()).collect()
+        let v4 = self
+            .reply4
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(r, o)| (r.widen(), o.widen()));
+        let v6 = self.reply6.iter().filter_map(|r| r.ok());
+        v4.chain(v6).collect()
+    }
+
+    /// Whether the flow with original-direction key `k` is tracked.
+    fn tracked(&self, k: &FlowKey) -> bool {
+        if k.family == common::FAMILY_V4 {
+            self.conntrack4.get(&FlowKey4::narrow(k), 0).is_ok()
+        } else {
+            self.conntrack6.get(k, 0).is_ok()
+        }
+    }
+
+    /// Removes the flow with original-direction key `k`.
+    fn remove_flow(&mut self, k: &FlowKey) {
+        let _ = if k.family == common::FAMILY_V4 {
+            self.conntrack4.remove(&FlowKey4::narrow(k))
+        } else {
+            self.conntrack6.remove(k)
+        };
+    }
+
+    /// The original key the reply entry `rk` points to.
+    fn reply_of(&self, rk: &FlowKey) -> Option<FlowKey> {
+        if rk.family == common::FAMILY_V4 {
+            self.reply4
+                .get(&FlowKey4::narrow(rk), 0)
+                .ok()
+                .map(|o| o.widen())
+        } else {
+            self.reply6.get(rk, 0).ok()
+        }
+    }
+
+    /// Removes the reply entry `rk`.
+    fn remove_reply(&mut self, rk: &FlowKey) {
+        let _ = if rk.family == common::FAMILY_V4 {
+            self.reply4.remove(&FlowKey4::narrow(rk))
+        } else {
+            self.reply6.remove(rk)
+        };
     }
 
     /// Packet counters summed over CPUs.
@@ -709,7 +808,8 @@ impl State {
     }
 
     /// Removes flows idle longer than their timeout (and reply entries whose flow is gone).
-    /// `now_ns` is `CLOCK_MONOTONIC`, the clock the programs read (`bpf_ktime_get_coarse_ns`).
+    /// `now_ns` is `CLOCK_MONOTONIC`; the programs stamp entries with its coarse variant
+    /// (`bpf_ktime_get_coarse_ns`, cached per tick).
     pub fn gc(&mut self, now_ns: u64) -> Result<GcStats> {
         let mut st = GcStats::default();
         let flows = self.flows();
@@ -720,9 +820,9 @@ impl State {
                 continue;
             }
             let rk = reply_key(&f.key, &f.entry);
-            let _ = self.conntrack.remove(&f.key);
-            if self.reply.get(&rk, 0).ok() == Some(f.key) {
-                let _ = self.reply.remove(&rk);
+            self.remove_flow(&f.key);
+            if self.reply_of(&rk) == Some(f.key) {
+                self.remove_reply(&rk);
             }
             st.expired += 1;
             tracing::info!(
@@ -740,8 +840,8 @@ impl State {
             );
         }
         for (rk, orig) in self.replies() {
-            if self.conntrack.get(&orig, 0).is_err() {
-                let _ = self.reply.remove(&rk);
+            if !self.tracked(&orig) {
+                self.remove_reply(&rk);
                 st.orphans += 1;
             }
         }

@@ -24,16 +24,28 @@ pub mod maps {
     pub const DEST_V6: &str = "SG_DEST_V6";
     /// LPM trie, [`crate::PolicyKey`] -> [`crate::PolicyValue`].
     pub const POLICY: &str = "SG_POLICY";
-    /// LRU hash, original-direction [`crate::FlowKey`] -> [`crate::CtEntry`].
-    pub const CONNTRACK: &str = "SG_CONNTRACK";
-    /// LRU hash, reply-direction [`crate::FlowKey`] (after NAT) -> original [`crate::FlowKey`].
-    pub const CT_REPLY: &str = "SG_CT_REPLY";
+    /// LRU hash of IPv4 flows, original-direction [`crate::FlowKey4`] -> [`crate::CtEntry`].
+    pub const CONNTRACK4: &str = "SG_CT4";
+    /// LRU hash of IPv4 flows, reply-direction [`crate::FlowKey4`] (after NAT) -> original
+    /// [`crate::FlowKey4`].
+    pub const CT_REPLY4: &str = "SG_CT4_REPLY";
+    /// LRU hash of IPv6 flows, original-direction [`crate::FlowKey`] -> [`crate::CtEntry`].
+    pub const CONNTRACK6: &str = "SG_CT6";
+    /// LRU hash of IPv6 flows, reply-direction [`crate::FlowKey`] (after NAT) -> original
+    /// [`crate::FlowKey`].
+    pub const CT_REPLY6: &str = "SG_CT6_REPLY";
+    /// The conntrack tables of earlier versions (both families in one table under
+    /// [`crate::FlowKey`]); a pin of this name means the pinned state is of another version.
+    pub const LEGACY: [&str; 2] = ["SG_CONNTRACK", "SG_CT_REPLY"];
     /// Per-CPU array of packet counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "SG_COUNTERS";
     /// Per-CPU hash, policy id -> [`crate::PolicyStats`].
     pub const POLICY_STATS: &str = "SG_POLICY_STATS";
     /// Ring buffer of [`crate::FlowEvent`].
     pub const EVENTS: &str = "SG_EVENTS";
+    /// Program array of the tail-called programs, indexed by [`crate::calls`]. Pinned, so the
+    /// attached programs reach them while no agent runs.
+    pub const CALLS: &str = "SG_CALLS";
 }
 
 /// Program names in the object file.
@@ -51,6 +63,22 @@ pub mod programs {
     /// XDP on an L2 overlay interface, in front of [`OVERLAY_INGRESS_L2`]: the established
     /// path without an skb.
     pub const OVERLAY_XDP: &str = "sg_overlay_xdp";
+    /// New flows from an L3 overlay: policy, conntrack, NAT, forwarding. Not attached;
+    /// [`OVERLAY_INGRESS_L3`] tail-calls it through [`crate::maps::CALLS`] when a packet
+    /// belongs to no tracked flow.
+    pub const OVERLAY_NEW_L3: &str = "sg_overlay_new_l3";
+    /// The same for an L2 overlay.
+    pub const OVERLAY_NEW_L2: &str = "sg_overlay_new_l2";
+}
+
+/// Indexes into [`maps::CALLS`].
+pub mod calls {
+    /// [`crate::programs::OVERLAY_NEW_L3`].
+    pub const NEW_FLOW_L3: u32 = 0;
+    /// [`crate::programs::OVERLAY_NEW_L2`].
+    pub const NEW_FLOW_L2: u32 = 1;
+    /// Slots in the program array.
+    pub const SLOTS: u32 = 2;
 }
 
 /// Default pin directory for maps and links.
@@ -122,6 +150,67 @@ impl FlowKey {
             daddr: self.saddr,
             sport: self.dport,
             dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// An IPv4 flow's key in the IPv4 conntrack tables: [`FlowKey`] with 4-byte addresses.
+///
+/// 16 bytes instead of 40: the kernel hashes (jhash) and compares every key on each lookup,
+/// and the established path is one lookup. The last 8 bytes have [`FlowKey`]'s layout from
+/// `sport` on.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey4 {
+    /// Source address.
+    pub saddr: [u8; 4],
+    /// Destination address.
+    pub daddr: [u8; 4],
+    /// Source port (host order).
+    pub sport: u16,
+    /// Destination port (host order).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always [`FAMILY_V4`].
+    pub family: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey4 {
+    /// The IPv4 key of an IPv4 [`FlowKey`] (the first four bytes of each address).
+    #[inline(always)]
+    pub const fn narrow(k: &FlowKey) -> FlowKey4 {
+        FlowKey4 {
+            saddr: [k.saddr[0], k.saddr[1], k.saddr[2], k.saddr[3]],
+            daddr: [k.daddr[0], k.daddr[1], k.daddr[2], k.daddr[3]],
+            sport: k.sport,
+            dport: k.dport,
+            proto: k.proto,
+            family: k.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The [`FlowKey`] this key stands for.
+    pub const fn widen(&self) -> FlowKey {
+        let mut saddr = [0; 16];
+        let mut daddr = [0; 16];
+        let mut i = 0;
+        while i < 4 {
+            saddr[i] = self.saddr[i];
+            daddr[i] = self.daddr[i];
+            i += 1;
+        }
+        FlowKey {
+            saddr,
+            daddr,
+            sport: self.sport,
+            dport: self.dport,
             proto: self.proto,
             family: self.family,
             _pad: [0; 2],
@@ -397,10 +486,13 @@ pub enum Counter {
     EventsLost = 15,
     /// TCP MSS clamped in a SYN.
     MssClamped = 16,
+    /// Drop: a new flow's program is missing from [`maps::CALLS`] (the agent has not finished
+    /// loading).
+    DropNoProgram = 17,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_SLOTS: u32 = 17;
+pub const COUNTER_SLOTS: u32 = 18;
 
 impl Counter {
     /// Every counter, in index order.
@@ -422,6 +514,7 @@ impl Counter {
         Counter::DropFib,
         Counter::EventsLost,
         Counter::MssClamped,
+        Counter::DropNoProgram,
     ];
 
     /// A short stable name (used by the CLI and metrics).
@@ -444,6 +537,7 @@ impl Counter {
             Counter::DropFib => "drop_fib",
             Counter::EventsLost => "events_lost",
             Counter::MssClamped => "mss_clamped",
+            Counter::DropNoProgram => "drop_no_program",
         }
     }
 
@@ -503,6 +597,8 @@ mod pod {
     // and has explicit padding fields, so any bit pattern is valid and there are no holes.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey4 {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::CtEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DestValue {}
@@ -528,6 +624,12 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowKey4>(), 16);
+        // The tail from `sport` on has the same layout in both keys.
+        assert_eq!(core::mem::offset_of!(FlowKey, sport), 32);
+        assert_eq!(core::mem::offset_of!(FlowKey4, sport), 8);
+        assert_eq!(core::mem::offset_of!(FlowKey, family), 37);
+        assert_eq!(core::mem::offset_of!(FlowKey4, family), 13);
         assert_eq!(
             size_of::<CtEntry>(),
             6 * 8 + 16 + 4 + 16 + 4 + 4 + 2 + 1 + 1 + 8 + 12 + 4
@@ -558,6 +660,32 @@ mod tests {
             ([2; 16], [1; 16], 20, 10)
         );
         assert_eq!(r.reversed(), k);
+    }
+
+    #[test]
+    fn ipv4_keys_narrow_and_widen() {
+        let mut k = FlowKey {
+            sport: 1234,
+            dport: 443,
+            proto: proto::TCP,
+            family: FAMILY_V4,
+            ..Default::default()
+        };
+        k.saddr[..4].copy_from_slice(&[100, 64, 0, 2]);
+        k.daddr[..4].copy_from_slice(&[192, 0, 2, 10]);
+        let n = FlowKey4::narrow(&k);
+        assert_eq!(
+            (n.saddr, n.daddr, n.sport, n.dport, n.proto, n.family),
+            (
+                [100, 64, 0, 2],
+                [192, 0, 2, 10],
+                1234,
+                443,
+                proto::TCP,
+                FAMILY_V4
+            )
+        );
+        assert_eq!(n.widen(), k);
     }
 
     #[test]

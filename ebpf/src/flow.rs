@@ -19,13 +19,13 @@ use aya_ebpf::{
 };
 use swiftgate_common::{
     COUNTER_SLOTS, CT_REFRESH_NS, Config, Counter, CtEntry, DestValue, FAMILY_V4, FlowEvent,
-    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, config_flags,
+    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, calls, config_flags,
     ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
 };
 
 use crate::{
-    CLOCK, CONFIG, CONNTRACK, COUNTERS, CT_REPLY, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4,
-    IDENTITY_V6, OK, POLICY, POLICY_STATS, SCRATCH_CT, SCRATCH_KEY, SHOT,
+    CALLS, CLOCK, CONFIG, COUNTERS, DEST_V4, DEST_V6, EVENTS, IDENTITY_V4, IDENTITY_V6, OK, POLICY,
+    POLICY_STATS, SCRATCH_CT, SCRATCH_KEY, SHOT, ct,
     parse::{self, IcmpKind, ParseError, Parsed, tcp},
     parse::{AF_INET, AF_INET6, ETH_P_IP, ETH_P_IPV6, put_addr, v4_words, v6_words},
     rewrite,
@@ -411,26 +411,16 @@ fn nat_reply_key(key: &FlowKey, addr: &[u8; 16], port: u16) -> FlowKey {
 
 /// Reserves a masquerade port: the original one when free, else random probes in the
 /// configured range. The reservation is the reply entry itself (inserted with NOEXIST).
-/// [`alloc_nat`] with out-parameters: writes the reply key into `rk` and returns the port, or
-/// 0 when no port is free. Not inlined (its own stack frame).
+/// Builds each candidate reply key in `rk` (per-CPU scratch memory, not the stack) and
+/// returns the port with bit 16 set, or 0 when no port is free. Not inlined (its own stack
+/// frame).
 #[inline(never)]
-fn alloc_nat_into(
+fn alloc_nat_into<const V4: bool>(
     cfg: &Config,
     key: &FlowKey,
     addr: &[u8; 16],
     rk: &mut MaybeUninit<FlowKey>,
 ) -> u32 {
-    match alloc_nat(cfg, key, addr) {
-        Ok((r, port)) => {
-            rk.write(r);
-            port as u32 | 1 << 16
-        }
-        Err(_) => 0,
-    }
-}
-
-#[inline(always)]
-fn alloc_nat(cfg: &Config, key: &FlowKey, addr: &[u8; 16]) -> Result<(FlowKey, u16), Counter> {
     let min = if cfg.nat_port_min == 0 {
         1024
     } else {
@@ -451,22 +441,22 @@ fn alloc_nat(cfg: &Config, key: &FlowKey, addr: &[u8; 16]) -> Result<(FlowKey, u
     // SAFETY: helper without arguments.
     let seed = unsafe { bpf_get_prandom_u32() };
     for i in 0..NAT_PROBES {
-        let rk = nat_reply_key(key, addr, port);
-        if CT_REPLY.insert(rk, key, BPF_NOEXIST as u64).is_ok() {
-            return Ok((rk, port));
+        let r = rk.write(nat_reply_key(key, addr, port));
+        if ct::reply_insert::<V4>(r, key, BPF_NOEXIST as u64) {
+            return port as u32 | 1 << 16;
         }
         if !has_ports {
             break;
         }
         port = (min + (seed.wrapping_add(i.wrapping_mul(7919)) % span)) as u16;
     }
-    Err(Counter::DropNatExhausted)
+    0
 }
 
 /// Inserts a new conntrack entry (and, unless already reserved, its reply entry). On a race
 /// with another CPU that created the same flow, the other CPU's entry wins.
 #[inline(always)]
-fn track(
+fn track<const V4: bool>(
     key: &FlowKey,
     reply_key: &FlowKey,
     entry: Option<*mut CtEntry>,
@@ -477,15 +467,15 @@ fn track(
     };
     // SAFETY: the scratch slot returned by `new_entry`.
     let entry = unsafe { &*entry };
-    if !reserved && CT_REPLY.insert(reply_key, key, 0).is_err() {
+    if !reserved && !ct::reply_insert::<V4>(reply_key, key, 0) {
         return Err(Counter::DropCtFull);
     }
-    if CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_err() {
+    if !ct::insert_new::<V4>(key, entry) {
         // Lost a race (or the table is full): drop our reply entry if it is ours.
         if reserved {
-            let _ = CT_REPLY.remove(reply_key);
+            ct::reply_remove::<V4>(reply_key);
         }
-        if CONNTRACK.get_ptr(key).is_none() {
+        if ct::get_in::<V4>(key).is_none() {
             return Err(Counter::DropCtFull);
         }
     }
@@ -539,8 +529,18 @@ fn view(ct: *const CtEntry) -> CtView {
 /// [`track`] for a flow without NAT: the reply key is the reversed key. Not inlined, so the
 /// reversed key lives in its own stack frame.
 #[inline(never)]
-fn track_plain(key: &FlowKey, entry: Option<*mut CtEntry>) -> Result<(), Counter> {
-    track(key, &key.reversed(), entry, false)
+fn track_plain<const V4: bool>(key: &FlowKey, entry: Option<*mut CtEntry>) -> Result<(), Counter> {
+    track::<V4>(key, &key.reversed(), entry, false)
+}
+
+/// [`track_plain`] for a flow of either family.
+#[inline(always)]
+fn track_plain_any(key: &FlowKey, entry: Option<*mut CtEntry>) -> Result<(), Counter> {
+    if key.family == FAMILY_V4 {
+        track_plain::<true>(key, entry)
+    } else {
+        track_plain::<false>(key, entry)
+    }
 }
 
 #[inline(always)]
@@ -692,10 +692,10 @@ fn clamp(ctx: &TcContext, p: &Parsed, cfg: &Config) -> Result<(), ()> {
 #[inline(always)]
 pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     let mut p = MaybeUninit::<Parsed>::uninit();
-    if let Err(e) = parse::parse_code(parse::parse_into(ctx, l2, &mut p)) {
+    if let Err(e) = parse::parse_code(parse::parse_inline(ctx, l2, &mut p)) {
         return drop_parse(e);
     }
-    // SAFETY: parse_into wrote every field (it returned success).
+    // SAFETY: parse_inline wrote every field (it returned success).
     let p = unsafe { p.assume_init_ref() };
     let cfg = config();
     let len = ctx.len() as u64;
@@ -711,7 +711,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     }
 
     // 1. Original direction of a flow opened from the overlay.
-    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+    if let Some(ct) = ct::get(key) {
         let e = view(ct);
         if e.origin != origin::OVERLAY {
             // Only the routing peer or a LAN host can send with this source: spoofed.
@@ -737,39 +737,61 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     }
 
     // 2. Reply direction of a flow opened from a LAN (Site-to-VPN) or by the routing peer.
-    if let Some(orig) = CT_REPLY.get_ptr(key) {
-        // SAFETY: map value pointer, valid for this run (used as the key in place: copying
-        // it would cost 40 bytes of the stack the verifier limits).
-        let orig = unsafe { &*orig };
-        if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
-            let e = view(ct);
-            match e.origin {
-                origin::HOST => {
-                    touch(ct, true, len, p.key.proto, p.tcp_flags);
-                    count(Counter::Established);
-                    return OK;
-                }
-                origin::LAN => {
-                    touch(ct, true, len, p.key.proto, p.tcp_flags);
-                    count(Counter::Established);
-                    if clamp(ctx, p, cfg).is_err() {
-                        count(Counter::DropInvalid);
-                        return SHOT;
-                    }
-                    return redirect_l2(ctx, e.lan_ifindex, key.family, !l2, e.nh);
-                }
-                _ => {}
+    if let Some(r) = ct::by_reply(key) {
+        let ct = r.ct;
+        let e = view(ct);
+        match e.origin {
+            origin::HOST => {
+                touch(ct, true, len, p.key.proto, p.tcp_flags);
+                count(Counter::Established);
+                return OK;
             }
+            origin::LAN => {
+                touch(ct, true, len, p.key.proto, p.tcp_flags);
+                count(Counter::Established);
+                if clamp(ctx, p, cfg).is_err() {
+                    count(Counter::DropInvalid);
+                    return SHOT;
+                }
+                return redirect_l2(ctx, e.lan_ifindex, key.family, !l2, e.nh);
+            }
+            _ => {}
         }
     }
 
-    // 3. A new flow.
-    new_overlay_flow(ctx, p, cfg, l2)
+    // 3. A new flow: policy and setup in their own program (and stack frame).
+    let slot = if l2 {
+        calls::NEW_FLOW_L2
+    } else {
+        calls::NEW_FLOW_L3
+    };
+    // SAFETY: tail call with the program's own context; returns only when it fails.
+    unsafe { CALLS.tail_call(ctx, slot) };
+    count(Counter::DropNoProgram);
+    SHOT
+}
+
+/// A packet of the overlay that belongs to no tracked flow (tail-called from
+/// [`overlay_ingress`], which classified it so).
+#[inline(always)]
+pub fn overlay_new(ctx: &TcContext, l2: bool) -> i32 {
+    let mut p = MaybeUninit::<Parsed>::uninit();
+    if let Err(e) = parse::parse_code(parse::parse_into(ctx, l2, &mut p)) {
+        return drop_parse(e);
+    }
+    // SAFETY: parse_into wrote every field (it returned success).
+    let p = unsafe { p.assume_init_ref() };
+    // One copy of the new-flow code per family (see `ct`).
+    if p.key.family == FAMILY_V4 {
+        new_overlay_flow::<true>(ctx, p, config(), l2)
+    } else {
+        new_overlay_flow::<false>(ctx, p, config(), l2)
+    }
 }
 
 /// Policy check and setup of a flow opened from the overlay.
 #[inline(never)]
-fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 {
+fn new_overlay_flow<const V4: bool>(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 {
     let key = &p.key;
     let len = ctx.len() as u64;
     if let Err(c) = may_open(p) {
@@ -806,7 +828,7 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
             ct_flags::LOCAL | ct_flags::TCP_SYN,
             len,
         );
-        if let Err(c) = track_plain(key, entry) {
+        if let Err(c) = track_plain::<V4>(key, entry) {
             return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
         }
         accepted(cfg, key, pol.policy_id, origin::OVERLAY, len);
@@ -845,7 +867,7 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
         };
         // SAFETY: per-CPU scratch slot, used only within this run on this CPU; MaybeUninit
         // has the layout of FlowKey.
-        let got = alloc_nat_into(cfg, key, &route.src, unsafe { &mut *rk.cast() });
+        let got = alloc_nat_into::<V4>(cfg, key, &route.src, unsafe { &mut *rk.cast() });
         if got == 0 {
             return deny(
                 cfg,
@@ -875,11 +897,11 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
                     mem::transmute::<[u32; 4], [u8; 16]>(route.nh.__bindgen_anon_1.ipv6_nh);
             }
         }
-        if let Err(c) = track(key, rk, entry, true) {
+        if let Err(c) = track::<V4>(key, rk, entry, true) {
             return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
         }
         // A racing CPU may have created the flow with another mapping: use what is stored.
-        let (naddr, nport) = match CONNTRACK.get_ptr(key) {
+        let (naddr, nport) = match ct::get_in::<V4>(key) {
             // SAFETY: map value pointer, valid for this run.
             Some(e) => unsafe { ((*e).nat_addr, (*e).nat_port) },
             None => (route.src, port),
@@ -898,7 +920,7 @@ fn new_overlay_flow(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 
                     mem::transmute::<[u32; 4], [u8; 16]>(route.nh.__bindgen_anon_1.ipv6_nh);
             }
         }
-        if let Err(c) = track_plain(key, entry) {
+        if let Err(c) = track_plain::<V4>(key, entry) {
             return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
         }
     }
@@ -933,8 +955,7 @@ fn icmp_error_from_overlay(ctx: &TcContext, p: &Parsed, l2: bool) -> i32 {
         return SHOT;
     };
     // The quoted packet is a reply as the client saw it; reversed, it is the original key.
-    let orig = inner.key.reversed();
-    let Some(ct) = CONNTRACK.get_ptr(orig) else {
+    let Some(ct) = ct::get(&inner.key.reversed()) else {
         count(Counter::DropInvalid);
         return SHOT;
     };
@@ -970,15 +991,15 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
     }
     let len = ctx.len() as u64;
     // Reply of a flow opened from the overlay (delivered locally or forwarded without NAT).
-    if let Some(ct) = CONNTRACK.get_ptr_mut(key.reversed()) {
+    if let Some(ct) = ct::get(&key.reversed()) {
         touch(ct, true, len, p.key.proto, p.tcp_flags);
         return OK;
     }
-    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+    if let Some(ct) = ct::get(key) {
         touch(ct, false, len, p.key.proto, p.tcp_flags);
         return OK;
     }
-    if CT_REPLY.get_ptr(key).is_some() {
+    if ct::reply_exists(key) {
         return OK;
     }
     if may_open(p).is_ok() {
@@ -988,7 +1009,7 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
             0
         };
         let entry = new_entry(origin::HOST, 0, 0, syn, len);
-        let _ = track_plain(key, entry);
+        let _ = track_plain_any(key, entry);
     }
     OK
 }
@@ -1013,32 +1034,28 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
     }
 
     // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
-    if let Some(orig) = CT_REPLY.get_ptr(key) {
-        // SAFETY: map value pointer, valid for this run (used as the key in place: copying
-        // it would cost 40 bytes of the stack the verifier limits).
-        let orig = unsafe { &*orig };
-        if let Some(ct) = CONNTRACK.get_ptr_mut(orig) {
-            let e = view(ct);
-            if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
-                touch(ct, true, len, p.key.proto, p.tcp_flags);
-                count(Counter::Established);
-                if e.flags & ct_flags::SNAT != 0
-                    && rewrite::rewrite_side(ctx, p, false, &orig.saddr, orig.sport).is_err()
-                {
-                    count(Counter::DropInvalid);
-                    return SHOT;
-                }
-                if clamp(ctx, p, cfg).is_err() {
-                    count(Counter::DropInvalid);
-                    return SHOT;
-                }
-                return to_overlay(cfg);
+    if let Some(r) = ct::by_reply(key) {
+        let ct = r.ct;
+        let e = view(ct);
+        if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
+            touch(ct, true, len, p.key.proto, p.tcp_flags);
+            count(Counter::Established);
+            if e.flags & ct_flags::SNAT != 0
+                && rewrite::rewrite_side(ctx, p, false, &r.saddr, r.sport).is_err()
+            {
+                count(Counter::DropInvalid);
+                return SHOT;
             }
+            if clamp(ctx, p, cfg).is_err() {
+                count(Counter::DropInvalid);
+                return SHOT;
+            }
+            return to_overlay(cfg);
         }
     }
 
     // 2. Original direction of a flow this LAN opened (Site-to-VPN).
-    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+    if let Some(ct) = ct::get(key) {
         // SAFETY: map value pointer, valid for this run.
         if unsafe { (*ct).origin } == origin::LAN {
             touch(ct, false, len, p.key.proto, p.tcp_flags);
@@ -1083,7 +1100,7 @@ fn new_lan_flow(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
     // SAFETY: reading the context's ingress interface.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let entry = new_entry(origin::LAN, pol.policy_id, ifindex, syn, len);
-    if let Err(c) = track_plain(key, entry) {
+    if let Err(c) = track_plain_any(key, entry) {
         return deny(cfg, c, key, pol.policy_id, origin::LAN);
     }
     accepted(cfg, key, pol.policy_id, origin::LAN, len);
@@ -1099,17 +1116,11 @@ fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
         return OK;
     };
     // The quoted packet is one we sent (after NAT); reversed, it is the reply key.
-    let Some(orig) = CT_REPLY.get_ptr(inner.key.reversed()) else {
+    let Some(orig) = ct::by_reply(&inner.key.reversed()) else {
         count(Counter::PassHost);
         return OK;
     };
-    // SAFETY: map value pointer, valid for this run.
-    let orig = unsafe { &*orig };
-    let Some(ct) = CONNTRACK.get_ptr(orig) else {
-        count(Counter::PassHost);
-        return OK;
-    };
-    let e = view(ct);
+    let e = view(orig.ct);
     if e.origin != origin::OVERLAY || e.flags & ct_flags::LOCAL != 0 {
         count(Counter::PassHost);
         return OK;

@@ -2,10 +2,12 @@
 //!
 //! Programs (TC, attached by the agent through TCX):
 //! - overlay ingress (`sg_overlay_ingress_l3` on the TUN, `_l2` on Ethernet overlays): tracked
-//!   flows take the fast path; new flows are checked against the peer ACL (to the routing peer
-//!   itself) or the route ACL (to a routed resource), then tracked, masqueraded when their
-//!   route asks, MSS-clamped and redirected to the egress interface found in the FIB;
-//!   everything else is dropped (deny by default).
+//!   flows take the fast path; any other packet is handed by tail call (through the pinned
+//!   `SG_CALLS` array) to `sg_overlay_new_l3`/`_l2`, which check a new flow against the peer
+//!   ACL (to the routing peer itself) or the route ACL (to a routed resource), then track it,
+//!   masquerade it when its route asks, clamp its MSS and redirect it to the egress interface
+//!   found in the FIB; everything else is dropped (deny by default). Two programs, so the
+//!   established path and the new-flow path each have the verifier's 512 stack bytes.
 //! - overlay XDP (`sg_overlay_xdp`, optional, Ethernet overlays only): packets of tracked
 //!   flows that need nothing but the source rewrite and a resolved next hop are forwarded
 //!   before an skb exists; everything else passes to the TC program.
@@ -19,6 +21,7 @@
 #![no_std]
 #![no_main]
 
+mod ct;
 mod flow;
 mod parse;
 mod rewrite;
@@ -27,12 +30,12 @@ mod xdp;
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::{classifier, map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use swiftgate_common::{
-    COUNTER_SLOTS, Config, CtEntry, DestValue, FlowKey, IdentityValue, PolicyKey, PolicyStats,
-    PolicyValue, capacity,
+    COUNTER_SLOTS, Config, CtEntry, DestValue, FlowKey, FlowKey4, IdentityValue, PolicyKey,
+    PolicyStats, PolicyValue, calls, capacity,
 };
 
 #[map(name = "SG_CONFIG")]
@@ -47,10 +50,14 @@ static DEST_V4: LpmTrie<[u8; 4], DestValue> = LpmTrie::pinned(capacity::DEST, 0)
 static DEST_V6: LpmTrie<[u8; 16], DestValue> = LpmTrie::pinned(capacity::DEST, 0);
 #[map(name = "SG_POLICY")]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
-#[map(name = "SG_CONNTRACK")]
-static CONNTRACK: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
-#[map(name = "SG_CT_REPLY")]
-static CT_REPLY: LruHashMap<FlowKey, FlowKey> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT4")]
+static CONNTRACK4: LruHashMap<FlowKey4, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT4_REPLY")]
+static CT_REPLY4: LruHashMap<FlowKey4, FlowKey4> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT6")]
+static CONNTRACK6: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT6_REPLY")]
+static CT_REPLY6: LruHashMap<FlowKey, FlowKey> = LruHashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 #[map(name = "SG_POLICY_STATS")]
@@ -62,10 +69,17 @@ static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for a flow key (keeps it off the stack of the new-flow path).
 #[map(name = "SG_SCRATCH_KEY")]
 static SCRATCH_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for IPv4 conntrack keys (see `ct`).
+#[map(name = "SG_SCRATCH_KEY4")]
+static SCRATCH_KEY4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU cache of the coarse clock, refreshed when the jiffies counter moves (see
 /// `flow::now`).
 #[map(name = "SG_CLOCK")]
 static CLOCK: PerCpuArray<flow::ClockCache> = PerCpuArray::with_max_entries(1, 0);
+/// The new-flow programs, tail-called by the overlay ingress programs (own stack: the
+/// established path and the new-flow path each get the verifier's 512 bytes).
+#[map(name = "SG_CALLS")]
+static CALLS: ProgramArray = ProgramArray::pinned(calls::SLOTS, 0);
 #[map(name = "SG_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
 
@@ -77,6 +91,18 @@ pub fn sg_overlay_ingress_l3(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn sg_overlay_ingress_l2(ctx: TcContext) -> i32 {
     flow::overlay_ingress(&ctx, true)
+}
+
+/// New flows from an L3 overlay (tail-called by `sg_overlay_ingress_l3`).
+#[classifier]
+pub fn sg_overlay_new_l3(ctx: TcContext) -> i32 {
+    flow::overlay_new(&ctx, false)
+}
+
+/// New flows from an L2 overlay (tail-called by `sg_overlay_ingress_l2`).
+#[classifier]
+pub fn sg_overlay_new_l2(ctx: TcContext) -> i32 {
+    flow::overlay_new(&ctx, true)
 }
 
 #[classifier]

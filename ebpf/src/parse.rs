@@ -93,6 +93,13 @@ pub enum ParseError {
 /// cannot return stack memory.
 #[inline(never)]
 pub fn parse_into(ctx: &TcContext, l2: bool, out: &mut MaybeUninit<Parsed>) -> u8 {
+    parse_inline(ctx, l2, out)
+}
+
+/// [`parse_into`] inlined into the caller (the overlay's established path, whose program
+/// tail-calls the new-flow code and so has stack to spare).
+#[inline(always)]
+pub fn parse_inline(ctx: &TcContext, l2: bool, out: &mut MaybeUninit<Parsed>) -> u8 {
     match parse(ctx, l2, out.as_mut_ptr()) {
         Ok(()) => 0,
         Err(ParseError::NotIp) => 1,

@@ -34,7 +34,7 @@ use swiftgate_common::{
 };
 
 use crate::{
-    CONNTRACK,
+    ct,
     flow::{FibParams, count, fib_params, now, touch_at, v4},
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, bytes, put_addr, tcp, v4_words, v6_words},
 };
@@ -189,7 +189,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         return None;
     }
 
-    let ct = CONNTRACK.get_ptr_mut(key)?;
+    let ct = ct::get(key)?;
     // SAFETY: map value pointer, valid for this program run.
     let (org, flags, nat_port, lan_ifindex) =
         unsafe { ((*ct).origin, (*ct).flags, (*ct).nat_port, (*ct).lan_ifindex) };

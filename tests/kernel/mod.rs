@@ -384,25 +384,24 @@ impl Lab {
     /// Forgets every tracked flow (so the next packets open new ones).
     pub fn clear_conntrack(&self) {
         use aya::maps::{HashMap, Map, MapData};
-        use swiftgate_common::{CtEntry, FlowKey, maps};
+        use swiftgate_common::{CtEntry, FlowKey, FlowKey4, maps};
+        fn clear<K: aya::Pod, V: aya::Pod>(map: Map) {
+            let mut m: HashMap<MapData, K, V> = HashMap::try_from(map).expect("hash map");
+            let keys: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
+            for k in keys {
+                let _ = m.remove(&k);
+            }
+        }
         let open = |name: &str| {
             Map::from_map_data(
                 MapData::from_pin(self.pin.join("maps").join(name)).expect("pinned map"),
             )
             .expect("map")
         };
-        let mut ct: HashMap<MapData, FlowKey, CtEntry> =
-            HashMap::try_from(open(maps::CONNTRACK)).expect("conntrack map");
-        let keys: Vec<FlowKey> = ct.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = ct.remove(&k);
-        }
-        let mut rep: HashMap<MapData, FlowKey, FlowKey> =
-            HashMap::try_from(open(maps::CT_REPLY)).expect("reply map");
-        let keys: Vec<FlowKey> = rep.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = rep.remove(&k);
-        }
+        clear::<FlowKey4, CtEntry>(open(maps::CONNTRACK4));
+        clear::<FlowKey4, FlowKey4>(open(maps::CT_REPLY4));
+        clear::<FlowKey, CtEntry>(open(maps::CONNTRACK6));
+        clear::<FlowKey, FlowKey>(open(maps::CT_REPLY6));
     }
 
     /// Opens the flow-event ring buffer.

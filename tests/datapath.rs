@@ -774,6 +774,50 @@ fn new_flows_need_the_tail_called_program_established_ones_do_not() {
     );
 }
 
+/// The LAN program hands everything but tracked flows to `sg_lan_other` by tail call. Without
+/// it, a LAN host still cannot reach an overlay peer unchecked (dropped, counted), the host's
+/// own traffic still passes, and replies of tracked flows still reach the overlay.
+#[test]
+fn lan_side_without_its_tail_called_program_fails_closed_towards_the_overlay() {
+    use aya::maps::{Map, MapData, ProgramArray};
+    use swiftgate_common::{calls, maps, programs};
+    let mut lab = Lab::new(CONFIG);
+    assert_eq!(
+        lab.overlay_tcp("100.64.0.2", 47200, "192.0.2.10", 443, Tcp::Syn(0)),
+        TC_ACT_REDIRECT
+    );
+    let f = lab.flow("100.64.0.2", 47200, "192.0.2.10", 443).unwrap();
+    let (nat, nat_port) = (f.entry.nat_addr, f.entry.nat_port);
+    let nat = std::net::Ipv4Addr::new(nat[0], nat[1], nat[2], nat[3]).to_string();
+    let path = lab.dp.pin_path().join("maps").join(maps::CALLS);
+    let mut slots =
+        ProgramArray::try_from(Map::from_map_data(MapData::from_pin(&path).unwrap()).unwrap())
+            .unwrap();
+    slots.clear_index(&calls::LAN_OTHER).unwrap();
+    let before = lab.counter(Counter::DropNoProgram);
+    let to_peer = pkt::tcp("198.51.100.7", 5000, "100.64.0.2", 631, Tcp::Syn(0), b"");
+    assert_eq!(lab.lan(&to_peer).0, TC_ACT_SHOT);
+    assert_eq!(lab.counter(Counter::DropNoProgram), before + 1);
+    let host = pkt::tcp("192.0.2.10", 5000, "192.0.2.1", 22, Tcp::Syn(0), b"");
+    assert_eq!(lab.lan(&host).0, TC_ACT_OK);
+    let reply = pkt::tcp("192.0.2.10", 443, &nat, nat_port, Tcp::Ack, b"r");
+    assert_eq!(lab.lan(&reply).0, TC_ACT_REDIRECT);
+    let fd = lab
+        .dp
+        .program(programs::LAN_OTHER)
+        .unwrap()
+        .fd()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+    slots.set(calls::LAN_OTHER, &fd, 0).unwrap();
+    assert_eq!(
+        lab.lan(&to_peer).0,
+        TC_ACT_REDIRECT,
+        "policy allows it again"
+    );
+}
+
 /// `CLOCK_MONOTONIC_COARSE`, the clock the programs' timestamps follow.
 fn coarse_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();

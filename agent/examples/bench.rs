@@ -408,6 +408,8 @@ struct Micro {
     ct_entries: usize,
     /// Established, masquerade off, repeat-based: median over calls (ns/packet).
     est_plain: u64,
+    /// The reply direction of that flow on the LAN side (`sg_lan_ingress`), repeat-based.
+    est_reply: u64,
     /// The same through the XDP stage.
     xdp_plain: u64,
     /// The XDP stage on the same packet with repeat=1 (timer reference for XDP).
@@ -585,6 +587,20 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
     let total = p.repeat as u64 * p.calls as u64;
     m.est_plain = expect_growth(&mut lab, Counter::Established, total, |lab| {
         repeat_median(lab, &ack, TC_ACT_REDIRECT, p)
+    });
+    // Its reply from the LAN (no NAT to undo, so the packet stays the same across runs).
+    let reply = pkt::tcp(PLAIN_IP, PLAIN_PORT, &peer_ip(0), 40_000, Tcp::Ack, b"data");
+    m.est_reply = expect_growth(&mut lab, Counter::Established, total, |lab| {
+        let lan2 = lab.lan2;
+        let mut v: Vec<u64> = (0..p.calls)
+            .map(|_| {
+                let (ret, d) = lab.run_repeat(programs::LAN_INGRESS, lan2, &reply, p.repeat);
+                assert_eq!(ret, TC_ACT_REDIRECT, "the reply was not forwarded");
+                d.as_nanos() as u64
+            })
+            .collect();
+        v.sort_unstable();
+        v[v.len() / 2]
     });
     // The XDP stage forwards only to resolved neighbours.
     lab.sh(&format!(
@@ -972,6 +988,11 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
         "established, masquerade off (TCP data)",
         &format!("repeat={rep}, median of {}", p.calls),
         &|c| c.est_plain.to_string(),
+    )?;
+    row(
+        "established reply LAN → overlay, masquerade off (`sg_lan_ingress`, TCP data)",
+        &format!("repeat={rep}, median of {}", p.calls),
+        &|c| c.est_reply.to_string(),
     )?;
     row(
         "established, masquerade off, XDP stage (TCP data)",

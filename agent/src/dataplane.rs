@@ -165,6 +165,7 @@ impl Dataplane {
             common::programs::LAN_INGRESS,
             common::programs::OVERLAY_NEW_L3,
             common::programs::OVERLAY_NEW_L2,
+            common::programs::LAN_OTHER,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -177,6 +178,7 @@ impl Dataplane {
         for (slot, name) in [
             (common::calls::NEW_FLOW_L3, common::programs::OVERLAY_NEW_L3),
             (common::calls::NEW_FLOW_L2, common::programs::OVERLAY_NEW_L2),
+            (common::calls::LAN_OTHER, common::programs::LAN_OTHER),
         ] {
             let prog: &SchedClassifier = ebpf
                 .program(name)

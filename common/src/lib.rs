@@ -69,6 +69,10 @@ pub mod programs {
     pub const OVERLAY_NEW_L3: &str = "sg_overlay_new_l3";
     /// The same for an L2 overlay.
     pub const OVERLAY_NEW_L2: &str = "sg_overlay_new_l2";
+    /// LAN packets that are not of a tracked flow: Site-to-VPN flows, ICMP errors, the host's
+    /// own traffic. Not attached; [`LAN_INGRESS`] tail-calls it through
+    /// [`crate::maps::CALLS`].
+    pub const LAN_OTHER: &str = "sg_lan_other";
 }
 
 /// Indexes into [`maps::CALLS`].
@@ -77,8 +81,10 @@ pub mod calls {
     pub const NEW_FLOW_L3: u32 = 0;
     /// [`crate::programs::OVERLAY_NEW_L2`].
     pub const NEW_FLOW_L2: u32 = 1;
+    /// [`crate::programs::LAN_OTHER`].
+    pub const LAN_OTHER: u32 = 2;
     /// Slots in the program array.
-    pub const SLOTS: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 
 /// Default pin directory for maps and links.
@@ -487,7 +493,7 @@ pub enum Counter {
     /// TCP MSS clamped in a SYN.
     MssClamped = 16,
     /// Drop: a new flow's program is missing from [`maps::CALLS`] (the agent has not finished
-    /// loading).
+    /// loading); on the LAN side only packets towards the overlay are dropped for it.
     DropNoProgram = 17,
 }
 

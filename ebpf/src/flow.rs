@@ -1018,19 +1018,19 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
 #[inline(always)]
 pub fn lan_ingress(ctx: &TcContext) -> i32 {
     let mut p = MaybeUninit::<Parsed>::uninit();
-    if parse::parse_into(ctx, true, &mut p) != 0 {
+    if parse::parse_inline(ctx, true, &mut p) != 0 {
         // Not ours to judge: the host's own traffic must never break.
         count(Counter::PassHost);
         return OK;
     }
-    // SAFETY: parse_into wrote every field (it returned success).
+    // SAFETY: parse_inline wrote every field (it returned success).
     let p = unsafe { p.assume_init_ref() };
     let cfg = config();
     let key = &p.key;
     let len = ctx.len() as u64;
 
     if p.icmp == IcmpKind::Error {
-        return icmp_error_from_lan(ctx, p, cfg);
+        return lan_other_call(ctx, key);
     }
 
     // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
@@ -1064,7 +1064,44 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
         }
     }
 
-    // 3. New flows towards overlay peers need a policy; anything else is not ours.
+    // 3. Anything else in its own program (and stack frame).
+    lan_other_call(ctx, key)
+}
+
+/// Tail-calls [`lan_other`]. Should its program be missing, packets towards overlay peers are
+/// dropped (they would need a policy check) and the rest passes to the host as always.
+#[inline(always)]
+fn lan_other_call(ctx: &TcContext, key: &FlowKey) -> i32 {
+    // SAFETY: tail call with the program's own context; returns only when it fails.
+    unsafe { CALLS.tail_call(ctx, calls::LAN_OTHER) };
+    match dest_of(key) {
+        Some(d) if d.kind == dest_kind::PEER => {
+            count(Counter::DropNoProgram);
+            SHOT
+        }
+        _ => {
+            count(Counter::PassHost);
+            OK
+        }
+    }
+}
+
+/// A LAN packet of no tracked flow (tail-called from [`lan_ingress`]): an ICMP error about a
+/// flow we forwarded, a Site-to-VPN flow, or the host's own traffic.
+#[inline(always)]
+pub fn lan_other(ctx: &TcContext) -> i32 {
+    let mut p = MaybeUninit::<Parsed>::uninit();
+    if parse::parse_into(ctx, true, &mut p) != 0 {
+        count(Counter::PassHost);
+        return OK;
+    }
+    // SAFETY: parse_into wrote every field (it returned success).
+    let p = unsafe { p.assume_init_ref() };
+    let cfg = config();
+    if p.icmp == IcmpKind::Error {
+        return icmp_error_from_lan(ctx, p, cfg);
+    }
+    // New flows towards overlay peers need a policy; anything else is not ours.
     new_lan_flow(ctx, p, cfg)
 }
 

@@ -13,8 +13,9 @@
 //!   before an skb exists; everything else passes to the TC program.
 //! - overlay egress: tracks flows the routing peer itself opens towards the overlay.
 //! - LAN ingress (`sg_lan_ingress`): replies of tracked flows are reverse-NATed and redirected
-//!   into the overlay; LAN-initiated flows to overlay peers need a policy (Site-to-VPN);
-//!   anything else is not ours and passes untouched.
+//!   into the overlay; any other packet goes by tail call to `sg_lan_other`: LAN-initiated
+//!   flows to overlay peers need a policy (Site-to-VPN), ICMP errors about tracked flows are
+//!   translated, and anything else is not ours and passes untouched.
 //!
 //! The agent is the only writer of policy maps; conntrack is written here and expired by the
 //! agent's garbage collector.
@@ -118,6 +119,12 @@ pub fn sg_overlay_egress_l2(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn sg_lan_ingress(ctx: TcContext) -> i32 {
     flow::lan_ingress(&ctx)
+}
+
+/// LAN packets of no tracked flow (tail-called by `sg_lan_ingress`).
+#[classifier]
+pub fn sg_lan_other(ctx: TcContext) -> i32 {
+    flow::lan_other(&ctx)
 }
 
 /// XDP in front of `sg_overlay_ingress_l2`: established flows without an skb.

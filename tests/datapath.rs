@@ -883,16 +883,28 @@ fn garbage_collection_expires_idle_flows() {
         lab.overlay_tcp("100.64.0.2", 6001, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
     );
+    // And an IPv6 one (its own tables).
+    assert_eq!(
+        lab.overlay(&pkt::udp("fd00:64::2", 6002, "2001:db8:1::10", 53, b"q"))
+            .0,
+        TC_ACT_REDIRECT
+    );
     let mut st = lab.state();
+    assert_eq!(st.replies().len(), 3);
     let now = swiftgate::dataplane::monotonic_ns();
     let s = st.gc(now).unwrap();
-    assert_eq!((s.scanned, s.expired), (2, 0));
-    // 45 s later: the unreplied UDP flow (30 s) is gone, the half-open TCP flow (60 s) not.
+    assert_eq!((s.scanned, s.expired), (3, 0));
+    // 45 s later: the unreplied UDP flows (30 s) are gone, the half-open TCP flow (60 s) not.
     let s = st.gc(now + 45_000_000_000).unwrap();
-    assert_eq!(s.expired, 1);
+    assert_eq!(s.expired, 2);
     assert!(lab.flow("100.64.0.2", 6000, "192.0.2.10", 53).is_none());
+    assert!(lab.flow("fd00:64::2", 6002, "2001:db8:1::10", 53).is_none());
     assert!(lab.flow("100.64.0.2", 6001, "192.0.2.10", 443).is_some());
-    assert_eq!(st.replies().len(), 1, "the reply entry went with its flow");
+    assert_eq!(
+        st.replies().len(),
+        1,
+        "the reply entries went with their flows"
+    );
     // Its port is free again: a reply to it is no longer ours.
     assert_eq!(
         lab.lan(&pkt::udp("192.0.2.10", 53, "192.0.2.1", 6000, b"a"))
@@ -1151,21 +1163,36 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
     v.assert_checksums();
 }
 
-/// Pinned maps left by an agent with another conntrack layout (an IPv4 table with another
-/// entry size, or the single table of earlier versions) are refused with a message that says
-/// so (the kernel would reuse them and reject the programs for reasons it does not name, or
-/// the programs would miss the flows tracked there), and nothing is loaded.
+/// Pinned maps left by an agent with another layout (an IPv4 conntrack table with another
+/// entry size, the single conntrack table of earlier versions, a program array with fewer
+/// slots) are refused with a message that says so (the kernel would reuse them and reject the
+/// programs for reasons it does not name, the programs would miss the flows tracked there, or
+/// filling the slots would fail half-way), and nothing is loaded.
 #[test]
 fn pinned_maps_of_another_layout_are_refused_clearly() {
     kernel::require_root();
-    for (i, (name, key, value, says)) in [
+    for (i, (name, kind, key, value, says)) in [
         (
             swiftgate_common::maps::CONNTRACK4,
+            "lru_hash",
             "16",
             "80",
             "another layout",
         ),
-        ("SG_CONNTRACK", "40", "120", "earlier swiftgate version"),
+        (
+            "SG_CONNTRACK",
+            "lru_hash",
+            "40",
+            "120",
+            "earlier swiftgate version",
+        ),
+        (
+            swiftgate_common::maps::CALLS,
+            "prog_array",
+            "4",
+            "4",
+            "another layout",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -1177,7 +1204,7 @@ fn pinned_maps_of_another_layout_are_refused_clearly() {
             .args(["map", "create"])
             .arg(maps.join(name))
             .args([
-                "type", "lru_hash", "key", key, "value", value, "entries", "16", "name", name,
+                "type", kind, "key", key, "value", value, "entries", "2", "name", name,
             ])
             .output()
             .expect("bpftool");
@@ -1189,6 +1216,7 @@ fn pinned_maps_of_another_layout_are_refused_clearly() {
         let err = swiftgate::dataplane::Dataplane::load(&swiftgate::dataplane::LoadOptions {
             pin_path: pin.clone(),
             conntrack_capacity: 1024,
+            conntrack_capacity_v6: 1024,
         })
         .err()
         .expect("refused");

@@ -80,9 +80,13 @@ pub struct InterfaceConfig {
     /// bpffs directory for pinned maps and links.
     #[serde(default)]
     pub pin_path: Option<PathBuf>,
-    /// Conntrack table size.
+    /// Conntrack table size (IPv4 flows).
     #[serde(default)]
     pub conntrack_capacity: Option<u32>,
+    /// Conntrack table size for IPv6 flows (default: a quarter of `conntrack_capacity`, at
+    /// least 1024).
+    #[serde(default)]
+    pub conntrack_capacity_v6: Option<u32>,
     /// Masquerade port range, e.g. "1024-65535".
     #[serde(default)]
     pub nat_ports: Option<String>,
@@ -364,8 +368,10 @@ pub struct Config {
     pub mtu: u16,
     /// Pin directory.
     pub pin_path: PathBuf,
-    /// Conntrack capacity.
+    /// Conntrack capacity, IPv4 flows.
     pub conntrack_capacity: u32,
+    /// Conntrack capacity, IPv6 flows.
+    pub conntrack_capacity_v6: u32,
     /// Masquerade ports.
     pub nat_ports: PortRange,
     /// Flow events.
@@ -498,6 +504,15 @@ impl Config {
         if !(1024..=16 << 20).contains(&conntrack_capacity) {
             return Err(invalid(
                 "interface.conntrack_capacity",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let conntrack_capacity_v6 = i
+            .conntrack_capacity_v6
+            .unwrap_or((conntrack_capacity / 4).max(1024));
+        if !(1024..=16 << 20).contains(&conntrack_capacity_v6) {
+            return Err(invalid(
+                "interface.conntrack_capacity_v6",
                 "must be between 1024 and 16777216",
             ));
         }
@@ -874,6 +889,7 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| swiftgate_common::PIN_ROOT.into()),
             conntrack_capacity,
+            conntrack_capacity_v6,
             nat_ports,
             flow_events,
             peers,
@@ -924,6 +940,31 @@ ports = ["443"]
         assert!(c.resources[0].masquerade);
         assert_eq!(c.overlay_nets[0].to_string(), "100.64.0.0/16");
         assert_eq!(c.rules[0].ports, vec![PortRange { lo: 443, hi: 443 }]);
+    }
+
+    #[test]
+    fn conntrack_capacities_per_family() {
+        let c = Config::from_toml(BERLIN).unwrap();
+        assert_eq!(
+            (c.conntrack_capacity, c.conntrack_capacity_v6),
+            (262_144, 65_536)
+        );
+        let c = Config::from_toml(&BERLIN.replace(
+            "[interface]",
+            "[interface]\nconntrack_capacity = 2048\nconntrack_capacity_v6 = 4096",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.conntrack_capacity, c.conntrack_capacity_v6),
+            (2048, 4096)
+        );
+        let c = Config::from_toml(
+            &BERLIN.replace("[interface]", "[interface]\nconntrack_capacity = 2048"),
+        )
+        .unwrap();
+        assert_eq!(c.conntrack_capacity_v6, 1024, "a quarter, at least 1024");
+        let e = err_of(&BERLIN.replace("[interface]", "[interface]\nconntrack_capacity_v6 = 10"));
+        assert!(e.contains("interface.conntrack_capacity_v6"), "{e}");
     }
 
     fn err_of(text: &str) -> String {

@@ -78,8 +78,10 @@ impl Hook {
 pub struct LoadOptions {
     /// bpffs directory.
     pub pin_path: PathBuf,
-    /// Conntrack entries.
+    /// Conntrack entries, IPv4 flows.
     pub conntrack_capacity: u32,
+    /// Conntrack entries, IPv6 flows.
+    pub conntrack_capacity_v6: u32,
 }
 
 impl LoadOptions {
@@ -88,6 +90,7 @@ impl LoadOptions {
         LoadOptions {
             pin_path: c.pin_path.clone(),
             conntrack_capacity: c.conntrack_capacity,
+            conntrack_capacity_v6: c.conntrack_capacity_v6,
         }
     }
 }
@@ -143,7 +146,7 @@ impl Dataplane {
         })?;
         fs::create_dir_all(link_dir(&opts.pin_path))?;
         check_pinned_layout(&maps_dir)?;
-        let cap = opts.conntrack_capacity;
+        let (cap, cap6) = (opts.conntrack_capacity, opts.conntrack_capacity_v6);
         let mut loader = EbpfLoader::new();
         if std::env::var_os("SWIFTGATE_VERIFIER_LOG").is_some() {
             // Developers: the verifier's reasons (and the tail of its trace) on a rejection.
@@ -153,8 +156,8 @@ impl Dataplane {
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(maps::CONNTRACK4, cap)
             .map_max_entries(maps::CT_REPLY4, cap)
-            .map_max_entries(maps::CONNTRACK6, cap)
-            .map_max_entries(maps::CT_REPLY6, cap)
+            .map_max_entries(maps::CONNTRACK6, cap6)
+            .map_max_entries(maps::CT_REPLY6, cap6)
             .load(OBJECT)
             .context("loading the eBPF object (a pinned map of another size? run `swiftgate down` first)")?;
         for name in [
@@ -540,6 +543,25 @@ fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
                  for both address families); run `swiftgate down` (tracked flows are dropped) \
                  and start again",
                 path.display()
+            );
+        }
+    }
+    // The program array: reused by name whatever its size, so a pin with fewer slots than
+    // this version fills would fail half-way through setting them.
+    let calls = maps_dir.join(maps::CALLS);
+    if calls.exists() {
+        let map = MapData::from_pin(&calls)
+            .with_context(|| format!("opening the pinned map {}", calls.display()))?;
+        let info = map.info().context("reading the pinned map's info")?;
+        let is_prog_array = matches!(info.map_type(), Ok(aya::maps::MapType::ProgramArray));
+        if !is_prog_array || info.max_entries() != common::calls::SLOTS {
+            bail!(
+                "the pinned map {} has another layout ({} slots, this version uses {}): it was \
+                 left by another swiftgate version; run `swiftgate down` (tracked flows are \
+                 dropped) and start again",
+                calls.display(),
+                info.max_entries(),
+                common::calls::SLOTS
             );
         }
     }

@@ -144,7 +144,10 @@ pub fn bring_up(cfg: &Config) -> Result<Dataplane> {
 /// Applies a new configuration to a running data plane; on error nothing changes (the maps
 /// keep the previous configuration).
 pub fn reload(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<()> {
-    if new.pin_path != old.pin_path || new.conntrack_capacity != old.conntrack_capacity {
+    if new.pin_path != old.pin_path
+        || new.conntrack_capacity != old.conntrack_capacity
+        || new.conntrack_capacity_v6 != old.conntrack_capacity_v6
+    {
         anyhow::bail!(
             "pin_path and conntrack_capacity cannot change while running (restart the agent)"
         );

@@ -549,7 +549,8 @@ impl Counter {
 
     /// Whether this counter counts dropped packets.
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= Counter::DropNoPolicy as u32 && (self as u32) <= Counter::DropFib as u32
+        ((self as u32) >= Counter::DropNoPolicy as u32 && (self as u32) <= Counter::DropFib as u32)
+            || matches!(self, Counter::DropNoProgram)
     }
 }
 
@@ -700,6 +701,7 @@ mod tests {
             assert_eq!(*c as u32, i as u32);
         }
         assert!(Counter::DropFib.is_drop());
+        assert!(Counter::DropNoProgram.is_drop());
         assert!(!Counter::EventsLost.is_drop());
         assert!(!Counter::Established.is_drop());
     }

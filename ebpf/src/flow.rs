@@ -73,22 +73,27 @@ pub(crate) struct ClockCache {
 /// value is cached per CPU together with the jiffy it was read at: reading the jiffies counter
 /// is one load (the verifier inlines `bpf_jiffies64`), while a helper call costs ~20 ns per
 /// packet with this kernel's call/return mitigations. The helper is called once per tick per
-/// CPU. Timestamps are used for idle timeouts and once-a-second refreshes, where a value that is
-/// at most one tick old is as good as the helper's.
+/// CPU. The kernel advances the jiffies counter just before the coarse clock, so a value read
+/// in between stays cached for that jiffy: timestamps may lag the coarse clock by one tick
+/// (about two behind real time). They are used for idle timeouts and once-a-second refreshes,
+/// where that is as good as the helper's value.
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     // SAFETY: helper without arguments (inlined to a load of `jiffies_64`).
     let j = unsafe { bpf_jiffies64() };
     match CLOCK.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot of a per-CPU map, valid for this program run; programs on
-        // one CPU do not interleave, and a torn pair would only cost one extra refresh.
+        // SAFETY: this CPU's slot of a per-CPU map, valid for this program run; a program
+        // interrupted mid-update by another on the same CPU leaves at worst a jiffy that does
+        // not match (see the order of the stores below), which costs one extra helper call.
         Some(c) => unsafe {
             if (*c).jiffies == j && (*c).ns != 0 {
                 return (*c).ns;
             }
             let t = bpf_ktime_get_coarse_ns();
-            (*c).jiffies = j;
+            // The value first, its jiffy last: an update cut short leaves a jiffy that does
+            // not match, never a matching jiffy with an old value.
             (*c).ns = t;
+            (*c).jiffies = j;
             t
         },
         // SAFETY: helper without arguments.

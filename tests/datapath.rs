@@ -738,18 +738,13 @@ fn reconfiguration_keeps_flows_and_refuses_bad_input() {
 /// counted as such, while tracked flows keep their fast path; with it back, new flows work.
 #[test]
 fn new_flows_need_the_tail_called_program_established_ones_do_not() {
-    use aya::maps::{Map, MapData, ProgramArray};
-    use swiftgate_common::{calls, maps, programs};
+    use swiftgate_common::{calls, programs};
     let mut lab = Lab::new(CONFIG);
     assert_eq!(
         lab.overlay_tcp("100.64.0.2", 47100, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
     );
-    let path = lab.dp.pin_path().join("maps").join(maps::CALLS);
-    let mut slots =
-        ProgramArray::try_from(Map::from_map_data(MapData::from_pin(&path).unwrap()).unwrap())
-            .unwrap();
-    slots.clear_index(&calls::NEW_FLOW_L2).unwrap();
+    lab.set_call(calls::NEW_FLOW_L2, None);
     let before = lab.counter(Counter::DropNoProgram);
     assert_eq!(
         lab.overlay_tcp("100.64.0.2", 47101, "192.0.2.10", 443, Tcp::Syn(0)),
@@ -759,15 +754,7 @@ fn new_flows_need_the_tail_called_program_established_ones_do_not() {
     assert!(lab.flow("100.64.0.2", 47101, "192.0.2.10", 443).is_none());
     let ack = pkt::tcp("100.64.0.2", 47100, "192.0.2.10", 443, Tcp::Ack, b"x");
     assert_eq!(lab.overlay(&ack).0, TC_ACT_REDIRECT);
-    let fd = lab
-        .dp
-        .program(programs::OVERLAY_NEW_L2)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
-    slots.set(calls::NEW_FLOW_L2, &fd, 0).unwrap();
+    lab.set_call(calls::NEW_FLOW_L2, Some(programs::OVERLAY_NEW_L2));
     assert_eq!(
         lab.overlay_tcp("100.64.0.2", 47101, "192.0.2.10", 443, Tcp::Syn(0)),
         TC_ACT_REDIRECT
@@ -779,8 +766,7 @@ fn new_flows_need_the_tail_called_program_established_ones_do_not() {
 /// own traffic still passes, and replies of tracked flows still reach the overlay.
 #[test]
 fn lan_side_without_its_tail_called_program_fails_closed_towards_the_overlay() {
-    use aya::maps::{Map, MapData, ProgramArray};
-    use swiftgate_common::{calls, maps, programs};
+    use swiftgate_common::{calls, programs};
     let mut lab = Lab::new(CONFIG);
     assert_eq!(
         lab.overlay_tcp("100.64.0.2", 47200, "192.0.2.10", 443, Tcp::Syn(0)),
@@ -789,11 +775,7 @@ fn lan_side_without_its_tail_called_program_fails_closed_towards_the_overlay() {
     let f = lab.flow("100.64.0.2", 47200, "192.0.2.10", 443).unwrap();
     let (nat, nat_port) = (f.entry.nat_addr, f.entry.nat_port);
     let nat = std::net::Ipv4Addr::new(nat[0], nat[1], nat[2], nat[3]).to_string();
-    let path = lab.dp.pin_path().join("maps").join(maps::CALLS);
-    let mut slots =
-        ProgramArray::try_from(Map::from_map_data(MapData::from_pin(&path).unwrap()).unwrap())
-            .unwrap();
-    slots.clear_index(&calls::LAN_OTHER).unwrap();
+    lab.set_call(calls::LAN_OTHER, None);
     let before = lab.counter(Counter::DropNoProgram);
     let to_peer = pkt::tcp("198.51.100.7", 5000, "100.64.0.2", 631, Tcp::Syn(0), b"");
     assert_eq!(lab.lan(&to_peer).0, TC_ACT_SHOT);
@@ -802,15 +784,7 @@ fn lan_side_without_its_tail_called_program_fails_closed_towards_the_overlay() {
     assert_eq!(lab.lan(&host).0, TC_ACT_OK);
     let reply = pkt::tcp("192.0.2.10", 443, &nat, nat_port, Tcp::Ack, b"r");
     assert_eq!(lab.lan(&reply).0, TC_ACT_REDIRECT);
-    let fd = lab
-        .dp
-        .program(programs::LAN_OTHER)
-        .unwrap()
-        .fd()
-        .unwrap()
-        .try_clone()
-        .unwrap();
-    slots.set(calls::LAN_OTHER, &fd, 0).unwrap();
+    lab.set_call(calls::LAN_OTHER, Some(programs::LAN_OTHER));
     assert_eq!(
         lab.lan(&to_peer).0,
         TC_ACT_REDIRECT,

@@ -404,6 +404,23 @@ impl Lab {
         clear::<FlowKey, FlowKey>(open(maps::CT_REPLY6));
     }
 
+    /// Sets slot `slot` of the pinned tail-call array `SG_CALLS` to the loaded program
+    /// `program`, or empties it (`None`).
+    pub fn set_call(&mut self, slot: u32, program: Option<&str>) {
+        use aya::maps::{Map, MapData, ProgramArray};
+        let path = self.pin.join("maps").join(swiftgate_common::maps::CALLS);
+        let map = Map::from_map_data(MapData::from_pin(&path).expect("pinned SG_CALLS"));
+        let mut slots = ProgramArray::try_from(map.expect("map")).expect("program array");
+        match program {
+            None => slots.clear_index(&slot).expect("clearing a slot"),
+            Some(name) => {
+                let prog = self.dp.program(name).expect("program");
+                let fd = prog.fd().expect("loaded").try_clone().expect("fd");
+                slots.set(slot, &fd, 0).expect("setting a slot");
+            }
+        }
+    }
+
     /// Opens the flow-event ring buffer.
     pub fn events(&self) -> aya::maps::RingBuf<aya::maps::MapData> {
         use aya::maps::{Map, MapData, RingBuf};

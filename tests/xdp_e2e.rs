@@ -180,6 +180,18 @@ fn xdp_stage_forwards_real_traffic_and_detaches_on_down() {
         link.contains("xdp"),
         "XDP attached to gw0 in driver mode: {link}"
     );
+    // `swiftgate programs` names the XDP program on its hook (and the TC one on ingress).
+    let rows = agent::programs(&gw.path(), &pin).expect("swiftgate programs");
+    let on = |hook: &str| -> String {
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["interface"] == "gw0" && r["hook"] == hook)
+            .map(|r| r["programs"].to_string())
+            .collect()
+    };
+    assert!(on("xdp").contains("sg_overlay_xdp"), "{rows}");
+    assert!(on("ingress").contains("sg_overlay_ingr"), "{rows}");
 
     let wiki = TcpServer::start(&lan, SocketAddr::from((WIKI, 443))).expect("wiki:443");
     let _ssh = TcpServer::start(&lan, SocketAddr::from((WIKI, 22))).expect("wiki:22");

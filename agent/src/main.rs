@@ -224,7 +224,10 @@ fn print_flows(rows: &[serde_json::Value], json: bool) -> Result<()> {
 }
 
 fn programs(i: &Inspect) -> Result<()> {
-    use aya::programs::{SchedClassifier, TcAttachType};
+    use aya::programs::{
+        SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+    };
     let dir = i.pin_path.join("links");
     let mut rows = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -237,6 +240,22 @@ fn programs(i: &Inspect) -> Result<()> {
         let Some((ifname, hook)) = name.split_once('@') else {
             continue;
         };
+        if hook == "xdp" {
+            // One XDP link per interface: its program, through the pinned link.
+            let id = PinnedLink::from_pin(dir.join(&name))
+                .ok()
+                .and_then(|l| FdLink::from(l).info().ok())
+                .map(|li| li.program_id());
+            let progs: Vec<String> = aya::programs::loaded_programs()
+                .filter_map(|p| p.ok())
+                .filter(|p| Some(p.id()) == id)
+                .map(|p| format!("{}(id {})", p.name_as_str().unwrap_or("?"), p.id()))
+                .collect();
+            rows.push(
+                json!({"interface": ifname, "hook": hook, "attach": "xdp", "programs": progs}),
+            );
+            continue;
+        }
         let ty = if hook == "egress" {
             TcAttachType::Egress
         } else {
@@ -257,9 +276,10 @@ fn programs(i: &Inspect) -> Result<()> {
     } else {
         for r in &rows {
             println!(
-                "{:<16} {:<8} tcx  {}",
+                "{:<16} {:<8} {:<4} {}",
                 r["interface"].as_str().unwrap_or(""),
                 r["hook"].as_str().unwrap_or(""),
+                r["attach"].as_str().unwrap_or(""),
                 r["programs"]
             );
         }

@@ -207,6 +207,14 @@ pub fn down(ns: &Path, pin_path: &Path) -> Result<CmdOutput> {
     swiftgate_in(ns, &["down", "--pin-path", &pin])
 }
 
+/// `swiftgate programs --pin-path P --json`: one row per attachment.
+pub fn programs(ns: &Path, pin_path: &Path) -> Result<serde_json::Value> {
+    let pin = pin_path.to_string_lossy();
+    let out = swiftgate_in(ns, &["programs", "--pin-path", &pin, "--json"])?.check()?;
+    serde_json::from_str(&out.stdout)
+        .map_err(|e| Error(format!("parsing programs JSON ({e}): {}", out.stdout)))
+}
+
 /// `swiftgate counters --pin-path P --json`: counter name -> value.
 pub fn counters(ns: &Path, pin_path: &Path) -> Result<BTreeMap<String, u64>> {
     let out = counters_raw(ns, pin_path)?.check()?;

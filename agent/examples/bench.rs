@@ -453,18 +453,40 @@ fn expect_growth<T>(lab: &mut Lab, c: Counter, want: u64, f: impl FnOnce(&mut La
     r
 }
 
-/// Repeat-based timing: `calls` calls of `repeat` runs each; median of the per-call means.
-fn repeat_median(lab: &mut Lab, pkt: &[u8], want_ret: u32, p: &Params) -> u64 {
-    let ovl = lab.ovl;
-    let mut v: Vec<u64> = (0..p.calls)
-        .map(|_| {
-            let (ret, d) = lab.run_repeat(programs::OVERLAY_INGRESS_L2, ovl, pkt, p.repeat);
-            assert_eq!(ret, want_ret, "unexpected verdict in a repeat run");
-            d.as_nanos() as u64
-        })
-        .collect();
+/// The median of per-call timings (ns); `v` is not empty. (Rates use [`median`].)
+fn median_ns(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
+}
+
+/// Repeat-based timing of the overlay program: `calls` calls of `repeat` runs each; median
+/// of the per-call means.
+fn repeat_median(lab: &mut Lab, pkt: &[u8], want_ret: u32, p: &Params) -> u64 {
+    let ovl = lab.ovl;
+    repeat_median_of(lab, programs::OVERLAY_INGRESS_L2, ovl, pkt, want_ret, p)
+}
+
+/// [`repeat_median`] for program `prog` with the packet arriving on `ifindex`.
+fn repeat_median_of(
+    lab: &mut Lab,
+    prog: &str,
+    ifindex: u32,
+    pkt: &[u8],
+    want_ret: u32,
+    p: &Params,
+) -> u64 {
+    median_ns(
+        (0..p.calls)
+            .map(|_| {
+                let (ret, d) = lab.run_repeat(prog, ifindex, pkt, p.repeat);
+                assert_eq!(
+                    ret, want_ret,
+                    "unexpected verdict of {prog} in a repeat run"
+                );
+                d.as_nanos() as u64
+            })
+            .collect(),
+    )
 }
 
 /// One repeat=1 run; returns the kernel's duration in ns.
@@ -592,15 +614,7 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
     let reply = pkt::tcp(PLAIN_IP, PLAIN_PORT, &peer_ip(0), 40_000, Tcp::Ack, b"data");
     m.est_reply = expect_growth(&mut lab, Counter::Established, total, |lab| {
         let lan2 = lab.lan2;
-        let mut v: Vec<u64> = (0..p.calls)
-            .map(|_| {
-                let (ret, d) = lab.run_repeat(programs::LAN_INGRESS, lan2, &reply, p.repeat);
-                assert_eq!(ret, TC_ACT_REDIRECT, "the reply was not forwarded");
-                d.as_nanos() as u64
-            })
-            .collect();
-        v.sort_unstable();
-        v[v.len() / 2]
+        repeat_median_of(lab, programs::LAN_INGRESS, lan2, &reply, TC_ACT_REDIRECT, p)
     });
     // The XDP stage forwards only to resolved neighbours.
     lab.sh(&format!(
@@ -610,15 +624,15 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
         "ip neigh replace {dst} lladdr 02:5b:00:00:01:0b dev lan nud permanent"
     ));
     m.xdp_plain = expect_growth(&mut lab, Counter::Established, total, |lab| {
-        let mut v: Vec<u64> = (0..p.calls)
-            .map(|_| {
-                let (ret, _, d) = lab.xdp_repeat(&ack, p.repeat);
-                assert_eq!(ret, XDP_REDIRECT, "XDP stage did not forward the packet");
-                d.as_nanos() as u64
-            })
-            .collect();
-        v.sort_unstable();
-        v[v.len() / 2]
+        median_ns(
+            (0..p.calls)
+                .map(|_| {
+                    let (ret, _, d) = lab.xdp_repeat(&ack, p.repeat);
+                    assert_eq!(ret, XDP_REDIRECT, "XDP stage did not forward the packet");
+                    d.as_nanos() as u64
+                })
+                .collect(),
+        )
     });
     m.xdp_plain_one = Dist::of(expect_growth(
         &mut lab,
@@ -796,8 +810,7 @@ fn new_flow_repeat(lab: &mut Lab, src: usize, port: u16, p: &Params) -> Result<N
             ensure!(ret == TC_ACT_REDIRECT, "{name} returned {ret}");
             v.push(ns);
         }
-        v.sort_unstable();
-        Ok(v[v.len() / 2])
+        Ok(median_ns(v))
     };
 
     // What the harness adds: the wrapper in front of a program that returns at once.
@@ -935,8 +948,7 @@ fn minimal_program(p: &Params) -> Result<u64> {
         );
         v.push(r.duration.as_nanos() as u64);
     }
-    v.sort_unstable();
-    Ok(v[v.len() / 2])
+    Ok(median_ns(v))
 }
 
 fn micro_benchmarks(p: &Params) -> Result<String> {

@@ -166,10 +166,10 @@ impl Dataplane {
             common::programs::OVERLAY_EGRESS_L3,
             common::programs::OVERLAY_EGRESS_L2,
             common::programs::LAN_INGRESS,
-            common::programs::OVERLAY_NEW_L3,
-            common::programs::OVERLAY_NEW_L2,
-            common::programs::LAN_OTHER,
-        ] {
+        ]
+        .into_iter()
+        .chain(common::calls::PROGRAMS.map(|(_, name)| name))
+        {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -178,11 +178,7 @@ impl Dataplane {
         }
         // The tail-called programs, in place before anything is attached.
         let mut fds = Vec::new();
-        for (slot, name) in [
-            (common::calls::NEW_FLOW_L3, common::programs::OVERLAY_NEW_L3),
-            (common::calls::NEW_FLOW_L2, common::programs::OVERLAY_NEW_L2),
-            (common::calls::LAN_OTHER, common::programs::LAN_OTHER),
-        ] {
+        for (slot, name) in common::calls::PROGRAMS {
             let prog: &SchedClassifier = ebpf
                 .program(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -549,10 +545,7 @@ fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
     // The program array: reused by name whatever its size, so a pin with fewer slots than
     // this version fills would fail half-way through setting them.
     let calls = maps_dir.join(maps::CALLS);
-    if calls.exists() {
-        let map = MapData::from_pin(&calls)
-            .with_context(|| format!("opening the pinned map {}", calls.display()))?;
-        let info = map.info().context("reading the pinned map's info")?;
+    if let Some(info) = pinned_info(&calls)? {
         let is_prog_array = matches!(info.map_type(), Ok(aya::maps::MapType::ProgramArray));
         if !is_prog_array || info.max_entries() != common::calls::SLOTS {
             bail!(
@@ -576,12 +569,9 @@ fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
         (maps::CT_REPLY6, k6, k6),
     ] {
         let path = maps_dir.join(name);
-        if !path.exists() {
+        let Some(info) = pinned_info(&path)? else {
             continue;
-        }
-        let map = MapData::from_pin(&path)
-            .with_context(|| format!("opening the pinned map {}", path.display()))?;
-        let info = map.info().context("reading the pinned map's info")?;
+        };
         if info.key_size() as usize != key || info.value_size() as usize != value {
             bail!(
                 "the pinned map {} has another layout (key {} / value {} bytes, this version \
@@ -594,6 +584,16 @@ fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The kernel's description of the map pinned at `path`, if one is.
+fn pinned_info(path: &Path) -> Result<Option<aya::maps::MapInfo>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let map = MapData::from_pin(path)
+        .with_context(|| format!("opening the pinned map {}", path.display()))?;
+    Ok(Some(map.info().context("reading the pinned map's info")?))
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

@@ -85,6 +85,12 @@ pub mod calls {
     pub const LAN_OTHER: u32 = 2;
     /// Slots in the program array.
     pub const SLOTS: u32 = 3;
+    /// Every slot with the program that fills it.
+    pub const PROGRAMS: [(u32, &str); SLOTS as usize] = [
+        (NEW_FLOW_L3, crate::programs::OVERLAY_NEW_L3),
+        (NEW_FLOW_L2, crate::programs::OVERLAY_NEW_L2),
+        (LAN_OTHER, crate::programs::LAN_OTHER),
+    ];
 }
 
 /// Default pin directory for maps and links.

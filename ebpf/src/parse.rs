@@ -73,6 +73,8 @@ pub struct Parsed {
     pub tcp_flags: u8,
     /// ICMP classification.
     pub icmp: IcmpKind,
+    /// The IPv4 header checksum as stored (0 for IPv6).
+    pub ip_check: u16,
 }
 
 /// Why parsing stopped.
@@ -190,6 +192,7 @@ fn parse(ctx: &TcContext, l2: bool, out: *mut Parsed) -> Result<(), ParseError> 
     }
     // SAFETY: checked against data_end above.
     let h = unsafe { bytes::<20>(ip) };
+    let mut ip_check = 0;
     let (proto, l4, family) = match h[0] >> 4 {
         4 => {
             let ihl = ((h[0] & 0x0f) as usize) * 4;
@@ -203,6 +206,7 @@ fn parse(ctx: &TcContext, l2: bool, out: *mut Parsed) -> Result<(), ParseError> 
             if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
                 return Err(ParseError::Fragment);
             }
+            ip_check = u16::from_ne_bytes([h[10], h[11]]);
             let (s0, s1) = v4_words([h[12], h[13], h[14], h[15]]);
             let (d0, d1) = v4_words([h[16], h[17], h[18], h[19]]);
             // SAFETY: `out` is valid for writes and a FlowKey's address fields are aligned.
@@ -286,6 +290,7 @@ fn parse(ctx: &TcContext, l2: bool, out: *mut Parsed) -> Result<(), ParseError> 
         (*out).tcp_hdr_len = tcp_hdr_len;
         (*out).tcp_flags = tcp_flags;
         (*out).icmp = icmp;
+        (*out).ip_check = ip_check;
     }
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! Header rewrites with checksum fix-ups: addresses and ports (NAT), TCP MSS clamping, and the
 //! headers quoted inside ICMP errors.
 //!
-//! Checksums are updated incrementally through `bpf_l3_csum_replace`/`bpf_l4_csum_replace`,
-//! which also do the right thing for `CHECKSUM_PARTIAL` skbs (offloaded TUN super-packets).
+//! L4 checksums are updated incrementally through `bpf_l4_csum_replace`, which also does the
+//! right thing for `CHECKSUM_PARTIAL` skbs (offloaded TUN super-packets, where the field holds
+//! the pseudo-header sum) and `CHECKSUM_COMPLETE` ones. The IPv4 header checksum has no such
+//! states: the NAT of a parsed packet computes it here and writes it together with the
+//! addresses (one helper call instead of two); other rewrites use `bpf_l3_csum_replace`.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
@@ -11,7 +14,11 @@ use aya_ebpf::{
 };
 use swiftgate_common::{FAMILY_V4, proto};
 
-use crate::parse::{Inner, Parsed};
+use crate::{
+    csum,
+    flow::v4,
+    parse::{Inner, Parsed},
+};
 
 /// A rewrite helper failed (the skb is in an unknown state: drop it).
 pub struct RewriteError;
@@ -106,7 +113,29 @@ pub fn set_port(ctx: &TcContext, proto: u8, l4: usize, src: bool, old: u16, new:
     ok(ctx.store(field, &new.to_be_bytes(), 0))
 }
 
-/// Applies a full address+port rewrite of one side of `p`.
+/// Rewrites the source (`src = true`) or destination address of `p`, an IPv4 packet whose IP
+/// header is as parsed (no earlier rewrite of it in this run): the L4 checksum through the
+/// helper, then the header checksum (computed from the parsed one) and both addresses in one
+/// store of bytes 10..20 of the header.
+#[inline(always)]
+fn set_addr_v4_parsed(ctx: &TcContext, p: &Parsed, src: bool, new: &[u8; 16]) -> R {
+    let k = &p.key;
+    let (saddr, daddr) = (v4(&k.saddr), v4(&k.daddr));
+    let old = if src { saddr } else { daddr };
+    let new = v4(new);
+    if let Some((csum, flags)) = l4_csum(k.proto, k.family, p.l4) {
+        let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
+        ok(ctx.l4_csum_replace(csum, o as u64, n as u64, flags | 4))?;
+    }
+    let check = csum::update::<2>(p.ip_check, &csum::words(&old), &csum::words(&new));
+    let (s, d) = if src { (new, daddr) } else { (saddr, new) };
+    let c = check.to_ne_bytes();
+    let hdr: [u8; 10] = [c[0], c[1], s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]];
+    ok(ctx.store(p.l3 + 10, &hdr, 0))
+}
+
+/// Applies a full address+port rewrite of one side of `p`, whose headers must be as parsed
+/// (the first rewrite of the packet in this run).
 #[inline(never)]
 pub fn rewrite_side(
     ctx: &TcContext,
@@ -121,7 +150,9 @@ pub fn rewrite_side(
     } else {
         (&k.daddr, k.dport)
     };
-    if old_addr != new_addr {
+    if old_addr != new_addr && k.family == FAMILY_V4 {
+        set_addr_v4_parsed(ctx, p, src, new_addr)?;
+    } else if old_addr != new_addr {
         let h = Headers {
             family: k.family,
             proto: k.proto,

@@ -34,7 +34,7 @@ use swiftgate_common::{
 };
 
 use crate::{
-    ct,
+    csum, ct,
     flow::{FibParams, count, fib_params, now, touch_at, v4},
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, bytes, put_addr, tcp, v4_words, v6_words},
 };
@@ -47,28 +47,6 @@ use crate::{
 unsafe fn word(at: usize) -> u16 {
     // SAFETY: as the caller guarantees.
     u16::from_ne_bytes(unsafe { bytes::<2>(at) })
-}
-
-/// `check` after the 16-bit words `old` became `new` (RFC 1624: HC' = ~(~HC + ~m + m')).
-#[inline(always)]
-fn csum_update<const N: usize>(check: u16, old: &[u16; N], new: &[u16; N]) -> u16 {
-    let mut s = (!check) as u32;
-    for i in 0..N {
-        s += (!old[i]) as u32 + new[i] as u32;
-    }
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
-}
-
-/// The 16-bit words of an address as stored.
-#[inline(always)]
-fn words<const N: usize, const W: usize>(a: &[u8; N]) -> [u16; W] {
-    let mut w = [0u16; W];
-    for i in 0..W {
-        w[i] = u16::from_ne_bytes([a[2 * i], a[2 * i + 1]]);
-    }
-    w
 }
 
 /// The program: the fast path, or `XDP_PASS` to the TC program.
@@ -316,15 +294,15 @@ fn snat_rewrite(
     // A UDP checksum of zero means "none" (IPv4) and stays zero.
     let l4_has_check = !(l4_proto == proto::UDP && l4_check == 0);
     if family == FAMILY_V4 {
-        let (o, n): ([u16; 2], [u16; 2]) = (words(&v4(old)), words(&v4(new)));
+        let (o, n): ([u16; 2], [u16; 2]) = (csum::words(&v4(old)), csum::words(&v4(new)));
         // SAFETY: the IPv4 header (20 bytes from `ip`) was checked against data_end.
         unsafe {
             let ip_check = word(ip + 10);
-            write_unaligned((ip + 10) as *mut u16, csum_update(ip_check, &o, &n));
+            write_unaligned((ip + 10) as *mut u16, csum::update(ip_check, &o, &n));
             write_unaligned((ip + 12) as *mut [u8; 4], v4(new));
         }
         if l4_has_check {
-            let mut c = csum_update(l4_check, &o, &n);
+            let mut c = csum::update(l4_check, &o, &n);
             if l4_proto == proto::UDP && c == 0 {
                 c = 0xffff;
             }
@@ -332,8 +310,8 @@ fn snat_rewrite(
             unsafe { write_unaligned(csum_at as *mut u16, c) };
         }
     } else {
-        let (o, n): ([u16; 8], [u16; 8]) = (words(old), words(new));
-        let mut c = csum_update(l4_check, &o, &n);
+        let (o, n): ([u16; 8], [u16; 8]) = (csum::words(old), csum::words(new));
+        let mut c = csum::update(l4_check, &o, &n);
         if l4_proto == proto::UDP && c == 0 {
             c = 0xffff;
         }

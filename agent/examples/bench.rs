@@ -425,7 +425,14 @@ struct Micro {
     /// New flow accepted, repeat=1, distinct flows.
     new_flow: Dist,
     /// New flow accepted, repeat-based through `sg_bench_new_flow`.
-    new_flow_rep: NewFlowRepeat,
+    new_flow_rep: Harnessed,
+    /// Established with masquerade (SNAT rewrite), repeat-based through
+    /// `sg_bench_same_packet`.
+    masq_rep: Harnessed,
+    /// Its reply on the LAN side (reverse NAT in `sg_lan_ingress`), the same way.
+    masq_reply_rep: Harnessed,
+    /// Established with masquerade through the XDP stage, through `sg_bench_same_frame`.
+    xdp_masq_rep: Harnessed,
     /// Established with masquerade, repeat=1.
     est_masq: Dist,
     /// New flows while filling the conntrack (repeat=1).
@@ -723,34 +730,209 @@ fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> Result<Micr
             })
             .collect()
     }));
+    // The masqueraded paths again, repeat-based through the harness that restores the packet
+    // before every run: one of those flows, with a payload long enough for the harness's
+    // 62-byte template (and not a checksum-offload look-alike, see above).
+    let long = sports
+        .iter()
+        .map(|sp| pkt::tcp(&src, *sp, &dst, port, Tcp::Ack, b"repeat-based run"))
+        .find(|a| !checksum_is_seed(a))
+        .context("no sample flow for the repeat-based masquerade rows")?;
+    let ovl = lab.ovl;
+    m.masq_rep = same_packet_repeat(
+        &mut lab,
+        Hook::Tc {
+            prog: programs::OVERLAY_INGRESS_L2,
+            ifindex: ovl,
+        },
+        &long,
+        p,
+    )?;
+    m.xdp_masq_rep = same_packet_repeat(&mut lab, Hook::Xdp, &long, p)?;
+    // The reply of that flow as the LAN server sends it: to the masquerade address and port
+    // the forward direction got (read from the rewritten packet).
+    let (ret, out) = lab
+        .try_run(programs::OVERLAY_INGRESS_L2, ovl, &long)
+        .context("forward run of the reply measurement's flow")?;
+    ensure!(
+        ret == TC_ACT_REDIRECT && out.len() >= 36,
+        "forward run: verdict {ret}"
+    );
+    let masq_ip = std::net::Ipv4Addr::new(out[26], out[27], out[28], out[29]).to_string();
+    let masq_port = u16::from_be_bytes([out[34], out[35]]);
+    let reply = pkt::tcp(
+        &dst,
+        port,
+        &masq_ip,
+        masq_port,
+        Tcp::Ack,
+        b"repeat-based run",
+    );
+    let lan = lab.lan;
+    m.masq_reply_rep = same_packet_repeat(
+        &mut lab,
+        Hook::Tc {
+            prog: programs::LAN_INGRESS,
+            ifindex: lan,
+        },
+        &reply,
+        p,
+    )?;
     // New flows, repeat-based (last: it adds `repeat` flows to the conntrack).
     m.new_flow_rep = new_flow_repeat(&mut lab, s, port, p)?;
     m.others = others_between(&start, &snapshot()?);
     Ok(m)
 }
 
-/// The repeat-based new-flow measurement.
+/// A repeat-based measurement through a harness program of ebpf/src/bench.rs that prepares
+/// every repetition's packet and tail-calls the program under test.
 #[derive(Debug, Default, Clone, Copy)]
-struct NewFlowRepeat {
-    /// Mean ns per run of `sg_bench_new_flow` in front of the overlay program.
+struct Harnessed {
+    /// Mean ns per run of the harness in front of the program under test.
     wrapped: u64,
-    /// Mean ns per run of `sg_bench_new_flow` in front of `sg_bench_accept`, minus
-    /// `sg_bench_accept` alone: what the harness adds (medians of `calls` calls).
+    /// Mean ns per run of the harness in front of a program that returns at once, minus that
+    /// program alone: what the harness adds (medians of `calls` calls).
     harness: u64,
 }
 
-impl NewFlowRepeat {
-    /// The overlay program's time per new flow, with the kernel's test-run loop as in the
-    /// other repeat-based rows.
+impl Harnessed {
+    /// The program's time per run, with the kernel's test-run loop as in the other
+    /// repeat-based rows.
     fn net(&self) -> u64 {
         self.wrapped.saturating_sub(self.harness)
     }
 }
 
+/// Where [`same_packet_repeat`] runs the program under test.
+#[derive(Clone, Copy)]
+enum Hook {
+    /// A TC program of the lab, with the packet arriving on `ifindex`.
+    Tc { prog: &'static str, ifindex: u32 },
+    /// The lab's XDP stage (packet arriving on the overlay interface).
+    Xdp,
+}
+
+/// Times a path that rewrites its packet with `repeat`: `sg_bench_same_packet` (TC) or
+/// `sg_bench_same_frame` (XDP) writes `pkt`'s first bytes back before every run, so each
+/// repetition sees `pkt`; every run must return `want_ret` and count as established.
+fn same_packet_repeat(lab: &mut Lab, hook: Hook, pkt: &[u8], p: &Params) -> Result<Harnessed> {
+    const SYN_LEN: usize = 62;
+    let template: [u8; SYN_LEN] = pkt
+        .get(..SYN_LEN)
+        .and_then(|t| t.try_into().ok())
+        .context("the harness needs a packet of at least 62 bytes")?;
+    let mut ebpf = Ebpf::load(BENCH_OBJECT).context("loading the benchmark object")?;
+    let (harness, accept, next_map) = match hook {
+        Hook::Tc { .. } => ("sg_bench_same_packet", "sg_bench_accept", "SG_BENCH_NEXT"),
+        Hook::Xdp => (
+            "sg_bench_same_frame",
+            "sg_bench_xdp_accept",
+            "SG_BENCH_NEXT_XDP",
+        ),
+    };
+    let mut map = |name: &str| {
+        ebpf.take_map(name)
+            .with_context(|| format!("{name} missing from the benchmark object"))
+    };
+    let mut tmpl: PerCpuArray<MapData, [u8; SYN_LEN]> =
+        PerCpuArray::try_from(map("SG_BENCH_SYN")?)?;
+    let mut next: ProgramArray<MapData> = ProgramArray::try_from(map(next_map)?)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    tmpl.set(0, PerCpuValues::try_from(vec![template; cpus])?, 0)?;
+    for name in [harness, accept] {
+        let prog = ebpf
+            .program_mut(name)
+            .with_context(|| format!("{name} missing from the benchmark object"))?;
+        match hook {
+            Hook::Tc { .. } => {
+                let prog: &mut SchedClassifier = prog.try_into()?;
+                prog.load()
+            }
+            Hook::Xdp => {
+                let prog: &mut Xdp = prog.try_into()?;
+                prog.load()
+            }
+        }
+        .with_context(|| format!("loading {name}"))?;
+    }
+    let (skb, xdp_md) = match hook {
+        Hook::Tc { ifindex, .. } => (kernel::skb_ctx(ifindex), [0u8; 24]),
+        Hook::Xdp => {
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+            let mut md = [0u8; 24];
+            md[4..8].copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
+            md[12..16].copy_from_slice(&lab.ovl.to_ne_bytes());
+            ([0u8; 192], md)
+        }
+    };
+    let want_ret = match hook {
+        Hook::Tc { .. } => TC_ACT_REDIRECT,
+        Hook::Xdp => XDP_REDIRECT,
+    };
+    let median = |ebpf: &Ebpf, name: &str| -> Result<u64> {
+        let prog = ebpf
+            .program(name)
+            .with_context(|| format!("{name} missing"))?;
+        let mut v = Vec::new();
+        for _ in 0..p.calls {
+            let mut out = vec![0u8; pkt.len() + 256];
+            let opts = TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ctx_in: Some(match hook {
+                    Hook::Tc { .. } => &skb[..],
+                    Hook::Xdp => &xdp_md[..],
+                }),
+                repeat: p.repeat,
+                ..Default::default()
+            };
+            let r = match hook {
+                Hook::Tc { .. } => <&SchedClassifier>::try_from(prog)?.test_run(opts),
+                Hook::Xdp => <&Xdp>::try_from(prog)?.test_run(opts),
+            }
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+            ensure!(
+                r.return_value == want_ret,
+                "{name} returned {}",
+                r.return_value
+            );
+            v.push(r.duration.as_nanos() as u64);
+        }
+        Ok(median_ns(v))
+    };
+    let set_next = |next: &mut ProgramArray<MapData>, fd| next.set(0, fd, 0);
+    // What the harness adds: the harness in front of a program that returns at once.
+    {
+        let prog = ebpf.program(accept).context("calibration program")?;
+        match hook {
+            Hook::Tc { .. } => set_next(&mut next, <&SchedClassifier>::try_from(prog)?.fd()?)?,
+            Hook::Xdp => set_next(&mut next, <&Xdp>::try_from(prog)?.fd()?)?,
+        }
+    }
+    let alone = median(&ebpf, accept)?;
+    let wrapped_accept = median(&ebpf, harness)?;
+    match hook {
+        Hook::Tc { prog, .. } => {
+            let target = lab.dp.program(prog).context("program under test")?;
+            set_next(&mut next, target.fd()?)?;
+        }
+        Hook::Xdp => {
+            let target = lab.dp.xdp_program().context("XDP stage")?;
+            set_next(&mut next, target.fd()?)?;
+        }
+    }
+    let total = p.repeat as u64 * p.calls as u64;
+    let wrapped = expect_growth(lab, Counter::Established, total, |_| median(&ebpf, harness))?;
+    Ok(Harnessed {
+        wrapped,
+        harness: wrapped_accept.saturating_sub(alone),
+    })
+}
+
 /// New flows with `repeat`: `sg_bench_new_flow` (ebpf/src/bench.rs) turns every repetition
 /// into the SYN of a new flow from the last rule's source to [`NEW_FLOW_NET`] on the last
 /// rule's port and tail-calls the overlay program; each run must open a flow.
-fn new_flow_repeat(lab: &mut Lab, src: usize, port: u16, p: &Params) -> Result<NewFlowRepeat> {
+fn new_flow_repeat(lab: &mut Lab, src: usize, port: u16, p: &Params) -> Result<Harnessed> {
     // As in ebpf/src/bench.rs.
     const SYN_LEN: usize = 62;
     const SPORTS: u32 = 64_512;
@@ -847,7 +1029,7 @@ fn new_flow_repeat(lab: &mut Lab, src: usize, port: u16, p: &Params) -> Result<N
         "conntrack went from {before} to {after} entries over {} new flows",
         p.repeat
     );
-    Ok(NewFlowRepeat {
+    Ok(Harnessed {
         wrapped,
         harness: wrapped_accept.saturating_sub(alone),
     })
@@ -1023,6 +1205,32 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
             let overhead = c.xdp_plain_one.p50 as i64 - c.xdp_plain as i64;
             format!("≈{}", c.xdp_masq.p50 as i64 - overhead)
         },
+    )?;
+    row(
+        "established, masquerade on (TCP data, SNAT rewrite)",
+        &format!(
+            "repeat={rep}, packet restored before every run (harness `sg_bench_same_packet`), \
+             its cost subtracted"
+        ),
+        &|c| c.masq_rep.net().to_string(),
+    )?;
+    row(
+        "established reply LAN → overlay, masquerade on (reverse NAT)",
+        &format!("repeat={rep}, the same harness, its cost subtracted"),
+        &|c| c.masq_reply_rep.net().to_string(),
+    )?;
+    row(
+        "established, masquerade on, XDP stage (TCP data, SNAT rewrite)",
+        &format!(
+            "repeat={rep}, frame restored before every run (harness `sg_bench_same_frame`), \
+             its cost subtracted"
+        ),
+        &|c| c.xdp_masq_rep.net().to_string(),
+    )?;
+    row(
+        "… of which the harnesses (subtracted above: TC / XDP)",
+        &format!("harness in front of a program that returns at once − that program, repeat={rep}"),
+        &|c| format!("{} / {}", c.masq_rep.harness, c.xdp_masq_rep.harness),
     )?;
     row(
         "new flow accepted (TCP SYN: policy, conntrack, masquerade, MSS clamp)",

@@ -124,10 +124,60 @@ pub fn sg_bench_new_flow(ctx: TcContext) -> i32 {
     TC_ACT_SHOT
 }
 
-/// Calibration target for [`sg_bench_new_flow`]: returns at once.
+/// Calibration target for [`sg_bench_new_flow`] and [`sg_bench_same_packet`]: returns at once.
 #[classifier]
 pub fn sg_bench_accept(_ctx: TcContext) -> i32 {
     TC_ACT_REDIRECT
+}
+
+/// Harness for timing a path that rewrites the packet (masquerade, reverse NAT) with
+/// `BPF_PROG_TEST_RUN`'s `repeat`: before every run it writes the template of
+/// [`SG_BENCH_SYN`] (the packet's first [`SYN_LEN`] bytes) back over the packet, unchanged, so
+/// every repetition sees the original packet of one tracked flow, then tail-calls the program
+/// under test. Timed in front of [`sg_bench_accept`] as well, to subtract its own cost.
+#[classifier]
+pub fn sg_bench_same_packet(ctx: TcContext) -> i32 {
+    let Some(t) = SG_BENCH_SYN.get_ptr(0) else {
+        return TC_ACT_SHOT;
+    };
+    // SAFETY: `t` is this CPU's template, a map value of SYN_LEN bytes valid for this run.
+    unsafe {
+        if bpf_skb_store_bytes(ctx.skb.skb.cast(), 0, t.cast(), SYN_LEN as u32, 0) != 0 {
+            return TC_ACT_SHOT;
+        }
+        SG_BENCH_NEXT.tail_call(&ctx, 0);
+    }
+    TC_ACT_SHOT
+}
+
+/// The XDP program [`sg_bench_same_frame`] hands every frame to, at index 0.
+#[map(name = "SG_BENCH_NEXT_XDP")]
+static SG_BENCH_NEXT_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// [`sg_bench_same_packet`] for XDP programs: restores the frame's first [`SYN_LEN`] bytes
+/// from the template and tail-calls [`SG_BENCH_NEXT_XDP`].
+#[xdp]
+pub fn sg_bench_same_frame(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + SYN_LEN > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(t) = SG_BENCH_SYN.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the frame holds at least SYN_LEN bytes from `start` (checked against data_end
+    // above) and `t` is a map value of exactly SYN_LEN bytes.
+    unsafe {
+        *(start as *mut [u8; SYN_LEN]) = *t;
+        SG_BENCH_NEXT_XDP.tail_call(&ctx, 0);
+    }
+    xdp_action::XDP_ABORTED
+}
+
+/// Calibration target for [`sg_bench_same_frame`]: returns at once.
+#[xdp]
+pub fn sg_bench_xdp_accept(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_REDIRECT
 }
 
 #[cfg(not(test))]

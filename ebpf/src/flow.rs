@@ -655,6 +655,17 @@ fn redirect_l2(
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
+/// Options of the source rewrite (masquerade) of an established overlay packet: a TUN's skbs
+/// never carry a receive checksum (`CHECKSUM_COMPLETE`); an Ethernet overlay's might.
+#[inline(always)]
+fn rw_src(l2: bool) -> u8 {
+    if l2 {
+        rewrite::SRC | rewrite::COMPLETE
+    } else {
+        rewrite::SRC
+    }
+}
+
 /// Sends a packet from a LAN interface into the overlay interface.
 #[inline(always)]
 fn to_overlay(cfg: &Config) -> i32 {
@@ -729,7 +740,8 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             return OK;
         }
         if e.flags & ct_flags::SNAT != 0
-            && rewrite::rewrite_side(ctx, p, true, e.nat(), e.nat_port).is_err()
+            && rewrite::rewrite_side(ctx, p, rw_src(l2) | rewrite::DIRECT, e.nat(), e.nat_port)
+                .is_err()
         {
             count(Counter::DropInvalid);
             return SHOT;
@@ -911,7 +923,7 @@ fn new_overlay_flow<const V4: bool>(ctx: &TcContext, p: &Parsed, cfg: &Config, l
             Some(e) => unsafe { ((*e).nat_addr, (*e).nat_port) },
             None => (route.src, port),
         };
-        if rewrite::rewrite_side(ctx, p, true, &naddr, nport).is_err() {
+        if rewrite::rewrite_side(ctx, p, rewrite::SRC, &naddr, nport).is_err() {
             count(Counter::DropInvalid);
             return SHOT;
         }
@@ -1045,8 +1057,15 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
         if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
             touch(ct, true, len, p.key.proto, p.tcp_flags);
             count(Counter::Established);
+            // Into a TUN the skb's receive checksum is never looked at again; an Ethernet
+            // overlay's receiver may check it.
+            let opts = if cfg.flags & config_flags::OVERLAY_L2 != 0 {
+                rewrite::DIRECT | rewrite::COMPLETE
+            } else {
+                rewrite::DIRECT
+            };
             if e.flags & ct_flags::SNAT != 0
-                && rewrite::rewrite_side(ctx, p, false, &r.saddr, r.sport).is_err()
+                && rewrite::rewrite_side(ctx, p, opts, &r.saddr, r.sport).is_err()
             {
                 count(Counter::DropInvalid);
                 return SHOT;

@@ -1,15 +1,19 @@
 //! Header rewrites with checksum fix-ups: addresses and ports (NAT), TCP MSS clamping, and the
 //! headers quoted inside ICMP errors.
 //!
-//! L4 checksums are updated incrementally through `bpf_l4_csum_replace`, which also does the
+//! Established flows' NAT is written in place with direct packet access and checksums computed
+//! here (RFC 1624), no helper call, whenever the packet's checksum state is known to allow it
+//! ([`rewrite_direct`]). Everything else goes through `bpf_l4_csum_replace`, which does the
 //! right thing for `CHECKSUM_PARTIAL` skbs (offloaded TUN super-packets, where the field holds
-//! the pseudo-header sum) and `CHECKSUM_COMPLETE` ones. The IPv4 header checksum has no such
-//! states: the NAT of a parsed packet computes it here and writes it together with the
-//! addresses (one helper call instead of two); other rewrites use `bpf_l3_csum_replace`.
+//! the pseudo-header sum) and `CHECKSUM_COMPLETE` ones; there the IPv4 header checksum, which
+//! has no such states, is computed here and written together with the addresses (one helper
+//! call instead of two), and other rewrites use `bpf_l3_csum_replace`.
+
+use core::ptr::write_unaligned;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    helpers::bpf_csum_diff,
+    helpers::{bpf_csum_diff, bpf_csum_update},
     programs::TcContext,
 };
 use swiftgate_common::{FAMILY_V4, proto};
@@ -17,7 +21,7 @@ use swiftgate_common::{FAMILY_V4, proto};
 use crate::{
     csum,
     flow::v4,
-    parse::{Inner, Parsed},
+    parse::{Inner, Parsed, bytes},
 };
 
 /// A rewrite helper failed (the skb is in an unknown state: drop it).
@@ -134,16 +138,139 @@ fn set_addr_v4_parsed(ctx: &TcContext, p: &Parsed, src: bool, new: &[u8; 16]) ->
     ok(ctx.store(p.l3 + 10, &hdr, 0))
 }
 
-/// Applies a full address+port rewrite of one side of `p`, whose headers must be as parsed
-/// (the first rewrite of the packet in this run).
-#[inline(never)]
-pub fn rewrite_side(
+/// [`rewrite_side`] with direct packet access, when the packet allows it: TCP or UDP, not a
+/// GSO packet, the headers in the skb's linear part, and an L4 checksum field that does not
+/// look like offload's pseudo-header seed (a `CHECKSUM_PARTIAL` skb, whose field the helpers
+/// must update differently; [`csum::looks_partial`]). Then addresses, port and checksums are
+/// written in place with no helper call, except `bpf_csum_update` when `complete` says the skb
+/// may carry a receive checksum over its data (`CHECKSUM_COMPLETE`) that a later receiver
+/// checks. Returns `false`, having written nothing, when the helper path must do it.
+#[inline(always)]
+fn rewrite_direct(
     ctx: &TcContext,
     p: &Parsed,
     src: bool,
     new_addr: &[u8; 16],
     new_port: u16,
+    complete: bool,
+) -> bool {
+    let k = &p.key;
+    let csum_off = match k.proto {
+        proto::TCP => 16,
+        proto::UDP => 6,
+        _ => return false,
+    };
+    // SAFETY: reading a field of the program's context.
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return false;
+    }
+    let is_v4 = k.family == FAMILY_V4;
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let (ip, l4) = (data + p.l3, data + p.l4);
+    let at = l4 + csum_off;
+    if ip + 40 > end || at + 2 > end || l4 < ip {
+        return false;
+    }
+    // SAFETY: ip + 40 and at + 2 were checked against data_end; the ports are before `at`.
+    let (check, total) = unsafe {
+        (
+            csum::word(at),
+            u16::from_be_bytes(bytes::<2>(if is_v4 { ip + 2 } else { ip + 4 })),
+        )
+    };
+    // The L4 length: IPv4 total length minus the header, IPv6 payload minus extension headers.
+    let hdrs = (l4 - ip) as u16;
+    let l4_len = if is_v4 {
+        total.wrapping_sub(hdrs)
+    } else {
+        total.wrapping_sub(hdrs.wrapping_sub(40))
+    };
+    if csum::looks_partial(k, l4_len, check) {
+        return false;
+    }
+    // A zero UDP checksum means "none" over IPv4 (it stays zero) and is invalid over IPv6.
+    let udp_none = k.proto == proto::UDP && check == 0;
+    if udp_none && !is_v4 {
+        return false;
+    }
+    let (old_addr, old_port, port_at) = if src {
+        (&k.saddr, k.sport, l4)
+    } else {
+        (&k.daddr, k.dport, l4 + 2)
+    };
+    let (op, np) = (
+        u16::from_ne_bytes(old_port.to_be_bytes()),
+        u16::from_ne_bytes(new_port.to_be_bytes()),
+    );
+    // What the L4 checksum covers of the change: the address (pseudo-header) and the port.
+    let mut l4_diff = csum::diff(&[op], &[np]);
+    // What changes in the packet's bytes besides the L4 checksum (for skb->csum).
+    let mut data_diff = l4_diff;
+    // SAFETY: all writes are within ip + 40 and `at` + 2, checked against data_end above;
+    // unaligned writes are fine for packet data.
+    unsafe {
+        if is_v4 {
+            let (o, n): ([u16; 2], [u16; 2]) =
+                (csum::words(&v4(old_addr)), csum::words(&v4(new_addr)));
+            let d = csum::diff(&o, &n);
+            l4_diff += d;
+            // The header checksum compensates the address: the header's sum stays the same.
+            let ip_check = csum::word(ip + 10);
+            write_unaligned((ip + 10) as *mut u16, csum::apply(ip_check, d));
+            write_unaligned(
+                (ip + if src { 12 } else { 16 }) as *mut [u8; 4],
+                v4(new_addr),
+            );
+        } else {
+            let (o, n): ([u16; 8], [u16; 8]) = (csum::words(old_addr), csum::words(new_addr));
+            let d = csum::diff(&o, &n);
+            l4_diff += d;
+            data_diff += d;
+            write_unaligned((ip + if src { 8 } else { 24 }) as *mut [u8; 16], *new_addr);
+        }
+        write_unaligned(port_at as *mut u16, np);
+        if !udp_none {
+            let mut c = csum::apply(check, l4_diff);
+            if k.proto == proto::UDP && c == 0 {
+                c = 0xffff;
+            }
+            write_unaligned(at as *mut u16, c);
+            data_diff += csum::diff(&[check], &[c]);
+        }
+        if complete {
+            // Adds to skb->csum only when the skb is CHECKSUM_COMPLETE (an error otherwise).
+            let _ = bpf_csum_update(ctx.skb.skb, data_diff);
+        }
+    }
+    true
+}
+
+/// [`rewrite_side`] option: rewrite the source (without it: the destination).
+pub const SRC: u8 = 1;
+/// [`rewrite_side`] option: try [`rewrite_direct`] first. Only the established paths ask for
+/// it: the new-flow program is near the verifier's budget, and its packets are few.
+pub const DIRECT: u8 = 2;
+/// [`rewrite_side`] option: the skb may be `CHECKSUM_COMPLETE` and go where that sum is
+/// checked (see [`rewrite_direct`]).
+pub const COMPLETE: u8 = 4;
+
+/// Applies a full address+port rewrite of one side of `p` (options [`SRC`], [`DIRECT`],
+/// [`COMPLETE`], constants at every call so the verifier follows only the paths they select;
+/// one argument, as BPF functions take at most five), whose headers must be as parsed (the
+/// first rewrite of the packet in this run): in place when [`rewrite_direct`] can, else
+/// through the checksum helpers.
+#[inline(never)]
+pub fn rewrite_side(
+    ctx: &TcContext,
+    p: &Parsed,
+    opts: u8,
+    new_addr: &[u8; 16],
+    new_port: u16,
 ) -> R {
+    let src = opts & SRC != 0;
+    if opts & DIRECT != 0 && rewrite_direct(ctx, p, src, new_addr, new_port, opts & COMPLETE != 0) {
+        return Ok(());
+    }
     let k = &p.key;
     let (old_addr, old_port) = if src {
         (&k.saddr, k.sport)

@@ -39,16 +39,6 @@ use crate::{
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, bytes, put_addr, tcp, v4_words, v6_words},
 };
 
-/// Reads the 16-bit word at `at` as stored (the byte order checksums are computed in).
-///
-/// # Safety
-/// As [`bytes`].
-#[inline(always)]
-unsafe fn word(at: usize) -> u16 {
-    // SAFETY: as the caller guarantees.
-    u16::from_ne_bytes(unsafe { bytes::<2>(at) })
-}
-
 /// The program: the fast path, or `XDP_PASS` to the TC program.
 #[inline(always)]
 pub fn overlay(ctx: &XdpContext) -> u32 {
@@ -159,9 +149,9 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         l4 + 6
     };
     // SAFETY: within the L4 header checked against data_end above.
-    let check = unsafe { word(csum_at) };
+    let check = unsafe { csum::word(csum_at) };
     // IPv6 UDP without a checksum is invalid; TC leaves such packets as they are.
-    if looks_partial(key, l4_len, check)
+    if csum::looks_partial(key, l4_len, check)
         || (family == FAMILY_V6 && l4_proto == proto::UDP && check == 0)
     {
         return None;
@@ -238,38 +228,6 @@ fn fib_macs(ctx: &XdpContext, key: &FlowKey, lan_ifindex: u32) -> Option<[u8; 12
     ])
 }
 
-/// Whether the L4 checksum field holds only the pseudo-header seed that checksum offload
-/// leaves for the device to complete (`CHECKSUM_PARTIAL`: a local sender behind a veth).
-/// XDP cannot see the skb's checksum state, and a frame redirected from here would reach the
-/// LAN with its checksum never completed, so such packets take the TC path, which keeps the
-/// state. A complete checksum equals the seed only by chance (about 1 in 65,536 packets, which
-/// then take the TC path too).
-#[inline(always)]
-fn looks_partial(key: &FlowKey, l4_len: u16, check: u16) -> bool {
-    // One's complement sum of the pseudo-header, taken over the key's addresses as 32-bit
-    // halves of 64-bit words (FlowKey is 8-byte aligned; an IPv4 key's unused address bytes
-    // are zero, so one formula serves both families), then folded to 16 bits.
-    // SAFETY: [u8; 16] and [u64; 2] have the same size; any bit pattern is valid.
-    let (sa, da) = unsafe {
-        (
-            mem::transmute::<[u8; 16], [u64; 2]>(key.saddr),
-            mem::transmute::<[u8; 16], [u64; 2]>(key.daddr),
-        )
-    };
-    let mut s = 0u64;
-    for w in [sa[0], sa[1], da[0], da[1]] {
-        s += (w & 0xffff_ffff) + (w >> 32);
-    }
-    s += u16::from_ne_bytes([0, key.proto]) as u64;
-    s += u16::from_ne_bytes(l4_len.to_be_bytes()) as u64;
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    let seed = s as u16;
-    check == seed || (seed == 0xffff && check == 0) || (seed == 0 && check == 0xffff)
-}
-
 /// Rewrites the source address from `old` to `new` with the IP (v4) and L4 checksums.
 #[inline(always)]
 fn snat_rewrite(
@@ -290,14 +248,14 @@ fn snat_rewrite(
         return None;
     }
     // SAFETY: checked against data_end above.
-    let l4_check = unsafe { word(csum_at) };
+    let l4_check = unsafe { csum::word(csum_at) };
     // A UDP checksum of zero means "none" (IPv4) and stays zero.
     let l4_has_check = !(l4_proto == proto::UDP && l4_check == 0);
     if family == FAMILY_V4 {
         let (o, n): ([u16; 2], [u16; 2]) = (csum::words(&v4(old)), csum::words(&v4(new)));
         // SAFETY: the IPv4 header (20 bytes from `ip`) was checked against data_end.
         unsafe {
-            let ip_check = word(ip + 10);
+            let ip_check = csum::word(ip + 10);
             write_unaligned((ip + 10) as *mut u16, csum::update(ip_check, &o, &n));
             write_unaligned((ip + 12) as *mut [u8; 4], v4(new));
         }

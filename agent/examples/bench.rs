@@ -1349,17 +1349,17 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
     let accept_est: Vec<String> = cols
         .iter()
         .map(|c| {
-            let overhead = c.deny_one.p50 as i64 - c.deny as i64;
-            let xdp_overhead = c.xdp_plain_one.p50 as i64 - c.xdp_plain as i64;
             format!(
-                "{}: established {} ns (XDP stage: {} ns, masquerade on ≈{} ns), new flow {} ns \
-                 (single runs ≈{} ns)",
+                "{}: established {} ns, masquerade on {} ns, LAN → overlay reply {} / {} ns \
+                 (masquerade off / on), XDP stage {} / {} ns; new flow {} ns",
                 c.label,
                 c.est_plain,
+                c.masq_rep.net(),
+                c.est_reply,
+                c.masq_reply_rep.net(),
                 c.xdp_plain,
-                c.xdp_masq.p50 as i64 - xdp_overhead,
+                c.xdp_masq_rep.net(),
                 c.new_flow_rep.net(),
-                c.new_flow.p50 as i64 - overhead
             )
         })
         .collect();

@@ -255,10 +255,10 @@ pub const DIRECT: u8 = 2;
 pub const COMPLETE: u8 = 4;
 
 /// Applies a full address+port rewrite of one side of `p` (options [`SRC`], [`DIRECT`],
-/// [`COMPLETE`], constants at every call so the verifier follows only the paths they select;
-/// one argument, as BPF functions take at most five), whose headers must be as parsed (the
-/// first rewrite of the packet in this run): in place when [`rewrite_direct`] can, else
-/// through the checksum helpers.
+/// [`COMPLETE`] in one argument, as BPF functions take at most five; [`DIRECT`] is a constant
+/// at every call, so where it is not set the verifier does not follow the in-place path),
+/// whose headers must be as parsed (the first rewrite of the packet in this run): in place
+/// when [`rewrite_direct`] can, else through the checksum helpers.
 #[inline(never)]
 pub fn rewrite_side(
     ctx: &TcContext,

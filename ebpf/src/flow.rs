@@ -646,27 +646,21 @@ fn redirect_l2(
             count(Counter::DropInvalid);
             return SHOT;
         }
-        // Zero MAC addresses (the neighbour code fills them in) and the EtherType, read from
-        // read-only data: a header built on the stack would cost stack the verifier limits.
+        // Zero MAC addresses (the neighbour code fills them in) and the EtherType, written
+        // in place (the helper that would store them costs a call).
         let hdr: &[u8; parse::ETH_LEN] = if family == FAMILY_V4 {
             &ETH_HDR_V4
         } else {
             &ETH_HDR_V6
         };
-        // SAFETY: `hdr` is ETH_LEN readable bytes, stored at the (new) start of the packet.
-        let rc = unsafe {
-            aya_ebpf::helpers::bpf_skb_store_bytes(
-                ctx.skb.skb.cast(),
-                0,
-                hdr.as_ptr().cast(),
-                parse::ETH_LEN as u32,
-                0,
-            )
-        };
-        if rc != 0 {
+        let (data, end) = (ctx.data(), ctx.data_end());
+        if data + parse::ETH_LEN > end {
             count(Counter::DropInvalid);
             return SHOT;
         }
+        // SAFETY: ETH_LEN bytes from `data` were checked against data_end just above (after
+        // the head moved); unaligned writes are fine for packet data.
+        unsafe { core::ptr::write_unaligned(data as *mut [u8; parse::ETH_LEN], *hdr) };
     }
     if !nh.is_null() {
         // SAFETY: `nh` points to a `bpf_redir_neigh` (a map value or the caller's stack) of

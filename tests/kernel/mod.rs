@@ -102,6 +102,10 @@ pub struct Lab {
     pub lan: u32,
     /// LAN 2 (198.51.100.0/24).
     pub lan2: u32,
+    /// A TUN device (`tun0`, no process behind it) for configurations with an L3 overlay
+    /// (`overlay = "tun0"`, `overlay_l2 = false`). A TC test run with this ifindex hands the
+    /// program the packet without its Ethernet header, as a TUN's TC hook sees it.
+    pub tun: u32,
     orig_ns: File,
     pin: PathBuf,
 }
@@ -163,6 +167,8 @@ impl Lab {
             "link add ovl type veth peer name ovlp",
             "link add lan type veth peer name lanp",
             "link add lan2 type veth peer name lan2p",
+            "tuntap add dev tun0 mode tun",
+            "link set tun0 up",
             "link set ovlp up",
             "link set lanp up",
             "link set lan2p up",
@@ -201,6 +207,7 @@ impl Lab {
             ovl: idx("ovl"),
             lan: idx("lan"),
             lan2: idx("lan2"),
+            tun: idx("tun0"),
             ns,
             dp,
             cfg,

@@ -649,17 +649,6 @@ fn redirect_l2(
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
-/// Options of the source rewrite (masquerade) of an established overlay packet: a TUN's skbs
-/// never carry a receive checksum (`CHECKSUM_COMPLETE`); an Ethernet overlay's might.
-#[inline(always)]
-fn rw_src(l2: bool) -> u8 {
-    if l2 {
-        rewrite::SRC | rewrite::COMPLETE
-    } else {
-        rewrite::SRC
-    }
-}
-
 /// Sends a packet from a LAN interface into the overlay interface.
 #[inline(always)]
 fn to_overlay(cfg: &Config) -> i32 {
@@ -734,7 +723,16 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             return OK;
         }
         if e.flags & ct_flags::SNAT != 0
-            && rewrite::rewrite_side(ctx, p, rw_src(l2) | rewrite::DIRECT, e.nat(), e.nat_port)
+            // COMPLETE: the overlay device may hand over a receive checksum (an Ethernet
+            // overlay, or an L3 tunnel such as GRE; a TUN never does), and the LAN side may be
+            // a veth whose receiver checks it.
+            && rewrite::rewrite_side(
+                ctx,
+                p,
+                rewrite::SRC | rewrite::DIRECT | rewrite::COMPLETE,
+                e.nat(),
+                e.nat_port,
+            )
                 .is_err()
         {
             count(Counter::DropInvalid);

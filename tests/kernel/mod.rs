@@ -103,8 +103,9 @@ pub struct Lab {
     /// LAN 2 (198.51.100.0/24).
     pub lan2: u32,
     /// A TUN device (`tun0`, no process behind it) for configurations with an L3 overlay
-    /// (`overlay = "tun0"`, `overlay_l2 = false`). A TC test run with this ifindex hands the
-    /// program the packet without its Ethernet header, as a TUN's TC hook sees it.
+    /// (`overlay = "tun0"`, `overlay_l2 = false`): the programs redirect into it. (A TC test
+    /// run still hands a program an Ethernet frame, whatever the ifindex, so the TUN's own
+    /// ingress program cannot be run through it.)
     pub tun: u32,
     orig_ns: File,
     pin: PathBuf,

@@ -1,6 +1,7 @@
 //! One's-complement checksum arithmetic for rewrites done in the program itself (the XDP
-//! stage, and the IPv4 header checksum of the TC rewrites), on 16-bit words as stored in the
-//! packet: the sum does not depend on the byte order as long as every word is read the same way.
+//! stage's NAT, the TC programs' in-place NAT of established flows, and the IPv4 header
+//! checksum of their helper path), on 16-bit words as stored in the packet: the sum does not
+//! depend on the byte order as long as every word is read the same way.
 
 use core::mem;
 

@@ -10,7 +10,8 @@ use kernel::{
     pkt::{self, Tcp, View},
 };
 use std::net::IpAddr;
-use swiftgate_common::{Counter, programs};
+use swiftgate::dataplane;
+use swiftgate_common::{Counter, config_flags, programs};
 
 const CONFIG: &str = r#"
 [[peers]]
@@ -355,6 +356,56 @@ fn masquerade_port_collision_picks_a_free_port() {
 /// allows it; this covers every shape that path handles: a changed port both ways, a UDP
 /// checksum of zero, IP options, IPv6 TCP and UDP. Fields and checksums are checked by
 /// tests/kernel/pkt.rs, independently of the programs.
+/// The agent tells a TUN overlay (which never hands over a receive checksum) from an Ethernet
+/// one, and the fast path's masquerade of a TUN overlay's packets (no receive-checksum update)
+/// still leaves every checksum right, in place and through the helpers.
+#[test]
+fn tun_overlay_is_recognised_and_its_masquerade_keeps_checksums_right() {
+    let veth = Lab::new(CONFIG);
+    assert_eq!(swiftgate::netdev::driver("ovl").unwrap(), "veth");
+    assert_eq!(
+        dataplane::kernel_config(&veth.cfg).unwrap().flags & config_flags::OVERLAY_TUN,
+        0
+    );
+    drop(veth);
+    let mut lab = Lab::new_tun_overlay(CONFIG);
+    assert_eq!(swiftgate::netdev::driver("tun0").unwrap(), "tun");
+    let k = dataplane::kernel_config(&lab.cfg).unwrap();
+    assert_ne!(k.flags & config_flags::OVERLAY_TUN, 0);
+    assert_eq!(k.flags & config_flags::OVERLAY_L2, 0);
+    assert_eq!(k.overlay_ifindex, lab.tun);
+
+    let data = b"through a TUN overlay";
+    let (rc, out) = lab.overlay(&pkt::tcp(
+        "100.64.0.2",
+        40001,
+        "192.0.2.10",
+        443,
+        Tcp::Syn(0),
+        b"",
+    ));
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    let port = View::eth(&out).sport();
+    let n = grew(&mut lab, Counter::Established, |lab| {
+        let fwd = pkt::tcp("100.64.0.2", 40001, "192.0.2.10", 443, Tcp::Ack, data);
+        for frame in [fwd.clone(), pkt::with_ipv4_options(&fwd, 2)] {
+            let (rc, out) = lab.overlay(&frame);
+            assert_eq!(rc, TC_ACT_REDIRECT);
+            let v = View::eth(&out);
+            assert_eq!((v.src, v.sport()), (ip("192.0.2.1"), port));
+            assert_eq!((v.dst, v.dport()), (ip("192.0.2.10"), 443));
+            v.assert_checksums();
+        }
+        let (rc, out) = lab.overlay(&pkt::udp("100.64.0.2", 5400, "192.0.2.10", 53, b"q1"));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        View::eth(&out).assert_checksums();
+        let (rc, out) = lab.overlay(&pkt::udp("100.64.0.2", 5400, "192.0.2.10", 53, b"q2"));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        View::eth(&out).assert_checksums();
+    });
+    assert_eq!(n, 3);
+}
+
 #[test]
 fn established_packets_rewritten_in_place_keep_correct_checksums() {
     let mut lab = Lab::new(CONFIG);

@@ -495,6 +495,9 @@ pub fn kernel_config(cfg: &Config) -> Result<KernelConfig> {
     if cfg.overlay_l2 {
         flags |= config_flags::OVERLAY_L2;
     }
+    if crate::netdev::is_tun(&cfg.overlay) {
+        flags |= config_flags::OVERLAY_TUN;
+    }
     Ok(KernelConfig {
         overlay_ifindex,
         flags,

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod mgmt;
+pub mod netdev;
 pub mod policy;
 pub mod run;
 pub mod signal;

@@ -722,18 +722,21 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
         if e.flags & ct_flags::LOCAL != 0 {
             return OK;
         }
+        // COMPLETE: the overlay device may hand over a receive checksum (an Ethernet
+        // overlay, or an L3 tunnel such as GRE), and the LAN side may be a veth whose
+        // receiver checks it; a TUN never does (the agent says so with OVERLAY_TUN).
+        let complete = cfg.flags & config_flags::OVERLAY_TUN == 0;
         if e.flags & ct_flags::SNAT != 0
-            // COMPLETE: the overlay device may hand over a receive checksum (an Ethernet
-            // overlay, or an L3 tunnel such as GRE; a TUN never does), and the LAN side may be
-            // a veth whose receiver checks it.
+            && !(key.family == FAMILY_V4
+                && rewrite::rewrite_direct(ctx, p, true, e.nat(), e.nat_port, complete))
             && rewrite::rewrite_side(
                 ctx,
                 p,
-                rewrite::SRC | rewrite::DIRECT | rewrite::COMPLETE,
+                rewrite::SRC | rewrite::DIRECT | if complete { rewrite::COMPLETE } else { 0 },
                 e.nat(),
                 e.nat_port,
             )
-                .is_err()
+            .is_err()
         {
             count(Counter::DropInvalid);
             return SHOT;
@@ -1051,13 +1054,18 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
             count(Counter::Established);
             // Into a TUN the skb's receive checksum is never looked at again; an Ethernet
             // overlay's receiver may check it.
-            let opts = if cfg.flags & config_flags::OVERLAY_L2 != 0 {
-                rewrite::DIRECT | rewrite::COMPLETE
-            } else {
-                rewrite::DIRECT
-            };
+            let complete = cfg.flags & config_flags::OVERLAY_L2 != 0;
             if e.flags & ct_flags::SNAT != 0
-                && rewrite::rewrite_side(ctx, p, opts, &r.saddr, r.sport).is_err()
+                && !(key.family == FAMILY_V4
+                    && rewrite::rewrite_direct(ctx, p, false, &r.saddr, r.sport, complete))
+                && rewrite::rewrite_side(
+                    ctx,
+                    p,
+                    rewrite::DIRECT | if complete { rewrite::COMPLETE } else { 0 },
+                    &r.saddr,
+                    r.sport,
+                )
+                .is_err()
             {
                 count(Counter::DropInvalid);
                 return SHOT;

@@ -138,15 +138,20 @@ fn set_addr_v4_parsed(ctx: &TcContext, p: &Parsed, src: bool, new: &[u8; 16]) ->
     ok(ctx.store(p.l3 + 10, &hdr, 0))
 }
 
-/// [`rewrite_side`] with direct packet access, when the packet allows it: TCP or UDP, not a
-/// GSO packet, the headers in the skb's linear part, and an L4 checksum field that does not
-/// look like offload's pseudo-header seed (a `CHECKSUM_PARTIAL` skb, whose field the helpers
-/// must update differently; [`csum::looks_partial`]). Then addresses, port and checksums are
-/// written in place with no helper call, except `bpf_csum_update` when `complete` says the skb
-/// may carry a receive checksum over its data (`CHECKSUM_COMPLETE`) that a later receiver
-/// checks. Returns `false`, having written nothing, when the helper path must do it.
+/// A full address+port rewrite of one side of `p` (the source when `src`) with direct packet
+/// access, when the packet allows it: TCP or UDP, not a GSO packet, the headers in the skb's
+/// linear part, and an L4 checksum field that does not look like offload's pseudo-header seed
+/// (a `CHECKSUM_PARTIAL` skb, whose field the helpers must update differently;
+/// [`csum::looks_partial`]). Then addresses, port and checksums are written in place with no
+/// helper call, except `bpf_csum_update` when `complete` says the skb may carry a receive
+/// checksum over its data (`CHECKSUM_COMPLETE`) that a later receiver checks. Returns `false`,
+/// having written nothing, when [`rewrite_side`] must do it.
+///
+/// The established paths inline it for IPv4 packets: a BPF function call costs a return
+/// through the kernel's return thunk (Safe RET on this CPU), about the price of the rewrite;
+/// IPv6 (whose address words would not fit the callers' stack) goes through [`rewrite_side`].
 #[inline(always)]
-fn rewrite_direct(
+pub fn rewrite_direct(
     ctx: &TcContext,
     p: &Parsed,
     src: bool,
@@ -248,7 +253,9 @@ fn rewrite_direct(
 /// [`rewrite_side`] option: rewrite the source (without it: the destination).
 pub const SRC: u8 = 1;
 /// [`rewrite_side`] option: try [`rewrite_direct`] first. Only the established paths ask for
-/// it: the new-flow program is near the verifier's budget, and its packets are few.
+/// it (they inline [`rewrite_direct`] for IPv4 and leave IPv6 to this function, whose stack
+/// frame is its own): the new-flow program is near the verifier's budget, and its packets
+/// are few.
 pub const DIRECT: u8 = 2;
 /// [`rewrite_side`] option: the skb may be `CHECKSUM_COMPLETE` and go where that sum is
 /// checked (see [`rewrite_direct`]).
@@ -258,7 +265,8 @@ pub const COMPLETE: u8 = 4;
 /// [`COMPLETE`] in one argument, as BPF functions take at most five; [`DIRECT`] is a constant
 /// at every call, so where it is not set the verifier does not follow the in-place path),
 /// whose headers must be as parsed (the first rewrite of the packet in this run): in place
-/// when [`rewrite_direct`] can, else through the checksum helpers.
+/// when [`rewrite_direct`] can, else through the checksum helpers, which know the skb's
+/// checksum state.
 #[inline(never)]
 pub fn rewrite_side(
     ctx: &TcContext,

@@ -139,6 +139,23 @@ impl Lab {
         })
     }
 
+    /// Like [`Lab::new`], with the lab's TUN device `tun0` as the overlay (`overlay_l2 =
+    /// false`, how a WireGuard routing peer runs). Test runs still go through the Ethernet
+    /// overlay program (see [`Lab::tun`]).
+    pub fn new_tun_overlay(config: &str) -> Lab {
+        Lab::with_config(|pin| {
+            let toml = lab_toml(pin, config).replace(
+                "overlay = \"ovl\"\noverlay_l2 = true",
+                "overlay = \"tun0\"\noverlay_l2 = false",
+            );
+            assert!(
+                toml.contains("overlay = \"tun0\""),
+                "lab interface text changed"
+            );
+            Config::from_toml(&toml).expect("lab configuration")
+        })
+    }
+
     /// Like [`Lab::new`], with a configuration built by `make` (e.g. from a
     /// [`swiftgate::config::FileConfig`] too large to write as TOML). `make` gets the pin path
     /// the configuration must use; the interfaces are the lab's (`ovl`, `lan`, `lan2`).

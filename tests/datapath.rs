@@ -11,7 +11,7 @@ use kernel::{
 };
 use std::net::IpAddr;
 use swiftgate::dataplane;
-use swiftgate_common::{Counter, config_flags, programs};
+use swiftgate_common::{Counter, config_flags, ct_flags, ct_timeout, programs};
 
 const CONFIG: &str = r#"
 [[peers]]
@@ -170,6 +170,30 @@ fn tcp_flow_is_masqueraded_clamped_and_reverse_translated() {
     assert_eq!(n, 2);
     let f = lab.flow("100.64.0.2", 40000, "192.0.2.10", 443).unwrap();
     assert_eq!((f.entry.packets_orig, f.entry.packets_reply), (2, 2));
+    // The reply direction's state (kept in the reply entry) reaches the agent's view of the
+    // flow, and with it the timeouts: an RST from the server makes it a closing flow.
+    let want = ct_flags::SEEN_REPLY | ct_flags::TCP_SYNACK;
+    assert_eq!(f.entry.flags & want, want);
+    assert_eq!(
+        swiftgate::dataplane::timeout_secs(&f.key, &f.entry),
+        ct_timeout::TCP_ESTABLISHED
+    );
+    let (rc, _) = lab.lan(&pkt::tcp(
+        "192.0.2.10",
+        443,
+        "192.0.2.1",
+        40000,
+        Tcp::Rst,
+        b"",
+    ));
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    let f = lab.flow("100.64.0.2", 40000, "192.0.2.10", 443).unwrap();
+    assert_eq!(f.entry.packets_reply, 3);
+    assert_ne!(f.entry.flags & ct_flags::TCP_RST, 0);
+    assert_eq!(
+        swiftgate::dataplane::timeout_secs(&f.key, &f.entry),
+        ct_timeout::TCP_CLOSING
+    );
 }
 
 #[test]
@@ -1319,6 +1343,14 @@ fn pinned_maps_of_another_layout_are_refused_clearly() {
             "lru_hash",
             "16",
             "80",
+            "another layout",
+        ),
+        (
+            // The reply table before it held the reply direction's state (value: the key).
+            swiftgate_common::maps::CT_REPLY4,
+            "lru_hash",
+            "16",
+            "16",
             "another layout",
         ),
         (

@@ -32,9 +32,9 @@ use aya::{
 };
 use ipnet::IpNet;
 use swiftgate_common::{
-    self as common, Config as KernelConfig, Counter, CtEntry, DestValue, FlowKey, FlowKey4,
-    IdentityValue, PolicyKey, PolicyStats, PolicyValue, config_flags, ct_flags, ct_timeout, maps,
-    proto,
+    self as common, Config as KernelConfig, Counter, CtEntry, CtReply4, CtReply6, DestValue,
+    FlowKey, FlowKey4, IdentityValue, PolicyKey, PolicyStats, PolicyValue, ReplyState,
+    config_flags, ct_flags, ct_timeout, maps, proto,
 };
 
 use crate::{
@@ -567,9 +567,9 @@ fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
     );
     for (name, key, value) in [
         (maps::CONNTRACK4, k4, std::mem::size_of::<CtEntry>()),
-        (maps::CT_REPLY4, k4, k4),
+        (maps::CT_REPLY4, k4, std::mem::size_of::<CtReply4>()),
         (maps::CONNTRACK6, k6, std::mem::size_of::<CtEntry>()),
-        (maps::CT_REPLY6, k6, k6),
+        (maps::CT_REPLY6, k6, std::mem::size_of::<CtReply6>()),
     ] {
         let path = maps_dir.join(name);
         let Some(info) = pinned_info(&path)? else {
@@ -698,9 +698,9 @@ pub struct GcStats {
 /// The pinned maps, opened without loading programs (inspection, GC).
 pub struct State {
     conntrack4: HashMap<MapData, FlowKey4, CtEntry>,
-    reply4: HashMap<MapData, FlowKey4, FlowKey4>,
+    reply4: HashMap<MapData, FlowKey4, CtReply4>,
     conntrack6: HashMap<MapData, FlowKey, CtEntry>,
-    reply6: HashMap<MapData, FlowKey, FlowKey>,
+    reply6: HashMap<MapData, FlowKey, CtReply6>,
     counters: PerCpuArray<MapData, u64>,
     policy_stats: PerCpuHashMap<MapData, u32, PolicyStats>,
 }
@@ -740,8 +740,14 @@ impl State {
         })
     }
 
-    /// Every tracked flow (IPv4, then IPv6).
+    /// Every tracked flow (IPv4, then IPv6), with its reply direction (kept in the reply
+    /// table by the programs) merged into the entry: reply counters, state bits, last seen.
     pub fn flows(&self) -> Vec<Flow> {
+        let mut replies: std::collections::HashMap<FlowKey, ReplyState> = self
+            .reply_states()
+            .into_iter()
+            .map(|(_, orig, state)| (orig, state))
+            .collect();
         let v4 = self
             .conntrack4
             .iter()
@@ -755,18 +761,37 @@ impl State {
             .iter()
             .filter_map(|r| r.ok())
             .map(|(key, entry)| Flow { key, entry });
+        v4.chain(v6)
+            .map(|mut f| {
+                if let Some(s) = replies.remove(&f.key) {
+                    merge_reply(&mut f.entry, &s);
+                }
+                f
+            })
+            .collect()
+    }
+
+    /// Reply-table entries: reply key, original key, reply state (IPv4, then IPv6).
+    fn reply_states(&self) -> Vec<(FlowKey, FlowKey, ReplyState)> {
+        let v4 = self
+            .reply4
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(r, v)| (r.widen(), v.orig.widen(), v.state));
+        let v6 = self
+            .reply6
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(r, v)| (r, v.orig, v.state));
         v4.chain(v6).collect()
     }
 
     /// Reply-direction entries (reply key -> original key), IPv4 then IPv6.
     pub fn replies(&self) -> Vec<(FlowKey, FlowKey)> {
-        let v4 = self
-            .reply4
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(r, o)| (r.widen(), o.widen()));
-        let v6 = self.reply6.iter().filter_map(|r| r.ok());
-        v4.chain(v6).collect()
+        self.reply_states()
+            .into_iter()
+            .map(|(r, o, _)| (r, o))
+            .collect()
     }
 
     /// Whether the flow with original-direction key `k` is tracked.
@@ -793,9 +818,9 @@ impl State {
             self.reply4
                 .get(&FlowKey4::narrow(rk), 0)
                 .ok()
-                .map(|o| o.widen())
+                .map(|v| v.orig.widen())
         } else {
-            self.reply6.get(rk, 0).ok()
+            self.reply6.get(rk, 0).ok().map(|v| v.orig)
         }
     }
 
@@ -874,6 +899,15 @@ impl State {
         }
         Ok(st)
     }
+}
+
+/// Folds a flow's reply state into its entry: reply counters, the reply direction's state bits,
+/// the later of the two last-seen times.
+pub fn merge_reply(e: &mut CtEntry, s: &ReplyState) {
+    e.packets_reply = s.packets;
+    e.bytes_reply = s.bytes;
+    e.flags |= s.flags;
+    e.last_seen_ns = e.last_seen_ns.max(s.last_seen_ns);
 }
 
 /// Idle timeout of a flow, in seconds.

@@ -260,6 +260,56 @@ pub mod ct_flags {
     pub const LOCAL: u8 = 1 << 7;
 }
 
+/// The reply direction's side of a flow, kept in the flow's reply-table entry so that a reply
+/// packet needs one lookup: its counters and state bits, and copies of what forwarding it
+/// needs to know about the flow. The agent merges it into the flow's [`CtEntry`] when it reads
+/// the tables (`packets_reply`, `bytes_reply`, `flags`, `last_seen_ns`).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyState {
+    /// Packets in the reply direction.
+    pub packets: u64,
+    /// Bytes in the reply direction.
+    pub bytes: u64,
+    /// `bpf_ktime_get_coarse_ns()` of the last reply packet (when the entry was made, before
+    /// the first; refreshed at most every [`CT_REFRESH_NS`]).
+    pub last_seen_ns: u64,
+    /// [`ct_flags`] state bits seen in the reply direction (`SEEN_REPLY`, `TCP_SYNACK`,
+    /// `TCP_FIN_REPLY`, `TCP_RST`).
+    pub flags: u8,
+    /// The flow's [`origin`] (copied when the flow is made).
+    pub origin: u8,
+    /// The flow's [`ct_flags::SNAT`] and [`ct_flags::LOCAL`] bits (copied when it is made).
+    pub kind: u8,
+    /// Always zero.
+    pub _pad: [u8; 5],
+}
+
+/// A reply-table entry of an IPv4 flow (`SG_CT4_REPLY`): the flow's original-direction key
+/// and its [`ReplyState`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtReply4 {
+    /// The flow's key in `SG_CT4`.
+    pub orig: FlowKey4,
+    /// The reply direction.
+    pub state: ReplyState,
+}
+
+/// A reply-table entry of an IPv6 flow (`SG_CT6_REPLY`), as [`CtReply4`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtReply6 {
+    /// The flow's key in `SG_CT6`.
+    pub orig: FlowKey,
+    /// The reply direction.
+    pub state: ReplyState,
+}
+
+const _: () = assert!(core::mem::size_of::<ReplyState>() == 32);
+const _: () = assert!(core::mem::size_of::<CtReply4>() == 48);
+const _: () = assert!(core::mem::size_of::<CtReply6>() == 72);
+
 /// A conntrack entry, keyed by the flow's original-direction [`FlowKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -617,6 +667,12 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CtEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReplyState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtReply4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtReply6 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DestValue {}
     // SAFETY: as above.

@@ -3,6 +3,11 @@
 //! `SG_CT6_REPLY`). The kernel hashes and compares the whole key on every lookup, so IPv4 flows,
 //! the common case, pay for 16 bytes instead of 40.
 //!
+//! A reply-table entry holds the flow's original-direction key and the reply direction's
+//! counters and state ([`ReplyState`]), so a reply packet is handled with that one lookup;
+//! only paths that need the flow's own fields (a LAN-opened flow's next hop, say) look the
+//! flow up as well ([`ByReply::entry`]).
+//!
 //! Callers work with [`FlowKey`]. The functions take the family as a const parameter (`V4`):
 //! code that creates flows is compiled once per family, so the verifier explores each copy
 //! with one table. A runtime family test in front of every table access would make it explore
@@ -12,10 +17,14 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::bindings::BPF_NOEXIST;
-use swiftgate_common::{CtEntry, FAMILY_V4, FlowKey, FlowKey4};
+use core::ptr::{null, null_mut, write_volatile};
 
-use crate::{CONNTRACK4, CONNTRACK6, CT_REPLY4, CT_REPLY6, SCRATCH_KEY4};
+use aya_ebpf::bindings::BPF_NOEXIST;
+use swiftgate_common::{CtEntry, CtReply4, CtReply6, FAMILY_V4, FlowKey, FlowKey4, ReplyState};
+
+use crate::{
+    CONNTRACK4, CONNTRACK6, CT_REPLY4, CT_REPLY6, SCRATCH_KEY4, SCRATCH_REPLY4, SCRATCH_REPLY6,
+};
 
 /// Writes the IPv4 key of `k` to `out` with three word copies (both keys are 8-byte aligned:
 /// the addresses' first four bytes, then the 8-byte tail from `sport` on, which both keys lay
@@ -92,12 +101,48 @@ pub(crate) fn insert_new<const V4: bool>(key: &FlowKey, entry: &CtEntry) -> bool
 
 /// A flow found by a reply-direction key.
 pub(crate) struct ByReply {
-    /// The flow's entry (a map value, valid for this program run).
-    pub ct: *mut CtEntry,
+    /// The reply direction's state in the reply entry (a map value, valid for this run).
+    pub state: *mut ReplyState,
     /// The flow's original source address (IPv4: first four bytes, the rest zero).
     pub saddr: [u8; 16],
     /// The flow's original source port.
     pub sport: u16,
+    /// The flow's original key in the reply entry: IPv4 (else null) ...
+    orig4: *const FlowKey4,
+    /// ... or IPv6 (else null).
+    orig6: *const FlowKey,
+}
+
+impl ByReply {
+    /// The flow's [`origin`](swiftgate_common::origin).
+    #[inline(always)]
+    pub(crate) fn origin(&self) -> u8 {
+        // SAFETY: map value pointer, valid for this run.
+        unsafe { (*self.state).origin }
+    }
+
+    /// The flow's `SNAT` and `LOCAL` bits.
+    #[inline(always)]
+    pub(crate) fn kind(&self) -> u8 {
+        // SAFETY: map value pointer, valid for this run.
+        unsafe { (*self.state).kind }
+    }
+
+    /// The flow's conntrack entry (a second lookup).
+    #[inline(always)]
+    // The key is used where it is, in the reply entry; by value it would be copied to the stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    pub(crate) fn entry(&self) -> Option<*mut CtEntry> {
+        if !self.orig4.is_null() {
+            // SAFETY: map value pointer (the reply entry), valid for this run.
+            CONNTRACK4.get_ptr_mut(unsafe { &*self.orig4 })
+        } else if !self.orig6.is_null() {
+            // SAFETY: as above.
+            CONNTRACK6.get_ptr_mut(unsafe { &*self.orig6 })
+        } else {
+            None
+        }
+    }
 }
 
 /// The flow whose reply direction (after NAT) is `key`, if tracked.
@@ -105,54 +150,122 @@ pub(crate) struct ByReply {
 pub(crate) fn by_reply(key: &FlowKey) -> Option<ByReply> {
     if key.family == FAMILY_V4 {
         let mut k4 = MaybeUninit::uninit();
-        let o = CT_REPLY4.get_ptr(narrow(key, &mut k4))?;
-        // SAFETY: map value pointer, valid for this run; used as the key in place.
-        let o = unsafe { &*o };
-        let ct = CONNTRACK4.get_ptr_mut(o)?;
+        let r = CT_REPLY4.get_ptr_mut(narrow(key, &mut k4))?;
+        // SAFETY: map value pointer, valid for this run; used in place.
+        let o = unsafe { &(*r).orig };
         // Two words: a zeroed byte array would become a call to LLVM's byte-loop memset.
         let words = [u32::from_ne_bytes(o.saddr) as u64, 0u64];
         Some(ByReply {
-            ct,
+            // SAFETY: as above.
+            state: unsafe { &raw mut (*r).state },
             // SAFETY: two u64 are 16 plain bytes; in memory order the IPv4 address comes
             // first on this little-endian target.
             saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) },
             sport: o.sport,
+            orig4: o,
+            orig6: null(),
         })
     } else {
-        let o = CT_REPLY6.get_ptr(key)?;
+        let r = CT_REPLY6.get_ptr_mut(key)?;
         // SAFETY: as above.
-        let o = unsafe { &*o };
-        let ct = CONNTRACK6.get_ptr_mut(o)?;
+        let o = unsafe { &(*r).orig };
         Some(ByReply {
-            ct,
+            // SAFETY: as above.
+            state: unsafe { &raw mut (*r).state },
             saddr: o.saddr,
             sport: o.sport,
+            orig4: null(),
+            orig6: o,
         })
     }
 }
 
-/// Whether a reply entry exists for `key`.
+/// Writes a fresh [`ReplyState`] (no reply packet yet) of a flow of `origin` with the
+/// `SNAT`/`LOCAL` bits `kind`.
+///
+/// # Safety
+/// `s` must be valid for writes.
 #[inline(always)]
-pub(crate) fn reply_exists(key: &FlowKey) -> bool {
-    if key.family == FAMILY_V4 {
-        let mut k4 = MaybeUninit::uninit();
-        CT_REPLY4.get_ptr(narrow(key, &mut k4)).is_some()
-    } else {
-        CT_REPLY6.get_ptr(key).is_some()
+unsafe fn fresh_state(s: *mut ReplyState, origin: u8, kind: u8) {
+    // SAFETY: as the caller guarantees. Zeroes are written volatile: LLVM would merge adjacent
+    // zero stores into a call to its byte-loop memset (the BPF backend does not inline it).
+    unsafe {
+        write_volatile(&raw mut (*s).packets, 0);
+        write_volatile(&raw mut (*s).bytes, 0);
+        write_volatile(&raw mut (*s).last_seen_ns, 0);
+        // flags, origin, kind and the padding: one word.
+        let tail = u64::from_le_bytes([0, origin, kind, 0, 0, 0, 0, 0]);
+        write_volatile((&raw mut (*s).flags).cast::<u64>(), tail);
     }
 }
 
-/// Inserts the reply entry `reply` -> `orig` with the map update `flags`; `false` when the
-/// table refused it (with `BPF_NOEXIST`: when the reply key is taken).
+/// This CPU's scratch slots for inserting the reply entry of one flow of family `V4`: the
+/// prepared value, and (IPv4) the slot the reply key is narrowed into. Looked up once per
+/// flow, so the masquerade port probes do no lookups of their own.
+pub(crate) struct ReplyScratch<const V4: bool> {
+    key4: *mut FlowKey4,
+    value4: *const CtReply4,
+    value6: *const CtReply6,
+}
+
+/// Prepares the value of a reply entry pointing to `orig` (a flow of `origin` with the
+/// `SNAT`/`LOCAL` bits `kind`) in this CPU's scratch slots, for [`reply_insert`]; `None` if a
+/// slot is missing.
 #[inline(always)]
-pub(crate) fn reply_insert<const V4: bool>(reply: &FlowKey, orig: &FlowKey, flags: u64) -> bool {
+pub(crate) fn reply_prepare<const V4: bool>(
+    orig: &FlowKey,
+    origin: u8,
+    kind: u8,
+) -> Option<ReplyScratch<V4>> {
     if V4 {
-        let Some((r4, o4)) = narrow_scratch(reply, orig) else {
-            return false;
-        };
-        CT_REPLY4.insert(r4, o4, flags).is_ok()
+        let k = SCRATCH_KEY4.get_ptr_mut(0)?;
+        let v = SCRATCH_REPLY4.get_ptr_mut(0)?;
+        // SAFETY: per-CPU scratch slots, used only within this program run on this CPU.
+        unsafe {
+            narrow_into(orig, &raw mut (*v).orig);
+            fresh_state(&raw mut (*v).state, origin, kind);
+            Some(ReplyScratch {
+                key4: &raw mut (*k)[0],
+                value4: v,
+                value6: null(),
+            })
+        }
     } else {
-        CT_REPLY6.insert(reply, orig, flags).is_ok()
+        let v = SCRATCH_REPLY6.get_ptr_mut(0)?;
+        // SAFETY: as above.
+        unsafe {
+            (*v).orig = *orig;
+            fresh_state(&raw mut (*v).state, origin, kind);
+        }
+        Some(ReplyScratch {
+            key4: null_mut(),
+            value4: null(),
+            value6: v,
+        })
+    }
+}
+
+/// Inserts the reply entry `reply` with the value prepared in `s`, with the map update
+/// `flags`; `false` when the table refused it (with `BPF_NOEXIST`: when the reply key is
+/// taken).
+#[inline(always)]
+// Key and value are passed where they are, in the scratch slots; by value they would be
+// copied to the stack the verifier limits.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub(crate) fn reply_insert<const V4: bool>(
+    s: &ReplyScratch<V4>,
+    reply: &FlowKey,
+    flags: u64,
+) -> bool {
+    // SAFETY: the pointers are this CPU's scratch slots that reply_prepare checked (the ones
+    // of family V4), valid for this program run.
+    unsafe {
+        if V4 {
+            narrow_into(reply, s.key4);
+            CT_REPLY4.insert(&*s.key4, &*s.value4, flags).is_ok()
+        } else {
+            CT_REPLY6.insert(reply, &*s.value6, flags).is_ok()
+        }
     }
 }
 

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use swiftgate_common::{
     COUNTER_SLOTS, CT_REFRESH_NS, Config, Counter, CtEntry, DestValue, FAMILY_V4, FlowEvent,
-    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, calls, config_flags,
-    ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
+    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, ReplyState, action, calls,
+    config_flags, ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
 };
 
 use crate::{
@@ -243,55 +243,75 @@ fn may_open(p: &Parsed) -> Result<(), Counter> {
     }
 }
 
-/// Accounts a packet on a tracked flow and advances the TCP state bits.
+/// Accounts a packet of a tracked flow's original direction and advances the TCP state bits.
 #[inline(always)]
-pub(crate) fn touch(ct: *mut CtEntry, reply: bool, len: u64, proto: u8, tcp_flags: u8) {
-    touch_at(ct, reply, len, proto, tcp_flags, now())
+pub(crate) fn touch(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8) {
+    touch_at(ct, len, proto, tcp_flags, now())
 }
 
 /// [`touch`] with the current time already read.
 #[inline(always)]
-pub(crate) fn touch_at(ct: *mut CtEntry, reply: bool, len: u64, proto: u8, tcp_flags: u8, t: u64) {
+pub(crate) fn touch_at(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8, t: u64) {
     // SAFETY: `ct` points into a map value that stays valid for this program run; all
     // writes are single-word stores.
     unsafe {
-        let (pk, by) = if reply {
-            (&raw mut (*ct).packets_reply, &raw mut (*ct).bytes_reply)
-        } else {
-            (&raw mut (*ct).packets_orig, &raw mut (*ct).bytes_orig)
-        };
         // Plain adds: a flow's packets are normally handled on one CPU (RSS, one TUN queue
         // per flow); a rare concurrent update may lose a count, never corrupt the entry.
-        *pk += 1;
-        *by += len;
+        (*ct).packets_orig += 1;
+        (*ct).bytes_orig += len;
         if t.wrapping_sub((*ct).last_seen_ns) > CT_REFRESH_NS {
             (*ct).last_seen_ns = t;
         }
         let old = (*ct).flags;
-        let mut f = old;
-        if reply {
-            f |= ct_flags::SEEN_REPLY;
-        }
-        if proto == proto::TCP {
-            let tf = tcp_flags;
-            if tf & tcp::RST != 0 {
-                f |= ct_flags::TCP_RST;
-            }
-            if tf & tcp::FIN != 0 {
-                f |= if reply {
-                    ct_flags::TCP_FIN_REPLY
-                } else {
-                    ct_flags::TCP_FIN_ORIG
-                };
-            }
-            if reply && tf & (tcp::SYN | tcp::ACK) == (tcp::SYN | tcp::ACK) {
-                f |= ct_flags::TCP_SYNACK;
-            }
-        }
+        let f = old | tcp_bits(proto, tcp_flags, false);
         if f != old {
             (*ct).flags = f;
         }
     }
+}
+
+/// Accounts a packet of a tracked flow's reply direction in its reply entry.
+#[inline(always)]
+pub(crate) fn touch_reply(s: *mut ReplyState, len: u64, proto: u8, tcp_flags: u8) {
+    let t = now();
+    // SAFETY: `s` points into a map value that stays valid for this program run; all writes
+    // are single-word stores.
+    unsafe {
+        (*s).packets += 1;
+        (*s).bytes += len;
+        if t.wrapping_sub((*s).last_seen_ns) > CT_REFRESH_NS {
+            (*s).last_seen_ns = t;
+        }
+        let old = (*s).flags;
+        let f = old | ct_flags::SEEN_REPLY | tcp_bits(proto, tcp_flags, true);
+        if f != old {
+            (*s).flags = f;
+        }
+    }
+}
+
+/// The conntrack state bits a TCP segment with `tcp_flags` sets, in the reply direction or
+/// not (0 for other protocols).
+#[inline(always)]
+fn tcp_bits(proto: u8, tcp_flags: u8, reply: bool) -> u8 {
+    if proto != proto::TCP {
+        return 0;
+    }
+    let mut f = 0;
+    if tcp_flags & tcp::RST != 0 {
+        f |= ct_flags::TCP_RST;
+    }
+    if tcp_flags & tcp::FIN != 0 {
+        f |= if reply {
+            ct_flags::TCP_FIN_REPLY
+        } else {
+            ct_flags::TCP_FIN_ORIG
+        };
+    }
+    if reply && tcp_flags & (tcp::SYN | tcp::ACK) == (tcp::SYN | tcp::ACK) {
+        f |= ct_flags::TCP_SYNACK;
+    }
+    f
 }
 
 /// What the FIB lookup of a new flow found (8-byte aligned: written as whole words).
@@ -445,9 +465,12 @@ fn alloc_nat_into<const V4: bool>(
     let mut port = key.sport;
     // SAFETY: helper without arguments.
     let seed = unsafe { bpf_get_prandom_u32() };
+    let Some(scratch) = ct::reply_prepare::<V4>(key, origin::OVERLAY, ct_flags::SNAT) else {
+        return 0;
+    };
     for i in 0..NAT_PROBES {
         let r = rk.write(nat_reply_key(key, addr, port));
-        if ct::reply_insert::<V4>(r, key, BPF_NOEXIST as u64) {
+        if ct::reply_insert::<V4>(&scratch, r, BPF_NOEXIST as u64) {
             return port as u32 | 1 << 16;
         }
         if !has_ports {
@@ -472,8 +495,14 @@ fn track<const V4: bool>(
     };
     // SAFETY: the scratch slot returned by `new_entry`.
     let entry = unsafe { &*entry };
-    if !reserved && !ct::reply_insert::<V4>(reply_key, key, 0) {
-        return Err(Counter::DropCtFull);
+    if !reserved {
+        let kind = entry.flags & (ct_flags::SNAT | ct_flags::LOCAL);
+        let Some(scratch) = ct::reply_prepare::<V4>(key, entry.origin, kind) else {
+            return Err(Counter::DropCtFull);
+        };
+        if !ct::reply_insert::<V4>(&scratch, reply_key, 0) {
+            return Err(Counter::DropCtFull);
+        }
     }
     if !ct::insert_new::<V4>(key, entry) {
         // Lost a race (or the table is full): drop our reply entry if it is ours.
@@ -717,7 +746,7 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
             count(Counter::DropInvalid);
             return SHOT;
         }
-        touch(ct, false, len, p.key.proto, p.tcp_flags);
+        touch(ct, len, p.key.proto, p.tcp_flags);
         count(Counter::Established);
         if e.flags & ct_flags::LOCAL != 0 {
             return OK;
@@ -750,22 +779,24 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
 
     // 2. Reply direction of a flow opened from a LAN (Site-to-VPN) or by the routing peer.
     if let Some(r) = ct::by_reply(key) {
-        let ct = r.ct;
-        let e = view(ct);
-        match e.origin {
+        match r.origin() {
             origin::HOST => {
-                touch(ct, true, len, p.key.proto, p.tcp_flags);
+                touch_reply(r.state, len, p.key.proto, p.tcp_flags);
                 count(Counter::Established);
                 return OK;
             }
             origin::LAN => {
-                touch(ct, true, len, p.key.proto, p.tcp_flags);
-                count(Counter::Established);
-                if clamp(ctx, p, cfg).is_err() {
-                    count(Counter::DropInvalid);
-                    return SHOT;
+                // Forwarding needs the flow's LAN interface and next hop: its own entry.
+                if let Some(ct) = r.entry() {
+                    let e = view(ct);
+                    touch_reply(r.state, len, p.key.proto, p.tcp_flags);
+                    count(Counter::Established);
+                    if clamp(ctx, p, cfg).is_err() {
+                        count(Counter::DropInvalid);
+                        return SHOT;
+                    }
+                    return redirect_l2(ctx, e.lan_ifindex, key.family, !l2, e.nh);
                 }
-                return redirect_l2(ctx, e.lan_ifindex, key.family, !l2, e.nh);
             }
             _ => {}
         }
@@ -1003,15 +1034,16 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
     }
     let len = ctx.len() as u64;
     // Reply of a flow opened from the overlay (delivered locally or forwarded without NAT).
-    if let Some(ct) = ct::get(&key.reversed()) {
-        touch(ct, true, len, p.key.proto, p.tcp_flags);
+    if let Some(r) = ct::by_reply(key) {
+        touch_reply(r.state, len, p.key.proto, p.tcp_flags);
+        return OK;
+    }
+    // Reply of a masqueraded flow, after the LAN program undid the NAT (and accounted it).
+    if ct::get(&key.reversed()).is_some() {
         return OK;
     }
     if let Some(ct) = ct::get(key) {
-        touch(ct, false, len, p.key.proto, p.tcp_flags);
-        return OK;
-    }
-    if ct::reply_exists(key) {
+        touch(ct, len, p.key.proto, p.tcp_flags);
         return OK;
     }
     if may_open(p).is_ok() {
@@ -1047,15 +1079,14 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
 
     // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
     if let Some(r) = ct::by_reply(key) {
-        let ct = r.ct;
-        let e = view(ct);
-        if e.origin == origin::OVERLAY && e.flags & ct_flags::LOCAL == 0 {
-            touch(ct, true, len, p.key.proto, p.tcp_flags);
+        let kind = r.kind();
+        if r.origin() == origin::OVERLAY && kind & ct_flags::LOCAL == 0 {
+            touch_reply(r.state, len, p.key.proto, p.tcp_flags);
             count(Counter::Established);
             // Into a TUN the skb's receive checksum is never looked at again; an Ethernet
             // overlay's receiver may check it.
             let complete = cfg.flags & config_flags::OVERLAY_L2 != 0;
-            if e.flags & ct_flags::SNAT != 0
+            if kind & ct_flags::SNAT != 0
                 && !(key.family == FAMILY_V4
                     && rewrite::rewrite_direct(ctx, p, false, &r.saddr, r.sport, complete))
                 && rewrite::rewrite_side(
@@ -1082,7 +1113,7 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
     if let Some(ct) = ct::get(key) {
         // SAFETY: map value pointer, valid for this run.
         if unsafe { (*ct).origin } == origin::LAN {
-            touch(ct, false, len, p.key.proto, p.tcp_flags);
+            touch(ct, len, p.key.proto, p.tcp_flags);
             count(Counter::Established);
             return to_overlay(cfg);
         }
@@ -1181,12 +1212,12 @@ fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
         count(Counter::PassHost);
         return OK;
     };
-    let e = view(orig.ct);
-    if e.origin != origin::OVERLAY || e.flags & ct_flags::LOCAL != 0 {
+    let kind = orig.kind();
+    if orig.origin() != origin::OVERLAY || kind & ct_flags::LOCAL != 0 {
         count(Counter::PassHost);
         return OK;
     }
-    if e.flags & ct_flags::SNAT != 0
+    if kind & ct_flags::SNAT != 0
         && rewrite::translate_icmp_error(ctx, p, &inner, true, &orig.saddr, orig.sport).is_err()
     {
         count(Counter::DropInvalid);

@@ -36,8 +36,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use swiftgate_common::{
-    COUNTER_SLOTS, Config, CtEntry, DestValue, FlowKey, FlowKey4, IdentityValue, PolicyKey,
-    PolicyStats, PolicyValue, calls, capacity,
+    COUNTER_SLOTS, Config, CtEntry, CtReply4, CtReply6, DestValue, FlowKey, FlowKey4,
+    IdentityValue, PolicyKey, PolicyStats, PolicyValue, calls, capacity,
 };
 
 #[map(name = "SG_CONFIG")]
@@ -55,11 +55,11 @@ static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(capacity::POLIC
 #[map(name = "SG_CT4")]
 static CONNTRACK4: LruHashMap<FlowKey4, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT4_REPLY")]
-static CT_REPLY4: LruHashMap<FlowKey4, FlowKey4> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+static CT_REPLY4: LruHashMap<FlowKey4, CtReply4> = LruHashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT6")]
 static CONNTRACK6: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT6_REPLY")]
-static CT_REPLY6: LruHashMap<FlowKey, FlowKey> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+static CT_REPLY6: LruHashMap<FlowKey, CtReply6> = LruHashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 #[map(name = "SG_POLICY_STATS")]
@@ -71,6 +71,12 @@ static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for a flow key (keeps it off the stack of the new-flow path).
 #[map(name = "SG_SCRATCH_KEY")]
 static SCRATCH_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for building a reply-table entry (see `ct`).
+#[map(name = "SG_SCRATCH_REPLY4")]
+static SCRATCH_REPLY4: PerCpuArray<CtReply4> = PerCpuArray::with_max_entries(1, 0);
+/// The same for IPv6.
+#[map(name = "SG_SCRATCH_REPLY6")]
+static SCRATCH_REPLY6: PerCpuArray<CtReply6> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for IPv4 conntrack keys (see `ct`).
 #[map(name = "SG_SCRATCH_KEY4")]
 static SCRATCH_KEY4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(1, 0);

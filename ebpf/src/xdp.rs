@@ -194,7 +194,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     if snat {
         snat_rewrite(ip, l4, end, family, l4_proto, &key.saddr, new_src)?;
     }
-    touch_at(ct, false, (end - data) as u64, l4_proto, tcp_flags, t);
+    touch_at(ct, (end - data) as u64, l4_proto, tcp_flags, t);
     count(Counter::Established);
     // SAFETY: the Ethernet header was checked against data_end at the start.
     unsafe { write_unaligned(data as *mut [u8; 12], macs) };

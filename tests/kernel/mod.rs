@@ -409,7 +409,7 @@ impl Lab {
     /// Forgets every tracked flow (so the next packets open new ones).
     pub fn clear_conntrack(&self) {
         use aya::maps::{HashMap, Map, MapData};
-        use swiftgate_common::{CtEntry, FlowKey, FlowKey4, maps};
+        use swiftgate_common::{CtEntry, CtReply4, CtReply6, FlowKey, FlowKey4, maps};
         fn clear<K: aya::Pod, V: aya::Pod>(map: Map) {
             let mut m: HashMap<MapData, K, V> = HashMap::try_from(map).expect("hash map");
             let keys: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
@@ -424,9 +424,9 @@ impl Lab {
             .expect("map")
         };
         clear::<FlowKey4, CtEntry>(open(maps::CONNTRACK4));
-        clear::<FlowKey4, FlowKey4>(open(maps::CT_REPLY4));
+        clear::<FlowKey4, CtReply4>(open(maps::CT_REPLY4));
         clear::<FlowKey, CtEntry>(open(maps::CONNTRACK6));
-        clear::<FlowKey, FlowKey>(open(maps::CT_REPLY6));
+        clear::<FlowKey, CtReply6>(open(maps::CT_REPLY6));
     }
 
     /// Sets slot `slot` of the pinned tail-call array `SG_CALLS` to the loaded program

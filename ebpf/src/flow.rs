@@ -252,40 +252,67 @@ pub(crate) fn touch(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8) {
 /// [`touch`] with the current time already read.
 #[inline(always)]
 pub(crate) fn touch_at(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8, t: u64) {
-    // SAFETY: `ct` points into a map value that stays valid for this program run; all
-    // writes are single-word stores.
+    // SAFETY: `ct` points into a map value that stays valid for this program run.
     unsafe {
-        // Plain adds: a flow's packets are normally handled on one CPU (RSS, one TUN queue
-        // per flow); a rare concurrent update may lose a count, never corrupt the entry.
-        (*ct).packets_orig += 1;
-        (*ct).bytes_orig += len;
-        if t.wrapping_sub((*ct).last_seen_ns) > CT_REFRESH_NS {
-            (*ct).last_seen_ns = t;
-        }
-        let old = (*ct).flags;
-        let f = old | tcp_bits(proto, tcp_flags, false);
-        if f != old {
-            (*ct).flags = f;
-        }
+        account(
+            Counters {
+                packets: &raw mut (*ct).packets_orig,
+                bytes: &raw mut (*ct).bytes_orig,
+                last_seen: &raw mut (*ct).last_seen_ns,
+                flags: &raw mut (*ct).flags,
+            },
+            len,
+            tcp_bits(proto, tcp_flags, false),
+            t,
+        )
     }
 }
 
 /// Accounts a packet of a tracked flow's reply direction in its reply entry.
 #[inline(always)]
 pub(crate) fn touch_reply(s: *mut ReplyState, len: u64, proto: u8, tcp_flags: u8) {
-    let t = now();
-    // SAFETY: `s` points into a map value that stays valid for this program run; all writes
-    // are single-word stores.
+    // SAFETY: `s` points into a map value that stays valid for this program run.
     unsafe {
-        (*s).packets += 1;
-        (*s).bytes += len;
-        if t.wrapping_sub((*s).last_seen_ns) > CT_REFRESH_NS {
-            (*s).last_seen_ns = t;
+        account(
+            Counters {
+                packets: &raw mut (*s).packets,
+                bytes: &raw mut (*s).bytes,
+                last_seen: &raw mut (*s).last_seen_ns,
+                flags: &raw mut (*s).flags,
+            },
+            len,
+            ct_flags::SEEN_REPLY | tcp_bits(proto, tcp_flags, true),
+            now(),
+        )
+    }
+}
+
+/// The fields one direction of a flow is accounted in (a conntrack or a reply entry).
+struct Counters {
+    packets: *mut u64,
+    bytes: *mut u64,
+    last_seen: *mut u64,
+    flags: *mut u8,
+}
+
+/// Counts a packet of `len` bytes at time `t` and adds the state bits `bits`.
+///
+/// # Safety
+/// The pointers must point into a map value valid for this program run.
+#[inline(always)]
+unsafe fn account(c: Counters, len: u64, bits: u8, t: u64) {
+    // SAFETY: as the caller guarantees; all writes are single-word stores. Plain adds: a
+    // flow's packets are normally handled on one CPU (RSS, one TUN queue per flow); a rare
+    // concurrent update may lose a count, never corrupt the entry.
+    unsafe {
+        *c.packets += 1;
+        *c.bytes += len;
+        if t.wrapping_sub(*c.last_seen) > CT_REFRESH_NS {
+            *c.last_seen = t;
         }
-        let old = (*s).flags;
-        let f = old | ct_flags::SEEN_REPLY | tcp_bits(proto, tcp_flags, true);
-        if f != old {
-            (*s).flags = f;
+        let old = *c.flags;
+        if old | bits != old {
+            *c.flags = old | bits;
         }
     }
 }

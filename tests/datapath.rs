@@ -380,6 +380,93 @@ fn masquerade_port_collision_picks_a_free_port() {
 /// allows it; this covers every shape that path handles: a changed port both ways, a UDP
 /// checksum of zero, IP options, IPv6 TCP and UDP. Fields and checksums are checked by
 /// tests/kernel/pkt.rs, independently of the programs.
+/// A reply is handled with its reply entry alone, but not for a flow whose own entry is gone:
+/// the programs look the flow up again on a TCP FIN/SYN/RST and at least every
+/// `CT_REFRESH_NS`, and then stop forwarding its replies; another flow's replies go on.
+#[test]
+fn replies_of_a_flow_whose_entry_is_gone_stop() {
+    let mut lab = Lab::new(CONFIG);
+    let mut ports = Vec::new();
+    for sport in [41001u16, 41002] {
+        let (rc, out) = lab.overlay(&pkt::tcp(
+            "100.64.0.2",
+            sport,
+            "192.0.2.10",
+            443,
+            Tcp::Syn(0),
+            b"",
+        ));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let v = View::eth(&out);
+        assert_eq!(v.src, ip("192.0.2.1"));
+        ports.push(v.sport());
+        let (rc, _) = lab.lan(&pkt::tcp(
+            "192.0.2.10",
+            443,
+            "192.0.2.1",
+            v.sport(),
+            Tcp::SynAck(1400),
+            b"",
+        ));
+        assert_eq!(
+            rc, TC_ACT_REDIRECT,
+            "the first reply of a live flow is forwarded"
+        );
+    }
+    let gone = lab
+        .state()
+        .flows()
+        .into_iter()
+        .find(|f| f.key.sport == 41001)
+        .expect("the first flow is tracked");
+    lab.state().remove_flow(&gone.key);
+
+    // A FIN of the reply direction looks the flow up: gone, so not forwarded.
+    let (rc, _) = lab.lan(&pkt::tcp(
+        "192.0.2.10",
+        443,
+        "192.0.2.1",
+        ports[0],
+        Tcp::Fin,
+        b"",
+    ));
+    assert_ne!(rc, TC_ACT_REDIRECT, "FIN of a flow whose entry is gone");
+    // After CT_REFRESH_NS any reply looks it up: the removed flow's stops, the other's goes on.
+    std::thread::sleep(std::time::Duration::from_nanos(
+        swiftgate_common::CT_REFRESH_NS + 300_000_000,
+    ));
+    let (rc, _) = lab.lan(&pkt::tcp(
+        "192.0.2.10",
+        443,
+        "192.0.2.1",
+        ports[0],
+        Tcp::Ack,
+        b"late",
+    ));
+    assert_ne!(rc, TC_ACT_REDIRECT, "reply of a flow whose entry is gone");
+    let (rc, out) = lab.lan(&pkt::tcp(
+        "192.0.2.10",
+        443,
+        "192.0.2.1",
+        ports[1],
+        Tcp::Ack,
+        b"late",
+    ));
+    assert_eq!(
+        rc, TC_ACT_REDIRECT,
+        "reply of a live flow after the refresh interval"
+    );
+    let v = View::eth(&out);
+    assert_eq!((v.dst, v.dport()), (ip("100.64.0.2"), 41002));
+    v.assert_checksums();
+    // The garbage collector removes the orphaned reply entry.
+    let st = lab
+        .state()
+        .gc(swiftgate::dataplane::monotonic_ns())
+        .unwrap();
+    assert_eq!(st.orphans, 1);
+}
+
 /// The agent tells a TUN overlay (which never hands over a receive checksum) from an Ethernet
 /// one, and the fast path's masquerade of a TUN overlay's packets (no receive-checksum update)
 /// still leaves every checksum right, in place and through the helpers.

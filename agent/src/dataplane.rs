@@ -803,8 +803,9 @@ impl State {
         }
     }
 
-    /// Removes the flow with original-direction key `k`.
-    fn remove_flow(&mut self, k: &FlowKey) {
+    /// Removes the flow with original-direction key `k` (its reply entry stays until the
+    /// programs or [`State::gc`] notice the flow is gone).
+    pub fn remove_flow(&mut self, k: &FlowKey) {
         let _ = if k.family == common::FAMILY_V4 {
             self.conntrack4.remove(&FlowKey4::narrow(k))
         } else {

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use swiftgate_common::{
     COUNTER_SLOTS, CT_REFRESH_NS, Config, Counter, CtEntry, DestValue, FAMILY_V4, FlowEvent,
-    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, ReplyState, action, calls,
-    config_flags, ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
+    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, calls, config_flags,
+    ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
 };
 
 use crate::{
@@ -268,10 +268,27 @@ pub(crate) fn touch_at(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8, t: 
     }
 }
 
-/// Accounts a packet of a tracked flow's reply direction in its reply entry.
+/// Accounts a packet of a tracked flow's reply direction in its reply entry; `false`, having
+/// changed nothing, when the flow's own entry is gone (the packet is then no tracked flow's).
+///
+/// A reply is handled with the reply entry alone, but the two entries live and die together:
+/// at most every [`CT_REFRESH_NS`] (when the reply entry's `last_seen_ns` is refreshed, and on
+/// its first packet) and on every TCP SYN, FIN or RST, the flow's own entry is looked up too.
+/// That lookup keeps the flow recent in its LRU table while only replies flow (a download), so
+/// memory pressure cannot take the flow, and with it its masquerade port, from under a busy
+/// reply direction; and a flow whose entry was evicted or removed is noticed within that time
+/// (the agent's garbage collector removes the orphaned reply entry).
 #[inline(always)]
-pub(crate) fn touch_reply(s: *mut ReplyState, len: u64, proto: u8, tcp_flags: u8) {
+pub(crate) fn touch_reply(r: &ct::ByReply, len: u64, proto: u8, tcp_flags: u8) -> bool {
+    let t = now();
+    let s = r.state;
     // SAFETY: `s` points into a map value that stays valid for this program run.
+    let due = unsafe { t.wrapping_sub((*s).last_seen_ns) } > CT_REFRESH_NS
+        || (proto == proto::TCP && tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0);
+    if due && r.entry().is_none() {
+        return false;
+    }
+    // SAFETY: as above.
     unsafe {
         account(
             Counters {
@@ -282,9 +299,10 @@ pub(crate) fn touch_reply(s: *mut ReplyState, len: u64, proto: u8, tcp_flags: u8
             },
             len,
             ct_flags::SEEN_REPLY | tcp_bits(proto, tcp_flags, true),
-            now(),
+            t,
         )
     }
+    true
 }
 
 /// The fields one direction of a flow is accounted in (a conntrack or a reply entry).
@@ -808,15 +826,16 @@ pub fn overlay_ingress(ctx: &TcContext, l2: bool) -> i32 {
     if let Some(r) = ct::by_reply(key) {
         match r.origin() {
             origin::HOST => {
-                touch_reply(r.state, len, p.key.proto, p.tcp_flags);
-                count(Counter::Established);
-                return OK;
+                if touch_reply(&r, len, p.key.proto, p.tcp_flags) {
+                    count(Counter::Established);
+                    return OK;
+                }
             }
             origin::LAN => {
                 // Forwarding needs the flow's LAN interface and next hop: its own entry.
                 if let Some(ct) = r.entry() {
                     let e = view(ct);
-                    touch_reply(r.state, len, p.key.proto, p.tcp_flags);
+                    touch_reply(&r, len, p.key.proto, p.tcp_flags);
                     count(Counter::Established);
                     if clamp(ctx, p, cfg).is_err() {
                         count(Counter::DropInvalid);
@@ -1061,8 +1080,9 @@ pub fn overlay_egress(ctx: &TcContext, l2: bool) -> i32 {
     }
     let len = ctx.len() as u64;
     // Reply of a flow opened from the overlay (delivered locally or forwarded without NAT).
-    if let Some(r) = ct::by_reply(key) {
-        touch_reply(r.state, len, p.key.proto, p.tcp_flags);
+    if let Some(r) = ct::by_reply(key)
+        && touch_reply(&r, len, p.key.proto, p.tcp_flags)
+    {
         return OK;
     }
     // Reply of a masqueraded flow, after the LAN program undid the NAT (and accounted it).
@@ -1107,8 +1127,10 @@ pub fn lan_ingress(ctx: &TcContext) -> i32 {
     // 1. Reply of a flow opened from the overlay: reverse NAT, into the overlay.
     if let Some(r) = ct::by_reply(key) {
         let kind = r.kind();
-        if r.origin() == origin::OVERLAY && kind & ct_flags::LOCAL == 0 {
-            touch_reply(r.state, len, p.key.proto, p.tcp_flags);
+        if r.origin() == origin::OVERLAY
+            && kind & ct_flags::LOCAL == 0
+            && touch_reply(&r, len, p.key.proto, p.tcp_flags)
+        {
             count(Counter::Established);
             // Into a TUN the skb's receive checksum is never looked at again; an Ethernet
             // overlay's receiver may check it.

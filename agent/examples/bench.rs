@@ -48,7 +48,7 @@ use aya::{
 };
 use clap::Parser;
 use kernel::{
-    Lab, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
+    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
     pkt::{self, Tcp},
 };
 use swiftgate::{
@@ -1135,9 +1135,58 @@ fn minimal_program(p: &Params) -> Result<u64> {
     Ok(median_ns(v))
 }
 
+/// The least a new flow can cost in a kernel hash table: `prog` (`sg_bench_insert`: the LRU
+/// table `SG_BENCH_LRU`; `sg_bench_insert_hash`: the plain table `SG_BENCH_HASH`) inserting
+/// `p.repeat` distinct keys into a fresh table of twice that many entries (so nothing is
+/// evicted), median over up to 3 fresh tables. Every insert must succeed: the table must hold
+/// exactly `p.repeat` keys afterwards.
+fn insert_floor(p: &Params, prog_name: &str, map: &str) -> Result<u64> {
+    let entries = p.repeat.saturating_mul(2);
+    let mut v = Vec::new();
+    for _ in 0..p.calls.min(3) {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(map, entries)
+            .load(BENCH_OBJECT)
+            .with_context(|| format!("loading the benchmark object with a large {map}"))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(prog_name)
+            .with_context(|| format!("{prog_name} missing from the benchmark object"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("loading {prog_name}"))?;
+        let frame = pkt::udp(GEN_IP, GEN_SPORT_BASE, SINK_IP, SINK_PORT, &[0; 22]);
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: p.repeat,
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {prog_name}"))?;
+        ensure!(
+            r.return_value == TC_ACT_OK,
+            "{prog_name} returned {} (an insert was refused)",
+            r.return_value
+        );
+        let table: aya::maps::HashMap<&MapData, [u64; 2], [u64; 2]> = aya::maps::HashMap::try_from(
+            ebpf.map(map)
+                .with_context(|| format!("{map} missing from the benchmark object"))?,
+        )?;
+        let held = table.keys().filter(|k| k.is_ok()).count();
+        ensure!(
+            held == p.repeat as usize,
+            "{map} holds {held} keys after {} inserts",
+            p.repeat
+        );
+        v.push(r.duration.as_nanos() as u64);
+    }
+    Ok(median_ns(v))
+}
+
 fn micro_benchmarks(p: &Params) -> Result<String> {
     eprintln!("part 1: BPF_PROG_TEST_RUN");
     let floor = minimal_program(p)?;
+    let insert_lru = insert_floor(p, "sg_bench_insert", "SG_BENCH_LRU")?;
+    let insert_hash = insert_floor(p, "sg_bench_insert_hash", "SG_BENCH_HASH")?;
     let (tun_fwd, tun_reply) = tun_overlay(p)?;
     let mut cols = Vec::new();
     for &n in &p.rule_counts {
@@ -1372,6 +1421,17 @@ fn micro_benchmarks(p: &Params) -> Result<String> {
          `bpf_redirect_neigh`, no parsing) takes {floor} ns per run in the same harness \
          (repeat={rep}, median of {}).\n",
         p.calls
+    )?;
+    writeln!(
+        o,
+        "Reference: one insert of a new key into an LRU hash table like the IPv4 conntrack's \
+         (16-byte key, 16-byte value, {} entries, nothing else in the program; \
+         `sg_bench_insert`) takes {insert_lru} ns per run; into a plain preallocated hash table \
+         of the same size (`sg_bench_insert_hash`), {insert_hash} ns (repeat={rep} distinct keys \
+         into a fresh table, median of {} tables). Every new flow makes at least one such insert \
+         (swiftgate makes two: the flow's entry and its reply entry).\n",
+        thousands(p.repeat as usize * 2),
+        p.calls.min(3)
     )?;
     writeln!(
         o,

@@ -16,10 +16,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
+    bindings::{BPF_NOEXIST, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
     helpers::{bpf_redirect_neigh, bpf_skb_store_bytes},
     macros::{classifier, map, xdp},
-    maps::{Array, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::{TcContext, XdpContext},
 };
 
@@ -69,6 +69,53 @@ pub fn sg_bench_redirect(_ctx: TcContext) -> i32 {
             bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32
         },
         _ => TC_ACT_OK,
+    }
+}
+
+/// The next key [`sg_bench_insert`] inserts, at index 0 (a test run stays on one CPU).
+#[map(name = "SG_BENCH_KEYS")]
+static SG_BENCH_KEYS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The table [`sg_bench_insert`] fills: an LRU hash table like the IPv4 conntrack (16-byte
+/// key), with a 16-byte value, the least a flow's entry could hold. The benchmark sizes it at
+/// load time (one entry in the object, so other loads of this object stay small).
+#[map(name = "SG_BENCH_LRU")]
+static SG_BENCH_LRU: LruHashMap<[u64; 2], [u64; 2]> = LruHashMap::with_max_entries(1, 0);
+
+/// The same as [`SG_BENCH_LRU`] as a plain (preallocated, never evicting) hash table.
+#[map(name = "SG_BENCH_HASH")]
+static SG_BENCH_HASH: HashMap<[u64; 2], [u64; 2]> = HashMap::with_max_entries(1, 0);
+
+/// This run's key and value for the insert references: the next number from [`SG_BENCH_KEYS`].
+#[inline(always)]
+fn next_key() -> Option<([u64; 2], [u64; 2])> {
+    let seq = SG_BENCH_KEYS.get_ptr_mut(0)?;
+    // SAFETY: map value pointer, valid for this run; a test run is the only user.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n
+    };
+    Some(([n, 0x5347_u64], [n, 0u64]))
+}
+
+/// Reference for the new-flow benchmark: the least any new flow costs in a kernel hash table,
+/// one insert of a key not seen before (`BPF_NOEXIST`) into an LRU table like the conntrack's,
+/// with nothing else around it. `TC_ACT_OK` when inserted, `TC_ACT_SHOT` when refused.
+#[classifier]
+pub fn sg_bench_insert(_ctx: TcContext) -> i32 {
+    match next_key().map(|(k, v)| SG_BENCH_LRU.insert(k, v, BPF_NOEXIST as u64)) {
+        Some(Ok(())) => TC_ACT_OK,
+        _ => TC_ACT_SHOT,
+    }
+}
+
+/// [`sg_bench_insert`] into the plain hash table [`SG_BENCH_HASH`] (no LRU bookkeeping).
+#[classifier]
+pub fn sg_bench_insert_hash(_ctx: TcContext) -> i32 {
+    match next_key().map(|(k, v)| SG_BENCH_HASH.insert(k, v, BPF_NOEXIST as u64)) {
+        Some(Ok(())) => TC_ACT_OK,
+        _ => TC_ACT_SHOT,
     }
 }
 

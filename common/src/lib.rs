@@ -271,8 +271,8 @@ pub struct ReplyState {
     pub packets: u64,
     /// Bytes in the reply direction.
     pub bytes: u64,
-    /// `bpf_ktime_get_coarse_ns()` of the last reply packet (when the entry was made, before
-    /// the first; refreshed at most every [`CT_REFRESH_NS`]).
+    /// `bpf_ktime_get_coarse_ns()` of the last reply packet (0 before the first; refreshed at
+    /// most every [`CT_REFRESH_NS`], which is when a reply also looks up the flow's entry).
     pub last_seen_ns: u64,
     /// [`ct_flags`] state bits seen in the reply direction (`SEEN_REPLY`, `TCP_SYNACK`,
     /// `TCP_FIN_REPLY`, `TCP_RST`).

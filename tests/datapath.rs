@@ -380,6 +380,21 @@ fn masquerade_port_collision_picks_a_free_port() {
 /// allows it; this covers every shape that path handles: a changed port both ways, a UDP
 /// checksum of zero, IP options, IPv6 TCP and UDP. Fields and checksums are checked by
 /// tests/kernel/pkt.rs, independently of the programs.
+/// Sends a data segment of `peer`'s established flow 40001 -> 192.0.2.10:443 through the
+/// overlay program, plain and with `options` words of IPv4 options: each must leave
+/// masqueraded to 192.0.2.1:`port` with every checksum right.
+fn forward_masqueraded(lab: &mut Lab, peer: &str, data: &[u8], port: u16, options: usize) {
+    let fwd = pkt::tcp(peer, 40001, "192.0.2.10", 443, Tcp::Ack, data);
+    for frame in [fwd.clone(), pkt::with_ipv4_options(&fwd, options)] {
+        let (rc, out) = lab.overlay(&frame);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let v = View::eth(&out);
+        assert_eq!((v.src, v.sport()), (ip("192.0.2.1"), port));
+        assert_eq!((v.dst, v.dport()), (ip("192.0.2.10"), 443));
+        v.assert_checksums();
+    }
+}
+
 /// A reply is handled with its reply entry alone, but not for a flow whose own entry is gone:
 /// the programs look the flow up again on a TCP FIN/SYN/RST and at least every
 /// `CT_REFRESH_NS`, and then stop forwarding its replies; another flow's replies go on.
@@ -498,15 +513,7 @@ fn tun_overlay_is_recognised_and_its_masquerade_keeps_checksums_right() {
     assert_eq!(rc, TC_ACT_REDIRECT);
     let port = View::eth(&out).sport();
     let n = grew(&mut lab, Counter::Established, |lab| {
-        let fwd = pkt::tcp("100.64.0.2", 40001, "192.0.2.10", 443, Tcp::Ack, data);
-        for frame in [fwd.clone(), pkt::with_ipv4_options(&fwd, 2)] {
-            let (rc, out) = lab.overlay(&frame);
-            assert_eq!(rc, TC_ACT_REDIRECT);
-            let v = View::eth(&out);
-            assert_eq!((v.src, v.sport()), (ip("192.0.2.1"), port));
-            assert_eq!((v.dst, v.dport()), (ip("192.0.2.10"), 443));
-            v.assert_checksums();
-        }
+        forward_masqueraded(lab, "100.64.0.2", data, port, 2);
         let (rc, out) = lab.overlay(&pkt::udp("100.64.0.2", 5400, "192.0.2.10", 53, b"q1"));
         assert_eq!(rc, TC_ACT_REDIRECT);
         View::eth(&out).assert_checksums();
@@ -530,15 +537,7 @@ fn established_packets_rewritten_in_place_keep_correct_checksums() {
     }
     assert_ne!(port, 40001);
     let n = grew(&mut lab, Counter::Established, |lab| {
-        let fwd = pkt::tcp("100.64.0.4", 40001, "192.0.2.10", 443, Tcp::Ack, data);
-        for frame in [fwd.clone(), pkt::with_ipv4_options(&fwd, 3)] {
-            let (rc, out) = lab.overlay(&frame);
-            assert_eq!(rc, TC_ACT_REDIRECT);
-            let v = View::eth(&out);
-            assert_eq!((v.src, v.sport()), (ip("192.0.2.1"), port));
-            assert_eq!((v.dst, v.dport()), (ip("192.0.2.10"), 443));
-            v.assert_checksums();
-        }
+        forward_masqueraded(lab, "100.64.0.4", data, port, 3);
         let back = pkt::tcp("192.0.2.10", 443, "192.0.2.1", port, Tcp::Ack, data);
         for frame in [back.clone(), pkt::with_ipv4_options(&back, 1)] {
             let (rc, out) = lab.lan(&frame);

@@ -80,23 +80,38 @@ pub enum OffloadError {
     Unsupported(u8),
 }
 
-/// One's complement sum of `data` added to `acc` (not folded).
-pub fn sum16(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_be_bytes(c.try_into().expect("8 bytes"));
-        acc = acc.wrapping_add(v >> 32).wrapping_add(v & 0xffff_ffff);
+/// One's complement sum of `data` (as big-endian 16-bit words) added to `acc` (not folded).
+///
+/// The sum is taken over native-endian 64-bit words, two at a time into two wide accumulators
+/// (add with carry), and byte-swapped once at the end: a one's complement sum is the same
+/// whichever byte order it is computed in, up to that swap (RFC 1071, section 2(B)).
+pub fn sum16(data: &[u8], acc: u64) -> u64 {
+    let word = |b: &[u8]| u128::from(u64::from_ne_bytes(b.try_into().expect("8 bytes")));
+    let mut pairs = data.chunks_exact(16);
+    // Two accumulators so the carries of one do not wait for the other's. A u128 holds the
+    // sum of 2^64 words: no overflow for any slice.
+    let (mut a, mut b) = (0u128, 0u128);
+    for p in &mut pairs {
+        a += word(&p[..8]);
+        b += word(&p[8..]);
     }
-    let rest = chunks.remainder();
-    let mut i = 0;
-    while i + 1 < rest.len() {
-        acc += u16::from_be_bytes([rest[i], rest[i + 1]]) as u64;
-        i += 2;
-    }
-    if i < rest.len() {
-        acc += (rest[i] as u64) << 8;
-    }
-    acc
+    let rest = pairs.remainder();
+    let mut tail = [0u8; 16];
+    tail[..rest.len()].copy_from_slice(rest);
+    a += word(&tail[..8]);
+    b += word(&tail[8..]);
+    // Fold 128 -> 64 bits with end-around carries, then to 16 bits.
+    let wide = a + b;
+    let (lo, carry) = (wide as u64).overflowing_add((wide >> 64) as u64);
+    let mut native = lo as u128 + u128::from(carry);
+    native = (native & 0xffff_ffff) + (native >> 32);
+    let folded = fold(native as u64);
+    let be = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    acc + u64::from(be)
 }
 
 /// Folds a sum to 16 bits.
@@ -167,6 +182,10 @@ pub fn complete_checksum(h: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadError
 
 /// Splits a packet read from the TUN (after its `VnetHdr`) into wire-sized packets with
 /// complete checksums, calling `emit` for each.
+///
+/// No payload is copied: each segment's headers are written in place just in front of its
+/// payload, over the end of the segment before it, which `emit` has consumed by then. `pkt`
+/// holds no meaningful packet afterwards.
 pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result<(), OffloadError> {
     let gso = h.gso_type & !GSO_ECN;
     if gso == GSO_NONE {
@@ -195,8 +214,11 @@ pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result
     if l4_hl < 8 || pkt.len() < hl || mss == 0 {
         return Err(OffloadError::Malformed("GSO headers"));
     }
+    // IPv4 (at most 60) or IPv6 (40) plus TCP (at most 60) or UDP (8).
+    let mut hdrs = [0u8; 120];
+    hdrs[..hl].copy_from_slice(&pkt[..hl]);
+    let hdrs = &hdrs[..hl];
     let payload_len = pkt.len() - hl;
-    let (hdrs, payload) = pkt.split_at(hl);
     let seq0 = if tcp {
         u32::from_be_bytes(hdrs[ihl + 4..ihl + 8].try_into().expect("4 bytes"))
     } else {
@@ -207,14 +229,16 @@ pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result
     } else {
         0
     };
-    let mut seg = Vec::with_capacity(hl + mss);
     let n = payload_len.div_ceil(mss).max(1);
     for i in 0..n {
-        let chunk = &payload[(i * mss).min(payload_len)..((i + 1) * mss).min(payload_len)];
-        seg.clear();
-        seg.extend_from_slice(hdrs);
-        seg.extend_from_slice(chunk);
-        let l4_len = l4_hl + chunk.len();
+        let chunk_len = mss.min(payload_len - (i * mss).min(payload_len));
+        // Segment i: its headers at [i * mss, i * mss + hl), its payload right behind them
+        // (where it already is).
+        let seg = &mut pkt[i * mss..i * mss + hl + chunk_len];
+        if i > 0 {
+            seg[..hl].copy_from_slice(hdrs);
+        }
+        let l4_len = l4_hl + chunk_len;
         if v4 {
             seg[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
             seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
@@ -238,12 +262,12 @@ pub fn split(h: &VnetHdr, pkt: &mut [u8], mut emit: impl FnMut(&[u8])) -> Result
         };
         seg[csum_at] = 0;
         seg[csum_at + 1] = 0;
-        let mut c = !fold(sum16(&seg[ihl..], pseudo_sum(&seg, v4, proto, l4_len)));
+        let mut c = !fold(sum16(&seg[ihl..], pseudo_sum(seg, v4, proto, l4_len)));
         if !tcp && c == 0 {
             c = 0xffff;
         }
         seg[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-        emit(&seg);
+        emit(seg);
     }
     Ok(())
 }
@@ -502,6 +526,49 @@ fn finish_super_packet(p: &mut [u8], total: usize, seg: usize) -> VnetHdr {
 mod tests {
     use super::*;
 
+    /// The textbook one's complement sum (RFC 1071): big-endian 16-bit words, a trailing odd
+    /// byte padded with zero, end-around carries folded at the end.
+    fn reference_sum(data: &[u8], acc: u64) -> u64 {
+        let mut s = acc;
+        for pair in data.chunks(2) {
+            s += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+        s
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sum16_agrees_with_the_textbook_sum(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+            acc in 0u64..(1 << 40),
+        ) {
+            let ours = fold(sum16(&data, acc));
+            proptest::prop_assert_eq!(ours, fold(reference_sum(&data, acc)));
+        }
+    }
+
+    #[test]
+    fn sum16_edge_cases() {
+        for data in [
+            &[][..],
+            &[0],
+            &[0xff],
+            &[0xff; 2],
+            &[0xff; 3],
+            &[0xff; 4],
+            &[0xff; 5],
+        ] {
+            assert_eq!(
+                fold(sum16(data, 0)),
+                fold(reference_sum(data, 0)),
+                "{data:?}"
+            );
+        }
+        // All ones: the sum of n words of 0xffff folds to 0xffff, never to 0.
+        assert_eq!(fold(sum16(&[0xff; 4096], 0)), 0xffff);
+        assert_eq!(fold(sum16(&[1, 2, 3], 0)), 0x0402);
+    }
+
     /// Independent checker: full checksum over pseudo-header + segment must fold to 0xffff.
     fn l4_ok(p: &[u8]) -> bool {
         let (v4, ihl, proto) = headers(p).unwrap();
@@ -516,7 +583,7 @@ mod tests {
             pseudo.extend((l4.len() as u32).to_be_bytes());
             pseudo.extend([0, 0, 0, proto]);
         }
-        fold(sum16(l4, sum16(&pseudo, 0))) == 0xffff
+        fold(reference_sum(l4, reference_sum(&pseudo, 0))) == 0xffff
     }
 
     fn tcp4(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {
@@ -585,6 +652,57 @@ mod tests {
         }
         assert_eq!(back[3][33] & 0x08, 0x08, "PSH kept on the last segment");
         assert_eq!(back[0][33] & 0x08, 0, "PSH only on the last segment");
+    }
+
+    /// A TCP/IPv6 super-packet with TCP options, split in place with a segment size below the
+    /// header length (so every segment's headers overwrite more than one earlier payload) and a
+    /// short last segment: every segment equals one built independently.
+    #[test]
+    fn split_in_place_matches_segments_built_apart() {
+        let payload: Vec<u8> = (0..1001u32).map(|i| (i * 31 + 7) as u8).collect();
+        let mut hdr = vec![0u8; 40 + 32];
+        hdr[0] = 0x60;
+        hdr[6] = 6;
+        hdr[7] = 64;
+        hdr[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        hdr[24..40].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        hdr[40..42].copy_from_slice(&443u16.to_be_bytes());
+        hdr[42..44].copy_from_slice(&40000u16.to_be_bytes());
+        hdr[44..48].copy_from_slice(&0xffff_ff00u32.to_be_bytes()); // wraps
+        hdr[52] = 8 << 4; // 32-byte TCP header (timestamps)
+        hdr[53] = 0x18 | 0x80; // PSH, ACK, CWR
+        hdr[54..56].copy_from_slice(&512u16.to_be_bytes());
+        hdr[60..72].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        let mut pkt = hdr.clone();
+        pkt.extend_from_slice(&payload);
+        let mss = 30;
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV6,
+            hdr_len: 72,
+            gso_size: mss as u16,
+            csum_start: 40,
+            csum_offset: 16,
+        };
+        let mut segs = Vec::new();
+        split(&h, &mut pkt, |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!(segs.len(), 1001usize.div_ceil(mss));
+        for (i, (seg, chunk)) in segs.iter().zip(payload.chunks(mss)).enumerate() {
+            let mut want = hdr.clone();
+            want[4..6].copy_from_slice(&((32 + chunk.len()) as u16).to_be_bytes());
+            let seq = 0xffff_ff00u32.wrapping_add((i * mss) as u32);
+            want[44..48].copy_from_slice(&seq.to_be_bytes());
+            if i + 1 < segs.len() {
+                want[53] &= !0x08;
+            }
+            if i > 0 {
+                want[53] &= !0x80;
+            }
+            want.extend_from_slice(chunk);
+            assert!(l4_ok(seg), "segment {i} checksum");
+            want[56..58].copy_from_slice(&seg[56..58]);
+            assert_eq!(seg, &want, "segment {i}");
+        }
     }
 
     #[test]

@@ -47,6 +47,10 @@ struct Worker {
     max_segments: usize,
     /// Where decrypted packets land, until they are written to the TUN.
     arena: Vec<u8>,
+    /// The last inner source address checked and the peer slot its allowed IPs map to: the
+    /// packets of a batch mostly come from one source. Cleared whenever the peer table is
+    /// loaded anew.
+    last_source: Option<(IpAddr, Option<u32>)>,
 }
 
 /// Runs until the device stops.
@@ -72,6 +76,7 @@ pub(super) fn run(sh: Arc<Shared>, tun: TunQueue, sock: UdpSocket) {
         },
         max_segments,
         arena: vec![0u8; ARENA],
+        last_source: None,
     };
     let gro = w.udp.gro_segments().max(1);
     let mut rx_bufs: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
@@ -221,6 +226,7 @@ impl Worker {
 
     fn udp_readable(&mut self, bufs: &mut [Vec<u8>], scratch: &mut [u8]) {
         let table = self.sh.table.load_full();
+        self.last_source = None;
         // Decrypted packets go straight into the arena (no per-packet allocation or copy);
         // `spans` are their places in it.
         let mut spans: Vec<(usize, usize)> = Vec::new();
@@ -283,28 +289,36 @@ impl Worker {
         scratch: &mut [u8],
         at: usize,
     ) -> Option<(usize, usize)> {
-        // MACs first (cheap), and cookies under load, before any Diffie-Hellman.
-        let packet = match self.sh.limiter.verify_packet(Some(from.ip()), d, scratch) {
-            Ok(p) => p,
-            Err(TunnResult::WriteToNetwork(cookie)) => {
-                self.sh.drops.cookies.fetch_add(1, Ordering::Relaxed);
-                let _ = self.sock.send_to(cookie, to_socket(from));
-                return None;
+        let peer = match data_receiver(d) {
+            // Transport data, nearly every datagram: the receiver index names the peer;
+            // `decapsulate` authenticates the packet.
+            Some(idx) => table.by_index(idx),
+            None => {
+                // Handshake messages: MACs first (cheap), and cookies under load, before any
+                // Diffie-Hellman.
+                let packet = match self.sh.limiter.verify_packet(Some(from.ip()), d, scratch) {
+                    Ok(p) => p,
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        self.sh.drops.cookies.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.sock.send_to(cookie, to_socket(from));
+                        return None;
+                    }
+                    Err(_) => {
+                        self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                };
+                match packet {
+                    Packet::HandshakeInit(ref init) => {
+                        parse_handshake_anon(&self.sh.private, &self.sh.public, init)
+                            .ok()
+                            .and_then(|h| table.by_key.get(&h.peer_static_public))
+                    }
+                    Packet::HandshakeResponse(ref r) => table.by_index(r.receiver_idx),
+                    Packet::PacketCookieReply(ref c) => table.by_index(c.receiver_idx),
+                    Packet::PacketData(ref p) => table.by_index(p.receiver_idx),
+                }
             }
-            Err(_) => {
-                self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-        };
-        let peer = match packet {
-            Packet::HandshakeInit(ref init) => {
-                parse_handshake_anon(&self.sh.private, &self.sh.public, init)
-                    .ok()
-                    .and_then(|h| table.by_key.get(&h.peer_static_public))
-            }
-            Packet::HandshakeResponse(ref r) => table.by_index(r.receiver_idx),
-            Packet::PacketCookieReply(ref c) => table.by_index(c.receiver_idx),
-            Packet::PacketData(ref p) => table.by_index(p.receiver_idx),
         };
         let Some(peer) = peer.cloned() else {
             self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
@@ -330,13 +344,25 @@ impl Worker {
             }
             TunnResult::WriteToTunnelV4(pkt, src) => {
                 authenticated = true;
-                if Self::source_ok(&self.sh, table, &peer, IpAddr::V4(src)) {
+                if Self::source_ok(
+                    &self.sh,
+                    &mut self.last_source,
+                    table,
+                    &peer,
+                    IpAddr::V4(src),
+                ) {
                     placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
                 }
             }
             TunnResult::WriteToTunnelV6(pkt, src) => {
                 authenticated = true;
-                if Self::source_ok(&self.sh, table, &peer, IpAddr::V6(src)) {
+                if Self::source_ok(
+                    &self.sh,
+                    &mut self.last_source,
+                    table,
+                    &peer,
+                    IpAddr::V6(src),
+                ) {
                     placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
                 }
             }
@@ -354,8 +380,22 @@ impl Worker {
         placed
     }
 
-    fn source_ok(sh: &Shared, table: &super::peers::PeerTable, peer: &Peer, src: IpAddr) -> bool {
-        if table.routes.lookup(src) == Some(peer.slot) {
+    fn source_ok(
+        sh: &Shared,
+        last: &mut Option<(IpAddr, Option<u32>)>,
+        table: &super::peers::PeerTable,
+        peer: &Peer,
+        src: IpAddr,
+    ) -> bool {
+        let slot = match *last {
+            Some((a, slot)) if a == src => slot,
+            _ => {
+                let slot = table.routes.lookup(src);
+                *last = Some((src, slot));
+                slot
+            }
+        };
+        if slot == Some(peer.slot) {
             return true;
         }
         sh.drops.spoofed.fetch_add(1, Ordering::Relaxed);
@@ -366,6 +406,15 @@ impl Worker {
 
 fn packet_type(d: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(..4)?.try_into().ok()?))
+}
+
+/// The receiver index of a transport data message (type 4, at least its 16-byte header and
+/// 16-byte tag); `None` for anything else.
+fn data_receiver(d: &[u8]) -> Option<u32> {
+    if packet_type(d)? != 4 || d.len() < 32 {
+        return None;
+    }
+    Some(u32::from_le_bytes(d[4..8].try_into().ok()?))
 }
 
 fn dst_addr(p: &[u8]) -> Option<IpAddr> {
@@ -386,5 +435,30 @@ fn send(state: &UdpSocketState, sock: &UdpSocket, t: &Transmit<'_>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_transport_data_messages_take_the_receiver_index_path() {
+        let mut d = vec![0u8; 32];
+        d[0] = 4;
+        d[4..8].copy_from_slice(&0x0102_0304u32.to_le_bytes());
+        assert_eq!(data_receiver(&d), Some(0x0102_0304));
+        // Shorter than a header and a tag: left to the full parser, which refuses it.
+        assert_eq!(data_receiver(&d[..31]), None);
+        // Handshake initiation, response and cookie reply go through the MAC checks.
+        for t in [1u8, 2, 3] {
+            let mut h = vec![0u8; 148];
+            h[0] = t;
+            assert_eq!(data_receiver(&h), None, "type {t}");
+        }
+        // Reserved bytes set: not a data message.
+        d[1] = 1;
+        assert_eq!(data_receiver(&d), None);
+        assert_eq!(data_receiver(&[]), None);
     }
 }

@@ -329,7 +329,7 @@ impl Worker {
         let mut authenticated = false;
         let mut placed = None;
         let base = self.arena.as_ptr() as usize;
-        match st
+        let decrypted = match st
             .tunn
             .decapsulate(Some(from.ip()), d, &mut self.arena[at..])
         {
@@ -341,35 +341,24 @@ impl Worker {
                 while let TunnResult::WriteToNetwork(q) = st.tunn.decapsulate(None, &[], &mut tmp) {
                     let _ = self.sock.send_to(q, to_socket(from));
                 }
+                None
             }
-            TunnResult::WriteToTunnelV4(pkt, src) => {
-                authenticated = true;
-                if Self::source_ok(
-                    &self.sh,
-                    &mut self.last_source,
-                    table,
-                    &peer,
-                    IpAddr::V4(src),
-                ) {
-                    placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
-                }
+            TunnResult::WriteToTunnelV4(pkt, src) => Some((pkt, IpAddr::V4(src))),
+            TunnResult::WriteToTunnelV6(pkt, src) => Some((pkt, IpAddr::V6(src))),
+            TunnResult::Done => {
+                authenticated = matches!(packet_type(d), Some(4));
+                None
             }
-            TunnResult::WriteToTunnelV6(pkt, src) => {
-                authenticated = true;
-                if Self::source_ok(
-                    &self.sh,
-                    &mut self.last_source,
-                    table,
-                    &peer,
-                    IpAddr::V6(src),
-                ) {
-                    placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
-                }
-            }
-            TunnResult::Done => authenticated = matches!(packet_type(d), Some(4)),
             TunnResult::Err(e) => {
                 self.sh.drops.unknown.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(peer = %peer.name, error = ?e, "decapsulate");
+                None
+            }
+        };
+        if let Some((pkt, src)) = decrypted {
+            authenticated = true;
+            if Self::source_ok(&self.sh, &mut self.last_source, table, &peer, src) {
+                placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
             }
         }
         // Roaming: an authenticated packet tells us where the peer is now.

@@ -237,7 +237,7 @@ fn real_main() -> Result<()> {
                 if quick {
                     &["--seconds", "3"]
                 } else {
-                    &["--seconds", "10"]
+                    &["--seconds", "10", "--rounds", "3"]
                 },
             )?;
             // Admin API change -> routing peer's eBPF map.

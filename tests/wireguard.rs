@@ -155,6 +155,16 @@ fn stock_client_reaches_the_lan_through_swiftgate() {
         vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
         "masqueraded"
     );
+    // Bulk both ways, byte for byte: the LAN's TSO super-packets are split by the routing
+    // peer, alice's segments coalesced into GSO writes.
+    traffic::bulk_echo(
+        lab.n(b.client),
+        ALICE.into(),
+        sa(WIKI, 443),
+        16 << 20,
+        Duration::from_secs(60),
+    )
+    .expect("16 MiB echoed through the routing peer");
     assert!(
         traffic::tcp_probe(
             lab.n(b.client),

@@ -265,6 +265,78 @@ pub fn tcp_probe(ns: &NetNs, src: IpAddr, dst: SocketAddr, timeout: Duration) ->
     })
 }
 
+/// The byte at `offset` of a bulk transfer: a pattern with no short period, so a segment that
+/// lands at the wrong offset or is repeated shows.
+fn bulk_byte(offset: usize) -> u8 {
+    ((offset as u32).wrapping_mul(2_654_435_761) >> 24) as u8 ^ (offset >> 16) as u8
+}
+
+/// Sends `len` bytes from `src` to the echo server at `dst` (inside `ns`) and checks that
+/// exactly those bytes come back, in order, within `timeout`. Writing and reading run at once
+/// (an echo stalls when both directions' buffers fill), so the data crosses the network both
+/// ways in bulk: full-sized segments, coalesced and split by the offloads on the way.
+pub fn bulk_echo(
+    ns: &NetNs,
+    src: IpAddr,
+    dst: SocketAddr,
+    len: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let mut stream = tcp_connect(ns, src, dst, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut writer = stream.try_clone()?;
+    let deadline = Instant::now() + timeout;
+    let sender = thread::Builder::new()
+        .name("bulk-writer".into())
+        .spawn(move || -> io::Result<()> {
+            let mut chunk = vec![0u8; 64 << 10];
+            let mut sent = 0;
+            while sent < len {
+                let n = chunk.len().min(len - sent);
+                for (i, b) in chunk[..n].iter_mut().enumerate() {
+                    *b = bulk_byte(sent + i);
+                }
+                writer.write_all(&chunk[..n])?;
+                sent += n;
+                if Instant::now() > deadline {
+                    return Err(io::Error::other("writing took too long"));
+                }
+            }
+            writer.shutdown(std::net::Shutdown::Write)
+        })
+        .map_err(|e| Error(format!("spawning the bulk writer: {e}")))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut received = 0;
+    let outcome = loop {
+        if received == len {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(format!("{received} of {len} bytes back after {timeout:?}"));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break Err(format!("closed after {received} of {len} bytes")),
+            Ok(n) => {
+                if let Some(i) = (0..n).find(|&i| buf[i] != bulk_byte(received + i)) {
+                    break Err(format!("byte {} of the echo differs", received + i));
+                }
+                received += n;
+                if received > len {
+                    break Err(format!("{received} bytes back, {len} sent"));
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => {}
+            Err(e) => break Err(format!("reading after {received} of {len} bytes: {e}")),
+        }
+    };
+    let written = sender
+        .join()
+        .map_err(|_| Error("the bulk writer panicked".into()))?;
+    outcome.map_err(|e| Error(format!("bulk echo {src} -> {dst}: {e}")))?;
+    written.map_err(|e| Error(format!("bulk echo {src} -> {dst}: writing: {e}")))
+}
+
 /// A long-lived TCP connection with an echo server on the other end.
 pub struct TcpSession {
     stream: TcpStream,

@@ -351,6 +351,8 @@ fn io_floor(secs: u64, gbit: Option<f64>) -> IoFloor {
                     let queues = tun::create(TUN, 1, MTU as u16, &[addr]).expect("floor TUN");
                     let sock = UdpSocket::bind(("203.0.113.1", PORT)).expect("relay socket");
                     sock.set_nonblocking(true).unwrap();
+                    // The gateway's socket buffers.
+                    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(8 << 20);
                     let state = UdpSocketState::new((&sock).into()).expect("UDP state");
                     let mut bufs: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
                         .map(|_| vec![0u8; 65_535])

@@ -251,7 +251,7 @@ fn stage_costs() -> Stages {
     });
     let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
     let coalesce = per_gb(segments * TCP_PAYLOAD, || {
-        for w in offload::coalesce(&refs) {
+        for w in offload::coalesce(&refs, false) {
             std::hint::black_box((w.hdr().encode(), w.parts()));
         }
     });
@@ -383,7 +383,7 @@ fn io_floor(secs: u64, gbit: Option<f64>) -> IoFloor {
                                 .filter(|d| d.len() > 32)
                                 .map(|d| &d[16..d.len() - 16])
                                 .collect();
-                            for w in offload::coalesce(&packets) {
+                            for w in offload::coalesce(&packets, queues[0].uso()) {
                                 let parts = w.parts();
                                 if queues[0].write(&w.hdr().encode(), &parts).is_ok() {
                                     // TCP payload: all but the one 52-byte header.

@@ -137,6 +137,7 @@ fn print_status(v: &serde_json::Value) {
         );
     }
     println!("  drops {}", v["drops"]);
+    println!("  tun writes {}", v["tun_writes"]);
 }
 
 #[derive(clap::Args)]

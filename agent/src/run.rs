@@ -92,6 +92,7 @@ fn control(wg: Option<&Device>, cfg: &Config, line: &str) -> serde_json::Value {
             "listen_port": d.listen_port(),
             "peers": d.status(),
             "drops": d.drops(),
+            "tun_writes": d.tun_io(),
         }),
         ("status", None) => json!({"interface": cfg.overlay, "wireguard": null}),
         ("rekey", Some(d)) => {

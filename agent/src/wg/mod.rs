@@ -129,6 +129,16 @@ pub struct Drops {
     pub cookies: AtomicU64,
 }
 
+/// What the workers wrote to the TUN: writes and the packets they carried (more packets than
+/// writes: coalescing at work).
+#[derive(Default)]
+pub struct TunIo {
+    /// TUN writes.
+    pub writes: AtomicU64,
+    /// Packets in them.
+    pub packets: AtomicU64,
+}
+
 /// State shared by workers, the timer thread and the control side.
 pub(crate) struct Shared {
     pub(crate) table: ArcSwap<PeerTable>,
@@ -137,6 +147,7 @@ pub(crate) struct Shared {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) stop: AtomicBool,
     pub(crate) drops: Drops,
+    pub(crate) tun_io: TunIo,
     next_slot: AtomicU32,
 }
 
@@ -270,6 +281,7 @@ impl Device {
             public,
             stop: AtomicBool::new(false),
             drops: Drops::default(),
+            tun_io: TunIo::default(),
             next_slot: AtomicU32::new(1),
         });
         let table = shared.build_table(cfg, &PeerTable::default());
@@ -394,6 +406,15 @@ impl Device {
             ("unknown", d.unknown.load(Ordering::Relaxed)),
             ("malformed", d.malformed.load(Ordering::Relaxed)),
             ("cookies", d.cookies.load(Ordering::Relaxed)),
+        ])
+    }
+
+    /// TUN writes and the packets they carried.
+    pub fn tun_io(&self) -> HashMap<&'static str, u64> {
+        let t = &self.shared.tun_io;
+        HashMap::from([
+            ("writes", t.writes.load(Ordering::Relaxed)),
+            ("packets", t.packets.load(Ordering::Relaxed)),
         ])
     }
 

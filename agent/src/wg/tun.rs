@@ -47,6 +47,7 @@ use ioctls::{tun_set_iff, tun_set_offload, tun_set_persist};
 /// One queue of the TUN device.
 pub struct TunQueue {
     file: File,
+    uso: bool,
 }
 
 fn open_queue(name: &str) -> Result<File> {
@@ -78,18 +79,21 @@ pub fn create(name: &str, queues: usize, mtu: u16, addresses: &[IpNet]) -> Resul
     for _ in 0..queues.max(1) {
         out.push(TunQueue {
             file: open_queue(name)?,
+            uso: false,
         });
     }
     let fd = out[0].file.as_raw_fd();
     let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
     // SAFETY: TUNSETOFFLOAD takes an integer argument by value.
-    unsafe { tun_set_offload(fd, (offloads | TUN_F_USO4 | TUN_F_USO6) as i32) }
-        .or_else(|_| {
-            // Kernels before 6.2 have no UDP segmentation offload.
-            // SAFETY: as above.
-            unsafe { tun_set_offload(fd, offloads as i32) }
-        })
-        .context("TUNSETOFFLOAD")?;
+    let uso = unsafe { tun_set_offload(fd, (offloads | TUN_F_USO4 | TUN_F_USO6) as i32) }.is_ok();
+    if !uso {
+        // Kernels before 6.2 have no UDP segmentation offload.
+        // SAFETY: as above.
+        unsafe { tun_set_offload(fd, offloads as i32) }.context("TUNSETOFFLOAD")?;
+    }
+    for q in &mut out {
+        q.uso = uso;
+    }
     // SAFETY: TUNSETPERSIST takes an integer argument by value.
     unsafe { tun_set_persist(fd, 1) }.context("TUNSETPERSIST")?;
     ip(&["link", "set", "dev", name, "mtu", &mtu.to_string(), "up"])?;
@@ -134,6 +138,12 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl TunQueue {
+    /// Whether the device takes UDP segmentation offload (kernel 6.2 and later): UDP
+    /// super-packets may be written to it.
+    pub fn uso(&self) -> bool {
+        self.uso
+    }
+
     /// Reads one frame (virtio header + packet) into `buf`; `Ok(None)` when none is waiting.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: buf is valid writable memory of the length passed.

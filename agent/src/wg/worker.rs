@@ -51,6 +51,8 @@ struct Worker {
     /// packets of a batch mostly come from one source. Cleared whenever the peer table is
     /// loaded anew.
     last_source: Option<(IpAddr, Option<u32>)>,
+    /// Whether UDP datagrams are coalesced into USO writes (the TUN takes them).
+    uso: bool,
 }
 
 /// Runs until the device stops.
@@ -77,7 +79,9 @@ pub(super) fn run(sh: Arc<Shared>, tun: TunQueue, sock: UdpSocket) {
         max_segments,
         arena: vec![0u8; ARENA],
         last_source: None,
+        uso: false,
     };
+    w.uso = w.tun.uso();
     let gro = w.udp.gro_segments().max(1);
     let mut rx_bufs: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
         .map(|_| vec![0u8; MAX_DATAGRAM.min(1500 * gro).max(2048)])
@@ -269,16 +273,41 @@ impl Worker {
     }
 
     /// Coalesces the decrypted packets at `spans` of the arena and writes them to the TUN.
-    fn write_tun(&self, spans: &[(usize, usize)]) {
+    fn write_tun(&mut self, spans: &[(usize, usize)]) {
         let packets: Vec<&[u8]> = spans
             .iter()
             .map(|(o, l)| &self.arena[*o..*o + *l])
             .collect();
-        for w in offload::coalesce(&packets) {
-            if let Err(e) = self.tun.write(&w.hdr().encode(), &w.parts()) {
-                tracing::debug!(error = %e, "TUN write");
+        let (mut writes, mut written) = (0, 0);
+        for w in offload::coalesce(&packets, self.uso) {
+            let hdr = w.hdr();
+            match self.tun.write(&hdr.encode(), &w.parts()) {
+                Ok(()) => {
+                    writes += 1;
+                    written += w.packets() as u64;
+                }
+                Err(e)
+                    if hdr.gso_type == offload::GSO_UDP_L4
+                        && e.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    // A kernel that negotiated USO but refuses UDP super-packets: write this
+                    // one's datagrams singly, and no more UDP super-packets.
+                    tracing::warn!(error = %e, "the TUN refuses UDP super-packets; writing UDP datagrams one by one");
+                    self.uso = false;
+                    let mut whole = w.to_vec();
+                    let none = VnetHdr::default().encode();
+                    let _ = offload::split(&hdr, &mut whole, |d| {
+                        if self.tun.write(&none, &[d]).is_ok() {
+                            writes += 1;
+                            written += 1;
+                        }
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "TUN write"),
             }
         }
+        self.sh.tun_io.writes.fetch_add(writes, Ordering::Relaxed);
+        self.sh.tun_io.packets.fetch_add(written, Ordering::Relaxed);
     }
 
     fn datagram(

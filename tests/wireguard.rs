@@ -549,3 +549,126 @@ ports = ["8080"]
         .is_err()
     );
 }
+
+/// A swiftgate client sends one UDP GSO burst (40 datagrams of 1,000 bytes in one `sendmsg`)
+/// through a swiftgate routing peer: the client splits the TUN's USO super-packet and sends one
+/// GSO batch, the routing peer decrypts the batch and writes it to its TUN as one USO
+/// super-packet, which its eBPF program masquerades and forwards; the LAN receives every
+/// datagram, intact and in order.
+#[test]
+fn udp_bursts_cross_the_routing_peer_as_uso_writes() {
+    const SEGMENT: usize = 1000;
+    const COUNT: usize = 40;
+    let mut lab = Lab::new();
+    let client = lab.ns("c");
+    let gw = lab.ns("g");
+    let lan = lab.ns("l");
+    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
+    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    let (gw_keys, me) = (keys(), keys());
+    let peers = format!(
+        r#"
+[[peers]]
+name = "alice"
+ips = ["100.64.0.2"]
+groups = ["Development"]
+public_key = "{}"
+[[policies]]
+name = "udp"
+sources = ["Development"]
+destinations = ["Internal Apps"]
+protocol = "udp"
+ports = ["5353"]
+"#,
+        me.public
+    );
+    lab.swiftgate(gw, &gateway_config(&gw_keys, &peers));
+    lab.swiftgate(
+        client,
+        &format!(
+            r#"
+[interface]
+overlay = "sg0"
+addresses = ["100.64.0.2/16"]
+private_key = "{}"
+listen_port = 0
+[[peers]]
+name = "gateway"
+ips = ["100.64.0.1"]
+groups = ["gw"]
+public_key = "{}"
+endpoint = "203.0.113.1:51820"
+allowed_ips = ["192.0.2.0/24"]
+keepalive = 1
+"#,
+            me.private, gw_keys.public
+        ),
+    );
+    wait_for("the tunnel", Duration::from_secs(10), || {
+        traffic::ping(lab.n(client), ALICE.into(), WIKI.into()).unwrap()
+    });
+    let sink = lab
+        .n(lan)
+        .run(|| UdpSocket::bind(sa(WIKI, 5353)))
+        .unwrap()
+        .expect("LAN sink");
+    sink.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let io = |lab: &Lab| {
+        let st = lab.control(0, "status");
+        (
+            st["tun_writes"]["writes"].as_u64().unwrap(),
+            st["tun_writes"]["packets"].as_u64().unwrap(),
+        )
+    };
+    let (writes0, packets0) = io(&lab);
+    let burst: Vec<u8> = (0..SEGMENT * COUNT)
+        .map(|i| (i / SEGMENT + i) as u8)
+        .collect();
+    lab.n(client)
+        .run(|| -> std::io::Result<()> {
+            let s = UdpSocket::bind(sa(ALICE, 0))?;
+            let gso = SEGMENT as libc::c_int;
+            // SAFETY: setsockopt reads one c_int from the live `gso` for the length given; the
+            // socket's descriptor is open.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_UDP,
+                    libc::UDP_SEGMENT,
+                    (&gso as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            s.send_to(&burst, sa(WIKI, 5353))?;
+            Ok(())
+        })
+        .unwrap()
+        .expect("one UDP GSO send of the burst");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < COUNT && std::time::Instant::now() < deadline {
+        if let Ok((n, from)) = sink.recv_from(&mut buf) {
+            assert_eq!(
+                from.ip(),
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                "masqueraded"
+            );
+            got.push(buf[..n].to_vec());
+        }
+    }
+    let want: Vec<Vec<u8>> = burst.chunks(SEGMENT).map(<[u8]>::to_vec).collect();
+    assert_eq!(got.len(), COUNT, "every datagram of the burst arrived");
+    assert!(got == want, "the datagrams arrived intact and in order");
+    let (writes1, packets1) = io(&lab);
+    let (writes, packets) = (writes1 - writes0, packets1 - packets0);
+    assert!(packets >= COUNT as u64, "{packets} packets written");
+    assert!(
+        packets - writes >= COUNT as u64 - 5,
+        "{packets} packets in {writes} TUN writes: the burst was not coalesced"
+    );
+}

@@ -15,7 +15,7 @@ use std::{
 
 use support::{
     TcpServer, TcpSession, traffic,
-    wg::{Keys, Lab, keys, sh, wait_for},
+    wg::{Keys, Lab, client_config, keys, sh, wait_for},
 };
 
 const ALICE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
@@ -72,11 +72,7 @@ struct Berlin {
 
 fn berlin(extra_peers: &str) -> Berlin {
     let mut lab = Lab::new();
-    let client = lab.ns("c");
-    let gw = lab.ns("g");
-    let lan = lab.ns("l");
-    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
-    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    let (client, gw, lan) = lab.routing_topology();
     lab.n(lan)
         .ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"])
         .unwrap()
@@ -560,11 +556,7 @@ fn udp_bursts_cross_the_routing_peer_as_uso_writes() {
     const SEGMENT: usize = 1000;
     const COUNT: usize = 40;
     let mut lab = Lab::new();
-    let client = lab.ns("c");
-    let gw = lab.ns("g");
-    let lan = lab.ns("l");
-    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
-    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    let (client, gw, lan) = lab.routing_topology();
     let (gw_keys, me) = (keys(), keys());
     let peers = format!(
         r#"
@@ -583,27 +575,7 @@ ports = ["5353"]
         me.public
     );
     lab.swiftgate(gw, &gateway_config(&gw_keys, &peers));
-    lab.swiftgate(
-        client,
-        &format!(
-            r#"
-[interface]
-overlay = "sg0"
-addresses = ["100.64.0.2/16"]
-private_key = "{}"
-listen_port = 0
-[[peers]]
-name = "gateway"
-ips = ["100.64.0.1"]
-groups = ["gw"]
-public_key = "{}"
-endpoint = "203.0.113.1:51820"
-allowed_ips = ["192.0.2.0/24"]
-keepalive = 1
-"#,
-            me.private, gw_keys.public
-        ),
-    );
+    lab.swiftgate(client, &client_config(&me, &gw_keys, 1420));
     wait_for("the tunnel", Duration::from_secs(10), || {
         traffic::ping(lab.n(client), ALICE.into(), WIKI.into()).unwrap()
     });

@@ -30,7 +30,7 @@ use std::{
 };
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use support::wg::{Keys, Lab, keys, sh, wait_for};
+use support::wg::{Keys, Lab, client_config, keys, sh, wait_for};
 
 const SERVER: &str = "192.0.2.10";
 /// Overlay MTU of both gateways and the client.
@@ -52,28 +52,6 @@ const CASES: [(&str, &str, &[&str]); 5] = [
 ];
 
 const SYSTEMS: [&str; 2] = ["swiftgate", "wireguard-go"];
-
-fn client_config(me: &Keys, gw: &Keys) -> String {
-    format!(
-        r#"
-[interface]
-overlay = "sg0"
-addresses = ["100.64.0.2/16"]
-private_key = "{}"
-listen_port = 0
-mtu = {MTU}
-[[peers]]
-name = "gateway"
-ips = ["100.64.0.1"]
-groups = ["gw"]
-public_key = "{}"
-endpoint = "203.0.113.1:51820"
-allowed_ips = ["192.0.2.0/24"]
-keepalive = 5
-"#,
-        me.private, gw.public
-    )
-}
 
 fn gateway_config(gw: &Keys, client: &Keys, workers: usize) -> String {
     format!(
@@ -539,11 +517,7 @@ fn iperf(ctx: &Ctx<'_>, case: &'static str, args: &[&str]) -> Run {
 
 fn topology() -> (Lab, usize, usize, usize) {
     let mut lab = Lab::new();
-    let client = lab.ns("c");
-    let gw = lab.ns("g");
-    let lan = lab.ns("l");
-    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
-    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    let (client, gw, lan) = lab.routing_topology();
     lab.n(gw)
         .sysctl("net/ipv4/ip_forward", "1")
         .expect("forwarding");
@@ -679,7 +653,7 @@ fn main() {
                 )
                 .expect("iperf3 -s");
             let gw_pid = start_gateway(&mut lab, gw, system, &k, opt.workers);
-            lab.swiftgate(client, &client_config(&k.client, &k.gw));
+            lab.swiftgate(client, &client_config(&k.client, &k.gw, MTU as u16));
             wait_for("the tunnel", Duration::from_secs(10), || {
                 lab.n(client)
                     .output(Command::new("ping").args(["-c1", "-W1", SERVER]))

@@ -29,6 +29,30 @@ pub struct Keys {
     pub public: String,
 }
 
+/// The configuration of a swiftgate client 100.64.0.2 of the routing topology's gateway
+/// (203.0.113.1:51820), routing the LAN 192.0.2.0/24 through it.
+pub fn client_config(me: &Keys, gateway: &Keys, mtu: u16) -> String {
+    format!(
+        r#"
+[interface]
+overlay = "sg0"
+addresses = ["100.64.0.2/16"]
+private_key = "{}"
+listen_port = 0
+mtu = {mtu}
+[[peers]]
+name = "gateway"
+ips = ["100.64.0.1"]
+groups = ["gw"]
+public_key = "{}"
+endpoint = "203.0.113.1:51820"
+allowed_ips = ["192.0.2.0/24"]
+keepalive = 1
+"#,
+        me.private, gateway.public
+    )
+}
+
 pub fn keys() -> Keys {
     let private = sh(None, &["wg", "genkey"]);
     let mut child = Command::new("wg")
@@ -90,6 +114,18 @@ impl Lab {
 
     pub fn n(&self, i: usize) -> &NetNs {
         &self.namespaces[i]
+    }
+
+    /// The routing-peer topology: namespaces client, gateway and LAN (their indices, in that
+    /// order), the client's underlay 203.0.113.2/24 (`u0`) to the gateway's 203.0.113.1/24
+    /// (`u1`), and the LAN host 192.0.2.10/24 (`eth0`) on the gateway's `lan0`, 192.0.2.1/24.
+    pub fn routing_topology(&mut self) -> (usize, usize, usize) {
+        let client = self.ns("c");
+        let gw = self.ns("g");
+        let lan = self.ns("l");
+        self.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
+        self.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+        (client, gw, lan)
     }
 
     /// A veth pair between two namespaces with addresses.

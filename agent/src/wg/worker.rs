@@ -65,6 +65,7 @@ pub(super) fn run(sh: Arc<Shared>, tun: TunQueue, sock: UdpSocket) {
         }
     };
     let max_segments = udp.max_gso_segments().clamp(1, 64);
+    let uso = tun.uso();
     let mut w = Worker {
         sh,
         tun,
@@ -79,9 +80,8 @@ pub(super) fn run(sh: Arc<Shared>, tun: TunQueue, sock: UdpSocket) {
         max_segments,
         arena: vec![0u8; ARENA],
         last_source: None,
-        uso: false,
+        uso,
     };
-    w.uso = w.tun.uso();
     let gro = w.udp.gro_segments().max(1);
     let mut rx_bufs: Vec<Vec<u8>> = (0..quinn_udp::BATCH_SIZE)
         .map(|_| vec![0u8; MAX_DATAGRAM.min(1500 * gro).max(2048)])

@@ -389,11 +389,15 @@ pub fn coalesce<'a>(packets: &[&'a [u8]], uso: bool) -> Vec<TunWrite<'a>> {
             continue;
         }
         // Not merged: it goes out after everything so far, so no later packet of its flow may
-        // join an earlier write (a flow's packets keep their order). Fragments carry no ports:
-        // addresses and protocol decide.
-        if let Some((src, dst, proto)) = endpoints(p) {
+        // join an earlier write (a flow's packets keep their order). A fragment carries no
+        // ports (but the first): it closes every run between its addresses in its protocol.
+        if let Some((src, dst, proto, ports)) = endpoints(p) {
             for (f, o) in open.iter_mut() {
-                if f.src == src && f.dst == dst && f.proto == proto {
+                if f.src == src
+                    && f.dst == dst
+                    && f.proto == proto
+                    && ports.is_none_or(|x| x == f.ports)
+                {
                     o.closed = true;
                 }
             }
@@ -455,21 +459,24 @@ pub fn coalesce<'a>(packets: &[&'a [u8]], uso: bool) -> Vec<TunWrite<'a>> {
         .collect()
 }
 
-/// Source and destination (IPv4 in the first 4 bytes) and protocol of an IP packet.
-fn endpoints(p: &[u8]) -> Option<([u8; 16], [u8; 16], u8)> {
-    let (v4, _, proto) = headers(p).ok()?;
+/// Source and destination (IPv4 in the first 4 bytes), protocol and, unless it is a fragment,
+/// the first four transport bytes (the ports of TCP and UDP) of an IP packet.
+fn endpoints(p: &[u8]) -> Option<([u8; 16], [u8; 16], u8, Option<u32>)> {
+    let (v4, ihl, proto) = headers(p).ok()?;
     let (mut src, mut dst) = ([0; 16], [0; 16]);
+    let fragment = v4 && u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0;
     if v4 {
-        if p.len() < 20 {
-            return None;
-        }
         src[..4].copy_from_slice(&p[12..16]);
         dst[..4].copy_from_slice(&p[16..20]);
     } else {
         src.copy_from_slice(&p[8..24]);
         dst.copy_from_slice(&p[24..40]);
     }
-    Some((src, dst, proto))
+    let ports = match p.get(ihl..ihl + 4) {
+        Some(b) if !fragment => Some(u32::from_be_bytes(b.try_into().ok()?)),
+        _ => None,
+    };
+    Some((src, dst, proto, ports))
 }
 
 /// A packet that may be coalesced.
@@ -929,6 +936,18 @@ mod tests {
         let w = coalesce(&[&x, &y, &z], false);
         assert_eq!(w.len(), 2);
         assert_eq!(w[0].to_vec().len(), 40 + 150);
+        // Two connections between the same hosts, interleaved: each still coalesces.
+        let mut b1 = tcp4(1, &[2; 100], 0x10);
+        let mut b2 = tcp4(101, &[2; 100], 0x10);
+        for b in [&mut b1, &mut b2] {
+            b[21] = 0x41; // source port 40001 (checksums do not matter here)
+        }
+        let (a1, a2) = (tcp4(1, &[1; 100], 0x10), tcp4(101, &[1; 100], 0x10));
+        let w = coalesce(&[&a1, &b1, &a2, &b2], false);
+        assert_eq!(
+            w.iter().map(TunWrite::packets).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
         // A pure ACK of the flow between two segments: the second may not overtake it.
         let (d1, ack, d2) = (
             tcp4(1, &[1; 100], 0x10),

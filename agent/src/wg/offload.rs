@@ -391,12 +391,12 @@ pub fn coalesce<'a>(packets: &[&'a [u8]], uso: bool) -> Vec<TunWrite<'a>> {
         // Not merged: it goes out after everything so far, so no later packet of its flow may
         // join an earlier write (a flow's packets keep their order). A fragment carries no
         // ports (but the first): it closes every run between its addresses in its protocol.
-        if let Some((src, dst, proto, ports)) = endpoints(p) {
+        if let Some((flow, ports_known)) = flow_of(p) {
             for (f, o) in open.iter_mut() {
-                if f.src == src
-                    && f.dst == dst
-                    && f.proto == proto
-                    && ports.is_none_or(|x| x == f.ports)
+                if f.src == flow.src
+                    && f.dst == flow.dst
+                    && f.proto == flow.proto
+                    && (!ports_known || f.ports == flow.ports)
                 {
                     o.closed = true;
                 }
@@ -459,24 +459,30 @@ pub fn coalesce<'a>(packets: &[&'a [u8]], uso: bool) -> Vec<TunWrite<'a>> {
         .collect()
 }
 
-/// Source and destination (IPv4 in the first 4 bytes), protocol and, unless it is a fragment,
-/// the first four transport bytes (the ports of TCP and UDP) of an IP packet.
-fn endpoints(p: &[u8]) -> Option<([u8; 16], [u8; 16], u8, Option<u32>)> {
+/// The flow of an IP packet (IPv4 addresses in the first 4 bytes) and whether its ports are
+/// known: a fragment's are not (its `ports` are 0).
+fn flow_of(p: &[u8]) -> Option<(FlowId, bool)> {
     let (v4, ihl, proto) = headers(p).ok()?;
-    let (mut src, mut dst) = ([0; 16], [0; 16]);
     let fragment = v4 && u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0;
-    if v4 {
-        src[..4].copy_from_slice(&p[12..16]);
-        dst[..4].copy_from_slice(&p[16..20]);
-    } else {
-        src.copy_from_slice(&p[8..24]);
-        dst.copy_from_slice(&p[24..40]);
-    }
-    let ports = match p.get(ihl..ihl + 4) {
-        Some(b) if !fragment => Some(u32::from_be_bytes(b.try_into().ok()?)),
-        _ => None,
+    let mut id = FlowId {
+        src: [0; 16],
+        dst: [0; 16],
+        ports: 0,
+        proto,
     };
-    Some((src, dst, proto, ports))
+    if v4 {
+        id.src[..4].copy_from_slice(&p[12..16]);
+        id.dst[..4].copy_from_slice(&p[16..20]);
+    } else {
+        id.src.copy_from_slice(&p[8..24]);
+        id.dst.copy_from_slice(&p[24..40]);
+    }
+    let ports = p
+        .get(ihl..ihl + 4)
+        .filter(|_| !fragment)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    id.ports = ports.unwrap_or(0);
+    Some((id, ports.is_some()))
 }
 
 /// A packet that may be coalesced.

@@ -100,12 +100,11 @@ pub fn sum16(data: &[u8], acc: u64) -> u64 {
     tail[..rest.len()].copy_from_slice(rest);
     a += word(&tail[..8]);
     b += word(&tail[8..]);
-    // Fold 128 -> 64 bits with end-around carries, then to 16 bits.
+    // Fold 128 -> 64 bits with an end-around carry (no overflow: with a carry the low word is
+    // at most 2^64 - 2), then to 16 bits.
     let wide = a + b;
     let (lo, carry) = (wide as u64).overflowing_add((wide >> 64) as u64);
-    let mut native = lo as u128 + u128::from(carry);
-    native = (native & 0xffff_ffff) + (native >> 32);
-    let folded = fold(native as u64);
+    let folded = fold(lo + u64::from(carry));
     let be = if cfg!(target_endian = "little") {
         folded.swap_bytes()
     } else {
@@ -391,7 +390,7 @@ pub fn coalesce<'a>(packets: &[&'a [u8]], uso: bool) -> Vec<TunWrite<'a>> {
         // Not merged: it goes out after everything so far, so no later packet of its flow may
         // join an earlier write (a flow's packets keep their order). A fragment carries no
         // ports (but the first): it closes every run between its addresses in its protocol.
-        if let Some((flow, ports_known)) = flow_of(p) {
+        if let Some((flow, ports_known)) = cand.map(|c| (c.id, true)).or_else(|| flow_of(p)) {
             for (f, o) in open.iter_mut() {
                 if f.src == flow.src
                     && f.dst == flow.dst
@@ -537,19 +536,8 @@ fn candidate(p: &[u8], uso: bool) -> Option<Candidate> {
         }
         _ => return None,
     };
-    let mut id = FlowId {
-        src: [0; 16],
-        dst: [0; 16],
-        ports: u32::from_be_bytes(p[ihl..ihl + 4].try_into().ok()?),
-        proto,
-    };
-    if v4 {
-        id.src[..4].copy_from_slice(&p[12..16]);
-        id.dst[..4].copy_from_slice(&p[16..20]);
-    } else {
-        id.src.copy_from_slice(&p[8..24]);
-        id.dst.copy_from_slice(&p[24..40]);
-    }
+    // Not a fragment and at least 8 transport bytes: the ports are known.
+    let (id, _) = flow_of(p)?;
     Some(Candidate {
         id,
         seq,

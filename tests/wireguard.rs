@@ -61,6 +61,20 @@ protocol = "icmp"
     )
 }
 
+/// The routing peer's configuration of alice (100.64.0.2, group Development), followed by
+/// `extra` (more of her settings, more peers or policies).
+fn alice_peer(public: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[peers]]
+name = "alice"
+ips = ["100.64.0.2"]
+groups = ["Development"]
+public_key = "{public}"
+{extra}"#
+    )
+}
+
 /// alice (stock wireguard-go, with a pre-shared key) -> swiftgate routing peer -> LAN.
 struct Berlin {
     lab: Lab,
@@ -83,16 +97,9 @@ fn berlin(extra_peers: &str) -> Berlin {
     let psk = sh(None, &["wg", "genpsk"]);
     let pskfile = lab.dir.join("psk");
     std::fs::write(&pskfile, &psk).unwrap();
-    let peers = format!(
-        r#"
-[[peers]]
-name = "alice"
-ips = ["100.64.0.2"]
-groups = ["Development"]
-public_key = "{}"
-preshared_key = "{psk}"
-{extra_peers}"#,
-        alice.public
+    let peers = alice_peer(
+        &alice.public,
+        &format!("preshared_key = \"{psk}\"\n{extra_peers}"),
     );
     lab.swiftgate(gw, &gateway_config(&gw_keys, &peers));
     let ifname = format!("{}w", lab.id);
@@ -558,13 +565,9 @@ fn udp_bursts_cross_the_routing_peer_as_uso_writes() {
     let mut lab = Lab::new();
     let (client, gw, lan) = lab.routing_topology();
     let (gw_keys, me) = (keys(), keys());
-    let peers = format!(
+    let peers = alice_peer(
+        &me.public,
         r#"
-[[peers]]
-name = "alice"
-ips = ["100.64.0.2"]
-groups = ["Development"]
-public_key = "{}"
 [[policies]]
 name = "udp"
 sources = ["Development"]
@@ -572,7 +575,6 @@ destinations = ["Internal Apps"]
 protocol = "udp"
 ports = ["5353"]
 "#,
-        me.public
     );
     lab.swiftgate(gw, &gateway_config(&gw_keys, &peers));
     lab.swiftgate(client, &client_config(&me, &gw_keys, 1420));

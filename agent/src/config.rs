@@ -12,6 +12,7 @@ use std::{
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use swiftgate_rules::RuleError;
 
 use crate::wg::{Key, WgConfig, WgPeer};
 
@@ -204,80 +205,7 @@ fn accept() -> String {
     "accept".into()
 }
 
-/// Protocol of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// Every protocol, every port.
-    All,
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// ICMP and ICMPv6 (echo).
-    Icmp,
-}
-
-impl Protocol {
-    /// IP protocol number (ICMP for both families), or `None` for all.
-    pub fn number(self) -> Option<u8> {
-        match self {
-            Protocol::All => None,
-            Protocol::Tcp => Some(6),
-            Protocol::Udp => Some(17),
-            Protocol::Icmp => Some(1),
-        }
-    }
-}
-
-/// Rule action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    /// Allow.
-    Accept,
-    /// Deny (beats accept).
-    Drop,
-}
-
-/// An inclusive port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortRange {
-    /// First port.
-    pub lo: u16,
-    /// Last port.
-    pub hi: u16,
-}
-
-impl PortRange {
-    /// Parses "443" or "8000-8080".
-    pub fn parse(s: &str) -> Result<PortRange, String> {
-        let one = |t: &str| -> Result<u16, String> {
-            let p: u16 = t
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a port or port range"))?;
-            if p == 0 {
-                return Err(format!("`{s}`: port 0 is not a valid port"));
-            }
-            Ok(p)
-        };
-        let (lo, hi) = match s.split_once('-') {
-            Some((a, b)) => (one(a)?, one(b)?),
-            None => {
-                let p = one(s)?;
-                (p, p)
-            }
-        };
-        if lo > hi {
-            return Err(format!("`{s}`: range is reversed ({lo} > {hi})"));
-        }
-        Ok(PortRange { lo, hi })
-    }
-
-    /// Whether `p` is in the range.
-    pub fn contains(&self, p: u16) -> bool {
-        self.lo <= p && p <= self.hi
-    }
-}
+pub use swiftgate_rules::{Action, PortRange, Protocol};
 
 /// What a name in a policy refers to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -288,6 +216,10 @@ pub enum Endpoint {
     Resource(usize),
     /// The routing peer itself.
     SelfPeer,
+    /// An address range named only as a rule's source (index into
+    /// [`Config::source_prefixes`]): a managed map's LAN prefix of a Site-to-VPN rule, or a
+    /// source range that is no known peer. Never a destination.
+    Prefix(usize),
 }
 
 /// A validated peer.
@@ -380,6 +312,8 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// Resources (all Networks).
     pub resources: Vec<Resource>,
+    /// Source-only address ranges ([`Endpoint::Prefix`]).
+    pub source_prefixes: Vec<IpNet>,
     /// Network names, index = network id - 1.
     pub networks: Vec<String>,
     /// Enabled rules.
@@ -430,6 +364,41 @@ fn parse_prefix(s: &str, at: &str) -> Result<IpNet, ConfigError> {
     ))
 }
 
+/// Whether a resource's prefix can be routed by this peer: not inside the overlay (those
+/// addresses are peers), not multicast, loopback, link-local or unspecified as a host. A prefix
+/// that *contains* the overlay (`0.0.0.0/0`, an exit node's) is allowed: the overlay's own,
+/// longer prefixes win the longest-prefix match for overlay addresses. Both front doors (file
+/// and network map) use this one check.
+pub fn resource_prefix_allowed(prefix: IpNet, overlay_nets: &[IpNet]) -> Result<(), String> {
+    if let Some(o) = overlay_nets
+        .iter()
+        .find(|o| o.contains(&prefix.addr()) && o.prefix_len() <= prefix.prefix_len())
+    {
+        return Err(format!("{prefix} is inside the overlay network {o}"));
+    }
+    let a = prefix.addr();
+    let host = prefix.prefix_len() == prefix.max_prefix_len();
+    let bad = match a {
+        IpAddr::V4(v) => {
+            (v.is_multicast() && prefix.prefix_len() >= 4)
+                || (v.is_loopback() && prefix.prefix_len() >= 8)
+                || (v.is_link_local() && prefix.prefix_len() >= 16)
+                || (host && (v.is_unspecified() || v.is_broadcast()))
+        }
+        IpAddr::V6(v) => {
+            (v.is_multicast() && prefix.prefix_len() >= 8)
+                || (host && (v.is_loopback() || v.is_unspecified()))
+                || (v.is_unicast_link_local() && prefix.prefix_len() >= 10)
+        }
+    };
+    if bad {
+        return Err(format!(
+            "{prefix} is not routable (multicast, loopback, link-local or unspecified)"
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str, at: &str) -> Result<(), ConfigError> {
     if name.trim().is_empty() {
         return Err(invalid(at, "name is empty"));
@@ -458,30 +427,13 @@ impl Config {
         Config::validate(&file)
     }
 
-    /// Validates a parsed file.
-    pub fn validate(f: &FileConfig) -> Result<Config, ConfigError> {
-        let i = &f.interface;
+    /// The parts of a configuration that are local to this host (interfaces, sizes, paths,
+    /// defaults), validated, with no addresses, peers, resources or rules yet. Both front
+    /// doors start here: [`Config::validate`] for the TOML file and [`crate::netmap`] for the
+    /// management server's network map.
+    pub fn local(i: &InterfaceConfig) -> Result<Config, ConfigError> {
         if i.overlay.trim().is_empty() {
             return Err(invalid("interface.overlay", "no overlay interface named"));
-        }
-        if i.addresses.is_empty() {
-            return Err(invalid(
-                "interface.addresses",
-                "at least one own overlay address is needed",
-            ));
-        }
-        let mut own_addresses = Vec::new();
-        let mut overlay_nets = Vec::new();
-        for (n, a) in i.addresses.iter().enumerate() {
-            let at = format!("interface.addresses[{n}]");
-            let net: IpNet = a.trim().parse().map_err(|_| {
-                invalid(
-                    &at,
-                    format!("`{a}` is not an address with prefix length (e.g. 100.64.0.1/16)"),
-                )
-            })?;
-            own_addresses.push(IpNet::from(net.addr()));
-            overlay_nets.push(net.trunc());
         }
         for (n, l) in i.lan.iter().enumerate() {
             if l.trim().is_empty() || l == &i.overlay {
@@ -517,10 +469,12 @@ impl Config {
             ));
         }
         let nat_ports = match &i.nat_ports {
-            Some(s) => PortRange::parse(s).map_err(|m| invalid("interface.nat_ports", m))?,
+            Some(s) => s
+                .parse::<PortRange>()
+                .map_err(|e| invalid("interface.nat_ports", e.to_string()))?,
             None => PortRange {
-                lo: 1024,
-                hi: 65535,
+                start: 1024,
+                end: 65535,
             },
         };
         let flow_events = match i.flow_events.as_deref() {
@@ -534,6 +488,66 @@ impl Config {
                 ));
             }
         };
+        if i.xdp && !i.overlay_l2 {
+            return Err(invalid(
+                "interface",
+                "xdp = true needs overlay_l2 = true (the XDP stage handles Ethernet frames)",
+            ));
+        }
+        Ok(Config {
+            overlay: i.overlay.clone(),
+            overlay_l2: i.overlay_l2,
+            xdp: i.xdp,
+            own_addresses: vec![],
+            overlay_nets: vec![],
+            lan: i.lan.clone(),
+            mtu,
+            pin_path: i
+                .pin_path
+                .clone()
+                .unwrap_or_else(|| swiftgate_common::PIN_ROOT.into()),
+            conntrack_capacity,
+            conntrack_capacity_v6,
+            nat_ports,
+            flow_events,
+            peers: vec![],
+            resources: vec![],
+            source_prefixes: vec![],
+            networks: vec![],
+            rules: vec![],
+            wireguard: None,
+            routes: vec![],
+            control_socket: i
+                .control_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("/run/swiftgate/{}.sock", i.overlay))),
+        })
+    }
+
+    /// Validates a parsed file.
+    pub fn validate(f: &FileConfig) -> Result<Config, ConfigError> {
+        let i = &f.interface;
+        let base = Config::local(i)?;
+        if i.addresses.is_empty() {
+            return Err(invalid(
+                "interface.addresses",
+                "at least one own overlay address is needed",
+            ));
+        }
+        let mut own_addresses = Vec::new();
+        let mut overlay_nets = Vec::new();
+        for (n, a) in i.addresses.iter().enumerate() {
+            let at = format!("interface.addresses[{n}]");
+            let net: IpNet = a.trim().parse().map_err(|_| {
+                invalid(
+                    &at,
+                    format!("`{a}` is not an address with prefix length (e.g. 100.64.0.1/16)"),
+                )
+            })?;
+            own_addresses.push(IpNet::from(net.addr()));
+            overlay_nets.push(net.trunc());
+        }
+        let mtu = base.mtu;
 
         // Names are unique across peers, resources and groups' members.
         let mut names: BTreeMap<String, Endpoint> = BTreeMap::new();
@@ -636,14 +650,8 @@ impl Config {
                 let at = format!("{at}.resources[{k}]");
                 check_name(&r.name, &at)?;
                 let prefix = parse_prefix(&r.address, &format!("{at}.address"))?;
-                if overlay_nets
-                    .iter()
-                    .any(|o| o.contains(&prefix.addr()) || prefix.contains(&o.addr()))
-                {
-                    return Err(invalid(
-                        format!("{at}.address"),
-                        format!("{prefix} overlaps the overlay network"),
-                    ));
+                if let Err(why) = resource_prefix_allowed(prefix, &overlay_nets) {
+                    return Err(invalid(format!("{at}.address"), why));
                 }
                 if names
                     .insert(r.name.clone(), Endpoint::Resource(resources.len()))
@@ -727,32 +735,20 @@ impl Config {
             if p.destinations.is_empty() {
                 return Err(invalid(format!("{at}.destinations"), "no destinations"));
             }
-            let protocol = match p.protocol.to_ascii_lowercase().as_str() {
-                "all" => Protocol::All,
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                "icmp" => Protocol::Icmp,
-                o => {
-                    return Err(invalid(
-                        format!("{at}.protocol"),
-                        format!("`{o}`: expected all, tcp, udp or icmp"),
-                    ));
-                }
-            };
-            let action = match p.action.to_ascii_lowercase().as_str() {
-                "accept" => Action::Accept,
-                "drop" => Action::Drop,
-                o => {
-                    return Err(invalid(
-                        format!("{at}.action"),
-                        format!("`{o}`: expected accept or drop"),
-                    ));
-                }
-            };
+            let protocol: Protocol = p
+                .protocol
+                .parse()
+                .map_err(|e: RuleError| invalid(format!("{at}.protocol"), e.to_string()))?;
+            let action: Action = p
+                .action
+                .parse()
+                .map_err(|e: RuleError| invalid(format!("{at}.action"), e.to_string()))?;
             let mut ports = Vec::new();
             for (k, s) in p.ports.iter().enumerate() {
-                ports
-                    .push(PortRange::parse(s).map_err(|m| invalid(format!("{at}.ports[{k}]"), m))?);
+                ports.push(
+                    s.parse::<PortRange>()
+                        .map_err(|e| invalid(format!("{at}.ports[{k}]"), e.to_string()))?,
+                );
             }
             if !ports.is_empty() && matches!(protocol, Protocol::All | Protocol::Icmp) {
                 return Err(invalid(
@@ -865,40 +861,16 @@ impl Config {
                 None
             }
         };
-        let control_socket = i
-            .control_socket
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/run/swiftgate/{}.sock", i.overlay)));
-
-        if i.xdp && !i.overlay_l2 {
-            return Err(invalid(
-                "interface",
-                "xdp = true needs overlay_l2 = true (the XDP stage handles Ethernet frames)",
-            ));
-        }
         Ok(Config {
-            overlay: i.overlay.clone(),
-            overlay_l2: i.overlay_l2,
-            xdp: i.xdp,
             own_addresses,
             overlay_nets,
-            lan: i.lan.clone(),
-            mtu,
-            pin_path: i
-                .pin_path
-                .clone()
-                .unwrap_or_else(|| swiftgate_common::PIN_ROOT.into()),
-            conntrack_capacity,
-            conntrack_capacity_v6,
-            nat_ports,
-            flow_events,
             peers,
             resources,
             networks,
             rules,
             wireguard,
             routes,
-            control_socket,
+            ..base
         })
     }
 }
@@ -939,7 +911,7 @@ ports = ["443"]
         assert_eq!(c.rules.len(), 1);
         assert!(c.resources[0].masquerade);
         assert_eq!(c.overlay_nets[0].to_string(), "100.64.0.0/16");
-        assert_eq!(c.rules[0].ports, vec![PortRange { lo: 443, hi: 443 }]);
+        assert_eq!(c.rules[0].ports, vec![PortRange::single(443)]);
     }
 
     #[test]
@@ -1015,16 +987,5 @@ ports = ["443"]
         .unwrap();
         assert_eq!(c.rules.len(), 2);
         assert_eq!(c.rules[1].sources, c.rules[0].destinations);
-    }
-
-    #[test]
-    fn port_ranges_parse() {
-        assert_eq!(
-            PortRange::parse("1-65535").unwrap(),
-            PortRange { lo: 1, hi: 65535 }
-        );
-        assert!(PortRange::parse("65536").is_err());
-        assert!(PortRange::parse("a-b").is_err());
-        assert!(PortRange::parse("").is_err());
     }
 }

@@ -503,8 +503,8 @@ pub fn kernel_config(cfg: &Config) -> Result<KernelConfig> {
         flags,
         mss_v4: cfg.mtu - 40,
         mss_v6: cfg.mtu - 60,
-        nat_port_min: cfg.nat_ports.lo,
-        nat_port_max: cfg.nat_ports.hi,
+        nat_port_min: cfg.nat_ports.start,
+        nat_port_max: cfg.nat_ports.end,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dataplane;
 pub mod mgmt;
 pub mod netdev;
+pub mod netmap;
 pub mod policy;
 pub mod run;
 pub mod signal;

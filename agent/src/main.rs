@@ -138,6 +138,29 @@ fn print_status(v: &serde_json::Value) {
     }
     println!("  drops {}", v["drops"]);
     println!("  tun writes {}", v["tun_writes"]);
+    let map = &v["map"];
+    if let Some(e) = map["map_error"].as_object() {
+        println!(
+            "  network map {} NOT APPLIED (the previous one is in force): {}",
+            e["serial"],
+            e["error"].as_str().unwrap_or("")
+        );
+    }
+    let refused = map["refused"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !refused.is_empty() {
+        println!(
+            "  network map entries not applied as sent: {}",
+            refused.len()
+        );
+        for r in refused {
+            println!(
+                "    {} [{}]: {}",
+                r["object"].as_str().unwrap_or(""),
+                r["effect"].as_str().unwrap_or(""),
+                r["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
 }
 
 #[derive(clap::Args)]

@@ -105,7 +105,7 @@ impl PortPrefix {
 /// Splits an inclusive range into aligned power-of-two blocks.
 fn range_prefixes(r: PortRange) -> Vec<(u16, u32)> {
     let mut out = Vec::new();
-    let (mut lo, hi) = (r.lo as u32, r.hi as u32);
+    let (mut lo, hi) = (r.start as u32, r.end as u32);
     while lo <= hi {
         let mut size = if lo == 0 {
             1 << 16
@@ -209,8 +209,15 @@ pub fn compile(cfg: &Config) -> Compiled {
             .enumerate()
             .map(|(i, r)| (r.prefix, Endpoint::Resource(i)))
     };
-    // Sources: peers' addresses and resources' prefixes.
-    let src = Prefixes::new(peer_ips().chain(resource_prefixes()));
+    // Sources: peers' addresses, resources' prefixes and source-only ranges.
+    let src = Prefixes::new(
+        peer_ips().chain(resource_prefixes()).chain(
+            cfg.source_prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (*p, Endpoint::Prefix(i))),
+        ),
+    );
     // Destinations: own addresses, resources, peers.
     let dst = Prefixes::new(
         cfg.own_addresses
@@ -272,7 +279,7 @@ pub fn compile(cfg: &Config) -> Compiled {
                     flags,
                 )
             }
-            Endpoint::Peer(_) => (
+            Endpoint::Peer(_) | Endpoint::Prefix(_) => (
                 stable_id("dest", &format!("peer:{prefix}")),
                 dest_kind::PEER,
                 0,
@@ -360,6 +367,7 @@ fn endpoint_prefixes(cfg: &Config, e: &Endpoint) -> Vec<IpNet> {
         Endpoint::SelfPeer => cfg.own_addresses.clone(),
         Endpoint::Resource(i) => vec![cfg.resources[*i].prefix],
         Endpoint::Peer(i) => cfg.peers[*i].ips.clone(),
+        Endpoint::Prefix(i) => vec![cfg.source_prefixes[*i]],
     }
 }
 
@@ -406,7 +414,7 @@ pub fn evaluate(
         .chain((0..cfg.resources.len()).map(Endpoint::Resource))
         .chain([Endpoint::SelfPeer])
         .collect();
-    let dst_eps: BTreeSet<Endpoint> = all_endpoints
+    let mut dst_eps: BTreeSet<Endpoint> = all_endpoints
         .iter()
         .filter(|e| in_prefixes(e, dst))
         .cloned()
@@ -423,10 +431,22 @@ pub fn evaluate(
         .max_by_key(|(p, e)| (p.prefix_len(), std::cmp::Reverse(e.clone())))
         .map(|(_, e)| e);
     let in_overlay = cfg.overlay_nets.iter().any(|n| n.contains(&dst));
+    // A resource that contains the overlay (an exit node's 0.0.0.0/0) never decides for an
+    // overlay address: the overlay's own prefix is longer, and an address of no known peer
+    // has no rules (the kernel's `overlay` destination).
+    let best = match best {
+        Some(Endpoint::Resource(_)) if in_overlay => {
+            dst_eps.clear();
+            None
+        }
+        b => b,
+    };
     let src_eps: BTreeSet<Endpoint> = all_endpoints
         .iter()
-        .filter(|e| **e != Endpoint::SelfPeer && in_prefixes(e, src))
+        .filter(|e| **e != Endpoint::SelfPeer)
         .cloned()
+        .chain((0..cfg.source_prefixes.len()).map(Endpoint::Prefix))
+        .filter(|e| in_prefixes(e, src))
         .collect();
     match side {
         Side::Overlay => {
@@ -548,12 +568,12 @@ mod tests {
 
     #[test]
     fn ranges_split_into_aligned_blocks() {
-        assert_eq!(
-            range_prefixes(PortRange { lo: 443, hi: 443 }),
-            vec![(443, 16)]
-        );
-        assert_eq!(range_prefixes(PortRange { lo: 1, hi: 65535 }).len(), 16);
-        let blocks = range_prefixes(PortRange { lo: 8000, hi: 8080 });
+        assert_eq!(range_prefixes(PortRange::single(443)), vec![(443, 16)]);
+        assert_eq!(range_prefixes(PortRange::ALL).len(), 16);
+        let blocks = range_prefixes(PortRange {
+            start: 8000,
+            end: 8080,
+        });
         let covered: u32 = blocks.iter().map(|(_, l)| 1u32 << (16 - l)).sum();
         assert_eq!(covered, 81);
         for (start, len) in blocks {

@@ -17,7 +17,9 @@ use tokio::{
 use crate::{
     config::Config,
     dataplane::{self, Dataplane, LoadOptions},
-    mgmt, policy, signal,
+    mgmt,
+    netmap::{Effect, Refusal},
+    policy, signal,
     wg::{self, Device},
 };
 
@@ -79,8 +81,37 @@ pub fn reload_all(r: &mut Running, old: &Config, new: &Config) -> Result<()> {
     Ok(())
 }
 
+/// What the agent could not apply of the configuration in force, for `swiftgate status`.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Entries of the last network map not applied as sent.
+    pub refused: Vec<Refusal>,
+    /// Why the last map (by serial) could not be applied at all, if it could not.
+    pub map_error: Option<(u64, String)>,
+}
+
+impl Health {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "refused": self.refused.iter().map(|r| serde_json::json!({
+                "object": r.object.to_string(),
+                "reason": r.reason,
+                "effect": match r.effect { Effect::Skipped => "skipped", Effect::Widened => "widened" },
+            })).collect::<Vec<_>>(),
+            "map_error": self.map_error.as_ref().map(|(serial, e)| serde_json::json!({"serial": serial, "error": e})),
+        })
+    }
+}
+
+/// Logs the refusals of a newly converted map that were not already refused before.
+fn log_refusals(old: &[Refusal], new: &[Refusal], serial: u64) {
+    for r in new.iter().filter(|r| !old.contains(r)) {
+        tracing::warn!(serial, object = %r.object, reason = %r.reason, effect = ?r.effect, "network map entry not applied as sent");
+    }
+}
+
 /// Answers one control request (`{"cmd": "status"}` or `{"cmd": "rekey"}`).
-fn control(wg: Option<&Device>, cfg: &Config, line: &str) -> serde_json::Value {
+fn control(wg: Option<&Device>, cfg: &Config, health: &Health, line: &str) -> serde_json::Value {
     use serde_json::json;
     let cmd = serde_json::from_str::<serde_json::Value>(line)
         .ok()
@@ -93,8 +124,11 @@ fn control(wg: Option<&Device>, cfg: &Config, line: &str) -> serde_json::Value {
             "peers": d.status(),
             "drops": d.drops(),
             "tun_writes": d.tun_io(),
+            "map": health.json(),
         }),
-        ("status", None) => json!({"interface": cfg.overlay, "wireguard": null}),
+        ("status", None) => {
+            json!({"interface": cfg.overlay, "wireguard": null, "map": health.json()})
+        }
         ("rekey", Some(d)) => {
             d.rekey();
             json!({"ok": true})
@@ -104,7 +138,12 @@ fn control(wg: Option<&Device>, cfg: &Config, line: &str) -> serde_json::Value {
     }
 }
 
-async fn serve_control(listener: &UnixListener, wg: Option<Arc<Device>>, cfg: Config) {
+async fn serve_control(
+    listener: &UnixListener,
+    wg: Option<Arc<Device>>,
+    cfg: Config,
+    health: Health,
+) {
     let Ok((stream, _)) = listener.accept().await else {
         return;
     };
@@ -112,7 +151,7 @@ async fn serve_control(listener: &UnixListener, wg: Option<Arc<Device>>, cfg: Co
         let (rd, mut wr) = stream.into_split();
         let mut lines = BufReader::new(rd).lines();
         if let Ok(Some(line)) = lines.next_line().await {
-            let reply = control(wg.as_deref(), &cfg, &line);
+            let reply = control(wg.as_deref(), &cfg, &health, &line);
             let _ = wr.write_all(format!("{reply}\n").as_bytes()).await;
         }
     });
@@ -216,21 +255,13 @@ pub enum Source {
 }
 
 /// Waits for the first map from the management server (or a termination signal).
-async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<(Config, Option<String>)> {
+async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<mgmt::Update> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            u = rx.recv() => match u {
-                Some(u) => match Config::validate(&u.file) {
-                    Ok(c) => return Ok((c, u.signal)),
-                    Err(e) => tracing::error!(error = %e, serial = u.serial, "network map refused"),
-                },
-                None => anyhow::bail!("the management sync stopped"),
-            },
-            _ = term.recv() => anyhow::bail!("terminated before the first network map"),
-            _ = int.recv() => anyhow::bail!("interrupted before the first network map"),
-        }
+    tokio::select! {
+        u = rx.recv() => u.context("the management sync stopped"),
+        _ = term.recv() => anyhow::bail!("terminated before the first network map"),
+        _ = int.recv() => anyhow::bail!("interrupted before the first network map"),
     }
 }
 
@@ -239,6 +270,7 @@ pub async fn up(source: Source) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<mgmt::Update>(4);
     let mut signal_url: Option<String> = None;
     let mut signal_keys: Option<swiftgate_proto::keys::KeyPair> = None;
+    let mut health = Health::default();
     let mut cfg = match &source {
         Source::File(path) => Config::from_file(path)?,
         Source::Management {
@@ -262,19 +294,20 @@ pub async fn up(source: Source) -> Result<()> {
                 keys,
                 tx,
             ));
-            match last {
+            let u = match last {
                 Some(Ok(u)) => {
                     tracing::info!(serial = u.serial, "starting from the last network map");
-                    signal_url = u.signal.clone();
-                    Config::validate(&u.file)?
+                    u
                 }
                 _ => {
                     tracing::info!(%url, "waiting for the first network map");
-                    let (c, s) = first_map(&mut rx).await?;
-                    signal_url = s;
-                    c
+                    first_map(&mut rx).await?
                 }
-            }
+            };
+            signal_url = u.signal;
+            log_refusals(&[], &u.converted.refused, u.serial);
+            health.refused = u.converted.refused;
+            u.converted.config
         }
     };
     let mut running = bring_up_all(&cfg)?;
@@ -343,21 +376,32 @@ pub async fn up(source: Source) -> Result<()> {
                 }
             }
             Some(u) = rx.recv() => {
-                match Config::validate(&u.file).map_err(anyhow::Error::from) {
-                    Ok(new) if new == cfg => tracing::debug!(serial = u.serial, "identical map, nothing to apply"),
-                    Ok(new) => match reload_all(&mut running, &cfg, &new) {
-                        Ok(()) => {
-                            tracing::info!(serial = u.serial, rules = new.rules.len(), "network map applied");
-                            cfg = new;
-                            let _ = peers_tx.send(peer_keys(&cfg));
-                            start_signal(&u.signal, &running, &cfg);
-                        }
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), serial = u.serial, "network map refused; previous one stays in force"),
-                    },
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), serial = u.serial, "network map refused; previous one stays in force"),
+                let mgmt::Update { serial, converted, signal } = u;
+                log_refusals(&health.refused, &converted.refused, serial);
+                let new = converted.config;
+                if new == cfg {
+                    tracing::debug!(serial, "identical map, nothing to apply");
+                    health.refused = converted.refused;
+                    health.map_error = None;
+                    continue;
+                }
+                match reload_all(&mut running, &cfg, &new) {
+                    Ok(()) => {
+                        tracing::info!(serial, rules = new.rules.len(), refused = converted.refused.len(), "network map applied");
+                        cfg = new;
+                        health.refused = converted.refused;
+                        health.map_error = None;
+                        let _ = peers_tx.send(peer_keys(&cfg));
+                        start_signal(&signal, &running, &cfg);
+                    }
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        tracing::error!(error = %e, serial, "network map refused; previous one stays in force");
+                        health.map_error = Some((serial, e));
+                    }
                 }
             }
-            _ = serve_control(&listener, running.wg.clone(), cfg.clone()) => {}
+            _ = serve_control(&listener, running.wg.clone(), cfg.clone(), health.clone()) => {}
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = gc.tick() => {

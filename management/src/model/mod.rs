@@ -18,7 +18,7 @@ pub use account::Account;
 pub use error::{ModelError, ModelResult};
 pub use ops_peers::validate_wg_key;
 pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
-pub use ports::{PortRange, Protocol};
+pub use ports::{PortRange, Protocol, RuleError};
 pub use requests::*;
 pub use types::*;
 

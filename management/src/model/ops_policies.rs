@@ -5,7 +5,7 @@ use ipnet::{IpNet, Ipv4Net};
 use super::account::{Account, check_name, check_unique};
 use super::error::{ModelResult, conflict, invalid};
 use super::ids::{hash_setup_key, new_id, new_setup_key};
-use super::ports::{PortRange, Protocol};
+use super::ports::{PortRange, Protocol, RuleError};
 use super::posture::parse_version;
 use super::requests::*;
 use super::types::*;
@@ -16,12 +16,14 @@ pub const DEFAULT_SETUP_KEY_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 fn port_of(field: &str, spec: &PortSpec) -> ModelResult<PortRange> {
     let r = match spec {
         PortSpec::Number(n) if *n < 0 => Err(format!("port {n} is negative")),
-        PortSpec::Number(n) => PortRange::new(*n as u64, *n as u64),
-        PortSpec::Text(s) => s.parse(),
+        PortSpec::Number(n) => PortRange::new(*n as u64, *n as u64).map_err(|e| e.to_string()),
+        PortSpec::Text(s) => s.parse().map_err(|e: RuleError| e.to_string()),
         PortSpec::Range { start, end } if *start < 0 || *end < 0 => {
             Err(format!("port range {start}-{end} is negative"))
         }
-        PortSpec::Range { start, end } => PortRange::new(*start as u64, *end as u64),
+        PortSpec::Range { start, end } => {
+            PortRange::new(*start as u64, *end as u64).map_err(|e| e.to_string())
+        }
     };
     r.map_err(|e| invalid(format!("{field}: {e}")))
 }

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
+pub use super::ports::Action;
 use super::ports::{PortRange, Protocol};
 
 /// Id of a peer.
@@ -336,36 +337,6 @@ pub struct Router {
     pub masquerade: bool,
     /// Disabled routers route nothing.
     pub enabled: bool,
-}
-
-/// What a matching flow gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Let it through.
-    Accept,
-    /// Drop it; drop beats accept wherever both match.
-    Drop,
-}
-
-impl FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "accept" | "allow" => Ok(Action::Accept),
-            "drop" | "deny" => Ok(Action::Drop),
-            _ => Err(format!("unknown action {s:?}: use accept or drop")),
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Action::Accept => "accept",
-            Action::Drop => "drop",
-        })
-    }
 }
 
 /// A single peer or a single resource named by a rule instead of groups.

@@ -97,15 +97,7 @@ pub struct Route {
     pub keep_route: bool,
 }
 
-/// Direction of a peer ACL rule, seen from this peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Traffic from `peer_ip` to this peer.
-    In,
-    /// Traffic from this peer to `peer_ip`.
-    Out,
-}
+pub use swiftgate_rules::Direction;
 
 /// One peer ACL rule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -222,22 +222,45 @@ impl Shared {
                 endpoint: p.endpoint,
             };
             let peer = match old.by_key.get(&p.public.0) {
-                // Same key, name and session settings: keep the live session (and the
-                // endpoint it roamed to).
-                Some(existing) if existing.settings == settings && existing.name == p.name => {
-                    existing.clone()
+                // A peer's identity is its key: same session settings keep the live session
+                // and the endpoint it roamed to, whatever the name (a rename in the management
+                // server must not cut the tunnel).
+                Some(existing) if existing.settings == settings => {
+                    if existing.name == p.name {
+                        existing.clone()
+                    } else {
+                        tracing::debug!(peer = %p.name, old_name = %existing.name, "peer renamed; session kept");
+                        Arc::new(peers::Peer {
+                            slot: existing.slot,
+                            name: p.name.clone(),
+                            public: existing.public,
+                            settings,
+                            state: existing.state.clone(),
+                        })
+                    }
                 }
-                // Changed settings: a new session (the peer re-handshakes), same slot.
+                // Changed session settings: a new session (the peer re-handshakes), same slot;
+                // an endpoint learnt from the peer is kept unless one is configured.
                 Some(existing) => {
-                    tracing::debug!(peer = %p.name, old_name = %existing.name, same_settings = existing.settings == settings, "peer rebuilt");
-                    Arc::new(peers::new_peer(
-                    existing.slot,
-                    p.name.clone(),
-                    p.public.0,
-                    settings,
-                    &self.private,
-                    &self.limiter,
-                ))
+                    tracing::debug!(peer = %p.name, "peer session settings changed; new session");
+                    let learnt = existing
+                        .state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .endpoint;
+                    let peer = peers::new_peer(
+                        existing.slot,
+                        p.name.clone(),
+                        p.public.0,
+                        settings,
+                        &self.private,
+                        &self.limiter,
+                    );
+                    {
+                        let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+                        st.endpoint = st.endpoint.or(learnt);
+                    }
+                    Arc::new(peer)
                 }
                 None => Arc::new(peers::new_peer(
                     self.next_slot.fetch_add(1, Ordering::Relaxed),
@@ -458,5 +481,69 @@ fn timers(sh: Arc<Shared>, sock: UdpSocket) {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        let private = StaticSecret::from([7u8; 32]);
+        let public = PublicKey::from(&private);
+        Shared {
+            table: ArcSwap::from_pointee(PeerTable::default()),
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            stop: AtomicBool::new(false),
+            drops: Drops::default(),
+            tun_io: TunIo::default(),
+            next_slot: AtomicU32::new(1),
+        }
+    }
+
+    fn config(name: &str, keepalive: Option<u16>) -> WgConfig {
+        WgConfig {
+            iface: "sg0".into(),
+            private: Key([7; 32]),
+            listen_port: 0,
+            mtu: 1280,
+            addresses: vec![],
+            workers: 1,
+            peers: vec![WgPeer {
+                name: name.into(),
+                public: Key([9; 32]).public(),
+                psk: None,
+                endpoint: None,
+                keepalive,
+                allowed: vec!["100.64.0.2/32".parse().unwrap()],
+            }],
+        }
+    }
+
+    /// Defect: renaming a peer rebuilt its session and lost the endpoint Signal had given it.
+    #[test]
+    fn a_rename_keeps_the_session_and_endpoint_and_new_settings_keep_the_endpoint() {
+        let sh = shared();
+        let t1 = sh.build_table(&config("alice", None), &PeerTable::default());
+        let key = Key([9; 32]).public().0;
+        let learnt: SocketAddr = "198.51.100.7:51820".parse().unwrap();
+        t1.by_key[&key].state.lock().unwrap().endpoint = Some(learnt);
+
+        let t2 = sh.build_table(&config("alice.berlin.internal", None), &t1);
+        let (a, b) = (&t1.by_key[&key], &t2.by_key[&key]);
+        assert!(Arc::ptr_eq(&a.state, &b.state), "same live session");
+        assert_eq!(b.name, "alice.berlin.internal");
+        assert_eq!(a.slot, b.slot);
+
+        let t3 = sh.build_table(&config("alice.berlin.internal", Some(25)), &t2);
+        let c = &t3.by_key[&key];
+        assert!(
+            !Arc::ptr_eq(&b.state, &c.state),
+            "new settings, new session"
+        );
+        assert_eq!(c.state.lock().unwrap().endpoint, Some(learnt));
+        assert_eq!(c.slot, a.slot);
     }
 }

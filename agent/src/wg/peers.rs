@@ -32,8 +32,8 @@ pub struct Peer {
     pub public: [u8; 32],
     /// Settings the session was built with (a change rebuilds it).
     pub settings: PeerSettings,
-    /// Live state.
-    pub state: Mutex<PeerState>,
+    /// Live state (shared with the entry that replaces this one when only the name changes).
+    pub state: Arc<Mutex<PeerState>>,
 }
 
 /// What defines a peer's session.
@@ -174,10 +174,10 @@ pub fn new_peer(
         slot,
         name,
         public,
-        state: Mutex::new(PeerState {
+        state: Arc::new(Mutex::new(PeerState {
             tunn,
             endpoint: settings.endpoint,
-        }),
+        })),
         settings,
     }
 }

@@ -1,7 +1,9 @@
 //! The agent under a management server: `swiftgate up --management-url --setup-key` logs in,
 //! follows the Sync stream and applies each network map to WireGuard and the eBPF maps; a
-//! lower serial is ignored; when the server goes away the agent keeps forwarding with the last
-//! map, also across a restart (fail-static).
+//! lower serial is ignored, a same-serial map (how NetBird's server pushes posture and status
+//! revocations) is applied; an entry it cannot honour is refused alone and shown in
+//! `swiftgate status`; process posture checks are answered; when the server goes away the
+//! agent keeps forwarding with the last map, also across a restart (fail-static).
 //!
 //! The server here is a small NetBird-protocol server written for the test (it serves the maps
 //! the test pushes), so every step is under the test's control. A stock wireguard-go client
@@ -26,8 +28,8 @@ use swiftgate_proto::{
     envelope::{decrypt_message, encrypt_message},
     keys::{KeyPair, PublicKey},
     management::{
-        Empty, EncryptedMessage, FirewallRule, HostConfig, LoginRequest, LoginResponse,
-        NetbirdConfig, NetworkMap, PeerConfig, PortInfo, RemotePeerConfig, Route,
+        Checks, Empty, EncryptedMessage, FirewallRule, HostConfig, LoginRequest, LoginResponse,
+        NetbirdConfig, NetworkMap, PeerConfig, PeerSystemMeta, PortInfo, RemotePeerConfig, Route,
         RouteFirewallRule, RuleAction, RuleDirection, RuleProtocol, ServerKeyResponse,
         SyncMetaRequest, SyncRequest, SyncResponse, host_config,
         management_service_server::{ManagementService, ManagementServiceServer},
@@ -46,8 +48,12 @@ const ALICE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 /// Maps by peer public key (base64); the test replaces the whole set to push changes.
 type Maps = std::collections::HashMap<String, SyncResponse>;
 
+/// Every system description the agent sent (Login and SyncMeta), in order.
+type Metas = std::sync::Arc<std::sync::Mutex<Vec<PeerSystemMeta>>>;
+
 struct Server {
     keys: KeyPair,
+    metas: Metas,
     maps: tokio::sync::watch::Receiver<Maps>,
     /// Announced to peers (`host:port`), when this server also runs Signal.
     signal: Option<String>,
@@ -80,6 +86,9 @@ impl ManagementService for Server {
         r: Request<EncryptedMessage>,
     ) -> Result<Response<EncryptedMessage>, Status> {
         let (peer, login): (_, LoginRequest) = self.open(r)?;
+        if let Some(m) = login.meta.clone() {
+            self.metas.lock().unwrap().push(m);
+        }
         if login.setup_key != SETUP_KEY.to_lowercase() && login.setup_key != SETUP_KEY {
             return Err(Status::permission_denied("setup key"));
         }
@@ -114,7 +123,10 @@ impl ManagementService for Server {
         Ok(Response::new(Empty {}))
     }
     async fn sync_meta(&self, r: Request<EncryptedMessage>) -> Result<Response<Empty>, Status> {
-        let _: (_, SyncMetaRequest) = self.open(r)?;
+        let (_, req): (_, SyncMetaRequest) = self.open(r)?;
+        if let Some(m) = req.meta {
+            self.metas.lock().unwrap().push(m);
+        }
         Ok(Response::new(Empty {}))
     }
     async fn logout(&self, r: Request<EncryptedMessage>) -> Result<Response<Empty>, Status> {
@@ -186,8 +198,11 @@ fn start_server(
     String,
     tokio::sync::watch::Sender<Maps>,
     std_mpsc::Sender<()>,
+    Metas,
 ) {
     let (maps_tx, maps_rx) = tokio::sync::watch::channel(Maps::new());
+    let metas = Metas::default();
+    let server_metas = metas.clone();
     let (url_tx, url_rx) = std_mpsc::channel();
     let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
     let path = lab.n(ns).path();
@@ -205,6 +220,7 @@ fn start_server(
             url_tx.send(format!("http://{addr}")).unwrap();
             let svc = Server {
                 keys: KeyPair::generate(),
+                metas: server_metas,
                 maps: maps_rx,
                 signal: signal.then(|| addr.to_string()),
             };
@@ -225,7 +241,18 @@ fn start_server(
     let url = url_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("server URL");
-    (url, maps_tx, stop_tx)
+    (url, maps_tx, stop_tx, metas)
+}
+
+/// `swiftgate status` as JSON, straight from the agent's control socket.
+fn status(socket: &std::path::Path) -> serde_json::Value {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("control socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    writeln!(s, "{{\"cmd\": \"status\"}}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).expect("status JSON")
 }
 
 fn spawn_agent(
@@ -316,7 +343,7 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
     std::fs::write(state.join("key"), router.private().to_base64().as_bytes()).unwrap();
     let pin = PathBuf::from(support::BPFFS).join(format!("sg-test-{}m", lab.id));
     let alice = keys();
-    let (url, maps, stop) = start_server(&lab, gw, "127.0.0.1:0", false);
+    let (url, maps, stop, metas) = start_server(&lab, gw, "127.0.0.1:0", false);
     let rp = router.public().to_base64();
     maps.send(Maps::from([(
         rp.clone(),
@@ -408,6 +435,74 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
         probe(22, Duration::from_secs(1))
     });
 
+    // The same serial without the rule (NetBird's server revokes a failed posture this way).
+    maps.send(Maps::from([(rp.clone(), map(3, &rp, &alice.public, None))]))
+        .unwrap();
+    wait_for(
+        "a same-serial map to revoke alice's access",
+        Duration::from_secs(5),
+        || !probe(22, Duration::from_millis(500)),
+    );
+
+    // Map 4: 22 again, a route the agent cannot honour (inside the overlay), and a process
+    // check on the agent's own binary and on a path that does not exist.
+    let agent_bin = support::swiftgate_bin().canonicalize().unwrap();
+    let agent_bin = agent_bin.to_str().unwrap().to_string();
+    let mut m4 = map(4, &rp, &alice.public, Some(22));
+    let nm = m4.network_map.as_mut().unwrap();
+    let mut inside = nm.routes[0].clone();
+    inside.id = "inside".into();
+    inside.network = "100.64.9.0/24".into();
+    nm.routes.push(inside);
+    m4.checks = vec![Checks {
+        files: vec![agent_bin.clone(), "/nonexistent/falcond".into()],
+    }];
+    maps.send(Maps::from([(rp.clone(), m4)])).unwrap();
+    wait_for(
+        "map 4 applied beside a refused route",
+        Duration::from_secs(5),
+        || probe(22, Duration::from_secs(1)),
+    );
+    let st = status(&state.join("ctl.sock"));
+    let refused = st["map"]["refused"].as_array().expect("refusals in status");
+    assert_eq!(refused.len(), 1, "{st}");
+    assert_eq!(refused[0]["object"], "route `inside`", "{st}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("inside the overlay"),
+        "{st}"
+    );
+    wait_for("the process check answered", Duration::from_secs(5), || {
+        metas.lock().unwrap().iter().any(|m| !m.files.is_empty())
+    });
+    let sent = metas.lock().unwrap().clone();
+    let login = &sent[0];
+    assert_eq!(
+        login.netbird_version,
+        swiftgate::sysinfo::NETBIRD_PROTOCOL_LEVEL
+    );
+    assert!(login.ui_version.starts_with("swiftgate/"), "{login:?}");
+    assert!(
+        login
+            .network_addresses
+            .iter()
+            .any(|a| a.net_ip == "203.0.113.1/24"),
+        "the underlay address is reported: {:?}",
+        login.network_addresses
+    );
+    let files = &sent.iter().find(|m| !m.files.is_empty()).unwrap().files;
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].path, agent_bin);
+    assert!(files[0].exist && files[0].process_is_running, "{files:?}");
+    assert!(!files[1].exist && !files[1].process_is_running, "{files:?}");
+    let log = std::fs::read_to_string(lab.dir.join("agent1.log")).unwrap();
+    assert!(
+        log.contains("network map entry not applied as sent"),
+        "the refusal is logged: {log}"
+    );
+
     // The server goes away: forwarding goes on with the last map, also after a restart.
     stop.send(()).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -465,7 +560,7 @@ fn managed_client_finds_its_routing_peer_through_signal() {
     let (alice_dir, alice) = mk("alice");
     let (rp, ap) = (router.public().to_base64(), alice.public().to_base64());
     // Management and Signal on the routing peer's underlay address, reachable from both.
-    let (url, maps, _stop) = start_server(&lab, gw, "203.0.113.1:0", true);
+    let (url, maps, _stop, _) = start_server(&lab, gw, "203.0.113.1:0", true);
     let client_map = SyncResponse {
         network_map: Some(NetworkMap {
             serial: 1,

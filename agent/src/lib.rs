@@ -11,4 +11,5 @@ pub mod netmap;
 pub mod policy;
 pub mod run;
 pub mod signal;
+pub mod sysinfo;
 pub mod wg;

@@ -12,15 +12,12 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use prost::Message as _;
-use swiftgate_proto::{
-    client::{ManagementClient, basic_meta},
-    keys::KeyPair,
-    management::SyncResponse,
-};
+use swiftgate_proto::{client::ManagementClient, keys::KeyPair, management::SyncResponse};
 use tokio::sync::mpsc;
 
 use crate::{
     netmap::{self, Converted, MapError},
+    sysinfo,
     wg::Key,
 };
 
@@ -195,14 +192,19 @@ pub async fn sync(
             .unwrap_or(0),
     );
     let mut backoff = Duration::from_millis(500);
-    let meta = basic_meta(&hostname(), env!("CARGO_PKG_VERSION"));
+    let mut meta = sysinfo::system_meta(&hostname(), &local.overlay);
     loop {
         let attempt = async {
             let client = ManagementClient::connect(&url).await?;
             client.server_key().await?;
+            // Refreshed at every login: addresses and running processes change.
+            let files = std::mem::take(&mut meta.files);
+            meta = sysinfo::system_meta(&hostname(), &local.overlay);
+            meta.files = files;
             let login = client
                 .login(setup_key.as_deref(), &keys, meta.clone())
                 .await?;
+            answer_checks(&client, &keys, &mut meta, &login.checks).await?;
             let signal = login
                 .netbird_config
                 .as_ref()
@@ -212,6 +214,7 @@ pub async fn sync(
             let mut stream = client.sync(&keys, meta.clone()).await?;
             while let Some(resp) = stream.message().await? {
                 backoff = Duration::from_millis(500);
+                answer_checks(&client, &keys, &mut meta, &resp.checks).await?;
                 match follower.offer(&local, &keys, &resp) {
                     Offer::Apply(mut u) => {
                         u.signal = u.signal.or_else(|| signal.clone());
@@ -240,6 +243,26 @@ pub async fn sync(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Answers the server's process checks: when the answers differ from the ones last sent, the
+/// new meta goes to the server (`SyncMeta`), which re-evaluates the peer's posture.
+async fn answer_checks(
+    client: &ManagementClient,
+    keys: &KeyPair,
+    meta: &mut swiftgate_proto::management::PeerSystemMeta,
+    checks: &[swiftgate_proto::management::Checks],
+) -> Result<(), swiftgate_proto::client::ClientError> {
+    if checks.is_empty() && meta.files.is_empty() {
+        return Ok(());
+    }
+    let files = sysinfo::answer_checks(checks);
+    if files != meta.files {
+        meta.files = files;
+        tracing::info!(files = meta.files.len(), "answering posture checks");
+        client.sync_meta(keys, meta.clone()).await?;
+    }
+    Ok(())
 }
 
 fn hostname() -> String {

@@ -655,3 +655,222 @@ fn managed_client_finds_its_routing_peer_through_signal() {
     let log = std::fs::read_to_string(lab.dir.join("alice.log")).unwrap();
     assert!(log.contains("signal connected"), "{log}");
 }
+
+/// `ip` output in a namespace, trimmed (fails the test on an error).
+fn ip_out(lab: &Lab, ns: usize, args: &[&str]) -> String {
+    let o = lab.n(ns).ip(args).unwrap();
+    assert!(o.status.success(), "ip {args:?}: {}", o.stderr);
+    o.stdout.trim().to_string()
+}
+
+/// The host's routing as the agent must leave it: every rule and the main tables, less the
+/// routes the kernel itself keeps for the overlay interface's own addresses while it exists.
+fn host_routing(lab: &Lab, ns: usize) -> String {
+    ["-4", "-6"]
+        .iter()
+        .flat_map(|f| {
+            [
+                ip_out(lab, ns, &[f, "rule", "show"]),
+                ip_out(lab, ns, &[f, "route", "show", "table", "main"]),
+            ]
+        })
+        .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| !(l.contains("dev sg0") && l.contains("proto kernel")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An exit node (issue 12, defect 6): a managed client routes 0.0.0.0/0 through the routing
+/// peer via the agent's own table and policy rules; its WireGuard packets and its management
+/// and Signal connections stay on the underlay; the host's default route is never touched, and
+/// the host's routing is exactly as before after the route is withdrawn, after a crash and a
+/// restart, and after the agent stops.
+#[test]
+fn managed_exit_node_routes_through_a_table_of_its_own() {
+    let mut lab = Lab::new();
+    let client = lab.ns("c");
+    let gw = lab.ns("g");
+    let lan = lab.ns("l");
+    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
+    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    // The client host's own default route, which must survive the exit node.
+    lab.n(client)
+        .ip(&["route", "add", "default", "via", "203.0.113.1"])
+        .unwrap()
+        .check()
+        .unwrap();
+    let before = host_routing(&lab, client);
+
+    let mk = |name: &str| {
+        let dir = lab.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = KeyPair::generate();
+        std::fs::write(dir.join("key"), k.private().to_base64().as_bytes()).unwrap();
+        (dir, k)
+    };
+    let (router_dir, router) = mk("router");
+    let (alice_dir, alice) = mk("alice");
+    let (rp, ap) = (router.public().to_base64(), alice.public().to_base64());
+    let (url, maps, _stop, _) = start_server(&lab, gw, "203.0.113.1:0", true);
+
+    // The routing peer serves 0.0.0.0/0 and lets alice open TCP 443 anywhere through it.
+    let mut router_map = map(1, &rp, &ap, None);
+    let nm = router_map.network_map.as_mut().unwrap();
+    let mut exit = nm.routes[0].clone();
+    exit.id = "exit".into();
+    exit.network = "0.0.0.0/0".into();
+    exit.net_id = "Exit".into();
+    nm.routes.push(exit.clone());
+    nm.routes_firewall_rules.push(RouteFirewallRule {
+        source_ranges: vec!["100.64.0.2/32".into()],
+        action: RuleAction::Accept as i32,
+        destination: "0.0.0.0/0".into(),
+        protocol: RuleProtocol::Tcp as i32,
+        port_info: Some(PortInfo {
+            port_selection: Some(PortSelection::Port(443)),
+        }),
+        ..Default::default()
+    });
+    let client_map = |serial: u64, with_exit: bool| SyncResponse {
+        network_map: Some(NetworkMap {
+            serial,
+            peer_config: Some(PeerConfig {
+                address: "100.64.0.2/16".into(),
+                mtu: 1280,
+                ..Default::default()
+            }),
+            remote_peers: vec![RemotePeerConfig {
+                wg_pub_key: rp.clone(),
+                allowed_ips: vec!["100.64.0.1/32".into()],
+                fqdn: "exit-node".into(),
+                ..Default::default()
+            }],
+            routes: if with_exit {
+                vec![exit.clone()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let push = |serial: u64, with_exit: bool| {
+        maps.send(Maps::from([
+            (rp.clone(), router_map.clone()),
+            (ap.clone(), client_map(serial, with_exit)),
+        ]))
+        .unwrap()
+    };
+    push(1, true);
+    let pin_r = PathBuf::from(support::BPFFS).join(format!("sg-test-{}r", lab.id));
+    let pin_a = PathBuf::from(support::BPFFS).join(format!("sg-test-{}a", lab.id));
+    let mut guard = Cleanup(
+        vec![],
+        vec![
+            (lab.n(gw).name().to_string(), pin_r.clone()),
+            (lab.n(client).name().to_string(), pin_a.clone()),
+        ],
+    );
+    guard.0.push(spawn_agent(
+        &lab,
+        gw,
+        &url,
+        &router_dir,
+        &pin_r,
+        &lab.dir.join("router.log"),
+        &["--lan", "lan0"],
+    ));
+    let alice_agent = |log: &str| {
+        spawn_agent(
+            &lab,
+            client,
+            &url,
+            &alice_dir,
+            &pin_a,
+            &lab.dir.join(log),
+            &["--listen-port", "51821"],
+        )
+    };
+    guard.0.push(alice_agent("alice.log"));
+    let web = TcpServer::start(lab.n(lan), sa(WIKI, 443)).unwrap();
+    let reach = |t: Duration| traffic::tcp_probe(lab.n(client), ALICE.into(), sa(WIKI, 443), t);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reach(Duration::from_secs(1)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "alice never reached the internet through the exit node\n--- alice ---\n{}\n--- router ---\n{}",
+            std::fs::read_to_string(lab.dir.join("alice.log")).unwrap_or_default(),
+            std::fs::read_to_string(lab.dir.join("router.log")).unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        web.peer_ips(),
+        vec![std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+        "masqueraded by the exit node"
+    );
+    let get = |dst: &str| ip_out(&lab, client, &["route", "get", dst]);
+    assert!(
+        get("198.51.100.20").contains("dev sg0"),
+        "{}",
+        get("198.51.100.20")
+    );
+    // The management and Signal server (and the peer's endpoint) stay on the underlay.
+    assert!(
+        get("203.0.113.1").contains("dev u0"),
+        "{}",
+        get("203.0.113.1")
+    );
+    assert!(
+        ip_out(&lab, client, &["route", "show", "table", "main"])
+            .contains("default via 203.0.113.1"),
+        "the host's default route is untouched"
+    );
+
+    // Withdrawn: the host's routing is exactly as before.
+    push(2, false);
+    wait_for("the exit route withdrawn", Duration::from_secs(10), || {
+        host_routing(&lab, client) == before
+    });
+    assert!(
+        reach(traffic::BLOCKED_TIMEOUT).is_err(),
+        "no path without the exit node"
+    );
+
+    // Back, then the agent crashes: its successor takes the table over (one set of rules),
+    // and a clean stop leaves the host as it was.
+    push(3, true);
+    wait_for("the exit route back", Duration::from_secs(10), || {
+        reach(Duration::from_secs(1)).is_ok()
+    });
+    let mut crashed = guard.0.pop().unwrap();
+    crashed.kill().unwrap();
+    let _ = crashed.wait();
+    assert_ne!(
+        host_routing(&lab, client),
+        before,
+        "a crash leaves rules behind"
+    );
+    guard.0.push(alice_agent("alice2.log"));
+    wait_for(
+        "the restarted agent routes again",
+        Duration::from_secs(20),
+        || reach(Duration::from_secs(1)).is_ok(),
+    );
+    let rules = ip_out(&lab, client, &["-4", "rule", "show"]);
+    assert_eq!(
+        rules
+            .lines()
+            .filter(|l| l.starts_with(&format!("{}:", swiftgate::routing::RULE_PREF_OURS)))
+            .count(),
+        1,
+        "{rules}"
+    );
+    let mut agent = guard.0.pop().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = agent.wait();
+    assert_eq!(host_routing(&lab, client), before);
+}

@@ -9,6 +9,7 @@ pub mod mgmt;
 pub mod netdev;
 pub mod netmap;
 pub mod policy;
+pub mod routing;
 pub mod run;
 pub mod signal;
 pub mod sysinfo;

@@ -370,6 +370,7 @@ fn real_main() -> Result<()> {
             interface,
         } => {
             dataplane::remove_all(&pin_path)?;
+            swiftgate::routing::remove_all();
             if let Some(i) = interface {
                 swiftgate::wg::tun::remove(&i)?;
             }

@@ -434,12 +434,6 @@ impl Converter {
                 groups: BTreeSet::new(),
                 masquerade: r.masquerade,
             });
-        } else if prefix.prefix_len() == 0 {
-            self.refuse(
-                object,
-                "exit-node routes need the agent's own routing table (not yet supported)",
-                Effect::Skipped,
-            );
         } else {
             // Lowest metric wins; HA route selection comes with its own issue.
             match via.get(&prefix) {

@@ -2,7 +2,7 @@
 //! collection, flow events) until SIGINT/SIGTERM. Pinned state is left in place on exit so
 //! established flows keep flowing while no agent runs.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -19,37 +19,56 @@ use crate::{
     dataplane::{self, Dataplane, LoadOptions},
     mgmt,
     netmap::{Effect, Refusal},
-    policy, signal,
-    wg::{self, Device},
+    policy, routing, signal,
+    wg::Device,
 };
 
 /// A running routing peer: the eBPF data plane and, when the agent runs the tunnel itself,
-/// the WireGuard device.
+/// the WireGuard device and the routing table into it.
 pub struct Running {
     /// The data plane.
     pub dp: Dataplane,
     /// WireGuard.
     pub wg: Option<Arc<Device>>,
+    /// Routes into the overlay (with WireGuard).
+    pub table: Option<routing::Table>,
 }
 
-/// Starts WireGuard (when configured), then the data plane on its interface.
-pub fn bring_up_all(cfg: &Config) -> Result<Running> {
+/// What the routing table should hold for `cfg`.
+fn wanted_routes(cfg: &Config, underlay: &BTreeSet<IpAddr>) -> routing::Wanted {
+    routing::Wanted {
+        prefixes: cfg.routes.iter().copied().collect(),
+        underlay: underlay.clone(),
+    }
+}
+
+/// Starts WireGuard (when configured) with its routes, then the data plane on its interface.
+/// `underlay`: addresses the agent itself talks to outside the tunnel (management, Signal).
+pub fn bring_up_all(cfg: &Config, underlay: &BTreeSet<IpAddr>) -> Result<Running> {
     let wg = match &cfg.wireguard {
         Some(w) => Some(Arc::new(Device::start(w)?)),
         None => None,
     };
-    if wg.is_some() {
-        for r in &cfg.routes {
-            wg::tun::route(&cfg.overlay, r)?;
+    let table = match wg {
+        Some(_) => {
+            let mut t = routing::Table::new(&cfg.overlay);
+            t.apply(&wanted_routes(cfg, underlay))?;
+            Some(t)
         }
-    }
+        None => None,
+    };
     let dp = bring_up(cfg)?;
-    Ok(Running { dp, wg })
+    Ok(Running { dp, wg, table })
 }
 
 /// [`reload`] plus WireGuard peers and routes. Checked first, so a refused configuration
 /// changes nothing.
-pub fn reload_all(r: &mut Running, old: &Config, new: &Config) -> Result<()> {
+pub fn reload_all(
+    r: &mut Running,
+    old: &Config,
+    new: &Config,
+    underlay: &BTreeSet<IpAddr>,
+) -> Result<()> {
     match (&r.wg, &new.wireguard, &old.wireguard) {
         (Some(_), Some(n), Some(o)) => {
             if n.private != o.private
@@ -68,14 +87,8 @@ pub fn reload_all(r: &mut Running, old: &Config, new: &Config) -> Result<()> {
     reload(&mut r.dp, old, new)?;
     if let (Some(dev), Some(w)) = (&r.wg, &new.wireguard) {
         dev.update(w)?;
-        for p in &new.routes {
-            wg::tun::route(&new.overlay, p)?;
-        }
-        // Prefixes no peer routes any more leave the host's table too.
-        for p in old.routes.iter().filter(|p| !new.routes.contains(p)) {
-            if let Err(e) = wg::tun::unroute(&old.overlay, p) {
-                tracing::warn!(prefix = %p, error = %format!("{e:#}"), "removing a route");
-            }
+        if let Some(t) = &mut r.table {
+            t.apply(&wanted_routes(new, underlay))?;
         }
     }
     Ok(())
@@ -310,7 +323,19 @@ pub async fn up(source: Source) -> Result<()> {
             u.converted.config
         }
     };
-    let mut running = bring_up_all(&cfg)?;
+    // The servers the agent talks to outside the tunnel.
+    let underlay_of = |signal: &Option<String>| -> BTreeSet<IpAddr> {
+        let mut u = BTreeSet::new();
+        if let Source::Management { url, .. } = &source {
+            u.extend(routing::underlay_of(url));
+        }
+        if let Some(s) = signal {
+            u.extend(routing::underlay_of(s));
+        }
+        u
+    };
+    let mut underlay = underlay_of(&signal_url);
+    let mut running = bring_up_all(&cfg, &underlay)?;
     let mut state = running.dp.state()?;
     // Peers' endpoints through Signal (managed mode with WireGuard).
     let peer_keys = |c: &Config| -> Vec<String> {
@@ -365,7 +390,7 @@ pub async fn up(source: Source) -> Result<()> {
                     continue;
                 };
                 match Config::from_file(path).map_err(anyhow::Error::from).and_then(|new| {
-                    reload_all(&mut running, &cfg, &new)?;
+                    reload_all(&mut running, &cfg, &new, &underlay)?;
                     Ok(new)
                 }) {
                     Ok(new) => {
@@ -385,7 +410,11 @@ pub async fn up(source: Source) -> Result<()> {
                     health.map_error = None;
                     continue;
                 }
-                match reload_all(&mut running, &cfg, &new) {
+                if signal.is_some() && signal != signal_url {
+                    signal_url = signal.clone();
+                    underlay = underlay_of(&signal_url);
+                }
+                match reload_all(&mut running, &cfg, &new, &underlay) {
                     Ok(()) => {
                         tracing::info!(serial, rules = new.rules.len(), refused = converted.refused.len(), "network map applied");
                         cfg = new;
@@ -431,6 +460,9 @@ pub async fn up(source: Source) -> Result<()> {
     );
     let _ = std::fs::remove_file(&cfg.control_socket);
     drop(events);
+    if let Some(t) = &mut running.table {
+        t.clear();
+    }
     if let Some(d) = running.wg.take().and_then(|d| Arc::try_unwrap(d).ok()) {
         d.stop();
     }

@@ -205,6 +205,10 @@ fn udp_socket(port: u16) -> Result<UdpSocket> {
     s.set_only_v6(false)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
+    // Encapsulated packets never take the agent's own routing table (an exit node's default
+    // route would loop them into the tunnel).
+    s.set_mark(crate::routing::FWMARK)
+        .context("marking the WireGuard socket (SO_MARK needs CAP_NET_ADMIN)")?;
     // Large buffers: bursts of GSO batches.
     let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(8 << 20);

@@ -112,16 +112,6 @@ pub fn remove(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds a route for `prefix` into the TUN (idempotent).
-pub fn route(name: &str, prefix: &IpNet) -> Result<()> {
-    ip(&["route", "replace", &prefix.to_string(), "dev", name])
-}
-
-/// Removes the route for `prefix` through the TUN.
-pub fn unroute(name: &str, prefix: &IpNet) -> Result<()> {
-    ip(&["route", "del", &prefix.to_string(), "dev", name])
-}
-
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)

@@ -474,9 +474,15 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
             .contains("inside the overlay"),
         "{st}"
     );
-    wait_for("the process check answered", Duration::from_secs(5), || {
-        metas.lock().unwrap().iter().any(|m| !m.files.is_empty())
-    });
+    wait_for(
+        "the process check answered and the refusal reported",
+        Duration::from_secs(5),
+        || {
+            let m = metas.lock().unwrap();
+            m.iter().any(|m| !m.files.is_empty())
+                && m.iter().any(|m| !m.swiftgate_map_refusals.is_empty())
+        },
+    );
     let sent = metas.lock().unwrap().clone();
     let login = &sent[0];
     assert_eq!(
@@ -493,6 +499,17 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
         login.network_addresses
     );
     let files = &sent.iter().find(|m| !m.files.is_empty()).unwrap().files;
+    let reported = sent
+        .iter()
+        .rev()
+        .find(|m| !m.swiftgate_map_refusals.is_empty())
+        .expect("refusals reported to the server");
+    assert_eq!(reported.swiftgate_map_refusals.len(), 1);
+    let r = &reported.swiftgate_map_refusals[0];
+    assert_eq!(
+        (r.serial, r.object.as_str(), r.effect.as_str()),
+        (4, "route `inside`", "skipped")
+    );
     assert_eq!(files.len(), 2);
     assert_eq!(files[0].path, agent_bin);
     assert!(files[0].exist && files[0].process_is_running, "{files:?}");

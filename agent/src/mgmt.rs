@@ -198,9 +198,12 @@ pub async fn sync(
             let client = ManagementClient::connect(&url).await?;
             client.server_key().await?;
             // Refreshed at every login: addresses and running processes change.
-            let files = std::mem::take(&mut meta.files);
-            meta = sysinfo::system_meta(&hostname(), &local.overlay);
-            meta.files = files;
+            let fresh = sysinfo::system_meta(&hostname(), &local.overlay);
+            meta = swiftgate_proto::management::PeerSystemMeta {
+                files: std::mem::take(&mut meta.files),
+                swiftgate_map_refusals: std::mem::take(&mut meta.swiftgate_map_refusals),
+                ..fresh
+            };
             let login = client
                 .login(setup_key.as_deref(), &keys, meta.clone())
                 .await?;
@@ -217,6 +220,7 @@ pub async fn sync(
                 answer_checks(&client, &keys, &mut meta, &resp.checks).await?;
                 match follower.offer(&local, &keys, &resp) {
                     Offer::Apply(mut u) => {
+                        report_refusals(&client, &keys, &mut meta, &u).await?;
                         u.signal = u.signal.or_else(|| signal.clone());
                         if let Err(e) = save_last(&state_dir, &resp) {
                             tracing::warn!(error = %e, "persisting the network map");
@@ -243,6 +247,36 @@ pub async fn sync(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Tells the server which entries of the map the agent could not apply as sent (swiftgate's
+/// extension of `PeerSystemMeta`), when that changed.
+async fn report_refusals(
+    client: &ManagementClient,
+    keys: &KeyPair,
+    meta: &mut swiftgate_proto::management::PeerSystemMeta,
+    u: &Update,
+) -> Result<(), swiftgate_proto::client::ClientError> {
+    let now: Vec<_> = u
+        .converted
+        .refused
+        .iter()
+        .map(|r| r.to_pb(u.serial))
+        .collect();
+    let same = now.len() == meta.swiftgate_map_refusals.len()
+        && now
+            .iter()
+            .zip(&meta.swiftgate_map_refusals)
+            .all(|(a, b)| (&a.object, &a.reason, &a.effect) == (&b.object, &b.reason, &b.effect));
+    if !same {
+        meta.swiftgate_map_refusals = now;
+        tracing::info!(
+            refused = meta.swiftgate_map_refusals.len(),
+            "reporting refused map entries to management"
+        );
+        client.sync_meta(keys, meta.clone()).await?;
+    }
+    Ok(())
 }
 
 /// Answers the server's process checks: when the answers differ from the ones last sent, the

@@ -123,6 +123,28 @@ pub struct Refusal {
     pub effect: Effect,
 }
 
+impl Refusal {
+    /// As the swiftgate extension of `PeerSystemMeta` reports it to the server.
+    pub fn to_pb(&self, serial: u64) -> swiftgate_proto::management::MapRefusal {
+        swiftgate_proto::management::MapRefusal {
+            serial,
+            object: self.object.to_string(),
+            reason: self.reason.clone(),
+            effect: self.effect.name().into(),
+        }
+    }
+}
+
+impl Effect {
+    /// `skipped` or `widened`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Effect::Skipped => "skipped",
+            Effect::Widened => "widened",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let effect = match self.effect {

@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     dataplane::{self, Dataplane, LoadOptions},
     mgmt,
-    netmap::{Effect, Refusal},
+    netmap::Refusal,
     policy, routing, signal,
     wg::Device,
 };
@@ -109,7 +109,7 @@ impl Health {
             "refused": self.refused.iter().map(|r| serde_json::json!({
                 "object": r.object.to_string(),
                 "reason": r.reason,
-                "effect": match r.effect { Effect::Skipped => "skipped", Effect::Widened => "widened" },
+                "effect": r.effect.name(),
             })).collect::<Vec<_>>(),
             "map_error": self.map_error.as_ref().map(|(serial, e)| serde_json::json!({"serial": serial, "error": e})),
         })

@@ -312,6 +312,11 @@ impl Converter {
             self.route(r, &mut via);
         }
         for (prefix, (_, router, id)) in via {
+            if self.resource_of.contains_key(&prefix) {
+                // This peer serves it itself (another router of the same Network offers it
+                // too): never route it into the tunnel.
+                continue;
+            }
             match self.wg_of_key.get(&router) {
                 Some(&i) => {
                     let wg = self.cfg.wireguard.as_mut().expect("set in new");
@@ -927,6 +932,24 @@ mod tests {
         assert!(!a.allowed.contains(&net));
         assert_eq!(c.routes, vec![net]);
         assert!(c.lan.is_empty() && c.resources.is_empty());
+    }
+
+    #[test]
+    fn a_prefix_this_peer_serves_is_not_routed_to_another_router() {
+        let (peer, mut map) = berlin_router();
+        map.remote_peers.push(RemotePeerConfig {
+            wg_pub_key: key(5),
+            allowed_ips: vec!["100.64.0.5/32".into()],
+            fqdn: "berlin-router-2".into(),
+            ..Default::default()
+        });
+        let mut other = route("wiki-ha", "192.0.2.10/32", 5);
+        other.metric = 1;
+        map.routes.push(other);
+        let c = conv(&peer, &map).config;
+        assert!(c.routes.is_empty(), "{:?}", c.routes);
+        let wg = c.wireguard.unwrap();
+        assert!(wg.peers.iter().all(|p| p.allowed.len() == 1));
     }
 
     /// Defect: a domain resource's rule (isDynamic, placeholder destination 192.0.2.0/32)

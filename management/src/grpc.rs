@@ -324,8 +324,9 @@ impl ManagementService for Grpc {
             match known {
                 Some(id) => {
                     // Last-seen is bookkeeping; only a changed meta (posture inputs) is a change.
-                    svc.record("login", |a, now| a.login_peer(&key_text, None, now))?;
-                    svc.mutate("login_meta", |a, _| a.update_peer_meta(&id, &meta))?;
+                    // Both write only their own fields, never the whole (maybe stale) peer.
+                    svc.peer_seen("login", &id, None)?;
+                    svc.peer_meta("login_meta", &id, &meta)?;
                     svc.account().peers.get(&id).cloned().ok_or_else(|| {
                         ServiceError::Model(ModelError::PeerNotAllowed("peer was removed".into()))
                     })
@@ -372,11 +373,9 @@ impl ManagementService for Grpc {
             let id = peer_id.clone();
             let meta = sync.meta.as_ref().map(conv::peer_meta);
             blocking(move || {
-                svc.record("sync_connect", |a, now| {
-                    a.set_peer_connected(&id, true, now)
-                })?;
+                svc.peer_seen("sync_connect", &id, Some(true))?;
                 if let Some(m) = meta {
-                    svc.mutate("sync_meta", |a, _| a.update_peer_meta(&id, &m))?;
+                    svc.peer_meta("sync_meta", &id, &m)?;
                 }
                 Ok(())
             })
@@ -445,9 +444,7 @@ impl ManagementService for Grpc {
             if last_stream {
                 let id = peer_id.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    svc.record("sync_disconnect", |a, now| {
-                        a.set_peer_connected(&id, false, now)
-                    })
+                    svc.peer_seen("sync_disconnect", &id, Some(false))
                 })
                 .await;
                 if let Ok(Err(e)) = r {
@@ -475,7 +472,7 @@ impl ManagementService for Grpc {
             ));
         };
         let svc = self.svc.clone();
-        blocking(move || svc.mutate("sync_meta", |a, _| a.update_peer_meta(&id, &meta))).await?;
+        blocking(move || svc.peer_meta("sync_meta", &id, &meta)).await?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::Account;
+use crate::model::{Account, PeerMeta};
 
 /// Default database file name (in the data directory).
 pub const DB_FILE: &str = "swiftgate-management.db";
@@ -170,7 +170,7 @@ impl Store {
         if old.is_none_or(|o| o.serial != new.serial || o.settings != new.settings) {
             tx.execute(
                 "INSERT INTO account (id, serial, settings) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(id) DO UPDATE SET serial = excluded.serial, \
+                 ON CONFLICT(id) DO UPDATE SET serial = MAX(serial, excluded.serial), \
                  settings = excluded.settings",
                 rusqlite::params![
                     new.id,
@@ -255,6 +255,52 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Writes a peer's connection bookkeeping (`connected`, `last_seen_at`) into its stored
+    /// row and nothing else: the other fields stay as stored, even if another server on the
+    /// same database changed them since this one loaded the account. Returns whether the row
+    /// exists (a peer deleted meanwhile is not brought back).
+    pub fn save_peer_status(
+        &mut self,
+        peer_id: &str,
+        connected: bool,
+        last_seen_at: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE peers SET body = json_set(body, '$.connected', json(?2), \
+             '$.last_seen_at', ?3) WHERE id = ?1",
+            rusqlite::params![
+                peer_id,
+                if connected { "true" } else { "false" },
+                last_seen_at as i64
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Writes what a peer reported about itself (`meta`, the posture inputs) into its stored
+    /// row and nothing else, and raises the stored account serial to at least `serial` (never
+    /// lowers it), in one transaction. Returns whether the row exists.
+    pub fn save_peer_meta(
+        &mut self,
+        peer_id: &str,
+        meta: &PeerMeta,
+        serial: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE peers SET body = json_set(body, '$.meta', json(?2)) WHERE id = ?1",
+            rusqlite::params![peer_id, serde_json::to_string(meta)?],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE account SET serial = MAX(serial, ?1)",
+                [serial as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// The stored server private key (base64), if one was generated.

@@ -45,10 +45,14 @@ pub fn now_secs() -> u64 {
 
 impl Service {
     /// Opens the service over a store: loads the account, or creates and stores a new one (with
-    /// the All group and the Default policy).
+    /// the All group and the Default policy) if the store allows it
+    /// ([`Store::may_create_account`]; else [`crate::store::StoreError::NoAccount`]).
     pub fn new(mut store: Store) -> Result<Service, ServiceError> {
         let account = match store.load_account()? {
             Some(a) => a,
+            None if !store.may_create_account() => {
+                return Err(store.no_account_error().into());
+            }
             None => {
                 let a = Account::new("default");
                 store.save(None, &a)?;
@@ -66,9 +70,16 @@ impl Service {
         })
     }
 
-    /// Opens the database file at `path` (creating it) and the service over it.
+    /// Opens the database file at `path` (creating it if missing) and the service over it; an
+    /// existing file that is empty or holds no account is refused (see [`Store::open_with`]).
     pub fn open(path: &Path) -> Result<Service, ServiceError> {
-        Self::new(Store::open(path)?)
+        Self::open_with(path, false)
+    }
+
+    /// Like [`Self::open`]; with `init`, an existing empty database file, or one without an
+    /// account, gets a new account (`serve --init`). An existing account is never replaced.
+    pub fn open_with(path: &Path, init: bool) -> Result<Service, ServiceError> {
+        Self::new(Store::open_with(path, init)?)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// Do not run the gRPC management service.
     #[arg(long)]
     pub no_grpc: bool,
+    /// Initialise a new account (and server key) in an existing database file that is empty
+    /// or holds no account, instead of refusing to start. A missing file is created without
+    /// it; an existing account is never replaced.
+    #[arg(long)]
+    pub init: bool,
     /// Signal server `host:port` announced to agents.
     #[arg(long)]
     pub signal: Option<String>,

@@ -1,5 +1,6 @@
 //! `serve` in-process on 127.0.0.1 (issue 12, defect 8): a shutdown with a Sync stream open
-//! ends the stream and the server within seconds, with the peer stored as disconnected; an
+//! ends the stream and the server within seconds, with the peer stored as disconnected, even
+//! with a Signal stream open that does not end by itself (the grace period bounds it); an
 //! existing zero-length database file is refused, not initialised, unless `--init`.
 //!
 //! (In-process through [`run_until`], the function `serve` runs with the SIGTERM/SIGINT
@@ -16,6 +17,8 @@ use swiftgate_management::store::{DB_FILE, Store};
 use swiftgate_proto::ManagementClient;
 use swiftgate_proto::client::basic_meta;
 use swiftgate_proto::keys::KeyPair;
+use swiftgate_proto::signalexchange::signal_exchange_client::SignalExchangeClient;
+use swiftgate_proto::signalexchange::{EncryptedMessage, PEER_ID_HEADER};
 
 /// A loopback port free right now (the server binds it a moment later).
 fn free_port() -> u16 {
@@ -41,8 +44,9 @@ fn config(dir: &Path, grpc: bool, init: bool) -> ServeConfig {
 async fn shutdown_with_a_sync_stream_open_stops_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), true, false);
-    let api = format!("http://{}", cfg.listen);
-    let url = format!("http://{}", cfg.grpc_listen.unwrap());
+    let (api_addr, grpc_addr) = (cfg.listen, cfg.grpc_listen.unwrap());
+    let api = format!("http://{api_addr}");
+    let url = format!("http://{grpc_addr}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(run_until(cfg, async {
         let _ = stopped.await;
@@ -92,6 +96,14 @@ async fn shutdown_with_a_sync_stream_open_stops_within_seconds() {
         .expect("a map within 5 s");
     assert!(matches!(first, Ok(Some(_))), "{first:?}");
 
+    // A Signal stream on the same server, kept open from our side.
+    let mut signal = SignalExchangeClient::connect(url.clone()).await.unwrap();
+    let (_signal_tx, signal_rx) = tokio::sync::mpsc::channel::<EncryptedMessage>(1);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(signal_rx));
+    req.metadata_mut()
+        .insert(PEER_ID_HEADER, alice.public().to_base64().parse().unwrap());
+    let _signal_stream = signal.connect_stream(req).await.unwrap();
+
     let sent = Instant::now();
     stop.send(()).unwrap();
 
@@ -117,6 +129,12 @@ async fn shutdown_with_a_sync_stream_open_stops_within_seconds() {
     r.unwrap().unwrap();
     let took = sent.elapsed();
     assert!(took < Duration::from_secs(8), "{took:?}");
+    for addr in [api_addr, grpc_addr] {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr} still accepts"
+        );
+    }
 
     // The peer was stored as disconnected before its stream ended.
     let stored = Store::open(&dir.path().join(DB_FILE))

@@ -129,10 +129,10 @@ impl Service {
     }
 
     /// Records that a peer was seen now, and whether it has a Sync stream open (`None`: leave
-    /// that as it is). Bookkeeping no network map depends on: the serial stays and nobody is
-    /// notified. Only the peer's `connected` and `last_seen_at` are written to the store, so a
-    /// copy of the peer this server loaded earlier never overwrites what another server on the
-    /// same database changed since (a rename, say).
+    /// that as it is, here and in the store). Bookkeeping no network map depends on: the serial
+    /// stays and nobody is notified. Only the peer's `last_seen_at` (and `connected` when
+    /// given) are written to the store, so a copy of the peer this server loaded earlier never
+    /// overwrites what another server on the same database changed since (a rename, say).
     pub fn peer_seen(
         &self,
         op: &'static str,
@@ -154,7 +154,7 @@ impl Service {
             p.connected = c;
         }
         p.last_seen_at = now;
-        let (connected, seen) = (p.connected, p.last_seen_at);
+        let seen = p.last_seen_at;
         match st.store.save_peer_status(peer_id, connected, seen) {
             Ok(true) => {}
             Ok(false) => tracing::debug!(op, peer = %peer_id, "peer row gone; status not stored"),
@@ -164,7 +164,7 @@ impl Service {
             }
         }
         st.account = Arc::new(next);
-        tracing::debug!(op, peer = %peer_id, connected, "peer status stored");
+        tracing::debug!(op, peer = %peer_id, ?connected, "peer status stored");
         Ok(())
     }
 
@@ -331,7 +331,16 @@ mod tests {
         })
         .unwrap();
         let b_serial = b.account().serial;
+        // B saw the peer's stream close; A's login bookkeeping (last seen only) keeps that.
+        b.peer_seen("sync_disconnect", &id, Some(false)).unwrap();
         drop(b);
+        a.peer_seen("login", &id, None).unwrap();
+        let stored = Store::open(&path).unwrap().load_account().unwrap().unwrap();
+        assert!(
+            !stored.peers[&id].connected,
+            "a login does not write `connected`"
+        );
+        assert_eq!(stored.peers[&id].name, "alice-3");
 
         // A, still holding its copy named "alice", reports meta and closes the stream.
         let meta = PeerMeta {

@@ -367,25 +367,31 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a peer's connection bookkeeping (`connected`, `last_seen_at`) into its stored
-    /// row and nothing else: the other fields stay as stored, even if another server on the
-    /// same database changed them since this one loaded the account. Returns whether the row
-    /// exists (a peer deleted meanwhile is not brought back).
+    /// Writes a peer's connection bookkeeping into its stored row and nothing else:
+    /// `last_seen_at`, and `connected` when given. The other fields stay as stored, even if
+    /// another server on the same database changed them since this one loaded the account.
+    /// Returns whether the row exists (a peer deleted meanwhile is not brought back).
     pub fn save_peer_status(
         &mut self,
         peer_id: &str,
-        connected: bool,
+        connected: Option<bool>,
         last_seen_at: u64,
     ) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE peers SET body = json_set(body, '$.connected', json(?2), \
-             '$.last_seen_at', ?3) WHERE id = ?1",
-            rusqlite::params![
-                peer_id,
-                if connected { "true" } else { "false" },
-                last_seen_at as i64
-            ],
-        )?;
+        let n = match connected {
+            Some(c) => self.conn.execute(
+                "UPDATE peers SET body = json_set(body, '$.connected', json(?2), \
+                 '$.last_seen_at', ?3) WHERE id = ?1",
+                rusqlite::params![
+                    peer_id,
+                    if c { "true" } else { "false" },
+                    last_seen_at as i64
+                ],
+            )?,
+            None => self.conn.execute(
+                "UPDATE peers SET body = json_set(body, '$.last_seen_at', ?2) WHERE id = ?1",
+                rusqlite::params![peer_id, last_seen_at as i64],
+            )?,
+        };
         Ok(n > 0)
     }
 

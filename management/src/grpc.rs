@@ -32,6 +32,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:33073";
 /// Largest gRPC message either way (NetBird users hit 11.7 MB maps; the default is 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long a shutdown waits for connections to drain after the Sync streams were ended
+/// (other streams, e.g. Signal's, do not end by themselves); then the server stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Servers the agents are told about (`NetbirdConfig`).
 #[derive(Clone, Debug, Default)]
 pub struct PeerServices {
@@ -82,6 +86,8 @@ pub struct Grpc {
     /// Open Sync streams per peer id (a peer is connected while it has one).
     streams: Arc<Mutex<HashMap<String, usize>>>,
     distributor: Arc<Distributor>,
+    /// Set to `true` when the server shuts down: every Sync stream ends.
+    stopping: watch::Sender<bool>,
 }
 
 fn status_of(e: ServiceError) -> Status {
@@ -141,6 +147,8 @@ struct Distributor {
     svc: Arc<Service>,
     peers: Mutex<HashMap<String, watch::Sender<Slot>>>,
     started: std::sync::Once,
+    /// Ends the distribution task at shutdown.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Distributor {
@@ -208,7 +216,12 @@ impl Distributor {
 
     async fn run(self: Arc<Self>) {
         let mut changes = self.svc.subscribe();
-        while changes.changed().await.is_ok() {
+        let mut stopping = self.stopping.clone();
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                _ = stopping.wait_for(|s| *s) => break,
+            }
             let d = self.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || d.publish(None)).await {
                 tracing::warn!(error = %e, "map distribution task failed");
@@ -225,12 +238,15 @@ impl Grpc {
             .context("loading the server key")?;
         let key = KeyPair::from_private_base64(&private).context("stored server key")?;
         tracing::info!(public_key = %key.public().to_base64(), "server key");
+        let (stopping, stopping_rx) = watch::channel(false);
         Ok(Grpc {
             distributor: Arc::new(Distributor {
                 svc: svc.clone(),
                 peers: Mutex::new(HashMap::new()),
                 started: std::sync::Once::new(),
+                stopping: stopping_rx,
             }),
+            stopping,
             svc,
             key: Arc::new(key),
             services,
@@ -241,6 +257,13 @@ impl Grpc {
     /// The server's public key.
     pub fn public_key(&self) -> &PublicKey {
         self.key.public()
+    }
+
+    /// A handle that ends every Sync stream (now and later) when triggered: each stream's peer
+    /// is marked disconnected, then the stream ends with `UNAVAILABLE` so the agent reconnects
+    /// (to this server's successor) at once. [`serve_on`] triggers it on shutdown.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stopping.clone())
     }
 
     /// Opens a request envelope: the sender's key and the message. Bad keys or bodies are
@@ -256,6 +279,24 @@ impl Grpc {
     fn seal(&self, to: &PublicKey, msg: &impl prost::Message) -> pb::EncryptedMessage {
         SharedKey::between(self.key.private(), to).encrypted_message(msg, self.key.public())
     }
+}
+
+/// Ends the Sync streams of a [`Grpc`] service; see [`Grpc::stopper`].
+#[derive(Clone, Debug)]
+pub struct Stopper(watch::Sender<bool>);
+
+impl Stopper {
+    /// Ends every open Sync stream and refuses new ones. Idempotent.
+    pub fn stop(&self) {
+        if !self.0.send_replace(true) {
+            tracing::info!("ending Sync streams");
+        }
+    }
+}
+
+/// What a Sync stream is told when the server shuts down.
+fn shutting_down() -> Status {
+    Status::unavailable("management server is shutting down; reconnect")
 }
 
 /// One item of the Sync stream.
@@ -324,8 +365,9 @@ impl ManagementService for Grpc {
             match known {
                 Some(id) => {
                     // Last-seen is bookkeeping; only a changed meta (posture inputs) is a change.
-                    svc.record("login", |a, now| a.login_peer(&key_text, None, now))?;
-                    svc.mutate("login_meta", |a, _| a.update_peer_meta(&id, &meta))?;
+                    // Both write only their own fields, never the whole (maybe stale) peer.
+                    svc.peer_seen("login", &id, None)?;
+                    svc.peer_meta("login_meta", &id, &meta)?;
                     svc.account().peers.get(&id).cloned().ok_or_else(|| {
                         ServiceError::Model(ModelError::PeerNotAllowed("peer was removed".into()))
                     })
@@ -366,17 +408,18 @@ impl ManagementService for Grpc {
         req: Request<pb::EncryptedMessage>,
     ) -> Result<Response<Self::SyncStream>, Status> {
         let (peer_key, sync): (PublicKey, pb::SyncRequest) = self.open(req.get_ref())?;
+        if *self.stopping.borrow() {
+            return Err(shutting_down());
+        }
         let peer_id = peer_of(&self.svc, &peer_key)?;
         {
             let svc = self.svc.clone();
             let id = peer_id.clone();
             let meta = sync.meta.as_ref().map(conv::peer_meta);
             blocking(move || {
-                svc.record("sync_connect", |a, now| {
-                    a.set_peer_connected(&id, true, now)
-                })?;
+                svc.peer_seen("sync_connect", &id, Some(true))?;
                 if let Some(m) = meta {
-                    svc.mutate("sync_meta", |a, _| a.update_peer_meta(&id, &m))?;
+                    svc.peer_meta("sync_meta", &id, &m)?;
                 }
                 Ok(())
             })
@@ -394,6 +437,7 @@ impl ManagementService for Grpc {
         let services = self.services.clone();
         let streams = self.streams.clone();
         let distributor = self.distributor.clone();
+        let mut stopping = self.stopping.subscribe();
         let mut maps = distributor.subscribe(&peer_id);
         {
             let d = distributor.clone();
@@ -402,6 +446,7 @@ impl ManagementService for Grpc {
         }
         tokio::spawn(async move {
             let mut last: Option<Arc<NetworkMap>> = None;
+            let mut stopped = false;
             loop {
                 let slot = maps.borrow_and_update().clone();
                 match slot {
@@ -427,6 +472,11 @@ impl ManagementService for Grpc {
                 tokio::select! {
                     r = maps.changed() => if r.is_err() { break },
                     _ = tx.closed() => break,
+                    // Also when the service is gone (sender dropped).
+                    _ = stopping.wait_for(|s| *s) => {
+                        stopped = true;
+                        break;
+                    }
                 }
             }
             drop(maps);
@@ -445,16 +495,22 @@ impl ManagementService for Grpc {
             if last_stream {
                 let id = peer_id.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    svc.record("sync_disconnect", |a, now| {
-                        a.set_peer_connected(&id, false, now)
-                    })
+                    svc.peer_seen("sync_disconnect", &id, Some(false))
                 })
                 .await;
                 if let Ok(Err(e)) = r {
                     tracing::debug!(peer = %peer_id, error = %e, "marking disconnected failed");
                 }
             }
-            tracing::info!(peer = %peer_id, "sync stream closed");
+            // Only now, with the bookkeeping stored, does the stream end: a peer that
+            // reconnects at once (to a successor on the same database) is not marked
+            // disconnected after it connected there. A full channel (a peer not reading) just
+            // ends without the status.
+            if stopped {
+                let _ = tx.try_send(Err(shutting_down()));
+            }
+            drop(tx);
+            tracing::info!(peer = %peer_id, stopped, "sync stream closed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -475,7 +531,7 @@ impl ManagementService for Grpc {
             ));
         };
         let svc = self.svc.clone();
-        blocking(move || svc.mutate("sync_meta", |a, _| a.update_peer_meta(&id, &meta))).await?;
+        blocking(move || svc.peer_meta("sync_meta", &id, &meta)).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -511,7 +567,10 @@ pub async fn spawn(
     serve_on(Grpc::new(svc, services)?, listener, shutdown)
 }
 
-/// Serves the gRPC service on a bound listener until `shutdown` resolves.
+/// Serves the gRPC service on a bound listener until `shutdown` resolves. Then it stops
+/// accepting, ends every Sync stream ([`Grpc::stopper`]) and lets connections drain for at most
+/// [`SHUTDOWN_GRACE`] before it returns (connections still open are then dropped with the
+/// runtime).
 pub fn serve_on(
     grpc: Grpc,
     listener: tokio::net::TcpListener,
@@ -520,8 +579,14 @@ pub fn serve_on(
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "gRPC management service listening");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let stopper = grpc.stopper();
+    let mut stopped = stopper.0.subscribe();
+    let shutdown = async move {
+        shutdown.await;
+        stopper.stop();
+    };
     Ok(tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service(grpc))
             // Signal on the same listener: peers' endpoint offers, relayed unopened.
@@ -530,8 +595,21 @@ pub fn serve_on(
                     swiftgate_proto::signal_server::SignalRelay::new(),
                 ),
             )
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .context("gRPC server")
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        tokio::pin!(server);
+        let deadline = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = &mut server => r.context("gRPC server"),
+            _ = deadline => {
+                tracing::warn!(
+                    grace_secs = SHUTDOWN_GRACE.as_secs(),
+                    "gRPC connections still open after the grace period; closing them"
+                );
+                Ok(())
+            }
+        }
     }))
 }

@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
                 .init();
             let cfg = ServeConfig {
                 data_dir: args.data_dir.clone(),
+                init: args.init,
                 listen: args.listen,
                 grpc_listen: (!args.no_grpc).then_some(args.grpc_listen),
                 admin_token: cli.token.clone(),
@@ -40,7 +41,11 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(cfg)) {
+            let r = rt.block_on(run(cfg));
+            // Tasks still running (connections past their grace period) are dropped; a store
+            // write in progress on the blocking pool gets a moment to finish.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            match r {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -11,11 +11,17 @@ use anyhow::Context as _;
 use crate::service::Service;
 use crate::store::DB_FILE;
 
+/// How long a shutdown waits for admin API requests in flight.
+pub const REST_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Where and how to serve.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     /// Directory of the database file (created if missing).
     pub data_dir: PathBuf,
+    /// May initialise an existing database file that is empty or holds no account (`--init`);
+    /// without it such a file is refused. A missing file is always created.
+    pub init: bool,
     /// Admin REST API address (default loopback).
     pub listen: SocketAddr,
     /// gRPC management service address; `None` disables it.
@@ -58,24 +64,37 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutdown signal received");
 }
 
-/// Runs the server until a shutdown signal.
+/// Runs the server until SIGTERM or SIGINT (Ctrl-C); see [`run_until`].
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    run_until(cfg, shutdown_signal()).await
+}
+
+/// Runs the server until `shutdown` resolves, then stops within a few seconds even with agents
+/// connected: both listeners stop accepting, every Sync stream ends (its peer marked
+/// disconnected first, then `UNAVAILABLE`, so agents reconnect at once), and open connections
+/// get at most [`crate::grpc::SHUTDOWN_GRACE`] (gRPC) and [`REST_SHUTDOWN_GRACE`] (admin API)
+/// to drain, in parallel.
+pub async fn run_until(
+    cfg: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let db = cfg.db_path();
     let svc = {
         let db2 = db.clone();
-        tokio::task::spawn_blocking(move || Service::open(&db2))
+        let init = cfg.init;
+        tokio::task::spawn_blocking(move || Service::open_with(&db2, init))
             .await
             .context("opening the store")?
             .with_context(|| format!("opening {}", db.display()))?
     };
     let svc = Arc::new(svc);
     tracing::info!(db = %db.display(), serial = svc.account().serial, "store open");
-    let _housekeeping = svc.spawn_housekeeping(Duration::from_secs(30));
+    let housekeeping = svc.spawn_housekeeping(Duration::from_secs(30));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -89,7 +108,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin API to {}", cfg.listen))?;
     let app = crate::api::router(svc.clone(), cfg.admin_token.clone());
-    let rest = tokio::spawn(crate::api::serve(listener, app, stopped()));
+    let mut rest = tokio::spawn(crate::api::serve(listener, app, stopped()));
 
     let grpc = match cfg.grpc_listen {
         Some(addr) => {
@@ -98,17 +117,37 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         None => None,
     };
 
-    shutdown_signal().await;
+    shutdown.await;
+    tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    match rest.await {
-        Ok(r) => r.context("admin API")?,
-        Err(e) => anyhow::bail!("admin API task: {e}"),
-    }
-    if let Some(g) = grpc {
-        match g.await {
-            Ok(r) => r?,
-            Err(e) => anyhow::bail!("gRPC task: {e}"),
+    housekeeping.abort();
+    let rest_done = async {
+        match tokio::time::timeout(REST_SHUTDOWN_GRACE, &mut rest).await {
+            Ok(Ok(r)) => r.context("admin API"),
+            Ok(Err(e)) => Err(anyhow::anyhow!("admin API task: {e}")),
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = REST_SHUTDOWN_GRACE.as_secs(),
+                    "admin API connections still open after the grace period; closing them"
+                );
+                rest.abort();
+                Ok(())
+            }
         }
-    }
+    };
+    // The gRPC task bounds its own drain (it must end the Sync streams first).
+    let grpc_done = async {
+        match grpc {
+            Some(g) => match g.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("gRPC task: {e}")),
+            },
+            None => Ok(()),
+        }
+    };
+    let (r, g) = tokio::join!(rest_done, grpc_done);
+    r?;
+    g?;
+    tracing::info!("stopped");
     Ok(())
 }

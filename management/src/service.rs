@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::model::{Account, ModelError};
+use crate::model::{Account, ModelError, PeerMeta};
 use crate::netmap::{Netmapper, NetworkMap};
 use crate::store::{Store, StoreError};
 
@@ -45,10 +45,14 @@ pub fn now_secs() -> u64 {
 
 impl Service {
     /// Opens the service over a store: loads the account, or creates and stores a new one (with
-    /// the All group and the Default policy).
+    /// the All group and the Default policy) if the store allows it
+    /// ([`Store::may_create_account`]; else [`crate::store::StoreError::NoAccount`]).
     pub fn new(mut store: Store) -> Result<Service, ServiceError> {
         let account = match store.load_account()? {
             Some(a) => a,
+            None if !store.may_create_account() => {
+                return Err(store.no_account_error().into());
+            }
             None => {
                 let a = Account::new("default");
                 store.save(None, &a)?;
@@ -66,9 +70,16 @@ impl Service {
         })
     }
 
-    /// Opens the database file at `path` (creating it) and the service over it.
+    /// Opens the database file at `path` (creating it if missing) and the service over it; an
+    /// existing file that is empty or holds no account is refused (see [`Store::open_with`]).
     pub fn open(path: &Path) -> Result<Service, ServiceError> {
-        Self::new(Store::open(path)?)
+        Self::open_with(path, false)
+    }
+
+    /// Like [`Self::open`]; with `init`, an existing empty database file, or one without an
+    /// account, gets a new account (`serve --init`). An existing account is never replaced.
+    pub fn open_with(path: &Path, init: bool) -> Result<Service, ServiceError> {
+        Self::new(Store::open_with(path, init)?)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -90,25 +101,6 @@ impl Service {
         op: &'static str,
         f: impl FnOnce(&mut Account, u64) -> Result<T, ModelError>,
     ) -> Result<T, ServiceError> {
-        self.apply(op, true, f)
-    }
-
-    /// Like [`Self::mutate`] for bookkeeping that no network map depends on (connection state,
-    /// last-seen times): stored, but the serial stays and nobody is notified.
-    pub fn record<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&mut Account, u64) -> Result<T, ModelError>,
-    ) -> Result<T, ServiceError> {
-        self.apply(op, false, f)
-    }
-
-    fn apply<T>(
-        &self,
-        op: &'static str,
-        bump: bool,
-        f: impl FnOnce(&mut Account, u64) -> Result<T, ModelError>,
-    ) -> Result<T, ServiceError> {
         let now = now_secs();
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -123,7 +115,7 @@ impl Service {
         if next == *st.account {
             return Ok(out);
         }
-        next.serial = st.account.serial + u64::from(bump);
+        next.serial = st.account.serial + 1;
         let serial = next.serial;
         if let Err(e) = st.store.save(Some(&st.account), &next) {
             tracing::error!(op, error = %e, "storing a change failed; nothing changed");
@@ -131,13 +123,93 @@ impl Service {
         }
         st.account = Arc::new(next);
         drop(guard);
-        if bump {
-            tracing::info!(op, serial, "account changed");
-            self.changes.send_replace(serial);
-        } else {
-            tracing::debug!(op, serial, "bookkeeping stored");
-        }
+        tracing::info!(op, serial, "account changed");
+        self.changes.send_replace(serial);
         Ok(out)
+    }
+
+    /// Records that a peer was seen now, and whether it has a Sync stream open (`None`: leave
+    /// that as it is, here and in the store). Bookkeeping no network map depends on: the serial
+    /// stays and nobody is notified. Only the peer's `last_seen_at` (and `connected` when
+    /// given) are written to the store, so a copy of the peer this server loaded earlier never
+    /// overwrites what another server on the same database changed since (a rename, say).
+    pub fn peer_seen(
+        &self,
+        op: &'static str,
+        peer_id: &str,
+        connected: Option<bool>,
+    ) -> Result<(), ServiceError> {
+        let now = now_secs();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut next = (*st.account).clone();
+        let p = next
+            .peers
+            .get_mut(peer_id)
+            .ok_or_else(|| ModelError::NotFound {
+                kind: "peer",
+                key: peer_id.to_string(),
+            })?;
+        if let Some(c) = connected {
+            p.connected = c;
+        }
+        p.last_seen_at = now;
+        let seen = p.last_seen_at;
+        match st.store.save_peer_status(peer_id, connected, seen) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(op, peer = %peer_id, "peer row gone; status not stored"),
+            Err(e) => {
+                tracing::error!(op, peer = %peer_id, error = %e, "storing peer status failed");
+                return Err(e.into());
+            }
+        }
+        st.account = Arc::new(next);
+        tracing::debug!(op, peer = %peer_id, ?connected, "peer status stored");
+        Ok(())
+    }
+
+    /// Replaces what a peer reports about itself (the posture inputs). A change raises the
+    /// serial and notifies (posture verdicts may change maps); only the peer's `meta` and the
+    /// account serial are written to the store, never the rest of a possibly stale peer row.
+    /// Unchanged meta changes nothing.
+    pub fn peer_meta(
+        &self,
+        op: &'static str,
+        peer_id: &str,
+        meta: &PeerMeta,
+    ) -> Result<(), ServiceError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let p = st
+            .account
+            .peers
+            .get(peer_id)
+            .ok_or_else(|| ModelError::NotFound {
+                kind: "peer",
+                key: peer_id.to_string(),
+            })?;
+        if p.meta == *meta {
+            return Ok(());
+        }
+        let mut next = (*st.account).clone();
+        next.serial += 1;
+        let serial = next.serial;
+        if let Some(p) = next.peers.get_mut(peer_id) {
+            p.meta = meta.clone();
+        }
+        match st.store.save_peer_meta(peer_id, meta, serial) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(op, peer = %peer_id, "peer row gone; meta not stored"),
+            Err(e) => {
+                tracing::error!(op, peer = %peer_id, error = %e, "storing peer meta failed");
+                return Err(e.into());
+            }
+        }
+        st.account = Arc::new(next);
+        drop(guard);
+        tracing::info!(op, serial, peer = %peer_id, "peer meta changed");
+        self.changes.send_replace(serial);
+        Ok(())
     }
 
     /// A receiver that sees the serial of every change.
@@ -202,7 +274,95 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GroupInput;
+    use crate::model::{GroupInput, PeerUpdate, RegisterPeer, SetupKeyInput};
+
+    /// A service on `path` with one registered peer "alice"; returns the peer id.
+    fn with_peer(path: &Path) -> (Service, String) {
+        let svc = Service::open(path).unwrap();
+        let (_, key) = svc
+            .mutate("key", |a, now| {
+                a.create_setup_key(
+                    &SetupKeyInput {
+                        name: "k".into(),
+                        ..Default::default()
+                    },
+                    now,
+                )
+            })
+            .unwrap();
+        let peer = svc
+            .mutate("register", |a, now| {
+                a.register_peer(
+                    &RegisterPeer {
+                        setup_key: key,
+                        wg_pubkey: "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into(),
+                        name: Some("alice".into()),
+                        meta: PeerMeta::default(),
+                    },
+                    now,
+                )
+            })
+            .unwrap();
+        (svc, peer.id)
+    }
+
+    /// Issue 12, defect 8: server A holds a Sync stream of a peer while server B, on the same
+    /// database, renames it. A's bookkeeping when the stream opens and closes (and a meta
+    /// report) must not write its stale copy of the peer back over B's name, nor lower the
+    /// stored serial.
+    #[test]
+    fn bookkeeping_never_writes_a_stale_peer_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::store::DB_FILE);
+        let (a, id) = with_peer(&path);
+        a.peer_seen("sync_connect", &id, Some(true)).unwrap();
+
+        let b = Service::open(&path).unwrap();
+        let rename = |name: &str| PeerUpdate {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        b.mutate("rename", |acct, _| {
+            acct.update_peer(&id, &rename("alice-2"))
+        })
+        .unwrap();
+        b.mutate("rename", |acct, _| {
+            acct.update_peer(&id, &rename("alice-3"))
+        })
+        .unwrap();
+        let b_serial = b.account().serial;
+        // B saw the peer's stream close; A's login bookkeeping (last seen only) keeps that.
+        b.peer_seen("sync_disconnect", &id, Some(false)).unwrap();
+        drop(b);
+        a.peer_seen("login", &id, None).unwrap();
+        let stored = Store::open(&path).unwrap().load_account().unwrap().unwrap();
+        assert!(
+            !stored.peers[&id].connected,
+            "a login does not write `connected`"
+        );
+        assert_eq!(stored.peers[&id].name, "alice-3");
+
+        // A, still holding its copy named "alice", reports meta and closes the stream.
+        let meta = PeerMeta {
+            client_version: "0.60.0".into(),
+            ..Default::default()
+        };
+        a.peer_meta("sync_meta", &id, &meta).unwrap();
+        a.peer_seen("sync_disconnect", &id, Some(false)).unwrap();
+        assert_eq!(a.account().peers[&id].name, "alice", "A's copy is stale");
+        drop(a);
+
+        let stored = Store::open(&path).unwrap().load_account().unwrap().unwrap();
+        let p = &stored.peers[&id];
+        assert_eq!(p.name, "alice-3", "B's rename survives A's bookkeeping");
+        assert_eq!(p.meta, meta, "A's meta report is stored");
+        assert!(!p.connected, "A's disconnect is stored");
+        assert!(p.last_seen_at > 0);
+        assert!(
+            stored.serial >= b_serial,
+            "the stored serial never goes down"
+        );
+    }
 
     #[test]
     fn serial_rises_with_every_change_and_refusals_change_nothing() {

@@ -735,3 +735,77 @@ async fn default_policy_and_rollback_through_the_api() {
     let m = ok(&app, Method::GET, "/api/peers/a/network-map", None).await;
     assert_eq!(m["remote_peers"][0]["name"], "b");
 }
+
+/// Issue 12, defect 7: `GET /api/peers/{id}/posture` says, per posture check of a policy with
+/// the peer as a source, whether it passes and why; the failing peer is left out of the map.
+#[tokio::test]
+async fn posture_endpoint_explains_failures() {
+    let (app, _svc) = app();
+    let (_alice, _gw) = berlin(&app).await;
+    ok(
+        &app,
+        Method::POST,
+        "/api/posture-checks",
+        Some(
+            json!({"name": "min-client", "checks": {"client_version": {"min_version": "0.60.0"}}}),
+        ),
+    )
+    .await;
+    ok(
+        &app,
+        Method::POST,
+        "/api/posture-checks",
+        Some(json!({"name": "edr", "checks": {
+            "process": {"processes": [{"linux_path": "/opt/x"}]},
+            "peer_network_range": {"ranges": ["192.0.2.0/24"], "action": "allow"}}})),
+    )
+    .await;
+    ok(
+        &app,
+        Method::POST,
+        "/api/policies",
+        Some(json!({"name": "dev-to-apps", "sources": ["Development"],
+                    "destinations": ["Internal Apps"], "protocol": "tcp", "ports": [443],
+                    "source_posture_checks": ["min-client", "edr"]})),
+    )
+    .await;
+
+    let r = ok(&app, Method::GET, "/api/peers/alice-laptop/posture", None).await;
+    assert_eq!(r["peer_name"], "alice-laptop");
+    assert_eq!(r["client_version"], "0.50.0");
+    assert_eq!(r["passed"], false);
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{r}");
+    assert_eq!(checks[0]["name"], "edr");
+    assert_eq!(checks[0]["policies"], json!(["dev-to-apps"]));
+    assert_eq!(
+        checks[0]["results"],
+        json!([
+            {"check": "peer_network_range", "passed": false,
+             "reason": "no network address reported (allowed: 192.0.2.0/24)"},
+            {"check": "process", "passed": false,
+             "reason": "process /opt/x not running (not reported by the agent yet)"}
+        ])
+    );
+    assert_eq!(checks[1]["name"], "min-client");
+    assert_eq!(
+        checks[1]["results"][0]["reason"],
+        "client version 0.50.0 below minimum 0.60.0"
+    );
+    // As the map says: alice is no source of dev-to-apps, so no route to the wiki.
+    let m = ok(
+        &app,
+        Method::GET,
+        "/api/peers/alice-laptop/network-map",
+        None,
+    )
+    .await;
+    assert_eq!(m["routes"], json!([]), "{m}");
+
+    // office-gw is no source of any policy with checks.
+    let r = ok(&app, Method::GET, "/api/peers/office-gw/posture", None).await;
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["checks"], json!([]));
+    let (s, v) = call(&app, Method::GET, "/api/peers/nobody/posture", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}

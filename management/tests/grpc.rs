@@ -334,3 +334,61 @@ async fn server_key_is_generated_once() {
         .to_base64();
     assert_eq!(first, again);
 }
+
+/// Issue 12, defect 7: a swiftgate agent reports the NetBird protocol level in
+/// `netbirdVersion` and its own version in `uiVersion`; the minimum-version check compares the
+/// former, the posture report shows both, and a meta update through SyncMeta is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_versions_reach_the_posture_check() {
+    use swiftgate_management::model::{MinVersionCheck, PostureCheckInput, PostureChecksInput};
+    use swiftgate_proto::management::PeerSystemMeta;
+    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
+    let srv = start(svc.clone()).await;
+    let key = srv.key("k", SetupKeyInput::default());
+    svc.mutate("pc", |a, _| {
+        a.create_posture_check(&PostureCheckInput {
+            name: "min".into(),
+            checks: PostureChecksInput {
+                client_version: Some(MinVersionCheck {
+                    min_version: "0.45.0".into(),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        })?;
+        a.create_policy(&PolicyInput {
+            name: "all".into(),
+            sources: Some(vec!["All".into()]),
+            destinations: Some(vec!["All".into()]),
+            source_posture_checks: vec!["min".into()],
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    let client = ManagementClient::connect(srv.url.clone()).await.unwrap();
+    let kp = KeyPair::generate();
+    let meta = |nb: &str| PeerSystemMeta {
+        ui_version: "swiftgate/0.1.0".into(),
+        ..basic_meta("agent", nb)
+    };
+    client.login(Some(&key), &kp, meta("0.77.1")).await.unwrap();
+    let id = svc
+        .account()
+        .peer_by_key(&kp.public().to_base64())
+        .unwrap()
+        .id
+        .clone();
+    let r = svc.account().posture_report(&id).unwrap();
+    assert_eq!(r.client_version, "0.77.1");
+    assert_eq!(r.ui_version, "swiftgate/0.1.0");
+    assert!(r.passed, "{r:?}");
+
+    client.sync_meta(&kp, meta("0.44.0-rc1")).await.unwrap();
+    let r = svc.account().posture_report(&id).unwrap();
+    assert!(!r.passed);
+    assert_eq!(
+        r.checks[0].results[0].reason,
+        "client version 0.44.0-rc1 below minimum 0.45.0 (agent swiftgate/0.1.0)"
+    );
+    srv.stop().await;
+}

@@ -28,6 +28,15 @@ pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResu
     Ok(Json(PeerView::new(&a, &a.peers[&id])))
 }
 
+/// `GET /api/peers/{id}/posture`: every posture check of an enabled policy that has the peer
+/// as a source, passed or failed, with the reason for each check.
+pub async fn posture(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PostureReport>> {
+    Ok(Json(svc.account().posture_report(&id)?))
+}
+
 /// `POST /api/peers`: register a peer by WireGuard key with a setup key (what Login does).
 pub async fn register(
     State(svc): State<AppState>,

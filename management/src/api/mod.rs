@@ -85,6 +85,7 @@ pub fn router(svc: AppState, token: Option<String>) -> Router {
         )
         .route("/api/peers/{id}/approve", post(p::approve))
         .route("/api/peers/{id}/network-map", get(p::network_map))
+        .route("/api/peers/{id}/posture", get(p::posture))
         .route("/api/groups", get(p::list_groups).post(p::create_group))
         .route(
             "/api/groups/{id}",

@@ -2,6 +2,7 @@
 //! to a running server's admin REST API and prints a table (or the JSON with `--json`).
 
 mod client;
+mod posture;
 mod table;
 
 use std::net::SocketAddr;
@@ -90,6 +91,11 @@ pub struct ServeArgs {
     /// Do not run the gRPC management service.
     #[arg(long)]
     pub no_grpc: bool,
+    /// Initialise a new account (and server key) in an existing database file that is empty
+    /// or holds no account, instead of refusing to start. A missing file is created without
+    /// it; an existing account is never replaced.
+    #[arg(long)]
+    pub init: bool,
     /// Signal server `host:port` announced to agents.
     #[arg(long)]
     pub signal: Option<String>,
@@ -152,6 +158,11 @@ pub enum PeersCmd {
     },
     /// Show the network map the peer receives.
     Map {
+        /// Id or name.
+        peer: String,
+    },
+    /// Show why the peer passes or fails each posture check that applies to it.
+    Posture {
         /// Id or name.
         peer: String,
     },
@@ -795,6 +806,12 @@ pub fn run_client(cli: &Cli) -> Result<(), String> {
                     .get(&format!("/api/peers/{}/network-map", segment(peer)))
                     .map_err(e)?;
                 out.print(&v, map_text);
+            }
+            PeersCmd::Posture { peer } => {
+                let v = c
+                    .get(&format!("/api/peers/{}/posture", segment(peer)))
+                    .map_err(e)?;
+                out.print(&v, posture::posture_text);
             }
         },
         Command::Groups(cmd) => match cmd {

@@ -11,14 +11,17 @@ mod ops_peers;
 mod ops_policies;
 pub mod ports;
 pub mod posture;
+mod posture_report;
 pub mod requests;
 mod types;
+pub mod version;
 
 pub use account::Account;
 pub use error::{ModelError, ModelResult};
 pub use ops_peers::validate_wg_key;
 pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
 pub use ports::{PortRange, Protocol, RuleError};
+pub use posture_report::{PostureCheckReport, PostureReport};
 pub use requests::*;
 pub use types::*;
 

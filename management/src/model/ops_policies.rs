@@ -6,9 +6,9 @@ use super::account::{Account, check_name, check_unique};
 use super::error::{ModelResult, conflict, invalid};
 use super::ids::{hash_setup_key, new_id, new_setup_key};
 use super::ports::{PortRange, Protocol, RuleError};
-use super::posture::parse_version;
 use super::requests::*;
 use super::types::*;
+use super::version::parse_version;
 
 /// Default setup key lifetime: 30 days, as NetBird.
 pub const DEFAULT_SETUP_KEY_LIFETIME_SECS: u64 = 30 * 24 * 3600;

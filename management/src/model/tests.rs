@@ -530,3 +530,158 @@ fn approval_and_group_membership() {
     .unwrap();
     assert!(a.peers[&p.id].groups.is_empty(), "All is implicit");
 }
+
+/// Issue 12, defect 7: a peer's posture report lists the posture checks of the enabled
+/// policies that have it as a source (by group, All, or as the single source peer), each with
+/// pass/fail and reasons; checks of policies it is not a source of, or disabled ones, are left
+/// out.
+#[test]
+fn posture_report_lists_the_checks_that_apply_and_why() {
+    let (mut a, key) = base();
+    let alice = a.peer_id("alice").unwrap();
+    a.update_peer(
+        "alice",
+        &PeerUpdate {
+            groups: Some(vec!["Development".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    register(&mut a, &key, 2, "bob").unwrap();
+    a.update_peer_meta(
+        &alice,
+        &PeerMeta {
+            os: "linux".into(),
+            client_version: "0.1.0".into(),
+            ui_version: "swiftgate/0.1.0".into(),
+            kernel_version: "6.1.0-13-amd64".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let check = |a: &mut Account, name: &str, checks: PostureChecksInput| {
+        a.create_posture_check(&PostureCheckInput {
+            name: name.into(),
+            checks,
+            ..Default::default()
+        })
+        .unwrap();
+    };
+    check(
+        &mut a,
+        "min-client",
+        PostureChecksInput {
+            client_version: Some(MinVersionCheck {
+                min_version: "0.45.0".into(),
+            }),
+            ..Default::default()
+        },
+    );
+    check(
+        &mut a,
+        "kernel",
+        PostureChecksInput {
+            os_version: Some(OsVersionCheck {
+                linux: Some("5.10".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    check(
+        &mut a,
+        "unused",
+        PostureChecksInput {
+            os_version: Some(OsVersionCheck {
+                darwin: Some("13".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let policy = |a: &mut Account, name: &str, src: PolicyInput, checks: &[&str]| {
+        a.create_policy(&PolicyInput {
+            name: name.into(),
+            destinations: Some(vec!["Internal Apps".into()]),
+            source_posture_checks: checks.iter().map(|c| c.to_string()).collect(),
+            ..src
+        })
+        .unwrap();
+    };
+    let groups = |g: &str| PolicyInput {
+        sources: Some(vec![g.into()]),
+        ..Default::default()
+    };
+    policy(
+        &mut a,
+        "dev-to-apps",
+        groups("Development"),
+        &["min-client"],
+    );
+    policy(
+        &mut a,
+        "all-to-apps",
+        groups("All"),
+        &["kernel", "min-client"],
+    );
+    policy(&mut a, "apps-to-dev", groups("Internal Apps"), &["unused"]);
+    policy(&mut a, "off", groups("Development"), &["unused"]);
+    a.set_policy_enabled("off", false).unwrap();
+
+    let r = a.posture_report("alice").unwrap();
+    assert_eq!(r.peer_id, alice);
+    assert_eq!(r.client_version, "0.1.0");
+    assert_eq!(r.ui_version, "swiftgate/0.1.0");
+    assert!(!r.passed);
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["kernel", "min-client"]);
+    let kernel = &r.checks[0];
+    assert!(kernel.passed);
+    assert_eq!(kernel.policies, ["all-to-apps"]);
+    assert_eq!(
+        kernel.results[0].reason,
+        "linux kernel 6.1.0-13-amd64 meets minimum 5.10"
+    );
+    let min = &r.checks[1];
+    assert!(!min.passed);
+    assert_eq!(min.policies, ["all-to-apps", "dev-to-apps"]);
+    assert_eq!(min.results[0].check, "client_version");
+    assert_eq!(
+        min.results[0].reason,
+        "client version 0.1.0 below minimum 0.45.0 (agent swiftgate/0.1.0)"
+    );
+
+    // bob is a source of all-to-apps only.
+    let bob = a.posture_report("bob").unwrap();
+    assert_eq!(bob.peer_name, "bob");
+    let names: Vec<&str> = bob.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["kernel", "min-client"]);
+    assert_eq!(
+        bob.checks[1].results[0].reason,
+        "client version not reported (minimum 0.45.0)"
+    );
+    // A single source peer counts too; no applicable check passes.
+    a.delete_policy("all-to-apps").unwrap();
+    let bob = a.posture_report("bob").unwrap();
+    assert!(bob.passed && bob.checks.is_empty());
+    let bob_id = a.peer_id("bob").unwrap();
+    a.create_policy(&PolicyInput {
+        name: "bob-only".into(),
+        source_resource: Some(TargetInput {
+            kind: "peer".into(),
+            id: bob_id,
+        }),
+        destinations: Some(vec!["Internal Apps".into()]),
+        source_posture_checks: vec!["kernel".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let bob = a.posture_report("bob").unwrap();
+    assert_eq!(bob.checks.len(), 1);
+    assert_eq!(bob.checks[0].policies, ["bob-only"]);
+    assert_eq!(
+        bob.checks[0].results[0].reason,
+        "OS not reported (allowed: linux)"
+    );
+    assert!(a.posture_report("nobody").is_err());
+}

@@ -80,8 +80,11 @@ pub struct PeerMeta {
     pub os_version: String,
     /// Kernel release, e.g. "6.1.0-13-amd64".
     pub kernel_version: String,
-    /// Agent (client) version, e.g. "0.45.0".
+    /// Agent (client) version as NetBird's `netbirdVersion`, e.g. "0.45.0": for swiftgate
+    /// agents the NetBird protocol level they implement. Minimum-version checks compare it.
     pub client_version: String,
+    /// The agent's own version (`uiVersion`), e.g. "swiftgate/0.1.0"; shown, never compared.
+    pub ui_version: String,
     /// Addresses of the peer's local interfaces (for network-range posture checks).
     pub network_addresses: Vec<IpNet>,
     /// Answers to process posture checks.

@@ -174,6 +174,7 @@ pub fn peer_meta(m: &pb::PeerSystemMeta) -> PeerMeta {
         },
         kernel_version: m.kernel_version.clone(),
         client_version: m.netbird_version.clone(),
+        ui_version: m.ui_version.clone(),
         network_addresses: m
             .network_addresses
             .iter()

@@ -5,13 +5,13 @@
 pub mod migrations;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::Account;
+use crate::model::{Account, PeerMeta};
 
 /// Default database file name (in the data directory).
 pub const DB_FILE: &str = "swiftgate-management.db";
@@ -28,11 +28,58 @@ pub enum StoreError {
     /// The schema is not one this server knows.
     #[error("{0}")]
     Schema(String),
+    /// An existing database file is empty (zero bytes, or no tables at all).
+    #[error(
+        "database file {} is empty: refusing to create a new account and server key in it \
+         (agents would no longer trust this server); restore it from a backup, or start with \
+         `serve --init` to initialise a new account in it",
+        path.display()
+    )]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An existing database file holds the schema but no account.
+    #[error(
+        "database file {} holds no account: refusing to create a new account and server key \
+         in it; restore it from a backup, or start with `serve --init` to initialise a new \
+         account in it",
+        path.display()
+    )]
+    NoAccount {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An existing file is not a SQLite database.
+    #[error(
+        "{} is not a SQLite database ({source}); refusing to start: move it away or restore \
+         the database from a backup",
+        path.display()
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The file system said no.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
 }
 
 /// An open database.
 pub struct Store {
     conn: Connection,
+    /// The database file (`None`: in memory).
+    path: Option<PathBuf>,
+    /// A missing account may be created: the file was created now, is in memory, or the
+    /// caller asked to initialise it.
+    may_create_account: bool,
 }
 
 /// One entity table: its extra indexed columns, filled from the entity.
@@ -111,10 +158,54 @@ macro_rules! table {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens the database at `path` and brings its schema up to date, without permission to
+    /// initialise an existing file: `Store::open_with(path, false)`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        Self::open_with(path, false)
+    }
+
+    /// Opens the database at `path` and brings its schema up to date.
+    ///
+    /// - A missing file is created (first start); the account may then be created in it.
+    /// - An existing file that is not a SQLite database is refused
+    ///   ([`StoreError::NotADatabase`]), `init` or not: it is nobody's to overwrite.
+    /// - An existing empty file (zero bytes, or no tables) is refused
+    ///   ([`StoreError::EmptyFile`]) unless `init`, and nothing is written to it.
+    /// - An existing database without an account may get a new one only with `init` (see
+    ///   [`Store::may_create_account`]; the service refuses otherwise).
+    pub fn open_with(path: &Path, init: bool) -> Result<Store, StoreError> {
+        let exists = path.try_exists().map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let conn = if exists {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI;
+            let conn = Connection::open_with_flags(path, flags)?;
+            // Reads the header (and a WAL, if any); writes nothing.
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::NotADatabase) => StoreError::NotADatabase {
+                        path: path.to_path_buf(),
+                        source: e,
+                    },
+                    _ => StoreError::Sqlite(e),
+                })?;
+            if tables == 0 && !init {
+                return Err(StoreError::EmptyFile {
+                    path: path.to_path_buf(),
+                });
+            }
+            conn
+        } else {
+            Connection::open(path)?
+        };
+        let mut store = Self::init(conn)?;
+        store.path = Some(path.to_path_buf());
+        store.may_create_account = !exists || init;
+        Ok(store)
     }
 
     /// A private in-memory database (tests).
@@ -127,7 +218,26 @@ impl Store {
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")?;
         migrations::migrate(&mut conn)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            path: None,
+            may_create_account: true,
+        })
+    }
+
+    /// Whether a new account may be stored when none is: the file was created by this open,
+    /// is in memory, or was opened with `init`. An existing file without an account is
+    /// otherwise a lost or damaged database, and a new account would come with a new server
+    /// key that no agent trusts.
+    pub fn may_create_account(&self) -> bool {
+        self.may_create_account
+    }
+
+    /// [`StoreError::NoAccount`] for this database.
+    pub fn no_account_error(&self) -> StoreError {
+        StoreError::NoAccount {
+            path: self.path.clone().unwrap_or_else(|| ":memory:".into()),
+        }
     }
 
     /// The schema version of the open database.
@@ -170,7 +280,7 @@ impl Store {
         if old.is_none_or(|o| o.serial != new.serial || o.settings != new.settings) {
             tx.execute(
                 "INSERT INTO account (id, serial, settings) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(id) DO UPDATE SET serial = excluded.serial, \
+                 ON CONFLICT(id) DO UPDATE SET serial = MAX(serial, excluded.serial), \
                  settings = excluded.settings",
                 rusqlite::params![
                     new.id,
@@ -255,6 +365,58 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Writes a peer's connection bookkeeping into its stored row and nothing else:
+    /// `last_seen_at`, and `connected` when given. The other fields stay as stored, even if
+    /// another server on the same database changed them since this one loaded the account.
+    /// Returns whether the row exists (a peer deleted meanwhile is not brought back).
+    pub fn save_peer_status(
+        &mut self,
+        peer_id: &str,
+        connected: Option<bool>,
+        last_seen_at: u64,
+    ) -> Result<bool, StoreError> {
+        let n = match connected {
+            Some(c) => self.conn.execute(
+                "UPDATE peers SET body = json_set(body, '$.connected', json(?2), \
+                 '$.last_seen_at', ?3) WHERE id = ?1",
+                rusqlite::params![
+                    peer_id,
+                    if c { "true" } else { "false" },
+                    last_seen_at as i64
+                ],
+            )?,
+            None => self.conn.execute(
+                "UPDATE peers SET body = json_set(body, '$.last_seen_at', ?2) WHERE id = ?1",
+                rusqlite::params![peer_id, last_seen_at as i64],
+            )?,
+        };
+        Ok(n > 0)
+    }
+
+    /// Writes what a peer reported about itself (`meta`, the posture inputs) into its stored
+    /// row and nothing else, and raises the stored account serial to at least `serial` (never
+    /// lowers it), in one transaction. Returns whether the row exists.
+    pub fn save_peer_meta(
+        &mut self,
+        peer_id: &str,
+        meta: &PeerMeta,
+        serial: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE peers SET body = json_set(body, '$.meta', json(?2)) WHERE id = ?1",
+            rusqlite::params![peer_id, serde_json::to_string(meta)?],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE account SET serial = MAX(serial, ?1)",
+                [serial as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// The stored server private key (base64), if one was generated.

@@ -170,3 +170,68 @@ fn migrations_run_once_and_newer_schemas_are_refused() {
     let err = Store::open(&path).err().expect("newer schema refused");
     assert!(err.to_string().contains("newer than this server"));
 }
+
+/// Issue 12, defect 8: a missing file is created (first start), but an existing zero-length
+/// file, a non-database file, or a database without an account never silently becomes a new
+/// account (with a new server key); only `init` allows that, and never for a non-database.
+#[test]
+fn empty_or_foreign_files_are_refused_unless_initialised() {
+    use crate::service::{Service, ServiceError};
+    let dir = tempfile::tempdir().unwrap();
+
+    // Missing: created, with a new account.
+    let fresh = dir.path().join("fresh.db");
+    let svc = Service::open(&fresh).unwrap();
+    assert!(svc.account().policies.values().any(|p| p.name == "Default"));
+    drop(svc);
+    assert!(Service::open(&fresh).is_ok(), "an existing account opens");
+
+    // Zero bytes: refused, the error names the file, nothing is written.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let err = Service::open(&empty)
+        .err()
+        .expect("an empty file is refused");
+    assert!(
+        matches!(err, ServiceError::Store(StoreError::EmptyFile { ref path }) if path == &empty),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&empty.display().to_string()), "{msg}");
+    assert!(msg.contains("--init"), "{msg}");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "nothing written"
+    );
+    assert!(!dir.path().join("empty.db-wal").exists(), "no WAL created");
+    // With init: a new account in it, which later opens without init.
+    let svc = Service::open_with(&empty, true).unwrap();
+    let id = svc.account().id.clone();
+    drop(svc);
+    assert_eq!(Service::open(&empty).unwrap().account().id, id);
+
+    // Schema but no account (say, a first start that died half-way): refused unless init.
+    let bare = dir.path().join("bare.db");
+    drop(Store::open(&bare).unwrap());
+    let err = Service::open(&bare).err().expect("no account is refused");
+    assert!(
+        matches!(err, ServiceError::Store(StoreError::NoAccount { ref path }) if path == &bare),
+        "{err}"
+    );
+    assert!(Service::open_with(&bare, true).is_ok());
+
+    // Not a database: refused even with init, the file untouched.
+    let text = dir.path().join("notes.db");
+    let junk = "these are not the tables you are looking for\n".repeat(20);
+    std::fs::write(&text, &junk).unwrap();
+    for init in [false, true] {
+        let err = Service::open_with(&text, init).err().expect("refused");
+        assert!(
+            matches!(err, ServiceError::Store(StoreError::NotADatabase { ref path, .. }) if path == &text),
+            "{err}"
+        );
+        assert!(err.to_string().contains("notes.db"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), junk);
+}

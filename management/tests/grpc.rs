@@ -234,16 +234,9 @@ async fn login_rules_and_live_sync() {
     let nm = m.network_map.as_ref().unwrap();
     assert_eq!(remote_names(&m), vec!["bob"]);
     assert_eq!(nm.firewall_rules.len(), 1);
-    assert_eq!(
-        nm.firewall_rules[0]
-            .port_info
-            .as_ref()
-            .unwrap()
-            .port_selection,
-        Some(swiftgate_proto::management::port_info::PortSelection::Port(
-            22
-        ))
-    );
+    // A single port travels as text in Port, without PortInfo (as NetBird's server sends it).
+    assert_eq!(nm.firewall_rules[0].port, "22");
+    assert_eq!(nm.firewall_rules[0].port_info, None);
 
     // Closing the stream marks the peer disconnected.
     drop(stream);

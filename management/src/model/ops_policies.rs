@@ -178,14 +178,53 @@ impl Account {
         if inputs.is_empty() {
             return Err(invalid("rules: a policy needs at least one rule"));
         }
-        let mut rules = Vec::with_capacity(inputs.len());
-        for (i, r) in inputs.iter().enumerate() {
-            let prefix = if input.rules.is_some() {
+        let prefix = |i: usize| {
+            if input.rules.is_some() {
                 format!("rules[{i}].")
             } else {
                 String::new()
+            }
+        };
+        let mut rules = Vec::with_capacity(inputs.len());
+        for (i, r) in inputs.iter().enumerate() {
+            rules.push(self.build_rule(&prefix(i), &name, r)?);
+        }
+        // Rule ids: on update, a rule named by id keeps it (NetBird's policy handler takes
+        // rule ids from the request); a rule without one keeps the id of the old rule at its
+        // position unless another rule claims it; everything else gets a new id.
+        let old = self.policies.get(id);
+        let mut claimed: Vec<&str> = Vec::new();
+        for (i, r) in inputs.iter().enumerate() {
+            let (Some(rid), Some(old)) = (r.id.as_deref().map(str::trim), old) else {
+                continue;
             };
-            rules.push(self.build_rule(&prefix, &name, r)?);
+            if !old.rules.iter().any(|o| o.id == rid) {
+                return Err(invalid(format!(
+                    "{}id: policy {:?} has no rule {rid:?}",
+                    prefix(i),
+                    old.name
+                )));
+            }
+            if claimed.contains(&rid) {
+                return Err(invalid(format!(
+                    "{}id: rule {rid:?} is given twice",
+                    prefix(i)
+                )));
+            }
+            claimed.push(rid);
+        }
+        for (i, (rule, r)) in rules.iter_mut().zip(&inputs).enumerate() {
+            let Some(old) = old else { break };
+            match r.id.as_deref().map(str::trim) {
+                Some(rid) => rule.id = rid.to_string(),
+                None => {
+                    if let Some(o) = old.rules.get(i)
+                        && !claimed.contains(&o.id.as_str())
+                    {
+                        rule.id = o.id.clone();
+                    }
+                }
+            }
         }
         let mut checks = Vec::new();
         for c in &input.source_posture_checks {

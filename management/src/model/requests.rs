@@ -106,6 +106,11 @@ pub struct TargetInput {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
+    /// On update: the id of the policy's rule this one replaces (it keeps that id). Without
+    /// it, a rule keeps the id of the rule at its position. Ignored on create (new rules get
+    /// new ids), as NetBird does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Defaults to the policy name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -219,6 +224,7 @@ impl PolicyInput {
         match &self.rules {
             Some(r) => r.clone(),
             None => vec![RuleInput {
+                id: None,
                 name: None,
                 description: String::new(),
                 enabled: None,

@@ -530,3 +530,74 @@ fn approval_and_group_membership() {
     .unwrap();
     assert!(a.peers[&p.id].groups.is_empty(), "All is implicit");
 }
+
+/// Rule ids survive policy updates (the agents' flow events and firewall rules carry them):
+/// a rule named by `id` keeps it (as NetBird's policy handler does), a rule without one keeps
+/// the id of the rule at its position; an id the policy does not have is refused.
+#[test]
+fn policy_updates_keep_rule_ids() {
+    let mut a = Account::new("t");
+    group(&mut a, "Dev");
+    group(&mut a, "Ops");
+    let rule = |id: Option<&str>, proto: &str| RuleInput {
+        id: id.map(str::to_string),
+        protocol: Some(proto.into()),
+        sources: vec!["Dev".into()],
+        destinations: vec!["Ops".into()],
+        ..Default::default()
+    };
+    let two = |r0: RuleInput, r1: RuleInput| PolicyInput {
+        name: "dns".into(),
+        rules: Some(vec![r0, r1]),
+        ..Default::default()
+    };
+    let p = a
+        .create_policy(&two(rule(None, "udp"), rule(None, "tcp")))
+        .unwrap();
+    let (r0, r1) = (p.rules[0].id.clone(), p.rules[1].id.clone());
+
+    // Same rules again, no ids: positions keep theirs.
+    let q = a
+        .update_policy("dns", &two(rule(None, "udp"), rule(None, "icmp")))
+        .unwrap();
+    assert_eq!(
+        (q.rules[0].id.as_str(), q.rules[1].id.as_str()),
+        (r0.as_str(), r1.as_str())
+    );
+
+    // Reordered by id: each rule keeps its own; a rule without id whose position's id is
+    // claimed by another gets a new one.
+    let q = a
+        .update_policy("dns", &two(rule(Some(&r1), "tcp"), rule(None, "udp")))
+        .unwrap();
+    assert_eq!(q.rules[0].id, r1);
+    assert!(q.rules[1].id != r0 && q.rules[1].id != r1);
+
+    // The single-rule form keeps its rule id too.
+    let s = a
+        .create_policy(&policy("Dev", "Ops", "tcp", &["22"]))
+        .unwrap();
+    let s2 = a
+        .update_policy("p", &policy("Dev", "Ops", "tcp", &["2222"]))
+        .unwrap();
+    assert_eq!(s.rules[0].id, s2.rules[0].id);
+
+    // Unknown or repeated ids are refused, naming the field.
+    refused(&a, "rules[0].id", |a| {
+        a.update_policy(
+            "dns",
+            &two(rule(Some("rule-nope"), "tcp"), rule(None, "udp")),
+        )
+        .map(|_| ())
+    });
+    refused(&a, "rules[1].id", |a| {
+        a.update_policy("dns", &two(rule(Some(&r1), "tcp"), rule(Some(&r1), "udp")))
+            .map(|_| ())
+    });
+    // Another policy's rule id cannot be taken over.
+    let other = s2.rules[0].id.clone();
+    refused(&a, "rules[0].id", |a| {
+        a.update_policy("dns", &two(rule(Some(&other), "tcp"), rule(None, "udp")))
+            .map(|_| ())
+    });
+}

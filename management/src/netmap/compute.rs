@@ -272,7 +272,8 @@ impl<'a> Netmapper<'a> {
             router_wg_pubkey: rp.peer.wg_pubkey.clone(),
             metric: rp.metric,
             masquerade: rp.masquerade,
-            keep_route: network_type == NetworkType::Domain,
+            // NetBird's server keeps every route generated from a Networks resource.
+            keep_route: true,
         }
     }
 
@@ -375,6 +376,7 @@ impl<'a> Netmapper<'a> {
                                 protocol: rule.protocol,
                                 port: *port,
                                 policy_id: policy.id.clone(),
+                                rule_id: rule.id.clone(),
                             });
                         }
                         if accept {
@@ -412,6 +414,7 @@ impl<'a> Netmapper<'a> {
                             protocol: rule.protocol,
                             port: *port,
                             policy_id: policy.id.clone(),
+                            rule_id: rule.id.clone(),
                         });
                     }
                 };

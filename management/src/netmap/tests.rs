@@ -760,3 +760,105 @@ fn drop_rules_reach_the_router_but_grant_no_route() {
     // Only the accept policy created routes (2 resources x 1 router).
     assert_eq!(w.map("alice-laptop").routes.len(), 2);
 }
+
+/// Issue 12 defect 9: the wire details NetBird's server sends for the Berlin Office account
+/// (facts from NetBird's `NetworkResource.ToRoute`, `networkmap.ToProtocolFirewallRules`,
+/// `GetProtoPortInfo` and `GenerateRouteFirewallRules`).
+#[test]
+fn berlin_office_wire_details_match_netbird() {
+    use swiftgate_proto::management as pb;
+    let (mut w, _alice, _bob, _gw) = berlin();
+    let pol = w.policy(
+        "dev-to-apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    w.group("Routers");
+    w.a.update_peer(
+        "office-gw",
+        &PeerUpdate {
+            groups: Some(vec!["Routers".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // tcp without ports, and all protocols without ports, to the router itself.
+    let tcp_all = w.policy("dev-tcp-gw", &["Development"], &["Routers"], "tcp", &[]);
+    let any = w.policy("dev-any-gw", &["Development"], &["Routers"], "all", &[]);
+    let ssh = w.policy("dev-ssh-gw", &["Development"], &["Routers"], "tcp", &["22"]);
+    let wiki_all = w.policy(
+        "dev-wiki-all",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &[],
+    );
+
+    // Routes generated from Networks resources keep their routes (KeepRoute: true), and a
+    // domain route carries the placeholder prefix 192.0.2.0/32.
+    let alice = proto::network_map(&w.map("alice-laptop"));
+    assert!(
+        alice.routes.iter().all(|r| r.keep_route),
+        "{:?}",
+        alice.routes
+    );
+    let grafana = alice.routes.iter().find(|r| r.net_id == "Grafana").unwrap();
+    assert_eq!(grafana.network, "192.0.2.0/32");
+    assert_eq!(grafana.network_type, 3);
+
+    // Peer ACL: PolicyID is the rule id; a single port travels in Port without PortInfo; tcp
+    // without ports carries PortInfo range 0-0; all protocols carry no PortInfo.
+    let rule_id = |p: &Policy| p.rules[0].id.clone().into_bytes();
+    let by_rule = |m: &pb::NetworkMap, p: &Policy| -> pb::FirewallRule {
+        m.firewall_rules
+            .iter()
+            .find(|r| r.policy_id == rule_id(p))
+            .cloned()
+            .unwrap_or_else(|| panic!("no firewall rule with rule id of {}", p.name))
+    };
+    let r = by_rule(&alice, &ssh);
+    assert_eq!((r.port.as_str(), r.port_info), ("22", None));
+    let r = by_rule(&alice, &tcp_all);
+    assert_eq!(r.port, "");
+    assert_eq!(
+        r.port_info,
+        Some(pb::PortInfo {
+            port_selection: Some(pb::port_info::PortSelection::Range(pb::port_info::Range {
+                start: 0,
+                end: 0
+            })),
+        })
+    );
+    let r = by_rule(&alice, &any);
+    assert_eq!((r.port.as_str(), r.port_info), ("", None));
+
+    // Route ACL: PolicyID is the policy id; PortInfo is always present, empty without ports;
+    // a domain resource's rule has the placeholder destination, isDynamic and the domains.
+    let gw = proto::network_map(&w.map("office-gw"));
+    let rf: Vec<&pb::RouteFirewallRule> = gw
+        .routes_firewall_rules
+        .iter()
+        .filter(|r| r.policy_id == wiki_all.id.as_bytes())
+        .collect();
+    assert_eq!(rf.len(), 2, "{:?}", gw.routes_firewall_rules);
+    assert!(
+        rf.iter()
+            .all(|r| r.port_info == Some(pb::PortInfo::default()))
+    );
+    let dynamic = rf.iter().find(|r| r.is_dynamic).unwrap();
+    assert_eq!(dynamic.destination, "192.0.2.0/32");
+    assert_eq!(dynamic.domains, vec!["grafana.berlin.internal".to_string()]);
+    let https = gw
+        .routes_firewall_rules
+        .iter()
+        .find(|r| r.policy_id == pol.id.as_bytes() && !r.is_dynamic)
+        .unwrap();
+    assert_eq!(
+        https.port_info,
+        Some(pb::PortInfo {
+            port_selection: Some(pb::port_info::PortSelection::Port(443)),
+        })
+    );
+}

@@ -93,7 +93,8 @@ pub struct Route {
     pub metric: u16,
     /// The routing peer masquerades this traffic.
     pub masquerade: bool,
-    /// Keep resolved addresses routed when DNS changes (domain routes).
+    /// Keep routes (and a domain route's resolved addresses) installed across map updates;
+    /// true for every route generated from a Networks resource, as NetBird's server sets it.
     pub keep_route: bool,
 }
 
@@ -122,6 +123,9 @@ pub struct FirewallRule {
     pub port: Option<PortRange>,
     /// The policy it comes from.
     pub policy_id: PolicyId,
+    /// The policy rule it comes from; sent as `FirewallRule.PolicyID`, as NetBird's server
+    /// does (stable across policy updates, see `Account::update_policy`).
+    pub rule_id: String,
 }
 
 /// One route ACL rule on a routing peer.
@@ -131,7 +135,8 @@ pub struct RouteFirewallRule {
     pub route_id: String,
     /// Allowed sources: overlay /32s of the source peers (a LAN prefix for Site-to-VPN).
     pub source_ranges: Vec<IpNet>,
-    /// Destination prefix; `None` for domain resources.
+    /// Destination prefix; `None` for domain resources (sent as the placeholder
+    /// [`super::proto::DOMAIN_PLACEHOLDER`], as NetBird does).
     pub destination: Option<IpNet>,
     /// Domains of a domain resource.
     pub domains: Vec<String>,
@@ -143,7 +148,8 @@ pub struct RouteFirewallRule {
     pub port: Option<PortRange>,
     /// Accept or drop.
     pub action: Action,
-    /// The policy it comes from.
+    /// The policy it comes from; sent as `RouteFirewallRule.PolicyID` (NetBird's server puts
+    /// the policy id here, and the rule id in peer ACL rules).
     pub policy_id: PolicyId,
 }
 

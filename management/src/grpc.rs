@@ -315,6 +315,11 @@ impl ManagementService for Grpc {
                 "peerKeys.wgPubKey differs from the envelope's key",
             ));
         }
+        let ssh_key = match &login.peer_keys {
+            Some(k) => String::from_utf8(k.ssh_pub_key.clone())
+                .map_err(|_| Status::invalid_argument("peerKeys.sshPubKey is not UTF-8 text"))?,
+            None => String::new(),
+        };
         let meta = conv::peer_meta(meta);
         let key_text = peer_key.to_base64();
         let svc = self.svc.clone();
@@ -326,6 +331,10 @@ impl ManagementService for Grpc {
                     // Last-seen is bookkeeping; only a changed meta (posture inputs) is a change.
                     svc.record("login", |a, now| a.login_peer(&key_text, None, now))?;
                     svc.mutate("login_meta", |a, _| a.update_peer_meta(&id, &meta))?;
+                    // A key sent at Login replaces the stored one (NetBird updates it too).
+                    if !ssh_key.trim().is_empty() {
+                        svc.mutate("login_ssh_key", |a, _| a.set_peer_ssh_key(&id, &ssh_key))?;
+                    }
                     svc.account().peers.get(&id).cloned().ok_or_else(|| {
                         ServiceError::Model(ModelError::PeerNotAllowed("peer was removed".into()))
                     })
@@ -337,6 +346,7 @@ impl ManagementService for Grpc {
                             wg_pubkey: key_text.clone(),
                             name: None,
                             meta: meta.clone(),
+                            ssh_pubkey: ssh_key.clone(),
                         },
                         now,
                     )

@@ -138,7 +138,10 @@ async fn login_rules_and_live_sync() {
         .await
         .unwrap();
     let pc = resp.peer_config.unwrap();
-    assert!(pc.address.starts_with("100.64.0."), "{}", pc.address);
+    // The account's /16 (NetBird: a random /16 inside 100.64.0.0/10), not the whole /10.
+    let addr: ipnet::Ipv4Net = pc.address.parse().unwrap();
+    assert_eq!(addr.prefix_len(), 16, "{}", pc.address);
+    assert_eq!(addr.trunc(), svc.account().settings.overlay_range);
     assert_eq!(
         resp.netbird_config.unwrap().signal.unwrap().uri,
         "127.0.0.1:10000"

@@ -1,6 +1,6 @@
 //! Policy, setup key, posture check and settings operations.
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::account::{Account, check_name, check_unique};
 use super::error::{ModelResult, conflict, invalid};
@@ -515,6 +515,38 @@ impl Account {
                 return Err(invalid("ephemeral_offline_secs: at least 60 seconds"));
             }
             s.ephemeral_offline_secs = t;
+        }
+        if let Some(r) = &input.overlay_range_v6 {
+            let net: Ipv6Net = r
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("overlay_range_v6: bad IPv6 CIDR {r:?}")))?;
+            let ula: Ipv6Net = ULA_RANGE.parse().expect("constant prefix");
+            if net.trunc() != net {
+                return Err(invalid(format!(
+                    "overlay_range_v6: {r:?} has host bits set"
+                )));
+            }
+            if !ula.contains(&net) {
+                return Err(invalid(format!(
+                    "overlay_range_v6: {net} is not inside {ULA_RANGE} (unique local addresses)"
+                )));
+            }
+            if net.prefix_len() > 64 {
+                return Err(invalid(format!(
+                    "overlay_range_v6: {net} is smaller than a /64"
+                )));
+            }
+            if Some(net) != s.overlay_range_v6 && !self.peers.is_empty() {
+                return Err(conflict(
+                    "overlay_range_v6: cannot change the IPv6 overlay range while peers are \
+                     registered",
+                ));
+            }
+            s.overlay_range_v6 = Some(net);
+        }
+        if let Some(g) = &input.ipv6_enabled_groups {
+            s.ipv6_enabled_groups = self.resolve_groups("ipv6_enabled_groups", g)?;
         }
         if let Some(d) = &input.dns_domain {
             let d = d.trim().trim_end_matches('.').to_ascii_lowercase();

@@ -340,6 +340,9 @@ pub struct RegisterPeer {
     /// What the peer reports.
     #[serde(default)]
     pub meta: PeerMeta,
+    /// SSH public key (authorized_keys form); empty if none.
+    #[serde(default)]
+    pub ssh_pubkey: String,
 }
 
 /// Change settings: only the fields given change.
@@ -358,4 +361,10 @@ pub struct SettingsInput {
     /// DNS domain of peer names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,
+    /// IPv6 overlay range: a /64 or wider inside fc00::/7; only while no peer is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_range_v6: Option<String>,
+    /// Groups (ids or names) whose peers get IPv6 addresses; `[]` turns IPv6 off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_enabled_groups: Option<Vec<String>>,
 }

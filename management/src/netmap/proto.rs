@@ -86,6 +86,11 @@ pub fn compact_prefix(n: &IpNet) -> Vec<u8> {
 pub fn peer_config(pc: &PeerConfig) -> pb::PeerConfig {
     pb::PeerConfig {
         address: pc.address.to_string(),
+        // 16 address bytes + the prefix length, as NetBird's netiputil.EncodePrefix.
+        address_v6: pc
+            .address_v6
+            .map(|n| compact_prefix(&IpNet::V6(n)))
+            .unwrap_or_default(),
         fqdn: pc.fqdn.clone(),
         ..Default::default()
     }
@@ -105,7 +110,11 @@ fn remote_peer(p: &RemotePeer) -> pb::RemotePeerConfig {
     pb::RemotePeerConfig {
         wg_pub_key: p.wg_pubkey.clone(),
         allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
-        ssh_config: None,
+        // NetBird always sets SSHConfig here, with the peer's key (empty if it sent none).
+        ssh_config: Some(pb::SshConfig {
+            ssh_pub_key: p.ssh_pubkey.as_bytes().to_vec(),
+            ..Default::default()
+        }),
         fqdn: p.fqdn.clone(),
         agent_version: p.agent_version.clone(),
     }
@@ -231,6 +240,11 @@ pub fn peer_meta(m: &pb::PeerSystemMeta) -> PeerMeta {
                 process_running: f.process_is_running,
             })
             .collect(),
+        // NetBird's Peer.SupportsIPv6: the IPv6Overlay capability without disableIPv6.
+        supports_ipv6: m
+            .capabilities
+            .contains(&(pb::PeerCapability::IPv6Overlay as i32))
+            && !m.flags.as_ref().is_some_and(|f| f.disable_i_pv6),
     }
 }
 
@@ -245,6 +259,7 @@ mod tests {
             serial: 7,
             peer_config: PeerConfig {
                 address: "100.64.0.2/10".parse().unwrap(),
+                address_v6: None,
                 fqdn: "a.swiftgate.internal".into(),
                 approved: true,
             },

@@ -70,6 +70,7 @@ impl World {
                         client_version: version.into(),
                         ..Default::default()
                     },
+                    ssh_pubkey: String::new(),
                 },
                 0,
             )
@@ -861,4 +862,172 @@ fn berlin_office_wire_details_match_netbird() {
             port_selection: Some(pb::port_info::PortSelection::Port(443)),
         })
     );
+}
+
+/// Marks a peer as announcing NetBird's IPv6Overlay capability (without disableIPv6).
+fn ipv6_capable(w: &mut World, name: &str) {
+    let id = w.a.peer_id(name).unwrap();
+    w.a.peers.get_mut(&id).unwrap().meta.supports_ipv6 = true;
+}
+
+/// Issue 12 defect 9, item 5: IPv6 overlay addresses and v6 rules as NetBird sends them to
+/// peers that announce the IPv6Overlay capability.
+#[test]
+fn ipv6_overlay_as_netbird() {
+    use swiftgate_proto::management as pb;
+    let (mut w, ..) = berlin();
+    let carol = w.peer("carol-laptop", &["Development"]);
+    w.resource("Berlin Office", "Internet", "0.0.0.0/0", &["Internal Apps"]);
+    for p in ["alice-laptop", "bob-laptop", "office-gw"] {
+        ipv6_capable(&mut w, p);
+    }
+    w.group("Routers");
+    w.a.update_peer(
+        "office-gw",
+        &PeerUpdate {
+            groups: Some(vec!["Routers".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.policy("ssh", &["Development"], &["Routers"], "tcp", &["22"]);
+    w.policy(
+        "apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    let v6 = |name: &str| {
+        let p = &w.a.peers[&w.a.peer_id(name).unwrap()];
+        w.a.peer_ipv6(p).unwrap()
+    };
+    // Addresses follow the enabled groups (as NetBird assigns them), whether or not the peer
+    // announces the capability; only a capable peer receives v6 data.
+    let (alice6, gw6, carol6) = (v6("alice-laptop"), v6("office-gw"), v6("carol-laptop"));
+    let v6_sources = vec![
+        IpNet::from(IpAddr::V6(alice6)),
+        IpNet::from(IpAddr::V6(carol6)),
+    ];
+    let range6 = w.a.settings.overlay_range_v6.unwrap();
+
+    let m = w.map("alice-laptop");
+    assert_eq!(
+        m.peer_config.address_v6,
+        Some(ipnet::Ipv6Net::new(alice6, range6.prefix_len()).unwrap())
+    );
+    let gw = m
+        .remote_peers
+        .iter()
+        .find(|p| p.name == "office-gw")
+        .unwrap();
+    assert_eq!(gw.allowed_ips.len(), 2);
+    assert_eq!(gw.allowed_ips[1], IpNet::from(IpAddr::V6(gw6)));
+    // A v4 and a v6 rule to the router, same rule id.
+    let to_gw: Vec<&FirewallRule> = m
+        .firewall_rules
+        .iter()
+        .filter(|r| r.direction == Direction::Out)
+        .collect();
+    assert_eq!(to_gw.len(), 2, "{to_gw:?}");
+    assert!(
+        to_gw
+            .iter()
+            .any(|r| r.peer_ip == IpNet::from(IpAddr::V6(gw6)))
+    );
+    let pbm = proto::network_map(&m);
+    let pc = pbm.peer_config.as_ref().unwrap();
+    let mut want = alice6.octets().to_vec();
+    want.push(64);
+    assert_eq!(pc.address_v6, want, "16 address bytes + prefix length");
+    let v6rule = pbm
+        .firewall_rules
+        .iter()
+        .find(|r| r.peer_ip == gw6.to_string())
+        .unwrap();
+    assert_eq!(v6rule.source_prefixes[0].len(), 17);
+
+    // The router: v4 sources for the v4 host, v4 and v6 rules for the domain resource (the
+    // placeholder destination) and for 0.0.0.0/0 (plus ::/0 with route id `-v6-default`).
+    let g = w.map("office-gw");
+    let alice4 = ip_of(&w.a.peers[&w.a.peer_id("alice-laptop").unwrap()]);
+    let carol4 = ip_of(&carol);
+    let wiki = g
+        .route_firewall_rules
+        .iter()
+        .filter(|r| r.destination == Some(net("10.10.0.5/32")))
+        .collect::<Vec<_>>();
+    assert_eq!(wiki.len(), 1);
+    assert_eq!(wiki[0].source_ranges, vec![alice4, carol4]);
+    let dynamic: Vec<_> = g
+        .route_firewall_rules
+        .iter()
+        .filter(|r| r.is_dynamic)
+        .collect();
+    assert_eq!(dynamic.len(), 2, "{dynamic:?}");
+    assert!(dynamic.iter().any(|r| r.source_ranges == v6_sources));
+    let default6 = g
+        .route_firewall_rules
+        .iter()
+        .find(|r| r.destination == Some(net("::/0")))
+        .expect("a ::/0 rule for the exit node");
+    assert!(default6.route_id.ends_with("-v6-default"));
+    assert_eq!(default6.source_ranges, v6_sources);
+
+    // Carol does not announce IPv6: no v6 address, no v6 data.
+    let c = w.map("carol-laptop");
+    assert_eq!(c.peer_config.address_v6, None);
+    assert!(c.remote_peers.iter().all(|p| p.allowed_ips.len() == 1));
+    assert!(c.firewall_rules.iter().all(|r| r.peer_ip.addr().is_ipv4()));
+    let cp = proto::network_map(&c);
+    assert!(cp.peer_config.unwrap().address_v6.is_empty());
+
+    // IPv6 off for the account: nobody gets v6 data.
+    w.a.update_settings(&SettingsInput {
+        ipv6_enabled_groups: Some(vec![]),
+        ..Default::default()
+    })
+    .unwrap();
+    let m = w.map("alice-laptop");
+    assert_eq!(m.peer_config.address_v6, None);
+    assert!(m.firewall_rules.iter().all(|r| r.peer_ip.addr().is_ipv4()));
+    let _ = pb::NetworkMap::default();
+}
+
+/// Issue 12 defect 9, item 6: a peer's SSH public key (from Login's PeerKeys) reaches the
+/// peers that see it, in `RemotePeerConfig.sshConfig.sshPubKey`.
+#[test]
+fn ssh_public_keys_reach_other_peers() {
+    let (mut w, ..) = berlin();
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk office-gw";
+    let id = w.a.peer_id("office-gw").unwrap();
+    w.a.set_peer_ssh_key(&id, key).unwrap();
+    w.policy(
+        "apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    let m = w.map("alice-laptop");
+    let gw = m
+        .remote_peers
+        .iter()
+        .find(|p| p.name == "office-gw")
+        .unwrap();
+    assert_eq!(gw.ssh_pubkey, key);
+    let pbm = proto::network_map(&m);
+    let ssh = pbm.remote_peers[0].ssh_config.as_ref().unwrap();
+    assert_eq!(ssh.ssh_pub_key, key.as_bytes());
+    // A peer without a key still gets an SSHConfig (NetBird always sets it), empty.
+    let g = proto::network_map(&w.map("office-gw"));
+    assert_eq!(
+        g.remote_peers[0]
+            .ssh_config
+            .as_ref()
+            .map(|s| s.ssh_pub_key.len()),
+        Some(0)
+    );
+    // Bad keys are refused.
+    assert!(w.a.set_peer_ssh_key(&id, "line\nbreak").is_err());
 }

@@ -1,7 +1,7 @@
 //! The network map a peer receives, as plain Rust data (converted to NetBird's protobuf
 //! `management.NetworkMap` by [`super::proto`]).
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Action, PeerId, PolicyId, PortRange, Protocol, ResourceId};
@@ -31,8 +31,11 @@ pub struct NetworkMap {
 /// The peer's own settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConfig {
-    /// Overlay address with the overlay prefix length, e.g. `100.64.0.7/10`.
+    /// Overlay address with the overlay prefix length, e.g. `100.77.0.7/16`.
     pub address: Ipv4Net,
+    /// IPv6 overlay address with the account's v6 prefix length (e.g. `fd..::6440:7/64`);
+    /// only for a peer that has one and announces the IPv6Overlay capability.
+    pub address_v6: Option<Ipv6Net>,
     /// `<dns label>.<dns domain>`.
     pub fqdn: String,
     /// False while the peer waits for approval (its map is then empty).
@@ -48,8 +51,11 @@ pub struct RemotePeer {
     pub name: String,
     /// Its WireGuard public key.
     pub wg_pubkey: String,
-    /// Its overlay address as /32 (routed prefixes are added by the agent's route manager).
+    /// Its overlay address as /32, and its v6 address as /128 when this peer receives IPv6
+    /// data (routed prefixes are added by the agent's route manager).
     pub allowed_ips: Vec<IpNet>,
+    /// Its SSH public key (authorized_keys form), empty if none.
+    pub ssh_pubkey: String,
     /// Its DNS name.
     pub fqdn: String,
     /// Its agent version.

@@ -548,6 +548,23 @@ impl Account {
         if let Some(g) = &input.ipv6_enabled_groups {
             s.ipv6_enabled_groups = self.resolve_groups("ipv6_enabled_groups", g)?;
         }
+        // A new overlay must not take over a resource's addresses (see `check_routable`).
+        for (field, net) in [
+            ("overlay_range", Some(IpNet::V4(s.overlay_range))),
+            ("overlay_range_v6", s.overlay_range_v6.map(IpNet::V6)),
+        ] {
+            let Some(net) = net else { continue };
+            if let Some(r) = self.resources.values().find(|r| {
+                r.address
+                    .prefix()
+                    .is_some_and(|p| p.prefix_len() > 0 && (p.contains(&net) || net.contains(&p)))
+            }) {
+                return Err(conflict(format!(
+                    "{field}: {net} overlaps resource {:?} ({})",
+                    r.name, r.address
+                )));
+            }
+        }
         if let Some(d) = &input.dns_domain {
             let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
             validate_domain(&d).map_err(|e| invalid(format!("dns_domain: {e}")))?;

@@ -717,3 +717,36 @@ fn legacy_accounts_keep_their_addresses() {
     c.upgrade_legacy_settings();
     assert_eq!(c.settings.overlay_range.prefix_len(), 16);
 }
+
+/// Moving the overlay onto a resource's addresses is refused (the resource would become
+/// unroutable, issue 12 defect 3).
+#[test]
+fn overlay_cannot_move_onto_a_resource() {
+    let mut a = Account::new("t");
+    a.create_network(&NetworkInput {
+        name: "n".into(),
+        description: String::new(),
+    })
+    .unwrap();
+    let free = if a.settings.overlay_range.to_string() == "100.70.0.0/16" {
+        "100.71.0.0/16"
+    } else {
+        "100.70.0.0/16"
+    };
+    a.create_resource(
+        "n",
+        &ResourceInput {
+            name: "r".into(),
+            address: free.into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    refused(&a, "overlaps resource \"r\"", |a| {
+        a.update_settings(&SettingsInput {
+            overlay_range: Some(free.into()),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+}

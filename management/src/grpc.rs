@@ -259,12 +259,14 @@ impl Grpc {
 }
 
 /// One item of the Sync stream.
-fn sync_response(services: &PeerServices, map: &NetworkMap) -> pb::SyncResponse {
+pub(crate) fn sync_response(services: &PeerServices, map: &NetworkMap) -> pb::SyncResponse {
     pb::SyncResponse {
         netbird_config: Some(services.netbird_config()),
         peer_config: Some(conv::peer_config(&map.peer_config)),
         network_map: Some(conv::network_map(map)),
         checks: conv::checks(map),
+        // The deprecated duplicate flag, set as NetBird's ToSyncResponse does.
+        remote_peers_is_empty: map.remote_peers.is_empty(),
         ..Default::default()
     }
 }

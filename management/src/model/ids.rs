@@ -45,8 +45,26 @@ pub fn random_overlay_v6() -> ipnet::Ipv6Net {
     ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(o), 64).expect("64 is a valid prefix length")
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests that need reproducible output (golden network maps) number ids instead.
+    static SEQUENCE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// From now on, on this thread, [`new_id`] returns `prefix-0000000000000001`, `...02`, ...
+/// (tests only: each test runs on its own thread).
+#[cfg(test)]
+pub fn use_sequential_ids() {
+    SEQUENCE.with(|s| s.set(Some(0)));
+}
+
 /// A new id: `prefix` + `-` + 16 base32 characters (80 random bits).
 pub fn new_id(prefix: &str) -> String {
+    #[cfg(test)]
+    if let Some(n) = SEQUENCE.with(|s| s.get()) {
+        SEQUENCE.with(|s| s.set(Some(n + 1)));
+        return format!("{prefix}-{:016}", n + 1);
+    }
     let b = random_bytes::<16>();
     let mut s = String::with_capacity(prefix.len() + 17);
     s.push_str(prefix);

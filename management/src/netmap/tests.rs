@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::*;
 use crate::model::*;
 
-fn wg_key(i: u32) -> String {
+pub(super) fn wg_key(i: u32) -> String {
     use base64::Engine as _;
     let mut b = [9u8; 32];
     b[..4].copy_from_slice(&i.to_le_bytes());
@@ -16,26 +16,32 @@ fn wg_key(i: u32) -> String {
 }
 
 /// A small builder over the model for scenarios.
-struct World {
-    a: Account,
+pub(super) struct World {
+    pub(super) a: Account,
     next_key: u32,
 }
 
 impl World {
-    fn new() -> Self {
-        World {
-            a: Account::new("t"),
-            next_key: 1,
-        }
+    /// An account with fixed overlay ranges (100.77.0.0/16, fd5e:7767:a7e0:1::/64) so maps
+    /// are reproducible.
+    pub(super) fn new() -> Self {
+        let mut a = Account::new("t");
+        a.update_settings(&SettingsInput {
+            overlay_range: Some("100.77.0.0/16".into()),
+            overlay_range_v6: Some("fd5e:7767:a7e0:1::/64".into()),
+            ..Default::default()
+        })
+        .expect("fixed ranges are valid");
+        World { a, next_key: 1 }
     }
 
-    fn zero_trust() -> Self {
+    pub(super) fn zero_trust() -> Self {
         let mut w = World::new();
         w.a.delete_policy(DEFAULT_POLICY_NAME).unwrap();
         w
     }
 
-    fn group(&mut self, name: &str) {
+    pub(super) fn group(&mut self, name: &str) {
         self.a
             .create_group(&GroupInput {
                 name: name.into(),
@@ -44,7 +50,7 @@ impl World {
             .unwrap();
     }
 
-    fn peer_with(&mut self, name: &str, groups: &[&str], version: &str) -> Peer {
+    pub(super) fn peer_with(&mut self, name: &str, groups: &[&str], version: &str) -> Peer {
         let key_name = format!("key-{name}");
         let (_, key) = self
             .a
@@ -77,11 +83,11 @@ impl World {
             .unwrap()
     }
 
-    fn peer(&mut self, name: &str, groups: &[&str]) -> Peer {
+    pub(super) fn peer(&mut self, name: &str, groups: &[&str]) -> Peer {
         self.peer_with(name, groups, "0.50.0")
     }
 
-    fn network(&mut self, name: &str) {
+    pub(super) fn network(&mut self, name: &str) {
         self.a
             .create_network(&NetworkInput {
                 name: name.into(),
@@ -90,7 +96,13 @@ impl World {
             .unwrap();
     }
 
-    fn resource(&mut self, net: &str, name: &str, address: &str, groups: &[&str]) -> Resource {
+    pub(super) fn resource(
+        &mut self,
+        net: &str,
+        name: &str,
+        address: &str,
+        groups: &[&str],
+    ) -> Resource {
         self.a
             .create_resource(
                 net,
@@ -104,7 +116,7 @@ impl World {
             .unwrap()
     }
 
-    fn router(&mut self, net: &str, peer: &str, metric: i64, masquerade: bool) {
+    pub(super) fn router(&mut self, net: &str, peer: &str, metric: i64, masquerade: bool) {
         self.a
             .create_router(
                 net,
@@ -118,7 +130,7 @@ impl World {
             .unwrap();
     }
 
-    fn policy(
+    pub(super) fn policy(
         &mut self,
         name: &str,
         src: &[&str],
@@ -143,7 +155,7 @@ impl World {
             .unwrap()
     }
 
-    fn map(&self, peer: &str) -> NetworkMap {
+    pub(super) fn map(&self, peer: &str) -> NetworkMap {
         let id = self.a.peer_id(peer).unwrap();
         compute_network_map(&self.a, &id).unwrap()
     }
@@ -163,7 +175,7 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-fn berlin() -> (World, Peer, Peer, Peer) {
+pub(super) fn berlin() -> (World, Peer, Peer, Peer) {
     let mut w = World::zero_trust();
     w.group("Development");
     w.group("Internal Apps");

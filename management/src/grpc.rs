@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::model::{ModelError, RegisterPeer};
+use crate::model::{ModelError, RegisterPeer, check_ssh_key};
 use crate::netmap::{Netmapper, NetworkMap, proto as conv};
 use crate::service::{Service, ServiceError, now_secs};
 
@@ -322,6 +322,9 @@ impl ManagementService for Grpc {
                 .map_err(|_| Status::invalid_argument("peerKeys.sshPubKey is not UTF-8 text"))?,
             None => String::new(),
         };
+        // Checked before anything is written, so a bad key changes nothing.
+        check_ssh_key(&ssh_key)
+            .map_err(|e| Status::invalid_argument(format!("peerKeys.sshPubKey: {e}")))?;
         let meta = conv::peer_meta(meta);
         let key_text = peer_key.to_base64();
         let svc = self.svc.clone();

@@ -16,7 +16,7 @@ mod types;
 
 pub use account::Account;
 pub use error::{ModelError, ModelResult};
-pub use ops_peers::validate_wg_key;
+pub use ops_peers::{check_ssh_key, validate_wg_key};
 pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
 pub use ports::{PortRange, Protocol};
 pub use requests::*;

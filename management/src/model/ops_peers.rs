@@ -59,7 +59,7 @@ impl SetupKey {
 const MAX_SSH_KEY_LEN: usize = 8192;
 
 /// A trimmed SSH public key (authorized_keys form, one line); empty is allowed (no key).
-fn check_ssh_key(key: &str) -> ModelResult<String> {
+pub fn check_ssh_key(key: &str) -> ModelResult<String> {
     let k = key.trim();
     if k.len() > MAX_SSH_KEY_LEN {
         return Err(invalid(format!(

@@ -588,7 +588,24 @@ impl<'a> Netmapper<'a> {
         rfw.sort();
         rfw.dedup();
         map.route_firewall_rules = rfw;
-        map.routes = routes.into_values().collect();
+        // As NetBird's filterAndExpandRoutes: v6 routes only for a peer receiving IPv6 data,
+        // which also gets a ::/0 twin of each 0.0.0.0/0 route (id `<id>-v6-default`, NetID
+        // `<net id>-v6`).
+        map.routes = routes
+            .into_values()
+            .filter(|r| include_v6 || r.network.is_none_or(|n| n.addr().is_ipv4()))
+            .flat_map(|r| {
+                let twin =
+                    (include_v6 && r.network.as_ref().is_some_and(is_default_v4)).then(|| Route {
+                        id: format!("{}-v6-default", r.id),
+                        net_id: format!("{}-v6", r.net_id),
+                        network: Some(IpNet::V6(Ipv6Net::default())),
+                        network_type: NetworkType::Ipv6,
+                        ..r.clone()
+                    });
+                std::iter::once(r).chain(twin)
+            })
+            .collect();
         map.checks = client_checks
             .into_iter()
             .filter_map(|id| a.posture_checks.get(id))

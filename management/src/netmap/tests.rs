@@ -890,6 +890,12 @@ fn ipv6_overlay_as_netbird() {
     let (mut w, ..) = berlin();
     let carol = w.peer("carol-laptop", &["Development"]);
     w.resource("Berlin Office", "Internet", "0.0.0.0/0", &["Internal Apps"]);
+    w.resource(
+        "Berlin Office",
+        "Docs v6",
+        "2001:db8::5",
+        &["Internal Apps"],
+    );
     for p in ["alice-laptop", "bob-laptop", "office-gw"] {
         ipv6_capable(&mut w, p);
     }
@@ -947,6 +953,16 @@ fn ipv6_overlay_as_netbird() {
             .iter()
             .any(|r| r.peer_ip == IpNet::from(IpAddr::V6(gw6)))
     );
+    // Routes as NetBird's filterAndExpandRoutes: 0.0.0.0/0 gets a ::/0 twin (id and NetID
+    // suffixed) for an IPv6 peer; v6 resources reach only IPv6 peers.
+    let twin = m
+        .routes
+        .iter()
+        .find(|r| r.network == Some(net("::/0")))
+        .expect("a ::/0 twin of the exit route");
+    assert!(twin.id.ends_with("-v6-default") && twin.net_id == "Internet-v6");
+    assert_eq!(twin.network_type, NetworkType::Ipv6);
+    assert!(m.routes.iter().any(|r| r.net_id == "Docs v6"));
     let pbm = proto::network_map(&m);
     let pc = pbm.peer_config.as_ref().unwrap();
     let mut want = alice6.octets().to_vec();
@@ -989,6 +1005,14 @@ fn ipv6_overlay_as_netbird() {
     // Carol does not announce IPv6: no v6 address, no v6 data.
     let c = w.map("carol-laptop");
     assert_eq!(c.peer_config.address_v6, None);
+    assert!(
+        c.routes
+            .iter()
+            .all(|r| r.network.is_none_or(|n| n.addr().is_ipv4())),
+        "{:?}",
+        c.routes
+    );
+    assert!(c.routes.iter().any(|r| r.net_id == "Internet"));
     assert!(c.remote_peers.iter().all(|p| p.allowed_ips.len() == 1));
     assert!(c.firewall_rules.iter().all(|r| r.peer_ip.addr().is_ipv4()));
     let cp = proto::network_map(&c);

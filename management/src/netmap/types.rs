@@ -77,7 +77,8 @@ pub enum NetworkType {
 /// A route to one resource through one routing peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    /// `<resource id>:<router peer id>`.
+    /// `<resource id>:<router peer id>` (`...-v6-default` for the ::/0 twin of a 0.0.0.0/0
+    /// route).
     pub id: String,
     /// The Network the resource is in.
     pub network_id: String,

@@ -34,11 +34,10 @@ pub const ALL_GROUP_ID: &str = "grp-all";
 pub const ALL_GROUP_NAME: &str = "All";
 /// Name of the all-to-all policy a new account starts with.
 pub const DEFAULT_POLICY_NAME: &str = "Default";
-/// Overlay range of [`Settings::default`]; a new account gets a random /16 inside it instead
-/// (see [`super::Account::new`]).
-pub const DEFAULT_OVERLAY_RANGE: &str = "100.64.0.0/10";
-/// The overlay range every account had before accounts got a /16 of their own; an account
-/// still on it is narrowed when loaded ([`super::Account::upgrade_legacy_settings`]).
+/// The overlay range every account had before accounts got a /16 of their own (and the one
+/// of [`Settings::default`]); an account still on it is narrowed when loaded
+/// ([`super::Account::upgrade_legacy_settings`]). A new account gets a random /16 inside it
+/// ([`super::Account::new`]).
 pub const LEGACY_OVERLAY_RANGE: &str = "100.64.0.0/10";
 /// The range an IPv6 overlay range must lie in (RFC 4193 unique local addresses).
 pub const ULA_RANGE: &str = "fc00::/7";
@@ -73,7 +72,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            overlay_range: DEFAULT_OVERLAY_RANGE.parse().expect("constant prefix"),
+            overlay_range: LEGACY_OVERLAY_RANGE.parse().expect("constant prefix"),
             peer_approval_required: false,
             ephemeral_offline_secs: 600,
             dns_domain: "swiftgate.internal".into(),

@@ -78,6 +78,7 @@ fn build(with_default: bool) -> Account {
                 name: format!("host-{i}"),
                 dns_label: format!("host-{i}"),
                 wg_pubkey: base64_32(&key),
+                ssh_pubkey: String::new(),
                 ip: Ipv4Addr::from(base + 1 + i as u32),
                 groups,
                 meta: PeerMeta {

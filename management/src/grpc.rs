@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::model::{ModelError, RegisterPeer};
+use crate::model::{ModelError, RegisterPeer, check_ssh_key};
 use crate::netmap::{Netmapper, NetworkMap, proto as conv};
 use crate::service::{Service, ServiceError, now_secs};
 
@@ -300,12 +300,14 @@ fn shutting_down() -> Status {
 }
 
 /// One item of the Sync stream.
-fn sync_response(services: &PeerServices, map: &NetworkMap) -> pb::SyncResponse {
+pub(crate) fn sync_response(services: &PeerServices, map: &NetworkMap) -> pb::SyncResponse {
     pb::SyncResponse {
         netbird_config: Some(services.netbird_config()),
         peer_config: Some(conv::peer_config(&map.peer_config)),
         network_map: Some(conv::network_map(map)),
         checks: conv::checks(map),
+        // The deprecated duplicate flag, set as NetBird's ToSyncResponse does.
+        remote_peers_is_empty: map.remote_peers.is_empty(),
         ..Default::default()
     }
 }
@@ -356,6 +358,14 @@ impl ManagementService for Grpc {
                 "peerKeys.wgPubKey differs from the envelope's key",
             ));
         }
+        let ssh_key = match &login.peer_keys {
+            Some(k) => String::from_utf8(k.ssh_pub_key.clone())
+                .map_err(|_| Status::invalid_argument("peerKeys.sshPubKey is not UTF-8 text"))?,
+            None => String::new(),
+        };
+        // Checked before anything is written, so a bad key changes nothing.
+        check_ssh_key(&ssh_key)
+            .map_err(|e| Status::invalid_argument(format!("peerKeys.sshPubKey: {e}")))?;
         let meta = conv::peer_meta(meta);
         let key_text = peer_key.to_base64();
         let svc = self.svc.clone();
@@ -368,6 +378,10 @@ impl ManagementService for Grpc {
                     // Both write only their own fields, never the whole (maybe stale) peer.
                     svc.peer_seen("login", &id, None)?;
                     svc.peer_meta("login_meta", &id, &meta)?;
+                    // A key sent at Login replaces the stored one (NetBird updates it too).
+                    if !ssh_key.trim().is_empty() {
+                        svc.mutate("login_ssh_key", |a, _| a.set_peer_ssh_key(&id, &ssh_key))?;
+                    }
                     svc.account().peers.get(&id).cloned().ok_or_else(|| {
                         ServiceError::Model(ModelError::PeerNotAllowed("peer was removed".into()))
                     })
@@ -379,6 +393,7 @@ impl ManagementService for Grpc {
                             wg_pubkey: key_text.clone(),
                             name: None,
                             meta: meta.clone(),
+                            ssh_pubkey: ssh_key.clone(),
                         },
                         now,
                     )

@@ -49,7 +49,19 @@ impl Service {
     /// ([`Store::may_create_account`]; else [`crate::store::StoreError::NoAccount`]).
     pub fn new(mut store: Store) -> Result<Service, ServiceError> {
         let account = match store.load_account()? {
-            Some(a) => a,
+            Some(mut a) => {
+                let before = a.clone();
+                if a.upgrade_legacy_settings() {
+                    store.save(Some(&before), &a)?;
+                    tracing::info!(
+                        account = %a.id,
+                        overlay_range = %a.settings.overlay_range,
+                        overlay_range_v6 = ?a.settings.overlay_range_v6,
+                        "upgraded stored settings (overlay /16, IPv6 range)"
+                    );
+                }
+                a
+            }
             None if !store.may_create_account() => {
                 return Err(store.no_account_error().into());
             }
@@ -298,6 +310,7 @@ mod tests {
                         wg_pubkey: "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into(),
                         name: Some("alice".into()),
                         meta: PeerMeta::default(),
+                        ssh_pubkey: String::new(),
                     },
                     now,
                 )
@@ -403,5 +416,35 @@ mod tests {
         svc.mutate("revoke", |a, _| a.revoke_setup_key("k"))
             .unwrap();
         assert_eq!(svc.account().serial, s);
+    }
+
+    /// A database written before accounts had a /16 and an IPv6 range: opening it narrows the
+    /// overlay to the /16 of its peers (addresses kept), adds a v6 range, and stores that.
+    #[test]
+    fn opening_a_legacy_database_upgrades_and_stores_the_settings() {
+        let dir = std::env::temp_dir().join(format!(
+            "swiftgate-legacy-{}-{}",
+            std::process::id(),
+            crate::model::ids::new_id("t")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let mut a = Account::new("default");
+        a.settings.overlay_range = crate::model::LEGACY_OVERLAY_RANGE.parse().unwrap();
+        a.settings.overlay_range_v6 = None;
+        a.settings.ipv6_enabled_groups.clear();
+        let mut store = Store::open(&path).unwrap();
+        store.save(None, &a).unwrap();
+        drop(store);
+
+        let svc = Service::open(&path).unwrap();
+        let s = svc.account().settings.clone();
+        assert_eq!(s.overlay_range.prefix_len(), 16);
+        assert!(s.overlay_range_v6.is_some());
+        assert!(s.ipv6_enabled_groups.is_empty(), "IPv6 stays off");
+        drop(svc);
+        let again = Store::open(&path).unwrap().load_account().unwrap().unwrap();
+        assert_eq!(again.settings, s, "stored, not recomputed on each start");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -809,3 +809,77 @@ async fn posture_endpoint_explains_failures() {
     let (s, v) = call(&app, Method::GET, "/api/peers/nobody/posture", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 }
+
+/// Issue 12 defect 3: a resource address no agent can honour is refused at write time with a
+/// 400 naming `address` and the reason; nothing is written. Exit-node resources (`0.0.0.0/0`,
+/// `::/0`) stay allowed.
+#[tokio::test]
+async fn resource_addresses_agents_cannot_honour_are_refused() {
+    let (app, svc) = app();
+    berlin(&app).await;
+    let s = svc.account().settings.clone();
+    let v4 = s.overlay_range;
+    let v6 = s.overlay_range_v6.unwrap();
+    let overlay_host = std::net::Ipv4Addr::from(u32::from(v4.network()) + 5).to_string();
+    let overlay_sub = format!("{}/24", v4.network());
+    let overlay_v6_host = std::net::Ipv6Addr::from(u128::from(v6.network()) + 9).to_string();
+    let before = svc.account();
+    let cases: Vec<(String, &str)> = vec![
+        (overlay_host, "overlay"),
+        (overlay_sub, "overlay"),
+        ("100.0.0.0/8".into(), "overlay"),
+        (overlay_v6_host, "overlay"),
+        (v6.to_string(), "overlay"),
+        ("224.0.0.251".into(), "multicast"),
+        ("239.0.0.0/8".into(), "multicast"),
+        ("ff02::1".into(), "multicast"),
+        ("127.0.0.1".into(), "loopback"),
+        ("127.0.0.0/8".into(), "loopback"),
+        ("::1".into(), "loopback"),
+        ("169.254.169.254".into(), "link-local"),
+        ("fe80::/64".into(), "link-local"),
+        ("0.0.0.0".into(), "unspecified"),
+        ("::".into(), "unspecified"),
+    ];
+    for (address, needle) in &cases {
+        let (st, v) = call(
+            &app,
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            Some(json!({"name": "bad", "address": address})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{address}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.starts_with("address: ") && msg.contains(needle),
+            "{address}: {msg:?} should name the field and say {needle:?}"
+        );
+        assert_eq!(svc.account(), before, "{address} changed the account");
+    }
+    // An update to such an address is refused too.
+    let (st, v) = call(
+        &app,
+        Method::PUT,
+        "/api/networks/Berlin%20Office/resources/Internal%20Wiki",
+        Some(json!({"name": "Internal Wiki", "address": "127.0.0.1"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(svc.account(), before);
+    // Exit nodes and ordinary LAN addresses are fine.
+    for (name, address) in [
+        ("Internet", "0.0.0.0/0"),
+        ("Internet v6", "::/0"),
+        ("LAN", "192.168.0.0/16"),
+        ("Docs v6", "2001:db8::5"),
+    ] {
+        ok(
+            &app,
+            Method::POST,
+            "/api/networks/Berlin%20Office/resources",
+            Some(json!({"name": name, "address": address})),
+        )
+        .await;
+    }
+}

@@ -138,7 +138,10 @@ async fn login_rules_and_live_sync() {
         .await
         .unwrap();
     let pc = resp.peer_config.unwrap();
-    assert!(pc.address.starts_with("100.64.0."), "{}", pc.address);
+    // The account's /16 (NetBird: a random /16 inside 100.64.0.0/10), not the whole /10.
+    let addr: ipnet::Ipv4Net = pc.address.parse().unwrap();
+    assert_eq!(addr.prefix_len(), 16, "{}", pc.address);
+    assert_eq!(addr.trunc(), svc.account().settings.overlay_range);
     assert_eq!(
         resp.netbird_config.unwrap().signal.unwrap().uri,
         "127.0.0.1:10000"
@@ -234,16 +237,9 @@ async fn login_rules_and_live_sync() {
     let nm = m.network_map.as_ref().unwrap();
     assert_eq!(remote_names(&m), vec!["bob"]);
     assert_eq!(nm.firewall_rules.len(), 1);
-    assert_eq!(
-        nm.firewall_rules[0]
-            .port_info
-            .as_ref()
-            .unwrap()
-            .port_selection,
-        Some(swiftgate_proto::management::port_info::PortSelection::Port(
-            22
-        ))
-    );
+    // A single port travels as text in Port, without PortInfo (as NetBird's server sends it).
+    assert_eq!(nm.firewall_rules[0].port, "22");
+    assert_eq!(nm.firewall_rules[0].port_info, None);
 
     // Closing the stream marks the peer disconnected.
     drop(stream);
@@ -390,5 +386,73 @@ async fn agent_versions_reach_the_posture_check() {
         r.checks[0].results[0].reason,
         "client version 0.44.0-rc1 below minimum 0.45.0 (agent swiftgate/0.1.0)"
     );
+    srv.stop().await;
+}
+
+/// Issue 12 defect 9, items 5 and 6 through Login: the SSH key in `PeerKeys.sshPubKey` is
+/// stored and reaches the other peers; a peer announcing the IPv6Overlay capability gets its
+/// v6 address (17 bytes), one that does not gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_carries_the_ssh_key_and_the_ipv6_capability() {
+    use swiftgate_proto::management::{
+        LoginResponse, PeerCapability, management_service_client::ManagementServiceClient,
+    };
+    use swiftgate_proto::{PublicKey, SharedKey, client::login_request};
+
+    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
+    let srv = start(svc.clone()).await;
+    let key = srv.key("k", SetupKeyInput::default());
+    let server = PublicKey::from_base64(&srv.public_key).unwrap();
+    let mut raw = ManagementServiceClient::connect(srv.url.clone())
+        .await
+        .unwrap();
+    let login = |keys: &KeyPair, ssh: &[u8], v6: bool| {
+        let mut meta = basic_meta("host", "0.50.0");
+        if v6 {
+            meta.capabilities = vec![PeerCapability::IPv6Overlay as i32];
+        }
+        let mut req = login_request(Some(&key), keys.public(), meta);
+        req.peer_keys.as_mut().unwrap().ssh_pub_key = ssh.to_vec();
+        let shared = SharedKey::between(keys.private(), &server);
+        (shared.encrypted_message(&req, keys.public()), shared)
+    };
+    let (a, b) = (KeyPair::generate(), KeyPair::generate());
+    let ssh_a = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk a@host";
+
+    let (msg, shared) = login(&a, ssh_a.as_bytes(), true);
+    let reply = raw.login(msg).await.unwrap().into_inner();
+    let resp: LoginResponse = shared.open_message(&reply).unwrap();
+    assert_eq!(resp.peer_config.unwrap().address_v6.len(), 17);
+    let (msg, shared) = login(&b, b"", false);
+    let reply = raw.login(msg).await.unwrap().into_inner();
+    let resp: LoginResponse = shared.open_message(&reply).unwrap();
+    assert!(resp.peer_config.unwrap().address_v6.is_empty());
+
+    let acct = svc.account();
+    let pa = acct.peer_by_key(&a.public().to_base64()).unwrap();
+    assert_eq!(pa.ssh_pubkey, ssh_a);
+    assert!(pa.meta.supports_ipv6);
+
+    // b sees a's key (the Default policy connects them).
+    let client = ManagementClient::connect(srv.url.clone()).await.unwrap();
+    let mut s = client.sync(&b, basic_meta("b", "0.50.0")).await.unwrap();
+    let m = next(&mut s).await;
+    let remote = &m.network_map.as_ref().unwrap().remote_peers[0];
+    assert_eq!(
+        remote.ssh_config.as_ref().unwrap().ssh_pub_key,
+        ssh_a.as_bytes()
+    );
+    assert_eq!(remote.allowed_ips.len(), 1, "b announces no IPv6: v4 only");
+
+    // A new key at the next Login replaces it; a key that is not text is refused.
+    let (msg, _) = login(&a, b"ssh-ed25519 AAAAnew a@host", true);
+    raw.login(msg).await.unwrap();
+    let acct = svc.account();
+    let pa = acct.peer_by_key(&a.public().to_base64()).unwrap();
+    assert_eq!(pa.ssh_pubkey, "ssh-ed25519 AAAAnew a@host");
+    let (msg, _) = login(&a, &[0xff, 0xfe], true);
+    let err = raw.login(msg).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    drop(s);
     srv.stop().await;
 }

@@ -15,6 +15,8 @@ pub struct PeerView {
     pub fqdn: String,
     /// Names of its groups, All first.
     pub group_names: Vec<String>,
+    /// Its IPv6 overlay address, if IPv6 is enabled for one of its groups.
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl PeerView {
@@ -31,6 +33,7 @@ impl PeerView {
             peer: p.clone(),
             fqdn: format!("{}.{}", p.dns_label, a.settings.dns_domain),
             group_names,
+            ipv6: a.peer_ipv6(p),
         }
     }
 }

@@ -456,6 +456,12 @@ pub enum SettingsCmd {
         /// Overlay range (only before the first peer registers).
         #[arg(long)]
         overlay_range: Option<String>,
+        /// IPv6 overlay range, a ULA /64 or wider (only before the first peer registers).
+        #[arg(long)]
+        overlay_range_v6: Option<String>,
+        /// Groups whose peers get IPv6 addresses, comma-separated; "" turns IPv6 off.
+        #[arg(long, value_delimiter = ',')]
+        ipv6_groups: Option<Vec<String>>,
     },
 }
 
@@ -1248,6 +1254,8 @@ pub fn run_client(cli: &Cli) -> Result<(), String> {
                 ephemeral_offline_secs,
                 dns_domain,
                 overlay_range,
+                overlay_range_v6,
+                ipv6_groups,
             } => {
                 let mut body = json!({});
                 if let Some(v) = peer_approval {
@@ -1261,6 +1269,13 @@ pub fn run_client(cli: &Cli) -> Result<(), String> {
                 }
                 if let Some(v) = overlay_range {
                     body["overlay_range"] = json!(v);
+                }
+                if let Some(v) = overlay_range_v6 {
+                    body["overlay_range_v6"] = json!(v);
+                }
+                if let Some(v) = ipv6_groups {
+                    let groups: Vec<&String> = v.iter().filter(|g| !g.trim().is_empty()).collect();
+                    body["ipv6_enabled_groups"] = json!(groups);
                 }
                 out.print(&c.put("/api/settings", &body).map_err(e)?, settings_text);
             }
@@ -1354,5 +1369,20 @@ mod tests {
         let b = policy_body(&a).unwrap();
         assert_eq!(b["ports"], json!(["443", "8000-8080"]));
         assert_eq!(b["destinations"], json!(["Internal Apps"]));
+        let c = Cli::try_parse_from([
+            "swiftgate-management",
+            "settings",
+            "set",
+            "--ipv6-groups",
+            "All,Ops",
+        ])
+        .unwrap();
+        let Command::Settings(SettingsCmd::Set { ipv6_groups, .. }) = c.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(
+            ipv6_groups,
+            Some(vec!["All".to_string(), "Ops".to_string()])
+        );
     }
 }

@@ -2,10 +2,14 @@
 //! validation helpers the operations use. Operations live in the sibling `ops_*` modules.
 
 use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{ModelError, ModelResult, invalid};
+use super::ids::{random_overlay_v4, random_overlay_v6};
 use super::ports::Protocol;
 use super::types::*;
 
@@ -58,12 +62,20 @@ macro_rules! resolver {
 }
 
 impl Account {
-    /// A new account: the built-in All group and the Default all-to-all policy.
+    /// A new account: the built-in All group and the Default all-to-all policy; a random /16
+    /// inside 100.64.0.0/10 and a random ULA /64 as its overlay, IPv6 on for All (as NetBird's
+    /// new accounts).
     pub fn new(id: &str) -> Account {
+        let settings = Settings {
+            overlay_range: random_overlay_v4(),
+            overlay_range_v6: Some(random_overlay_v6()),
+            ipv6_enabled_groups: vec![ALL_GROUP_ID.into()],
+            ..Settings::default()
+        };
         let mut a = Account {
             id: id.to_string(),
             serial: 1,
-            settings: Settings::default(),
+            settings,
             peers: BTreeMap::new(),
             groups: BTreeMap::new(),
             networks: BTreeMap::new(),
@@ -107,6 +119,51 @@ impl Account {
         };
         a.policies.insert(default.id.clone(), default);
         a
+    }
+
+    /// The peer's IPv6 overlay address: `None` unless the account has a v6 range and the peer
+    /// is in one of `ipv6_enabled_groups`. Derived, not allocated: the v6 range's network
+    /// address with the peer's IPv4 address in the low 32 bits, so it is unique, stable, and
+    /// follows group membership without bookkeeping (the range is at most a /64).
+    pub fn peer_ipv6(&self, peer: &Peer) -> Option<Ipv6Addr> {
+        let range = self.settings.overlay_range_v6?;
+        let enabled = self
+            .settings
+            .ipv6_enabled_groups
+            .iter()
+            .any(|g| self.peer_in_group(peer, g));
+        enabled
+            .then(|| Ipv6Addr::from(u128::from(range.network()) | u128::from(u32::from(peer.ip))))
+    }
+
+    /// Brings settings stored by an older server up to date; true if anything changed (the
+    /// caller stores it). An account without a v6 range gets a random one (IPv6 stays off:
+    /// no enabled groups, as for NetBird accounts created before IPv6). An account still on
+    /// the old default overlay, the whole 100.64.0.0/10, is narrowed to a /16 so agents stop
+    /// routing the whole CGNAT range into the tunnel: without peers a random /16; with peers
+    /// the /16 that holds every peer's address (addresses are kept); if they span several
+    /// /16s the /10 stays.
+    pub fn upgrade_legacy_settings(&mut self) -> bool {
+        let mut changed = false;
+        if self.settings.overlay_range_v6.is_none() {
+            self.settings.overlay_range_v6 = Some(random_overlay_v6());
+            changed = true;
+        }
+        let legacy: Ipv4Net = LEGACY_OVERLAY_RANGE.parse().expect("constant prefix");
+        if self.settings.overlay_range == legacy {
+            let narrowed = match self.peers.values().next() {
+                None => Some(random_overlay_v4()),
+                Some(first) => Ipv4Net::new(first.ip, 16)
+                    .ok()
+                    .map(|n| n.trunc())
+                    .filter(|n| self.peers.values().all(|p| n.contains(&p.ip))),
+            };
+            if let Some(n) = narrowed {
+                self.settings.overlay_range = n;
+                changed = true;
+            }
+        }
+        changed
     }
 
     resolver!(group_id, groups, "group");

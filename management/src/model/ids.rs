@@ -27,8 +27,44 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// A random /16 inside 100.64.0.0/10 (one of 64), as NetBird's `NewNetwork` picks an
+/// account's overlay network.
+pub fn random_overlay_v4() -> ipnet::Ipv4Net {
+    let [b] = random_bytes::<1>();
+    ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(100, 64 + (b & 63), 0, 0), 16)
+        .expect("16 is a valid prefix length")
+}
+
+/// A random RFC 4193 ULA /64: `fd`, a 40-bit global id and a 16-bit subnet id, all random, as
+/// NetBird's `AllocateIPv6Subnet`.
+pub fn random_overlay_v6() -> ipnet::Ipv6Net {
+    let r = random_bytes::<7>();
+    let mut o = [0u8; 16];
+    o[0] = 0xfd;
+    o[1..8].copy_from_slice(&r);
+    ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(o), 64).expect("64 is a valid prefix length")
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests that need reproducible output (golden network maps) number ids instead.
+    static SEQUENCE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// From now on, on this thread, [`new_id`] returns `prefix-0000000000000001`, `...02`, ...
+/// (tests only: each test runs on its own thread).
+#[cfg(test)]
+pub fn use_sequential_ids() {
+    SEQUENCE.with(|s| s.set(Some(0)));
+}
+
 /// A new id: `prefix` + `-` + 16 base32 characters (80 random bits).
 pub fn new_id(prefix: &str) -> String {
+    #[cfg(test)]
+    if let Some(n) = SEQUENCE.with(|s| s.get()) {
+        SEQUENCE.with(|s| s.set(Some(n + 1)));
+        return format!("{prefix}-{:016}", n + 1);
+    }
     let b = random_bytes::<16>();
     let mut s = String::with_capacity(prefix.len() + 17);
     s.push_str(prefix);

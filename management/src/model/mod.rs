@@ -18,7 +18,7 @@ pub mod version;
 
 pub use account::Account;
 pub use error::{ModelError, ModelResult};
-pub use ops_peers::validate_wg_key;
+pub use ops_peers::{check_ssh_key, validate_wg_key};
 pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
 pub use ports::{PortRange, Protocol, RuleError};
 pub use posture_report::{PostureCheckReport, PostureReport};

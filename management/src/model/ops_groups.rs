@@ -95,6 +95,12 @@ impl Account {
                 )));
             }
         }
+        if self.settings.ipv6_enabled_groups.contains(&id) {
+            return Err(conflict(format!(
+                "group {:?} is in the settings' ipv6_enabled_groups",
+                group.name
+            )));
+        }
         for r in self.routers.values() {
             if r.peer_groups.contains(&id) {
                 let net = self

@@ -1,12 +1,69 @@
 //! Network, resource and router operations.
 
+use ipnet::IpNet;
+
 use super::account::{Account, check_name, check_unique};
 use super::error::{ModelResult, conflict, invalid};
 use super::ids::new_id;
 use super::requests::{NetworkInput, ResourceInput, RouterInput};
 use super::types::*;
 
+/// Prefixes no agent can route to a resource: (range, what it is).
+const UNROUTABLE: &[(&str, &str)] = &[
+    ("224.0.0.0/4", "multicast"),
+    ("ff00::/8", "multicast"),
+    ("127.0.0.0/8", "loopback"),
+    ("::1/128", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("fe80::/10", "link-local"),
+];
+
+/// Whether two prefixes share an address (one contains the other).
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
 impl Account {
+    /// Refuses a resource prefix no agent can honour (issue 12 defect 3): one overlapping the
+    /// account's overlay (v4 or v6; the agents' own addresses), inside multicast, loopback or
+    /// link-local space, or the unspecified address as a host. `0.0.0.0/0` and `::/0` (exit
+    /// nodes) are allowed: the agents' more specific overlay routes win over them. `field`
+    /// names the request field.
+    pub(crate) fn check_routable(&self, field: &str, prefix: &IpNet) -> ModelResult<()> {
+        if prefix.prefix_len() == 0 {
+            return Ok(());
+        }
+        let overlays = [
+            Some(IpNet::V4(self.settings.overlay_range)),
+            self.settings.overlay_range_v6.map(IpNet::V6),
+        ];
+        for o in overlays.into_iter().flatten() {
+            if overlaps(prefix, &o) {
+                return Err(invalid(format!(
+                    "{field}: {prefix} overlaps the account's overlay range {o} (the peers' own \
+                     addresses); a resource must be outside it"
+                )));
+            }
+        }
+        for (range, what) in UNROUTABLE {
+            let r: IpNet = range.parse().expect("constant prefix");
+            if r.contains(prefix) {
+                return Err(invalid(format!(
+                    "{field}: {prefix} is a {what} address ({range}), which no agent can route \
+                     to a resource"
+                )));
+            }
+        }
+        if prefix.prefix_len() == prefix.max_prefix_len() && prefix.addr().is_unspecified() {
+            return Err(invalid(format!(
+                "{field}: {} is the unspecified address, not a host (use 0.0.0.0/0 or ::/0 \
+                 for an exit node)",
+                prefix.addr()
+            )));
+        }
+        Ok(())
+    }
+
     /// Creates a Network.
     pub fn create_network(&mut self, input: &NetworkInput) -> ModelResult<Network> {
         let id = new_id("net");
@@ -108,6 +165,9 @@ impl Account {
             Some(id),
         )?;
         let address: ResourceAddress = input.address.parse().map_err(invalid)?;
+        if let Some(prefix) = address.prefix() {
+            self.check_routable("address", &prefix)?;
+        }
         let groups = self.resolve_member_groups("groups", &input.groups, false)?;
         if address.kind() == ResourceKind::Domain {
             let target = Target::Resource(id.to_string());

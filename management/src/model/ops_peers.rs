@@ -55,6 +55,25 @@ impl SetupKey {
     }
 }
 
+/// Longest SSH public key accepted (an RSA-16384 key in authorized_keys form is about 2.8 KB).
+const MAX_SSH_KEY_LEN: usize = 8192;
+
+/// A trimmed SSH public key (authorized_keys form, one line); empty is allowed (no key).
+pub fn check_ssh_key(key: &str) -> ModelResult<String> {
+    let k = key.trim();
+    if k.len() > MAX_SSH_KEY_LEN {
+        return Err(invalid(format!(
+            "ssh_pubkey: longer than {MAX_SSH_KEY_LEN} bytes"
+        )));
+    }
+    if k.chars().any(char::is_control) {
+        return Err(invalid(
+            "ssh_pubkey: must be one line of authorized_keys text (no control characters)",
+        ));
+    }
+    Ok(k.to_string())
+}
+
 /// A DNS label from a name: lower-case letters, digits and '-', at most 63 characters.
 fn dns_label_of(name: &str) -> String {
     let mut s = String::new();
@@ -155,12 +174,14 @@ impl Account {
         let labels: HashSet<&str> = self.peers.values().map(|p| p.dns_label.as_str()).collect();
         let dns_label = unique_variant(&dns_label_of(&name), &labels);
         let ip = self.allocate_ip()?;
+        let ssh_pubkey = check_ssh_key(&req.ssh_pubkey)?;
         let peer = Peer {
             id: new_id("peer"),
             name,
             dns_label,
             wg_pubkey,
             ip,
+            ssh_pubkey,
             groups: key
                 .auto_groups
                 .iter()
@@ -212,6 +233,20 @@ impl Account {
         })?;
         if p.meta != *meta {
             p.meta = meta.clone();
+        }
+        Ok(())
+    }
+
+    /// Stores the SSH public key a peer sent at Login (`PeerKeys.sshPubKey`); other peers
+    /// receive it. An unchanged key changes nothing.
+    pub fn set_peer_ssh_key(&mut self, id: &str, key: &str) -> ModelResult<()> {
+        let key = check_ssh_key(key)?;
+        let p = self.peers.get_mut(id).ok_or_else(|| ModelError::NotFound {
+            kind: "peer",
+            key: id.to_string(),
+        })?;
+        if p.ssh_pubkey != key {
+            p.ssh_pubkey = key;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Policy, setup key, posture check and settings operations.
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::account::{Account, check_name, check_unique};
 use super::error::{ModelResult, conflict, invalid};
@@ -180,14 +180,53 @@ impl Account {
         if inputs.is_empty() {
             return Err(invalid("rules: a policy needs at least one rule"));
         }
-        let mut rules = Vec::with_capacity(inputs.len());
-        for (i, r) in inputs.iter().enumerate() {
-            let prefix = if input.rules.is_some() {
+        let prefix = |i: usize| {
+            if input.rules.is_some() {
                 format!("rules[{i}].")
             } else {
                 String::new()
+            }
+        };
+        let mut rules = Vec::with_capacity(inputs.len());
+        for (i, r) in inputs.iter().enumerate() {
+            rules.push(self.build_rule(&prefix(i), &name, r)?);
+        }
+        // Rule ids: on update, a rule named by id keeps it (NetBird's policy handler takes
+        // rule ids from the request); a rule without one keeps the id of the old rule at its
+        // position unless another rule claims it; everything else gets a new id.
+        let old = self.policies.get(id);
+        let mut claimed: Vec<&str> = Vec::new();
+        for (i, r) in inputs.iter().enumerate() {
+            let (Some(rid), Some(old)) = (r.id.as_deref().map(str::trim), old) else {
+                continue;
             };
-            rules.push(self.build_rule(&prefix, &name, r)?);
+            if !old.rules.iter().any(|o| o.id == rid) {
+                return Err(invalid(format!(
+                    "{}id: policy {:?} has no rule {rid:?}",
+                    prefix(i),
+                    old.name
+                )));
+            }
+            if claimed.contains(&rid) {
+                return Err(invalid(format!(
+                    "{}id: rule {rid:?} is given twice",
+                    prefix(i)
+                )));
+            }
+            claimed.push(rid);
+        }
+        for (i, (rule, r)) in rules.iter_mut().zip(&inputs).enumerate() {
+            let Some(old) = old else { break };
+            match r.id.as_deref().map(str::trim) {
+                Some(rid) => rule.id = rid.to_string(),
+                None => {
+                    if let Some(o) = old.rules.get(i)
+                        && !claimed.contains(&o.id.as_str())
+                    {
+                        rule.id = o.id.clone();
+                    }
+                }
+            }
         }
         let mut checks = Vec::new();
         for c in &input.source_posture_checks {
@@ -478,6 +517,55 @@ impl Account {
                 return Err(invalid("ephemeral_offline_secs: at least 60 seconds"));
             }
             s.ephemeral_offline_secs = t;
+        }
+        if let Some(r) = &input.overlay_range_v6 {
+            let net: Ipv6Net = r
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("overlay_range_v6: bad IPv6 CIDR {r:?}")))?;
+            let ula: Ipv6Net = ULA_RANGE.parse().expect("constant prefix");
+            if net.trunc() != net {
+                return Err(invalid(format!(
+                    "overlay_range_v6: {r:?} has host bits set"
+                )));
+            }
+            if !ula.contains(&net) {
+                return Err(invalid(format!(
+                    "overlay_range_v6: {net} is not inside {ULA_RANGE} (unique local addresses)"
+                )));
+            }
+            if net.prefix_len() > 64 {
+                return Err(invalid(format!(
+                    "overlay_range_v6: {net} is smaller than a /64"
+                )));
+            }
+            if Some(net) != s.overlay_range_v6 && !self.peers.is_empty() {
+                return Err(conflict(
+                    "overlay_range_v6: cannot change the IPv6 overlay range while peers are \
+                     registered",
+                ));
+            }
+            s.overlay_range_v6 = Some(net);
+        }
+        if let Some(g) = &input.ipv6_enabled_groups {
+            s.ipv6_enabled_groups = self.resolve_groups("ipv6_enabled_groups", g)?;
+        }
+        // A new overlay must not take over a resource's addresses (see `check_routable`).
+        for (field, net) in [
+            ("overlay_range", Some(IpNet::V4(s.overlay_range))),
+            ("overlay_range_v6", s.overlay_range_v6.map(IpNet::V6)),
+        ] {
+            let Some(net) = net else { continue };
+            if let Some(r) = self.resources.values().find(|r| {
+                r.address
+                    .prefix()
+                    .is_some_and(|p| p.prefix_len() > 0 && (p.contains(&net) || net.contains(&p)))
+            }) {
+                return Err(conflict(format!(
+                    "{field}: {net} overlaps resource {:?} ({})",
+                    r.name, r.address
+                )));
+            }
         }
         if let Some(d) = &input.dns_domain {
             let d = d.trim().trim_end_matches('.').to_ascii_lowercase();

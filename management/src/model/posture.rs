@@ -228,6 +228,7 @@ mod tests {
             dns_label: "p".into(),
             wg_pubkey: String::new(),
             ip: "100.64.0.1".parse().unwrap(),
+            ssh_pubkey: String::new(),
             groups: vec![],
             meta: PeerMeta {
                 os: os.into(),

@@ -106,6 +106,11 @@ pub struct TargetInput {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
+    /// On update: the id of the policy's rule this one replaces (it keeps that id). Without
+    /// it, a rule keeps the id of the rule at its position. Ignored on create (new rules get
+    /// new ids), as NetBird does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Defaults to the policy name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -219,6 +224,7 @@ impl PolicyInput {
         match &self.rules {
             Some(r) => r.clone(),
             None => vec![RuleInput {
+                id: None,
                 name: None,
                 description: String::new(),
                 enabled: None,
@@ -334,6 +340,9 @@ pub struct RegisterPeer {
     /// What the peer reports.
     #[serde(default)]
     pub meta: PeerMeta,
+    /// SSH public key (authorized_keys form); empty if none.
+    #[serde(default)]
+    pub ssh_pubkey: String,
 }
 
 /// Change settings: only the fields given change.
@@ -352,4 +361,10 @@ pub struct SettingsInput {
     /// DNS domain of peer names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,
+    /// IPv6 overlay range: a /64 or wider inside fc00::/7; only while no peer is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_range_v6: Option<String>,
+    /// Groups (ids or names) whose peers get IPv6 addresses; `[]` turns IPv6 off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_enabled_groups: Option<Vec<String>>,
 }

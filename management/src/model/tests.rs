@@ -19,6 +19,7 @@ fn register(a: &mut Account, key: &str, i: u32, name: &str) -> ModelResult<Peer>
             wg_pubkey: wg_key(i),
             name: Some(name.into()),
             meta: PeerMeta::default(),
+            ssh_pubkey: String::new(),
         },
         1000,
     )
@@ -354,7 +355,11 @@ fn setup_key_rules() {
         .unwrap();
     let p = register(&mut a, &once, 1, "laptop").unwrap();
     assert_eq!(p.groups, vec![dev.id.clone()], "auto-groups applied");
-    assert_eq!(p.ip.to_string(), "100.64.0.1");
+    assert_eq!(
+        u32::from(p.ip),
+        u32::from(a.settings.overlay_range.network()) + 1,
+        "the first host address of the account's overlay"
+    );
     // Same key again for another peer: refused, nothing changes.
     refused(&a, "one-off and was already used", |a| {
         register(a, &once, 2, "other").map(drop)
@@ -684,4 +689,219 @@ fn posture_report_lists_the_checks_that_apply_and_why() {
         "OS not reported (allowed: linux)"
     );
     assert!(a.posture_report("nobody").is_err());
+}
+
+/// Rule ids survive policy updates (the agents' flow events and firewall rules carry them):
+/// a rule named by `id` keeps it (as NetBird's policy handler does), a rule without one keeps
+/// the id of the rule at its position; an id the policy does not have is refused.
+#[test]
+fn policy_updates_keep_rule_ids() {
+    let mut a = Account::new("t");
+    group(&mut a, "Dev");
+    group(&mut a, "Ops");
+    let rule = |id: Option<&str>, proto: &str| RuleInput {
+        id: id.map(str::to_string),
+        protocol: Some(proto.into()),
+        sources: vec!["Dev".into()],
+        destinations: vec!["Ops".into()],
+        ..Default::default()
+    };
+    let two = |r0: RuleInput, r1: RuleInput| PolicyInput {
+        name: "dns".into(),
+        rules: Some(vec![r0, r1]),
+        ..Default::default()
+    };
+    let p = a
+        .create_policy(&two(rule(None, "udp"), rule(None, "tcp")))
+        .unwrap();
+    let (r0, r1) = (p.rules[0].id.clone(), p.rules[1].id.clone());
+
+    // Same rules again, no ids: positions keep theirs.
+    let q = a
+        .update_policy("dns", &two(rule(None, "udp"), rule(None, "icmp")))
+        .unwrap();
+    assert_eq!(
+        (q.rules[0].id.as_str(), q.rules[1].id.as_str()),
+        (r0.as_str(), r1.as_str())
+    );
+
+    // Reordered by id: each rule keeps its own; a rule without id whose position's id is
+    // claimed by another gets a new one.
+    let q = a
+        .update_policy("dns", &two(rule(Some(&r1), "tcp"), rule(None, "udp")))
+        .unwrap();
+    assert_eq!(q.rules[0].id, r1);
+    assert!(q.rules[1].id != r0 && q.rules[1].id != r1);
+
+    // The single-rule form keeps its rule id too.
+    let s = a
+        .create_policy(&policy("Dev", "Ops", "tcp", &["22"]))
+        .unwrap();
+    let s2 = a
+        .update_policy("p", &policy("Dev", "Ops", "tcp", &["2222"]))
+        .unwrap();
+    assert_eq!(s.rules[0].id, s2.rules[0].id);
+
+    // Unknown or repeated ids are refused, naming the field.
+    refused(&a, "rules[0].id", |a| {
+        a.update_policy(
+            "dns",
+            &two(rule(Some("rule-nope"), "tcp"), rule(None, "udp")),
+        )
+        .map(|_| ())
+    });
+    refused(&a, "rules[1].id", |a| {
+        a.update_policy("dns", &two(rule(Some(&r1), "tcp"), rule(Some(&r1), "udp")))
+            .map(|_| ())
+    });
+    // Another policy's rule id cannot be taken over.
+    let other = s2.rules[0].id.clone();
+    refused(&a, "rules[0].id", |a| {
+        a.update_policy("dns", &two(rule(Some(&other), "tcp"), rule(None, "udp")))
+            .map(|_| ())
+    });
+}
+
+/// NetBird gives each account a random /16 inside 100.64.0.0/10 and a random ULA /64 (`fd`
+/// + 56 random bits); new accounts enable IPv6 for the All group.
+#[test]
+fn new_accounts_get_a_random_slash16_and_a_ula_slash64() {
+    let cgnat: ipnet::Ipv4Net = CGNAT_RANGE.parse().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let a = Account::new("t");
+        let r = a.settings.overlay_range;
+        assert_eq!(r.prefix_len(), 16, "{r}");
+        assert!(cgnat.contains(&r), "{r}");
+        seen.insert(r);
+        let v6 = a.settings.overlay_range_v6.expect("a v6 range");
+        assert_eq!(v6.prefix_len(), 64);
+        assert_eq!(v6.network().octets()[0], 0xfd, "{v6}");
+        assert_eq!(
+            a.settings.ipv6_enabled_groups,
+            vec![ALL_GROUP_ID.to_string()]
+        );
+    }
+    assert!(seen.len() > 1, "random, not always {seen:?}");
+
+    let mut a = Account::new("t");
+    let (_, k) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "k".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let p = register(&mut a, &k, 1, "laptop").unwrap();
+    assert!(a.settings.overlay_range.contains(&p.ip));
+    let v6 = a.peer_ipv6(&p).expect("IPv6 on for All");
+    assert!(a.settings.overlay_range_v6.unwrap().contains(&v6));
+    // Turned off: no v6 address.
+    a.update_settings(&SettingsInput {
+        ipv6_enabled_groups: Some(vec![]),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(a.peer_ipv6(&p), None);
+    refused(&a, "ipv6_enabled_groups", |a| {
+        a.update_settings(&SettingsInput {
+            ipv6_enabled_groups: Some(vec!["nope".into()]),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+    refused(&a, "overlay_range_v6", |a| {
+        a.update_settings(&SettingsInput {
+            overlay_range_v6: Some("2001:db8::/64".into()),
+            ..Default::default()
+        })
+        .map(drop)
+    });
+}
+
+/// An account stored by an older server has the /10 and no IPv6 settings: loading keeps every
+/// peer's address, narrows the range to the /16 that holds them all (or a random /16 without
+/// peers), keeps the /10 when the peers span several /16s, gives it a v6 range but leaves
+/// IPv6 off (no enabled groups).
+#[test]
+fn legacy_accounts_keep_their_addresses() {
+    let legacy = r#"{"overlay_range":"100.64.0.0/10","peer_approval_required":false,
+        "ephemeral_offline_secs":600,"dns_domain":"swiftgate.internal"}"#;
+    let settings: Settings = serde_json::from_str(legacy).unwrap();
+    assert_eq!(settings.overlay_range_v6, None);
+    assert!(settings.ipv6_enabled_groups.is_empty());
+
+    let mut a = Account::new("t");
+    a.settings = settings.clone();
+    let (_, k) = a
+        .create_setup_key(
+            &SetupKeyInput {
+                name: "k".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let p1 = register(&mut a, &k, 1, "one").unwrap();
+    let p2 = register(&mut a, &k, 2, "two").unwrap();
+    assert_eq!(p1.ip.to_string(), "100.64.0.1");
+    let before: Vec<_> = a.peers.values().map(|p| p.ip).collect();
+    assert!(a.upgrade_legacy_settings());
+    assert_eq!(a.settings.overlay_range.to_string(), "100.64.0.0/16");
+    assert_eq!(a.peers.values().map(|p| p.ip).collect::<Vec<_>>(), before);
+    assert!(a.settings.overlay_range_v6.is_some());
+    assert!(a.settings.ipv6_enabled_groups.is_empty(), "IPv6 stays off");
+    assert_eq!(a.peer_ipv6(&p2), None);
+    assert!(!a.upgrade_legacy_settings(), "runs once");
+
+    // Peers in two /16s: the /10 stays.
+    let mut b = Account::new("t");
+    b.settings = settings.clone();
+    b.peers.insert(p1.id.clone(), p1.clone());
+    let mut far = p2.clone();
+    far.ip = "100.65.0.1".parse().unwrap();
+    b.peers.insert(far.id.clone(), far);
+    b.upgrade_legacy_settings();
+    assert_eq!(b.settings.overlay_range.to_string(), "100.64.0.0/10");
+
+    // No peers: a random /16.
+    let mut c = Account::new("t");
+    c.settings = settings;
+    c.upgrade_legacy_settings();
+    assert_eq!(c.settings.overlay_range.prefix_len(), 16);
+}
+
+/// Moving the overlay onto a resource's addresses is refused (the resource would become
+/// unroutable, issue 12 defect 3).
+#[test]
+fn overlay_cannot_move_onto_a_resource() {
+    let mut a = Account::new("t");
+    a.create_network(&NetworkInput {
+        name: "n".into(),
+        description: String::new(),
+    })
+    .unwrap();
+    let free = if a.settings.overlay_range.to_string() == "100.70.0.0/16" {
+        "100.71.0.0/16"
+    } else {
+        "100.70.0.0/16"
+    };
+    a.create_resource(
+        "n",
+        &ResourceInput {
+            name: "r".into(),
+            address: free.into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    refused(&a, "overlaps resource \"r\"", |a| {
+        a.update_settings(&SettingsInput {
+            overlay_range: Some(free.into()),
+            ..Default::default()
+        })
+        .map(drop)
+    });
 }

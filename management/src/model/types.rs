@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use super::ports::Action;
@@ -35,8 +35,13 @@ pub const ALL_GROUP_ID: &str = "grp-all";
 pub const ALL_GROUP_NAME: &str = "All";
 /// Name of the all-to-all policy a new account starts with.
 pub const DEFAULT_POLICY_NAME: &str = "Default";
-/// Overlay range peers get their addresses from unless configured otherwise.
-pub const DEFAULT_OVERLAY_RANGE: &str = "100.64.0.0/10";
+/// The overlay range every account had before accounts got a /16 of their own (and the one
+/// of [`Settings::default`]); an account still on it is narrowed when loaded
+/// ([`super::Account::upgrade_legacy_settings`]). A new account gets a random /16 inside it
+/// ([`super::Account::new`]).
+pub const LEGACY_OVERLAY_RANGE: &str = "100.64.0.0/10";
+/// The range an IPv6 overlay range must lie in (RFC 4193 unique local addresses).
+pub const ULA_RANGE: &str = "fc00::/7";
 /// The range every overlay range must lie in (RFC 6598 shared address space).
 pub const CGNAT_RANGE: &str = "100.64.0.0/10";
 /// Lowest and highest router metric (lower is preferred), as NetBird.
@@ -45,7 +50,8 @@ pub const METRIC_RANGE: (u16, u16) = (1, 9999);
 /// Account-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Overlay network peers get their addresses from; inside 100.64.0.0/10.
+    /// Overlay network peers get their addresses from; inside 100.64.0.0/10 (a random /16 for a
+    /// new account). Peers get it as their interface prefix (`PeerConfig.address`).
     pub overlay_range: Ipv4Net,
     /// New peers start unapproved and take part in nothing until an admin approves them.
     pub peer_approval_required: bool,
@@ -53,15 +59,26 @@ pub struct Settings {
     pub ephemeral_offline_secs: u64,
     /// DNS domain of peer names (`<label>.<domain>`).
     pub dns_domain: String,
+    /// IPv6 overlay network (a ULA /64, NetBird's per-account `NetV6`); `None` only in an
+    /// account stored before IPv6 existed, until it is loaded once.
+    #[serde(default)]
+    pub overlay_range_v6: Option<Ipv6Net>,
+    /// Groups whose peers get an IPv6 overlay address (NetBird's `IPv6EnabledGroups`); empty
+    /// = IPv6 off. New accounts start with the All group; accounts stored before IPv6 existed
+    /// start empty.
+    #[serde(default)]
+    pub ipv6_enabled_groups: Vec<GroupId>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            overlay_range: DEFAULT_OVERLAY_RANGE.parse().expect("constant prefix"),
+            overlay_range: LEGACY_OVERLAY_RANGE.parse().expect("constant prefix"),
             peer_approval_required: false,
             ephemeral_offline_secs: 600,
             dns_domain: "swiftgate.internal".into(),
+            overlay_range_v6: None,
+            ipv6_enabled_groups: Vec::new(),
         }
     }
 }
@@ -89,6 +106,10 @@ pub struct PeerMeta {
     pub network_addresses: Vec<IpNet>,
     /// Answers to process posture checks.
     pub files: Vec<FileStatus>,
+    /// The agent announces NetBird's `IPv6Overlay` capability and has not set `disableIPv6`:
+    /// it receives IPv6 data (its v6 address, v6 allowed IPs and rules), as NetBird's
+    /// `Peer.SupportsIPv6`.
+    pub supports_ipv6: bool,
 }
 
 /// One file/process the agent was asked about by a process posture check.
@@ -116,6 +137,10 @@ pub struct Peer {
     pub wg_pubkey: String,
     /// Overlay address.
     pub ip: Ipv4Addr,
+    /// SSH public key (authorized_keys form) the agent sent at Login (`PeerKeys.sshPubKey`);
+    /// empty if none. Other peers receive it in `RemotePeerConfig.sshConfig.sshPubKey`.
+    #[serde(default)]
+    pub ssh_pubkey: String,
     /// Groups the peer is in, sorted, without the built-in All (which holds every peer).
     pub groups: Vec<GroupId>,
     /// What the peer last reported.

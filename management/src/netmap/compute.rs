@@ -18,7 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use ipnet::{IpNet, Ipv4Net};
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::types::*;
 use crate::model::posture::{evaluate, process_path_for_os};
@@ -45,6 +47,8 @@ pub struct Netmapper<'a> {
     resources_by_network: HashMap<&'a str, Vec<&'a Resource>>,
     posture_failing: HashMap<&'a str, HashSet<&'a str>>,
     policies: Vec<&'a Policy>,
+    /// IPv6 overlay addresses of the peers that have one ([`Account::peer_ipv6`]).
+    ipv6: HashMap<&'a str, Ipv6Addr>,
 }
 
 /// The map of one peer (`None` if there is no such peer).
@@ -61,7 +65,12 @@ fn ports_of(rule: &PolicyRule) -> Vec<Option<PortRange>> {
 }
 
 fn host(peer: &Peer) -> IpNet {
-    IpNet::from(std::net::IpAddr::V4(peer.ip))
+    IpNet::from(IpAddr::V4(peer.ip))
+}
+
+/// `0.0.0.0/0` (an exit-node resource) gets a `::/0` twin on IPv6 routers, as NetBird does.
+fn is_default_v4(n: &IpNet) -> bool {
+    matches!(n, IpNet::V4(v) if v.prefix_len() == 0)
 }
 
 impl<'a> Netmapper<'a> {
@@ -149,7 +158,14 @@ impl<'a> Netmapper<'a> {
             }
         }
 
+        let ipv6 = account
+            .peers
+            .values()
+            .filter_map(|p| account.peer_ipv6(p).map(|a| (p.id.as_str(), a)))
+            .collect();
+
         Netmapper {
+            ipv6,
             account,
             group_peers,
             group_resources,
@@ -272,8 +288,16 @@ impl<'a> Netmapper<'a> {
             router_wg_pubkey: rp.peer.wg_pubkey.clone(),
             metric: rp.metric,
             masquerade: rp.masquerade,
-            keep_route: network_type == NetworkType::Domain,
+            // NetBird's server keeps every route generated from a Networks resource.
+            keep_route: true,
         }
+    }
+
+    /// The peer's IPv6 overlay address as a /128, if it has one.
+    fn host6(&self, p: &Peer) -> Option<IpNet> {
+        self.ipv6
+            .get(p.id.as_str())
+            .map(|a| IpNet::from(IpAddr::V6(*a)))
     }
 
     fn fqdn(&self, p: &Peer) -> String {
@@ -285,11 +309,22 @@ impl<'a> Netmapper<'a> {
     pub fn map_for(&self, peer_id: &str) -> Option<NetworkMap> {
         let a = self.account;
         let me = a.peers.get(peer_id)?;
+        // NetBird sends IPv6 data only to a peer that has a v6 address and announces the
+        // IPv6Overlay capability (without disableIPv6).
+        let my_v6 = self
+            .ipv6
+            .get(me.id.as_str())
+            .copied()
+            .filter(|_| me.meta.supports_ipv6);
+        let include_v6 = my_v6.is_some();
         let mut map = NetworkMap {
             serial: a.serial,
             peer_config: PeerConfig {
                 address: Ipv4Net::new(me.ip, a.settings.overlay_range.prefix_len())
                     .unwrap_or_else(|_| Ipv4Net::from(me.ip)),
+                address_v6: my_v6
+                    .zip(a.settings.overlay_range_v6)
+                    .and_then(|(addr, r)| Ipv6Net::new(addr, r.prefix_len()).ok()),
                 fqdn: self.fqdn(me),
                 approved: me.approved,
             },
@@ -375,6 +410,7 @@ impl<'a> Netmapper<'a> {
                                 protocol: rule.protocol,
                                 port: *port,
                                 policy_id: policy.id.clone(),
+                                rule_id: rule.id.clone(),
                             });
                         }
                         if accept {
@@ -404,14 +440,19 @@ impl<'a> Netmapper<'a> {
 
                 // Peer to peer.
                 let mut push_fw = |peer: &Peer, direction: Direction| {
-                    for port in &ports {
+                    let v6 = self.host6(peer).filter(|_| include_v6);
+                    for (peer_ip, port) in std::iter::once(host(peer))
+                        .chain(v6)
+                        .flat_map(|ip| ports.iter().map(move |p| (ip, p)))
+                    {
                         fw.push(FirewallRule {
-                            peer_ip: host(peer),
+                            peer_ip,
                             direction,
                             action: rule.action,
                             protocol: rule.protocol,
                             port: *port,
                             policy_id: policy.id.clone(),
+                            rule_id: rule.id.clone(),
                         });
                     }
                 };
@@ -445,7 +486,8 @@ impl<'a> Netmapper<'a> {
                 if !me_src && my_networks.is_empty() {
                     continue;
                 }
-                let mut source_ranges: Option<Vec<IpNet>> = None;
+                // (v4 /32s, v6 /128s) of the source peers, sorted.
+                let mut source_ranges: Option<(Vec<IpNet>, Vec<IpNet>)> = None;
                 for r in self.side_resources(&rule.destinations, &rule.destination_resource) {
                     let net = r.network_id.as_str();
                     if my_networks.contains_key(net) {
@@ -453,26 +495,52 @@ impl<'a> Netmapper<'a> {
                         if srcs.is_empty() {
                             continue;
                         }
-                        let ranges = source_ranges
+                        let (v4, v6) = source_ranges
                             .get_or_insert_with(|| {
-                                let mut v: Vec<IpNet> = srcs.iter().map(|p| host(p)).collect();
-                                v.sort();
-                                v
+                                let mut v4: Vec<IpNet> = srcs.iter().map(|p| host(p)).collect();
+                                let mut v6: Vec<IpNet> =
+                                    srcs.iter().filter_map(|p| self.host6(p)).collect();
+                                v4.sort();
+                                v6.sort();
+                                (v4, v6)
                             })
                             .clone();
                         let route_id = format!("{}:{}", r.id, me.id);
-                        let (destination, domains) = match r.address.prefix() {
-                            Some(p) => (Some(p), vec![]),
-                            None => (
-                                None,
-                                r.address.domain().map(str::to_string).into_iter().collect(),
-                            ),
-                        };
-                        for port in &ports {
+                        let domains: Vec<String> =
+                            r.address.domain().map(str::to_string).into_iter().collect();
+                        // (route id, sources, destination) as NetBird's
+                        // GenerateRouteFirewallRules: sources of the destination's family; a
+                        // domain route or 0.0.0.0/0 gets a v6 twin for an IPv6 router (::/0
+                        // with route id `<id>-v6-default`); v6 destinations only for one.
+                        let mut variants: Vec<(String, Vec<IpNet>, Option<IpNet>)> = Vec::new();
+                        let dest = r.address.prefix();
+                        match dest {
+                            Some(IpNet::V6(_)) => {
+                                if include_v6 && !v6.is_empty() {
+                                    variants.push((route_id.clone(), v6.clone(), dest));
+                                }
+                            }
+                            _ => variants.push((route_id.clone(), v4, dest)),
+                        }
+                        if include_v6 && !v6.is_empty() {
+                            match dest {
+                                None => variants.push((route_id.clone(), v6, None)),
+                                Some(d) if is_default_v4(&d) => variants.push((
+                                    format!("{route_id}-v6-default"),
+                                    v6,
+                                    Some(IpNet::V6(Ipv6Net::default())),
+                                )),
+                                Some(_) => {}
+                            }
+                        }
+                        for ((rid, sources, destination), port) in variants
+                            .iter()
+                            .flat_map(|v| ports.iter().map(move |p| (v, p)))
+                        {
                             rfw.push(RouteFirewallRule {
-                                route_id: route_id.clone(),
-                                source_ranges: ranges.clone(),
-                                destination,
+                                route_id: rid.clone(),
+                                source_ranges: sources.clone(),
+                                destination: *destination,
                                 is_dynamic: destination.is_none(),
                                 domains: domains.clone(),
                                 protocol: rule.protocol,
@@ -506,8 +574,11 @@ impl<'a> Netmapper<'a> {
                 id: p.id.clone(),
                 name: p.name.clone(),
                 wg_pubkey: p.wg_pubkey.clone(),
-                allowed_ips: vec![host(p)],
+                allowed_ips: std::iter::once(host(p))
+                    .chain(self.host6(p).filter(|_| include_v6))
+                    .collect(),
                 fqdn: self.fqdn(p),
+                ssh_pubkey: p.ssh_pubkey.clone(),
                 agent_version: p.meta.client_version.clone(),
             })
             .collect();
@@ -517,7 +588,24 @@ impl<'a> Netmapper<'a> {
         rfw.sort();
         rfw.dedup();
         map.route_firewall_rules = rfw;
-        map.routes = routes.into_values().collect();
+        // As NetBird's filterAndExpandRoutes: v6 routes only for a peer receiving IPv6 data,
+        // which also gets a ::/0 twin of each 0.0.0.0/0 route (id `<id>-v6-default`, NetID
+        // `<net id>-v6`).
+        map.routes = routes
+            .into_values()
+            .filter(|r| include_v6 || r.network.is_none_or(|n| n.addr().is_ipv4()))
+            .flat_map(|r| {
+                let twin =
+                    (include_v6 && r.network.as_ref().is_some_and(is_default_v4)).then(|| Route {
+                        id: format!("{}-v6-default", r.id),
+                        net_id: format!("{}-v6", r.net_id),
+                        network: Some(IpNet::V6(Ipv6Net::default())),
+                        network_type: NetworkType::Ipv6,
+                        ..r.clone()
+                    });
+                std::iter::once(r).chain(twin)
+            })
+            .collect();
         map.checks = client_checks
             .into_iter()
             .filter_map(|id| a.posture_checks.get(id))

@@ -9,4 +9,6 @@ pub use compute::{Netmapper, compute_network_map};
 pub use types::*;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;

@@ -23,17 +23,53 @@ fn action(a: Action) -> i32 {
     }) as i32
 }
 
-fn port_info(p: Option<PortRange>) -> Option<pb::PortInfo> {
-    p.map(|p| pb::PortInfo {
-        port_selection: Some(if p.is_single() {
-            pb::port_info::PortSelection::Port(u32::from(p.start))
-        } else {
-            pb::port_info::PortSelection::Range(pb::port_info::Range {
-                start: u32::from(p.start),
-                end: u32::from(p.end),
-            })
-        }),
-    })
+/// The destination NetBird's server gives domain routes and their route ACL rules
+/// (`Route.Network`, `RouteFirewallRule.destination`): a TEST-NET-1 host that is never routed.
+/// Agents use `Domains` (and `isDynamic`) instead.
+pub const DOMAIN_PLACEHOLDER: &str = "192.0.2.0/32";
+
+fn port_selection(p: PortRange) -> pb::port_info::PortSelection {
+    if p.is_single() {
+        pb::port_info::PortSelection::Port(u32::from(p.start))
+    } else {
+        pb::port_info::PortSelection::Range(pb::port_info::Range {
+            start: u32::from(p.start),
+            end: u32::from(p.end),
+        })
+    }
+}
+
+/// A peer ACL rule's `(Port, PortInfo)` as NetBird's server fills them: a single port as
+/// text in `Port` and no `PortInfo`; a range in `PortInfo`; a tcp/udp rule without ports gets
+/// `PortInfo` range 0-0 (which agents read as "every port"); other protocols get neither.
+fn firewall_ports(protocol: Protocol, p: Option<PortRange>) -> (String, Option<pb::PortInfo>) {
+    match p {
+        Some(p) if p.is_single() => (p.start.to_string(), None),
+        Some(p) => (
+            String::new(),
+            Some(pb::PortInfo {
+                port_selection: Some(port_selection(p)),
+            }),
+        ),
+        None if protocol.has_ports() => (
+            String::new(),
+            Some(pb::PortInfo {
+                port_selection: Some(pb::port_info::PortSelection::Range(pb::port_info::Range {
+                    start: 0,
+                    end: 0,
+                })),
+            }),
+        ),
+        None => (String::new(), None),
+    }
+}
+
+/// A route ACL rule's `PortInfo` as NetBird's server fills it: always present, without a
+/// selection when the rule has no ports.
+fn route_port_info(p: Option<PortRange>) -> pb::PortInfo {
+    pb::PortInfo {
+        port_selection: p.map(port_selection),
+    }
 }
 
 /// A prefix in NetBird's compact form: address bytes, then the prefix length (5 or 17 bytes).
@@ -50,6 +86,11 @@ pub fn compact_prefix(n: &IpNet) -> Vec<u8> {
 pub fn peer_config(pc: &PeerConfig) -> pb::PeerConfig {
     pb::PeerConfig {
         address: pc.address.to_string(),
+        // 16 address bytes + the prefix length, as NetBird's netiputil.EncodePrefix.
+        address_v6: pc
+            .address_v6
+            .map(|n| compact_prefix(&IpNet::V6(n)))
+            .unwrap_or_default(),
         fqdn: pc.fqdn.clone(),
         ..Default::default()
     }
@@ -69,7 +110,11 @@ fn remote_peer(p: &RemotePeer) -> pb::RemotePeerConfig {
     pb::RemotePeerConfig {
         wg_pub_key: p.wg_pubkey.clone(),
         allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
-        ssh_config: None,
+        // NetBird always sets SSHConfig here, with the peer's key (empty if it sent none).
+        ssh_config: Some(pb::SshConfig {
+            ssh_pub_key: p.ssh_pubkey.as_bytes().to_vec(),
+            ..Default::default()
+        }),
         fqdn: p.fqdn.clone(),
         agent_version: p.agent_version.clone(),
     }
@@ -78,8 +123,11 @@ fn remote_peer(p: &RemotePeer) -> pb::RemotePeerConfig {
 fn route(r: &Route) -> pb::Route {
     pb::Route {
         id: r.id.clone(),
-        // Domain routes carry no prefix; the agent uses Domains.
-        network: r.network.map(|n| n.to_string()).unwrap_or_default(),
+        // Domain routes carry NetBird's placeholder; the agent uses Domains.
+        network: r
+            .network
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| DOMAIN_PLACEHOLDER.to_string()),
         network_type: match r.network_type {
             NetworkType::Ipv4 => 1,
             NetworkType::Ipv6 => 2,
@@ -96,7 +144,7 @@ fn route(r: &Route) -> pb::Route {
 }
 
 fn firewall_rule(r: &FirewallRule) -> pb::FirewallRule {
-    let single = r.port.filter(PortRange::is_single);
+    let (port, port_info) = firewall_ports(r.protocol, r.port);
     pb::FirewallRule {
         // Deprecated field: the address for a single host, the CIDR otherwise.
         peer_ip: if r.peer_ip.prefix_len() == r.peer_ip.max_prefix_len() {
@@ -110,9 +158,10 @@ fn firewall_rule(r: &FirewallRule) -> pb::FirewallRule {
         },
         action: action(r.action),
         protocol: protocol(r.protocol),
-        port: single.map(|p| p.start.to_string()).unwrap_or_default(),
-        port_info: port_info(r.port),
-        policy_id: r.policy_id.as_bytes().to_vec(),
+        port,
+        port_info,
+        // NetBird's server sends the rule id here (the field name is historical).
+        policy_id: r.rule_id.as_bytes().to_vec(),
         custom_protocol: 0,
         source_prefixes: vec![compact_prefix(&r.peer_ip)],
     }
@@ -122,9 +171,12 @@ fn route_firewall_rule(r: &RouteFirewallRule) -> pb::RouteFirewallRule {
     pb::RouteFirewallRule {
         source_ranges: r.source_ranges.iter().map(ToString::to_string).collect(),
         action: action(r.action),
-        destination: r.destination.map(|d| d.to_string()).unwrap_or_default(),
+        destination: r
+            .destination
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| DOMAIN_PLACEHOLDER.to_string()),
         protocol: protocol(r.protocol),
-        port_info: port_info(r.port),
+        port_info: Some(route_port_info(r.port)),
         is_dynamic: r.is_dynamic,
         domains: r.domains.clone(),
         custom_protocol: 0,
@@ -189,6 +241,11 @@ pub fn peer_meta(m: &pb::PeerSystemMeta) -> PeerMeta {
                 process_running: f.process_is_running,
             })
             .collect(),
+        // NetBird's Peer.SupportsIPv6: the IPv6Overlay capability without disableIPv6.
+        supports_ipv6: m
+            .capabilities
+            .contains(&(pb::PeerCapability::IPv6Overlay as i32))
+            && !m.flags.as_ref().is_some_and(|f| f.disable_i_pv6),
     }
 }
 
@@ -203,6 +260,7 @@ mod tests {
             serial: 7,
             peer_config: PeerConfig {
                 address: "100.64.0.2/10".parse().unwrap(),
+                address_v6: None,
                 fqdn: "a.swiftgate.internal".into(),
                 approved: true,
             },
@@ -230,6 +288,7 @@ mod tests {
                     end: 8080,
                 }),
                 policy_id: "pol-1".into(),
+                rule_id: "rule-1".into(),
             }],
             ..Default::default()
         };
@@ -256,6 +315,6 @@ mod tests {
         );
         assert_eq!(f.source_prefixes, vec![vec![100, 64, 0, 3, 32]]);
         assert_eq!(f.protocol, pb::RuleProtocol::Tcp as i32);
-        assert_eq!(f.policy_id, b"pol-1".to_vec());
+        assert_eq!(f.policy_id, b"rule-1".to_vec());
     }
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::*;
 use crate::model::*;
 
-fn wg_key(i: u32) -> String {
+pub(super) fn wg_key(i: u32) -> String {
     use base64::Engine as _;
     let mut b = [9u8; 32];
     b[..4].copy_from_slice(&i.to_le_bytes());
@@ -16,26 +16,32 @@ fn wg_key(i: u32) -> String {
 }
 
 /// A small builder over the model for scenarios.
-struct World {
-    a: Account,
+pub(super) struct World {
+    pub(super) a: Account,
     next_key: u32,
 }
 
 impl World {
-    fn new() -> Self {
-        World {
-            a: Account::new("t"),
-            next_key: 1,
-        }
+    /// An account with fixed overlay ranges (100.77.0.0/16, fd5e:7767:a7e0:1::/64) so maps
+    /// are reproducible.
+    pub(super) fn new() -> Self {
+        let mut a = Account::new("t");
+        a.update_settings(&SettingsInput {
+            overlay_range: Some("100.77.0.0/16".into()),
+            overlay_range_v6: Some("fd5e:7767:a7e0:1::/64".into()),
+            ..Default::default()
+        })
+        .expect("fixed ranges are valid");
+        World { a, next_key: 1 }
     }
 
-    fn zero_trust() -> Self {
+    pub(super) fn zero_trust() -> Self {
         let mut w = World::new();
         w.a.delete_policy(DEFAULT_POLICY_NAME).unwrap();
         w
     }
 
-    fn group(&mut self, name: &str) {
+    pub(super) fn group(&mut self, name: &str) {
         self.a
             .create_group(&GroupInput {
                 name: name.into(),
@@ -44,7 +50,7 @@ impl World {
             .unwrap();
     }
 
-    fn peer_with(&mut self, name: &str, groups: &[&str], version: &str) -> Peer {
+    pub(super) fn peer_with(&mut self, name: &str, groups: &[&str], version: &str) -> Peer {
         let key_name = format!("key-{name}");
         let (_, key) = self
             .a
@@ -70,17 +76,18 @@ impl World {
                         client_version: version.into(),
                         ..Default::default()
                     },
+                    ssh_pubkey: String::new(),
                 },
                 0,
             )
             .unwrap()
     }
 
-    fn peer(&mut self, name: &str, groups: &[&str]) -> Peer {
+    pub(super) fn peer(&mut self, name: &str, groups: &[&str]) -> Peer {
         self.peer_with(name, groups, "0.50.0")
     }
 
-    fn network(&mut self, name: &str) {
+    pub(super) fn network(&mut self, name: &str) {
         self.a
             .create_network(&NetworkInput {
                 name: name.into(),
@@ -89,7 +96,13 @@ impl World {
             .unwrap();
     }
 
-    fn resource(&mut self, net: &str, name: &str, address: &str, groups: &[&str]) -> Resource {
+    pub(super) fn resource(
+        &mut self,
+        net: &str,
+        name: &str,
+        address: &str,
+        groups: &[&str],
+    ) -> Resource {
         self.a
             .create_resource(
                 net,
@@ -103,7 +116,7 @@ impl World {
             .unwrap()
     }
 
-    fn router(&mut self, net: &str, peer: &str, metric: i64, masquerade: bool) {
+    pub(super) fn router(&mut self, net: &str, peer: &str, metric: i64, masquerade: bool) {
         self.a
             .create_router(
                 net,
@@ -117,7 +130,7 @@ impl World {
             .unwrap();
     }
 
-    fn policy(
+    pub(super) fn policy(
         &mut self,
         name: &str,
         src: &[&str],
@@ -142,7 +155,7 @@ impl World {
             .unwrap()
     }
 
-    fn map(&self, peer: &str) -> NetworkMap {
+    pub(super) fn map(&self, peer: &str) -> NetworkMap {
         let id = self.a.peer_id(peer).unwrap();
         compute_network_map(&self.a, &id).unwrap()
     }
@@ -162,7 +175,7 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-fn berlin() -> (World, Peer, Peer, Peer) {
+pub(super) fn berlin() -> (World, Peer, Peer, Peer) {
     let mut w = World::zero_trust();
     w.group("Development");
     w.group("Internal Apps");
@@ -759,4 +772,298 @@ fn drop_rules_reach_the_router_but_grant_no_route() {
     );
     // Only the accept policy created routes (2 resources x 1 router).
     assert_eq!(w.map("alice-laptop").routes.len(), 2);
+}
+
+/// Issue 12 defect 9: the wire details NetBird's server sends for the Berlin Office account
+/// (facts from NetBird's `NetworkResource.ToRoute`, `networkmap.ToProtocolFirewallRules`,
+/// `GetProtoPortInfo` and `GenerateRouteFirewallRules`).
+#[test]
+fn berlin_office_wire_details_match_netbird() {
+    use swiftgate_proto::management as pb;
+    let (mut w, _alice, _bob, _gw) = berlin();
+    let pol = w.policy(
+        "dev-to-apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    w.group("Routers");
+    w.a.update_peer(
+        "office-gw",
+        &PeerUpdate {
+            groups: Some(vec!["Routers".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // tcp without ports, and all protocols without ports, to the router itself.
+    let tcp_all = w.policy("dev-tcp-gw", &["Development"], &["Routers"], "tcp", &[]);
+    let any = w.policy("dev-any-gw", &["Development"], &["Routers"], "all", &[]);
+    let ssh = w.policy("dev-ssh-gw", &["Development"], &["Routers"], "tcp", &["22"]);
+    let wiki_all = w.policy(
+        "dev-wiki-all",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &[],
+    );
+
+    // Routes generated from Networks resources keep their routes (KeepRoute: true), and a
+    // domain route carries the placeholder prefix 192.0.2.0/32.
+    let alice = proto::network_map(&w.map("alice-laptop"));
+    assert!(
+        alice.routes.iter().all(|r| r.keep_route),
+        "{:?}",
+        alice.routes
+    );
+    let grafana = alice.routes.iter().find(|r| r.net_id == "Grafana").unwrap();
+    assert_eq!(grafana.network, "192.0.2.0/32");
+    assert_eq!(grafana.network_type, 3);
+
+    // Peer ACL: PolicyID is the rule id; a single port travels in Port without PortInfo; tcp
+    // without ports carries PortInfo range 0-0; all protocols carry no PortInfo.
+    let rule_id = |p: &Policy| p.rules[0].id.clone().into_bytes();
+    let by_rule = |m: &pb::NetworkMap, p: &Policy| -> pb::FirewallRule {
+        m.firewall_rules
+            .iter()
+            .find(|r| r.policy_id == rule_id(p))
+            .cloned()
+            .unwrap_or_else(|| panic!("no firewall rule with rule id of {}", p.name))
+    };
+    let r = by_rule(&alice, &ssh);
+    assert_eq!((r.port.as_str(), r.port_info), ("22", None));
+    let r = by_rule(&alice, &tcp_all);
+    assert_eq!(r.port, "");
+    assert_eq!(
+        r.port_info,
+        Some(pb::PortInfo {
+            port_selection: Some(pb::port_info::PortSelection::Range(pb::port_info::Range {
+                start: 0,
+                end: 0
+            })),
+        })
+    );
+    let r = by_rule(&alice, &any);
+    assert_eq!((r.port.as_str(), r.port_info), ("", None));
+
+    // Route ACL: PolicyID is the policy id; PortInfo is always present, empty without ports;
+    // a domain resource's rule has the placeholder destination, isDynamic and the domains.
+    let gw = proto::network_map(&w.map("office-gw"));
+    let rf: Vec<&pb::RouteFirewallRule> = gw
+        .routes_firewall_rules
+        .iter()
+        .filter(|r| r.policy_id == wiki_all.id.as_bytes())
+        .collect();
+    assert_eq!(rf.len(), 2, "{:?}", gw.routes_firewall_rules);
+    assert!(
+        rf.iter()
+            .all(|r| r.port_info == Some(pb::PortInfo::default()))
+    );
+    let dynamic = rf.iter().find(|r| r.is_dynamic).unwrap();
+    assert_eq!(dynamic.destination, "192.0.2.0/32");
+    assert_eq!(dynamic.domains, vec!["grafana.berlin.internal".to_string()]);
+    let https = gw
+        .routes_firewall_rules
+        .iter()
+        .find(|r| r.policy_id == pol.id.as_bytes() && !r.is_dynamic)
+        .unwrap();
+    assert_eq!(
+        https.port_info,
+        Some(pb::PortInfo {
+            port_selection: Some(pb::port_info::PortSelection::Port(443)),
+        })
+    );
+}
+
+/// Marks a peer as announcing NetBird's IPv6Overlay capability (without disableIPv6).
+fn ipv6_capable(w: &mut World, name: &str) {
+    let id = w.a.peer_id(name).unwrap();
+    w.a.peers.get_mut(&id).unwrap().meta.supports_ipv6 = true;
+}
+
+/// Issue 12 defect 9, item 5: IPv6 overlay addresses and v6 rules as NetBird sends them to
+/// peers that announce the IPv6Overlay capability.
+#[test]
+fn ipv6_overlay_as_netbird() {
+    use swiftgate_proto::management as pb;
+    let (mut w, ..) = berlin();
+    let carol = w.peer("carol-laptop", &["Development"]);
+    w.resource("Berlin Office", "Internet", "0.0.0.0/0", &["Internal Apps"]);
+    w.resource(
+        "Berlin Office",
+        "Docs v6",
+        "2001:db8::5",
+        &["Internal Apps"],
+    );
+    for p in ["alice-laptop", "bob-laptop", "office-gw"] {
+        ipv6_capable(&mut w, p);
+    }
+    w.group("Routers");
+    w.a.update_peer(
+        "office-gw",
+        &PeerUpdate {
+            groups: Some(vec!["Routers".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.policy("ssh", &["Development"], &["Routers"], "tcp", &["22"]);
+    w.policy(
+        "apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    let v6 = |name: &str| {
+        let p = &w.a.peers[&w.a.peer_id(name).unwrap()];
+        w.a.peer_ipv6(p).unwrap()
+    };
+    // Addresses follow the enabled groups (as NetBird assigns them), whether or not the peer
+    // announces the capability; only a capable peer receives v6 data.
+    let (alice6, gw6, carol6) = (v6("alice-laptop"), v6("office-gw"), v6("carol-laptop"));
+    let v6_sources = vec![
+        IpNet::from(IpAddr::V6(alice6)),
+        IpNet::from(IpAddr::V6(carol6)),
+    ];
+    let range6 = w.a.settings.overlay_range_v6.unwrap();
+
+    let m = w.map("alice-laptop");
+    assert_eq!(
+        m.peer_config.address_v6,
+        Some(ipnet::Ipv6Net::new(alice6, range6.prefix_len()).unwrap())
+    );
+    let gw = m
+        .remote_peers
+        .iter()
+        .find(|p| p.name == "office-gw")
+        .unwrap();
+    assert_eq!(gw.allowed_ips.len(), 2);
+    assert_eq!(gw.allowed_ips[1], IpNet::from(IpAddr::V6(gw6)));
+    // A v4 and a v6 rule to the router, same rule id.
+    let to_gw: Vec<&FirewallRule> = m
+        .firewall_rules
+        .iter()
+        .filter(|r| r.direction == Direction::Out)
+        .collect();
+    assert_eq!(to_gw.len(), 2, "{to_gw:?}");
+    assert!(
+        to_gw
+            .iter()
+            .any(|r| r.peer_ip == IpNet::from(IpAddr::V6(gw6)))
+    );
+    // Routes as NetBird's filterAndExpandRoutes: 0.0.0.0/0 gets a ::/0 twin (id and NetID
+    // suffixed) for an IPv6 peer; v6 resources reach only IPv6 peers.
+    let twin = m
+        .routes
+        .iter()
+        .find(|r| r.network == Some(net("::/0")))
+        .expect("a ::/0 twin of the exit route");
+    assert!(twin.id.ends_with("-v6-default") && twin.net_id == "Internet-v6");
+    assert_eq!(twin.network_type, NetworkType::Ipv6);
+    assert!(m.routes.iter().any(|r| r.net_id == "Docs v6"));
+    let pbm = proto::network_map(&m);
+    let pc = pbm.peer_config.as_ref().unwrap();
+    let mut want = alice6.octets().to_vec();
+    want.push(64);
+    assert_eq!(pc.address_v6, want, "16 address bytes + prefix length");
+    let v6rule = pbm
+        .firewall_rules
+        .iter()
+        .find(|r| r.peer_ip == gw6.to_string())
+        .unwrap();
+    assert_eq!(v6rule.source_prefixes[0].len(), 17);
+
+    // The router: v4 sources for the v4 host, v4 and v6 rules for the domain resource (the
+    // placeholder destination) and for 0.0.0.0/0 (plus ::/0 with route id `-v6-default`).
+    let g = w.map("office-gw");
+    let alice4 = ip_of(&w.a.peers[&w.a.peer_id("alice-laptop").unwrap()]);
+    let carol4 = ip_of(&carol);
+    let wiki = g
+        .route_firewall_rules
+        .iter()
+        .filter(|r| r.destination == Some(net("10.10.0.5/32")))
+        .collect::<Vec<_>>();
+    assert_eq!(wiki.len(), 1);
+    assert_eq!(wiki[0].source_ranges, vec![alice4, carol4]);
+    let dynamic: Vec<_> = g
+        .route_firewall_rules
+        .iter()
+        .filter(|r| r.is_dynamic)
+        .collect();
+    assert_eq!(dynamic.len(), 2, "{dynamic:?}");
+    assert!(dynamic.iter().any(|r| r.source_ranges == v6_sources));
+    let default6 = g
+        .route_firewall_rules
+        .iter()
+        .find(|r| r.destination == Some(net("::/0")))
+        .expect("a ::/0 rule for the exit node");
+    assert!(default6.route_id.ends_with("-v6-default"));
+    assert_eq!(default6.source_ranges, v6_sources);
+
+    // Carol does not announce IPv6: no v6 address, no v6 data.
+    let c = w.map("carol-laptop");
+    assert_eq!(c.peer_config.address_v6, None);
+    assert!(
+        c.routes
+            .iter()
+            .all(|r| r.network.is_none_or(|n| n.addr().is_ipv4())),
+        "{:?}",
+        c.routes
+    );
+    assert!(c.routes.iter().any(|r| r.net_id == "Internet"));
+    assert!(c.remote_peers.iter().all(|p| p.allowed_ips.len() == 1));
+    assert!(c.firewall_rules.iter().all(|r| r.peer_ip.addr().is_ipv4()));
+    let cp = proto::network_map(&c);
+    assert!(cp.peer_config.unwrap().address_v6.is_empty());
+
+    // IPv6 off for the account: nobody gets v6 data.
+    w.a.update_settings(&SettingsInput {
+        ipv6_enabled_groups: Some(vec![]),
+        ..Default::default()
+    })
+    .unwrap();
+    let m = w.map("alice-laptop");
+    assert_eq!(m.peer_config.address_v6, None);
+    assert!(m.firewall_rules.iter().all(|r| r.peer_ip.addr().is_ipv4()));
+    let _ = pb::NetworkMap::default();
+}
+
+/// Issue 12 defect 9, item 6: a peer's SSH public key (from Login's PeerKeys) reaches the
+/// peers that see it, in `RemotePeerConfig.sshConfig.sshPubKey`.
+#[test]
+fn ssh_public_keys_reach_other_peers() {
+    let (mut w, ..) = berlin();
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk office-gw";
+    let id = w.a.peer_id("office-gw").unwrap();
+    w.a.set_peer_ssh_key(&id, key).unwrap();
+    w.policy(
+        "apps",
+        &["Development"],
+        &["Internal Apps"],
+        "tcp",
+        &["443"],
+    );
+    let m = w.map("alice-laptop");
+    let gw = m
+        .remote_peers
+        .iter()
+        .find(|p| p.name == "office-gw")
+        .unwrap();
+    assert_eq!(gw.ssh_pubkey, key);
+    let pbm = proto::network_map(&m);
+    let ssh = pbm.remote_peers[0].ssh_config.as_ref().unwrap();
+    assert_eq!(ssh.ssh_pub_key, key.as_bytes());
+    // A peer without a key still gets an SSHConfig (NetBird always sets it), empty.
+    let g = proto::network_map(&w.map("office-gw"));
+    assert_eq!(
+        g.remote_peers[0]
+            .ssh_config
+            .as_ref()
+            .map(|s| s.ssh_pub_key.len()),
+        Some(0)
+    );
+    // Bad keys are refused.
+    assert!(w.a.set_peer_ssh_key(&id, "line\nbreak").is_err());
 }

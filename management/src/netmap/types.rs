@@ -1,7 +1,7 @@
 //! The network map a peer receives, as plain Rust data (converted to NetBird's protobuf
 //! `management.NetworkMap` by [`super::proto`]).
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Action, PeerId, PolicyId, PortRange, Protocol, ResourceId};
@@ -31,8 +31,11 @@ pub struct NetworkMap {
 /// The peer's own settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConfig {
-    /// Overlay address with the overlay prefix length, e.g. `100.64.0.7/10`.
+    /// Overlay address with the overlay prefix length, e.g. `100.77.0.7/16`.
     pub address: Ipv4Net,
+    /// IPv6 overlay address with the account's v6 prefix length (e.g. `fd..::6440:7/64`);
+    /// only for a peer that has one and announces the IPv6Overlay capability.
+    pub address_v6: Option<Ipv6Net>,
     /// `<dns label>.<dns domain>`.
     pub fqdn: String,
     /// False while the peer waits for approval (its map is then empty).
@@ -48,8 +51,11 @@ pub struct RemotePeer {
     pub name: String,
     /// Its WireGuard public key.
     pub wg_pubkey: String,
-    /// Its overlay address as /32 (routed prefixes are added by the agent's route manager).
+    /// Its overlay address as /32, and its v6 address as /128 when this peer receives IPv6
+    /// data (routed prefixes are added by the agent's route manager).
     pub allowed_ips: Vec<IpNet>,
+    /// Its SSH public key (authorized_keys form), empty if none.
+    pub ssh_pubkey: String,
     /// Its DNS name.
     pub fqdn: String,
     /// Its agent version.
@@ -71,7 +77,8 @@ pub enum NetworkType {
 /// A route to one resource through one routing peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    /// `<resource id>:<router peer id>`.
+    /// `<resource id>:<router peer id>` (`...-v6-default` for the ::/0 twin of a 0.0.0.0/0
+    /// route).
     pub id: String,
     /// The Network the resource is in.
     pub network_id: String,
@@ -93,7 +100,8 @@ pub struct Route {
     pub metric: u16,
     /// The routing peer masquerades this traffic.
     pub masquerade: bool,
-    /// Keep resolved addresses routed when DNS changes (domain routes).
+    /// Keep routes (and a domain route's resolved addresses) installed across map updates;
+    /// true for every route generated from a Networks resource, as NetBird's server sets it.
     pub keep_route: bool,
 }
 
@@ -114,6 +122,9 @@ pub struct FirewallRule {
     pub port: Option<PortRange>,
     /// The policy it comes from.
     pub policy_id: PolicyId,
+    /// The policy rule it comes from; sent as `FirewallRule.PolicyID`, as NetBird's server
+    /// does (stable across policy updates, see `Account::update_policy`).
+    pub rule_id: String,
 }
 
 /// One route ACL rule on a routing peer.
@@ -123,7 +134,8 @@ pub struct RouteFirewallRule {
     pub route_id: String,
     /// Allowed sources: overlay /32s of the source peers (a LAN prefix for Site-to-VPN).
     pub source_ranges: Vec<IpNet>,
-    /// Destination prefix; `None` for domain resources.
+    /// Destination prefix; `None` for domain resources (sent as the placeholder
+    /// [`super::proto::DOMAIN_PLACEHOLDER`], as NetBird does).
     pub destination: Option<IpNet>,
     /// Domains of a domain resource.
     pub domains: Vec<String>,
@@ -135,7 +147,8 @@ pub struct RouteFirewallRule {
     pub port: Option<PortRange>,
     /// Accept or drop.
     pub action: Action,
-    /// The policy it comes from.
+    /// The policy it comes from; sent as `RouteFirewallRule.PolicyID` (NetBird's server puts
+    /// the policy id here, and the rule id in peer ACL rules).
     pub policy_id: PolicyId,
 }
 

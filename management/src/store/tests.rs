@@ -35,6 +35,7 @@ fn populated() -> Account {
                 network_addresses: vec!["192.168.1.2/24".parse().unwrap()],
                 ..Default::default()
             },
+            ssh_pubkey: String::new(),
         },
         20,
     )

@@ -117,7 +117,7 @@ pub fn update_of(
         .and_then(|c| c.signal.as_ref())
         .and_then(host_url);
     Some(
-        netmap::convert(local, &private, peer, map).map(|converted| Update {
+        netmap::convert(local, &private, &private.public(), peer, map).map(|converted| Update {
             serial: map.serial,
             converted,
             signal,

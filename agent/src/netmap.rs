@@ -164,14 +164,16 @@ pub struct Converted {
     pub refused: Vec<Refusal>,
 }
 
-/// Converts `map` for the peer whose keys are `private` / `own_public`.
+/// Converts `map` for the peer whose key pair is `private` / `own_public` (routes whose
+/// `Peer` is `own_public` are the ones this peer serves).
 pub fn convert(
     local: &Local,
     private: &Key,
+    own_public: &Key,
     peer: &PeerConfig,
     map: &NetworkMap,
 ) -> Result<Converted, MapError> {
-    Converter::new(local, private, peer)?.run(map)
+    Converter::new(local, private, own_public, peer)?.run(map)
 }
 
 /// Overlay host prefix of an address.
@@ -227,7 +229,12 @@ struct Converter {
 }
 
 impl Converter {
-    fn new(local: &Local, private: &Key, peer: &PeerConfig) -> Result<Self, MapError> {
+    fn new(
+        local: &Local,
+        private: &Key,
+        own_public: &Key,
+        peer: &PeerConfig,
+    ) -> Result<Self, MapError> {
         let own: IpNet = peer
             .address
             .trim()
@@ -281,7 +288,7 @@ impl Converter {
         });
         Ok(Converter {
             cfg,
-            own_public: private.public(),
+            own_public: own_public.clone(),
             refused,
             peer_of_ip: BTreeMap::new(),
             wg_of_key: BTreeMap::new(),
@@ -850,7 +857,7 @@ mod tests {
     }
 
     fn conv(peer: &PeerConfig, map: &NetworkMap) -> Converted {
-        convert(&local(), &private(), peer, map).expect("usable map")
+        convert(&local(), &private(), &private().public(), peer, map).expect("usable map")
     }
 
     fn verdict(c: &Config, side: Side, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
@@ -1108,7 +1115,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        let c = convert(&local(), &Key([2; 32]), &alice, &map).unwrap();
+        let c = convert(
+            &local(),
+            &Key([2; 32]),
+            &Key([2; 32]).public(),
+            &alice,
+            &map,
+        )
+        .unwrap();
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         assert!(matches!(
             verdict(&c.config, Side::Overlay, "192.0.2.3", "100.64.0.2", 6, 9100),
@@ -1121,7 +1135,7 @@ mod tests {
     fn bad_maps_are_refused_with_a_reason_and_bad_peers_alone() {
         let (mut peer, map) = berlin_router();
         peer.address = "not-an-ip".into();
-        let e = convert(&local(), &private(), &peer, &map).unwrap_err();
+        let e = convert(&local(), &private(), &private().public(), &peer, &map).unwrap_err();
         assert_eq!(e, MapError::Address("not-an-ip".into()));
         assert!(e.to_string().contains("peerConfig.address"));
         let (peer, mut map) = berlin_router();
@@ -1187,5 +1201,184 @@ mod tests {
             f.offer(&local(), &keys, &resp(older)),
             Offer::Older { serial: 6, last: 7 }
         ));
+    }
+
+    /// A golden map (tests/golden, produced by the management server's tests) converted as
+    /// the peer it was made for: its own key is the router key of the routes whose router is
+    /// no remote peer (a client's map never names its own key).
+    fn golden(name: &str) -> Converted {
+        use prost::Message as _;
+        let path = format!("{}/../tests/golden/{name}.pb", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let resp = SyncResponse::decode(bytes.as_slice()).expect("golden SyncResponse");
+        let map = resp.network_map.expect("network map");
+        let peer = map.peer_config.clone().expect("peer config");
+        let remote: BTreeSet<&str> = map
+            .remote_peers
+            .iter()
+            .map(|p| p.wg_pub_key.as_str())
+            .collect();
+        let own = map
+            .routes
+            .iter()
+            .find(|r| !remote.contains(r.peer.as_str()))
+            .map(|r| Key::from_base64(&r.peer).expect("router key"))
+            .unwrap_or_else(|| Key([42; 32]).public());
+        convert(&local(), &private(), &own, &peer, &map).expect("golden map usable")
+    }
+
+    fn golden_names() -> Vec<String> {
+        let dir = format!("{}/../tests/golden", env!("CARGO_MANIFEST_DIR"));
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.strip_suffix(".pb").map(str::to_string)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn lan_verdict(c: &Config, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
+        verdict(c, Side::Lan, src, dst, proto, port)
+    }
+
+    /// Everything the management server sends for the seeds' walkthroughs is honoured: no
+    /// golden map leaves a refusal.
+    #[test]
+    fn every_golden_map_converts_without_refusals() {
+        let names = golden_names();
+        assert!(names.len() >= 15, "{names:?}");
+        for n in names {
+            let c = golden(&n);
+            assert!(c.refused.is_empty(), "{n}: {:?}", c.refused);
+        }
+    }
+
+    #[test]
+    fn golden_berlin_office() {
+        let gw = golden("berlin-office-office-gw").config;
+        assert_eq!(gw.resources.len(), 1, "the domain half waits for DNS");
+        assert_eq!(
+            gw.resources[0].prefix,
+            "10.10.0.5/32".parse::<IpNet>().unwrap()
+        );
+        assert!(gw.resources[0].masquerade);
+        assert!(
+            accepts(&gw, "100.77.0.1", "10.10.0.5", 443),
+            "alice (Development)"
+        );
+        assert!(!accepts(&gw, "100.77.0.1", "10.10.0.5", 80));
+        assert!(
+            !accepts(&gw, "100.77.0.2", "10.10.0.5", 443),
+            "bob is in no group"
+        );
+        assert!(
+            !accepts(&gw, "100.77.0.1", "192.0.2.0", 443),
+            "domain placeholder"
+        );
+        assert!(
+            gw.own_addresses.iter().any(|a| a.addr().is_ipv6()),
+            "address_v6 taken"
+        );
+        let alice = golden("berlin-office-alice-laptop").config;
+        assert_eq!(alice.routes, vec!["10.10.0.5/32".parse::<IpNet>().unwrap()]);
+        assert!(alice.lan.is_empty() && alice.resources.is_empty());
+        let bob = golden("berlin-office-bob-laptop").config;
+        assert!(bob.routes.is_empty() && bob.peers.is_empty());
+    }
+
+    #[test]
+    fn golden_ha_routers_route_through_the_primary() {
+        let alice = golden("ha-routers-alice-laptop").config;
+        let wg = alice.wireguard.unwrap();
+        let wiki: IpNet = "10.10.0.5/32".parse().unwrap();
+        let via: Vec<&WgPeer> = wg
+            .peers
+            .iter()
+            .filter(|p| p.allowed.contains(&wiki))
+            .collect();
+        assert_eq!(via.len(), 1);
+        assert!(
+            via[0].allowed.contains(&"100.77.0.3/32".parse().unwrap()),
+            "metric 100"
+        );
+        for gw in ["ha-routers-office-gw", "ha-routers-office-gw-2"] {
+            let c = golden(gw).config;
+            assert!(accepts(&c, "100.77.0.1", "10.10.0.5", 443), "{gw}");
+        }
+    }
+
+    #[test]
+    fn golden_three_tier() {
+        let dc = golden("three-tier-dc-gw").config;
+        for src in [
+            "100.77.0.1",
+            "100.77.0.3",
+            "100.77.0.4",
+            "100.77.0.5",
+            "100.77.0.6",
+        ] {
+            for dns in ["10.10.0.10", "10.10.0.11"] {
+                for proto in [6, 17] {
+                    assert!(
+                        matches!(
+                            verdict(&dc, Side::Overlay, src, dns, proto, 53),
+                            Verdict::Accept(_)
+                        ),
+                        "{src} -> {dns}:53/{proto}"
+                    );
+                }
+                assert!(!accepts(&dc, src, dns, 80));
+            }
+        }
+        let db = golden("three-tier-db").config;
+        assert!(accepts(&db, "100.77.0.4", "100.77.0.5", 5432), "app -> db");
+        assert!(
+            !accepts(&db, "100.77.0.3", "100.77.0.5", 5432),
+            "web -/-> db"
+        );
+        assert!(accepts(&db, "100.77.0.6", "100.77.0.5", 9100), "monitoring");
+        assert!(!accepts(&db, "100.77.0.4", "100.77.0.5", 22));
+    }
+
+    #[test]
+    fn golden_site_to_vpn() {
+        let gw = golden("site-to-vpn-gw").config;
+        assert!(matches!(
+            lan_verdict(&gw, "192.168.10.5", "100.77.0.1", 6, 9100),
+            Verdict::Accept(_)
+        ));
+        assert!(!matches!(
+            lan_verdict(&gw, "192.168.10.5", "100.77.0.1", 6, 22),
+            Verdict::Accept(_)
+        ));
+        let laptop = golden("site-to-vpn-laptop").config;
+        assert!(accepts(&laptop, "192.168.10.5", "100.77.0.1", 9100));
+        assert!(!accepts(&laptop, "192.168.10.5", "100.77.0.1", 22));
+        assert_eq!(
+            laptop.routes,
+            vec!["192.168.10.0/24".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn golden_exit_node() {
+        let gw = golden("exit-node-exit-gw").config;
+        assert!(gw.resources.iter().any(|r| r.prefix.prefix_len() == 0));
+        for proto in [1, 6, 17] {
+            assert!(matches!(
+                verdict(&gw, Side::Overlay, "100.77.0.1", "198.51.100.7", proto, 443),
+                Verdict::Accept(_)
+            ));
+        }
+        assert_eq!(
+            verdict(&gw, Side::Overlay, "100.77.0.1", "100.77.0.9", 6, 443),
+            Verdict::NoRoute,
+            "the overlay is no part of the exit resource"
+        );
+        let carol = golden("exit-node-carol-laptop").config;
+        assert!(carol.routes.contains(&"0.0.0.0/0".parse().unwrap()));
     }
 }

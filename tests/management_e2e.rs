@@ -406,3 +406,139 @@ fn three_tier_through_the_admin_api() {
         );
     }
 }
+
+/// Site-to-Site (issue 12, defect 5), as the seeds describe it: two clientless LANs reach each
+/// other through a routing peer at each end, one way unless the policy says both. Everything
+/// through the admin API; the maps come from the server's computation. Berlin LAN
+/// 192.0.2.0/24 behind berlin-gw, Hamburg LAN 198.51.100.0/24 behind hamburg-gw (masquerade
+/// off: the Hamburg host sees the Berlin host's own address), underlay 203.0.113.0/24.
+#[test]
+fn site_to_site_through_the_admin_api() {
+    support::require_root();
+    let mut lab = Lab::new();
+    let host_b = lab.ns("a");
+    let gw_b = lab.ns("g");
+    let gw_h = lab.ns("h");
+    let host_h = lab.ns("b");
+    lab.link(
+        host_b,
+        "eth0",
+        "192.0.2.10/24",
+        gw_b,
+        "lan0",
+        "192.0.2.1/24",
+    );
+    lab.link(gw_b, "u0", "203.0.113.1/24", gw_h, "u1", "203.0.113.2/24");
+    lab.link(
+        host_h,
+        "eth0",
+        "198.51.100.10/24",
+        gw_h,
+        "lan0",
+        "198.51.100.1/24",
+    );
+    for (ns, via) in [(host_b, "192.0.2.1"), (host_h, "198.51.100.1")] {
+        lab.n(ns)
+            .ip(&["route", "add", "default", "via", via])
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+    let m = Mgmt::start(&lab, gw_b, "203.0.113.1");
+    m.call("DELETE", "/api/policies/Default", None, false);
+    let key = m.post(
+        "/api/setup-keys",
+        json!({"name": "site-routers", "kind": "reusable"}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let berlin = enrol(&lab, gw_b, "berlin-gw", &m.grpc, &key, &["--lan", "lan0"]);
+    let hamburg = enrol(&lab, gw_h, "hamburg-gw", &m.grpc, &key, &["--lan", "lan0"]);
+    wait_ready(&berlin);
+    wait_ready(&hamburg);
+    let (berlin_id, _) = peer(&m, &berlin.keys);
+    let (hamburg_id, _) = peer(&m, &hamburg.keys);
+    for (net, res, prefix, router, masq) in [
+        ("Berlin", "Berlin LAN", "192.0.2.0/24", &berlin_id, true),
+        (
+            "Hamburg",
+            "Hamburg LAN",
+            "198.51.100.0/24",
+            &hamburg_id,
+            false,
+        ),
+    ] {
+        m.post("/api/networks", json!({ "name": net }));
+        m.post(
+            &format!("/api/networks/{net}/resources"),
+            json!({"name": res, "address": prefix}),
+        );
+        m.post(
+            &format!("/api/networks/{net}/routers"),
+            json!({"peer": router, "metric": 100, "masquerade": masq}),
+        );
+    }
+    let host_b_ip = Ipv4Addr::new(192, 0, 2, 10);
+    let host_h_ip = Ipv4Addr::new(198, 51, 100, 10);
+    let web = TcpServer::start(lab.n(host_h), sa(host_h_ip, 443)).unwrap();
+    let _ssh = TcpServer::start(lab.n(host_h), sa(host_h_ip, 22)).unwrap();
+    let _back = TcpServer::start(lab.n(host_b), sa(host_b_ip, 443)).unwrap();
+    let to_hamburg = |port: u16, t: Duration| {
+        traffic::tcp_probe(lab.n(host_b), IpAddr::V4(host_b_ip), sa(host_h_ip, port), t).is_ok()
+    };
+    let to_berlin = |t: Duration| {
+        traffic::tcp_probe(lab.n(host_h), IpAddr::V4(host_h_ip), sa(host_b_ip, 443), t).is_ok()
+    };
+    assert!(!to_hamburg(443, traffic::BLOCKED_TIMEOUT), "no policy yet");
+
+    let pol = m.post(
+        "/api/policies",
+        json!({"name": "berlin-to-hamburg", "rules": [{
+            "source_resource": {"type": "subnet", "id": "Berlin LAN"},
+            "destination_resource": {"type": "subnet", "id": "Hamburg LAN"},
+            "protocol": "tcp", "ports": [443]}]}),
+    );
+    poll(
+        "Berlin host -> Hamburg host:443 through both routers",
+        Duration::from_secs(20),
+        &[&berlin, &hamburg],
+        || to_hamburg(443, Duration::from_secs(1)),
+    );
+    assert_eq!(
+        web.peer_ips(),
+        vec![IpAddr::V4(host_b_ip)],
+        "masquerade off: the Berlin host's own address arrives"
+    );
+    assert!(
+        !to_hamburg(22, traffic::BLOCKED_TIMEOUT),
+        "only the policy's port"
+    );
+    assert!(!to_berlin(traffic::BLOCKED_TIMEOUT), "one way");
+
+    // Both ways when bidirectional.
+    let id = pol["id"].as_str().unwrap();
+    m.call(
+        "PUT",
+        &format!("/api/policies/{id}"),
+        Some(json!({"name": "berlin-to-hamburg", "rules": [{
+            "source_resource": {"type": "subnet", "id": "Berlin LAN"},
+            "destination_resource": {"type": "subnet", "id": "Hamburg LAN"},
+            "protocol": "tcp", "ports": [443], "bidirectional": true}]})),
+        false,
+    );
+    poll(
+        "Hamburg host -> Berlin host:443 once bidirectional",
+        Duration::from_secs(20),
+        &[&berlin, &hamburg],
+        || to_berlin(Duration::from_secs(1)),
+    );
+    // Disabled: gone.
+    m.post(&format!("/api/policies/{id}/disable"), json!({}));
+    poll(
+        "no Site-to-Site after disabling",
+        Duration::from_secs(10),
+        &[&berlin, &hamburg],
+        || !to_hamburg(443, Duration::from_millis(700)),
+    );
+}

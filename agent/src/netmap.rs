@@ -1363,6 +1363,33 @@ mod tests {
         );
     }
 
+    /// Site-to-Site: the source side routes the other LAN into the tunnel and enforces
+    /// nothing; the destination side accepts the source LAN's addresses arriving from the
+    /// overlay and routes replies back through the source's router.
+    #[test]
+    fn golden_site_to_site() {
+        let berlin = golden("site-to-site-berlin-gw").config;
+        assert_eq!(
+            berlin.routes,
+            vec!["192.168.20.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert!(berlin.rules.is_empty());
+        let hamburg = golden("site-to-site-hamburg-gw").config;
+        assert!(accepts(&hamburg, "192.168.10.7", "192.168.20.9", 443));
+        assert!(!accepts(&hamburg, "192.168.10.7", "192.168.20.9", 22));
+        assert!(!accepts(&hamburg, "203.0.113.7", "192.168.20.9", 443));
+        assert_eq!(
+            hamburg.routes,
+            vec!["192.168.10.0/24".parse::<IpNet>().unwrap()]
+        );
+        let wg = hamburg.wireguard.unwrap();
+        assert!(
+            wg.peers[0]
+                .allowed
+                .contains(&"192.168.10.0/24".parse().unwrap())
+        );
+    }
+
     #[test]
     fn golden_exit_node() {
         let gw = golden("exit-node-exit-gw").config;

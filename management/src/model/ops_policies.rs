@@ -126,14 +126,13 @@ impl Account {
                     res.name
                 )));
             }
-            if matches!(destination_resource, Some(Target::Resource(_))) {
-                return Err(invalid(format!(
-                    "{}: a resource source needs peer destinations (groups or a peer)",
-                    f("destination_resource")
-                )));
-            }
         }
-        if r.bidirectional && matches!(destination_resource, Some(Target::Resource(_))) {
+        // Site-to-Site (a resource source) may be bidirectional: both LANs open connections.
+        let resource_source = matches!(source_resource, Some(Target::Resource(_)));
+        if r.bidirectional
+            && !resource_source
+            && matches!(destination_resource, Some(Target::Resource(_)))
+        {
             return Err(invalid(format!(
                 "{}: a rule to a resource cannot be bidirectional (resources do not open \
                  connections into the overlay)",

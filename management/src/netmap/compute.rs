@@ -15,6 +15,10 @@
 //! - Site-to-VPN (a resource as source): destination peers get an `In` rule from the
 //!   resource's prefix and a route to it; the resource's routers get a route firewall rule from
 //!   the prefix to each destination peer and see them.
+//! - Site-to-Site (a resource as source, resources of other Networks as destinations): the
+//!   source's routers get routes to the destination through its routers; the destination's
+//!   routers get a route firewall rule from the source's prefix and a route back through the
+//!   source's routers; bidirectional rules do both ways.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -35,6 +39,13 @@ struct RouterPeer<'a> {
     peer: &'a Peer,
     metric: u16,
     masquerade: bool,
+}
+
+/// What a Site-to-Site rule adds to a router's map.
+struct Site<'m, 'a> {
+    routes: &'m mut BTreeMap<String, Route>,
+    rfw: &'m mut Vec<RouteFirewallRule>,
+    remote: &'m mut BTreeMap<&'a str, &'a Peer>,
 }
 
 /// An account indexed for network-map computation.
@@ -300,6 +311,73 @@ impl<'a> Netmapper<'a> {
             .map(|a| IpNet::from(IpAddr::V6(*a)))
     }
 
+    /// Site-to-Site, one direction: hosts of LAN resource `src` open connections to resource
+    /// `dst` of another Network. `src`'s routers get a route to `dst` through each of `dst`'s
+    /// routers (so their LAN's traffic enters the tunnel); `dst`'s routers get a route rule
+    /// from `src`'s prefix to `dst` and a route back to `src` through `src`'s routers (the
+    /// tunnel accepts `src`'s addresses from them, and replies find their way). A router of
+    /// both Networks forwards between its own LANs without the overlay.
+    #[allow(clippy::too_many_arguments)]
+    fn site_to_site(
+        &self,
+        me: &'a Peer,
+        my_networks: &HashMap<&str, RouterPeer<'a>>,
+        src: &'a Resource,
+        dst: &'a Resource,
+        rule: &PolicyRule,
+        policy: &Policy,
+        ports: &[Option<PortRange>],
+        out: &mut Site<'_, 'a>,
+    ) {
+        let (Some(src_prefix), Some(dst_prefix)) = (src.address.prefix(), dst.address.prefix())
+        else {
+            return; // domain resources: not as Site-to-Site ends
+        };
+        let (src_net, dst_net) = (src.network_id.as_str(), dst.network_id.as_str());
+        if src_net == dst_net {
+            return;
+        }
+        let accept = rule.action == Action::Accept;
+        let (serve_src, serve_dst) = (
+            my_networks.contains_key(src_net),
+            my_networks.contains_key(dst_net),
+        );
+        if serve_src && !serve_dst && accept {
+            for rp in self.routers_by_network.get(dst_net).into_iter().flatten() {
+                if rp.peer.id != me.id {
+                    let route = self.route(dst, rp);
+                    out.routes.insert(route.id.clone(), route);
+                    out.remote.insert(&rp.peer.id, rp.peer);
+                }
+            }
+        }
+        if serve_dst {
+            let route_id = format!("{}:{}", dst.id, me.id);
+            for port in ports {
+                out.rfw.push(RouteFirewallRule {
+                    route_id: route_id.clone(),
+                    source_ranges: vec![src_prefix],
+                    destination: Some(dst_prefix),
+                    domains: vec![],
+                    is_dynamic: false,
+                    protocol: rule.protocol,
+                    port: *port,
+                    action: rule.action,
+                    policy_id: policy.id.clone(),
+                });
+            }
+            if accept && !serve_src {
+                for rp in self.routers_by_network.get(src_net).into_iter().flatten() {
+                    if rp.peer.id != me.id {
+                        let route = self.route(src, rp);
+                        out.routes.insert(route.id.clone(), route);
+                        out.remote.insert(&rp.peer.id, rp.peer);
+                    }
+                }
+            }
+        }
+    }
+
     fn fqdn(&self, p: &Peer) -> String {
         format!("{}.{}", p.dns_label, self.account.settings.dns_domain)
     }
@@ -421,6 +499,42 @@ impl<'a> Netmapper<'a> {
                                     remote.insert(&rp.peer.id, rp.peer);
                                 }
                             }
+                        }
+                    }
+                    // Site-to-Site: the same LAN resource reaching resources of other
+                    // Networks through their routers (both ways when bidirectional).
+                    let dst_resources =
+                        self.side_resources(&rule.destinations, &rule.destination_resource);
+                    for dr in &dst_resources {
+                        self.site_to_site(
+                            me,
+                            &my_networks,
+                            sr,
+                            dr,
+                            rule,
+                            policy,
+                            &ports,
+                            &mut Site {
+                                routes: &mut routes,
+                                rfw: &mut rfw,
+                                remote: &mut remote,
+                            },
+                        );
+                        if rule.bidirectional {
+                            self.site_to_site(
+                                me,
+                                &my_networks,
+                                dr,
+                                sr,
+                                rule,
+                                policy,
+                                &ports,
+                                &mut Site {
+                                    routes: &mut routes,
+                                    rfw: &mut rfw,
+                                    remote: &mut remote,
+                                },
+                            );
                         }
                     }
                     continue;

@@ -217,6 +217,37 @@ fn site_to_vpn() -> World {
     w
 }
 
+/// Site-to-Site (networks.txt): the clientless Berlin LAN (192.168.10.0/24, behind berlin-gw)
+/// reaches the clientless Hamburg LAN (192.168.20.0/24, behind hamburg-gw) on TCP 443.
+fn site_to_site() -> World {
+    let mut w = World::zero_trust();
+    w.peer("berlin-gw", &[]);
+    w.peer("hamburg-gw", &[]);
+    w.network("Berlin");
+    w.network("Hamburg");
+    w.resource("Berlin", "Berlin LAN", "192.168.10.0/24", &[]);
+    w.resource("Hamburg", "Hamburg LAN", "192.168.20.0/24", &[]);
+    w.router("Berlin", "berlin-gw", 100, true);
+    w.router("Hamburg", "hamburg-gw", 100, true);
+    w.a.create_policy(&PolicyInput {
+        name: "berlin-to-hamburg".into(),
+        source_resource: Some(TargetInput {
+            kind: "resource".into(),
+            id: "Berlin LAN".into(),
+        }),
+        destination_resource: Some(TargetInput {
+            kind: "resource".into(),
+            id: "Hamburg LAN".into(),
+        }),
+        protocol: Some("tcp".into()),
+        ports: Some(vec![PortSpec::Number(443)]),
+        ..Default::default()
+    })
+    .unwrap();
+    finish(&mut w, &[]);
+    w
+}
+
 /// An exit node: the resource 0.0.0.0/0 (Internet) in Network Egress, routed by exit-gw
 /// (masquerade), which carol-laptop (Remote Staff) may use for every protocol.
 fn exit_node() -> World {
@@ -284,11 +315,12 @@ type Build = fn() -> World;
 
 /// Every golden file: name (without extension) -> (bytes, text).
 fn render() -> BTreeMap<String, (Vec<u8>, String)> {
-    let walkthroughs: [(&str, Build); 5] = [
+    let walkthroughs: [(&str, Build); 6] = [
         ("berlin-office", berlin_office),
         ("ha-routers", ha_routers),
         ("three-tier", three_tier),
         ("site-to-vpn", site_to_vpn),
+        ("site-to-site", site_to_site),
         ("exit-node", exit_node),
     ];
     let svc = services();

@@ -742,6 +742,77 @@ fn site_to_vpn_resource_as_source() {
     assert!(r.route_id.starts_with(&lan.id));
 }
 
+/// Site-to-Site (issue 12 defect 5): the Berlin LAN reaches the Hamburg LAN through both
+/// routers; one-way unless bidirectional.
+#[test]
+fn site_to_site_between_two_networks() {
+    let mut w = World::zero_trust();
+    let gw_b = w.peer("berlin-gw", &[]);
+    let gw_h = w.peer("hamburg-gw", &[]);
+    w.network("Berlin");
+    w.network("Hamburg");
+    let berlin = w.resource("Berlin", "Berlin LAN", "192.0.2.0/24", &[]);
+    let hamburg = w.resource("Hamburg", "Hamburg LAN", "198.51.100.0/24", &[]);
+    w.router("Berlin", "berlin-gw", 100, true);
+    w.router("Hamburg", "hamburg-gw", 100, true);
+    let mut input = PolicyInput {
+        name: "berlin-to-hamburg".into(),
+        source_resource: Some(TargetInput {
+            kind: "resource".into(),
+            id: "Berlin LAN".into(),
+        }),
+        destination_resource: Some(TargetInput {
+            kind: "resource".into(),
+            id: "Hamburg LAN".into(),
+        }),
+        protocol: Some("tcp".into()),
+        ports: Some(vec![PortSpec::Number(443)]),
+        ..Default::default()
+    };
+    let pol = w.a.create_policy(&input).unwrap();
+    let b = w.map("berlin-gw");
+    assert_eq!(names(&b), vec!["hamburg-gw"]);
+    let to_hamburg: Vec<_> = b
+        .routes
+        .iter()
+        .filter(|r| r.network == Some(net("198.51.100.0/24")))
+        .collect();
+    assert_eq!(to_hamburg.len(), 1, "{:?}", b.routes);
+    assert_eq!(to_hamburg[0].router_peer_id, gw_h.id);
+    assert!(
+        b.route_firewall_rules.is_empty(),
+        "the source side enforces nothing: {:?}",
+        b.route_firewall_rules
+    );
+    let h = w.map("hamburg-gw");
+    assert_eq!(names(&h), vec!["berlin-gw"]);
+    assert_eq!(h.route_firewall_rules.len(), 1);
+    let r = &h.route_firewall_rules[0];
+    assert_eq!(r.source_ranges, vec![net("192.0.2.0/24")]);
+    assert_eq!(r.destination, Some(net("198.51.100.0/24")));
+    assert_eq!(r.port, Some(PortRange::single(443)));
+    assert!(r.route_id.starts_with(&hamburg.id));
+    let back: Vec<_> = h
+        .routes
+        .iter()
+        .filter(|r| r.network == Some(net("192.0.2.0/24")))
+        .collect();
+    assert_eq!(back.len(), 1, "replies return through berlin-gw");
+    assert_eq!(back[0].router_peer_id, gw_b.id);
+    assert!(back[0].resource_id == berlin.id);
+
+    // Bidirectional: each side gets the other's rule.
+    input.bidirectional = Some(true);
+    w.a.update_policy(&pol.id, &input).unwrap();
+    let b = w.map("berlin-gw");
+    assert_eq!(b.route_firewall_rules.len(), 1);
+    assert_eq!(
+        b.route_firewall_rules[0].source_ranges,
+        vec![net("198.51.100.0/24")]
+    );
+    assert_eq!(w.map("hamburg-gw").route_firewall_rules.len(), 1);
+}
+
 #[test]
 fn drop_rules_reach_the_router_but_grant_no_route() {
     let (mut w, alice, ..) = berlin();

@@ -386,6 +386,28 @@ async fn agent_versions_reach_the_posture_check() {
         r.checks[0].results[0].reason,
         "client version 0.44.0-rc1 below minimum 0.45.0 (agent swiftgate/0.1.0)"
     );
+
+    // Issue 12 defect 3: what the agent could not apply reaches the peer's record.
+    use swiftgate_proto::management::MapRefusal;
+    client
+        .sync_meta(
+            &kp,
+            PeerSystemMeta {
+                swiftgate_map_refusals: vec![MapRefusal {
+                    serial: 9,
+                    object: "route `inside`".into(),
+                    reason: "100.64.9.0/24 is inside the overlay network 100.64.0.0/16".into(),
+                    effect: "skipped".into(),
+                }],
+                ..meta("0.77.1")
+            },
+        )
+        .await
+        .unwrap();
+    let p = svc.account().peers[&id].clone();
+    assert_eq!(p.meta.map_refusals.len(), 1);
+    assert_eq!(p.meta.map_refusals[0].object, "route `inside`");
+    assert_eq!(p.meta.map_refusals[0].serial, 9);
     srv.stop().await;
 }
 

@@ -535,6 +535,10 @@ fn peers_table(v: &Value) -> String {
                     "pending".into()
                 },
                 cell(p.pointer("/meta/client_version")),
+                match p.pointer("/meta/map_refusals").and_then(Value::as_array) {
+                    Some(r) if !r.is_empty() => format!("{} refused", r.len()),
+                    _ => "ok".into(),
+                },
                 time(p.get("last_seen_at")),
                 cell(p.get("id")),
             ]
@@ -548,6 +552,7 @@ fn peers_table(v: &Value) -> String {
             "STATUS",
             "APPROVED",
             "VERSION",
+            "MAP",
             "LAST SEEN",
             "ID",
         ],

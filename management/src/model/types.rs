@@ -110,6 +110,23 @@ pub struct PeerMeta {
     /// it receives IPv6 data (its v6 address, v6 allowed IPs and rules), as NetBird's
     /// `Peer.SupportsIPv6`.
     pub supports_ipv6: bool,
+    /// Entries of its last network map the agent could not apply as sent (a swiftgate agent's
+    /// extension of `PeerSystemMeta`; NetBird agents send none).
+    pub map_refusals: Vec<MapRefusal>,
+}
+
+/// One network-map entry an agent did not apply as sent, as it reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MapRefusal {
+    /// Serial of the map.
+    pub serial: u64,
+    /// The map's object, e.g. "route `wiki`".
+    pub object: String,
+    /// What was wrong with it.
+    pub reason: String,
+    /// `skipped` (left out: it grants nothing) or `widened` (applied as a wider drop).
+    pub effect: String,
 }
 
 /// One file/process the agent was asked about by a process posture check.

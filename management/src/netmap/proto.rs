@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use swiftgate_proto::management as pb;
 
 use super::types::*;
-use crate::model::{Action, FileStatus, PeerMeta, PortRange, Protocol};
+use crate::model::{Action, FileStatus, MapRefusal, PeerMeta, PortRange, Protocol};
 
 fn protocol(p: Protocol) -> i32 {
     (match p {
@@ -239,6 +239,16 @@ pub fn peer_meta(m: &pb::PeerSystemMeta) -> PeerMeta {
                 path: f.path.clone(),
                 exists: f.exist,
                 process_running: f.process_is_running,
+            })
+            .collect(),
+        map_refusals: m
+            .swiftgate_map_refusals
+            .iter()
+            .map(|r| MapRefusal {
+                serial: r.serial,
+                object: r.object.clone(),
+                reason: r.reason.clone(),
+                effect: r.effect.clone(),
             })
             .collect(),
         // NetBird's Peer.SupportsIPv6: the IPv6Overlay capability without disableIPv6.

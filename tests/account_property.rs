@@ -216,6 +216,12 @@ enum PacketSpec {
         proto: usize,
         port: usize,
     },
+    /// From [`LAN_SRC`] through the overlay to R: another routing peer's Site-to-VPN traffic.
+    Relayed {
+        src: usize,
+        proto: usize,
+        port: usize,
+    },
 }
 
 /// An account as the test draws it; peer 0 is the routing peer whose map is checked.
@@ -336,6 +342,8 @@ fn spec() -> impl Strategy<Value = Spec> {
                 .prop_map(|(src, dst, proto, port)| PacketSpec::Overlay { src, dst, proto, port }),
             1 => (0..LAN_SRC.len(), 1..np, 0usize..3, 0..PKT_PORTS.len())
                 .prop_map(|(src, dst, proto, port)| PacketSpec::Lan { src, dst, proto, port }),
+            1 => (0..LAN_SRC.len(), 0usize..3, 0..PKT_PORTS.len())
+                .prop_map(|(src, proto, port)| PacketSpec::Relayed { src, proto, port }),
         ];
         (
             prop::collection::vec(peer, np..=np),
@@ -625,8 +633,10 @@ enum Outcome {
 enum From {
     /// An overlay peer.
     Peer(usize),
-    /// A LAN address.
+    /// A LAN address, on R's LAN.
     Lan(IpAddr),
+    /// A LAN address behind another routing peer, through the overlay.
+    Relayed(IpAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -725,7 +735,17 @@ fn reference(s: &Spec, from: From, to: To, proto: u8, port: u16) -> Outcome {
                         && behind_r(&r.sources, a)
                         && peer_in(&r.destinations, d)
                 }
-                (From::Lan(_), To::Addr(_)) => false,
+                // Site-to-VPN to R as a destination peer, through another routing peer: the
+                // source resource's Network is not R's (R's own LANs do not reach R through
+                // the overlay, and R forwards their traffic to other peers only).
+                (From::Relayed(a), To::Peer(R)) => {
+                    matches!(r.sources, Target::Resource(x)
+                        if s.resources[x].enabled
+                            && prefix(s.resources[x].address).is_some_and(|p| p.contains(&a))
+                            && !routed(s.resources[x].network))
+                        && peer_in(&r.destinations, R)
+                }
+                (From::Lan(_) | From::Relayed(_), _) => false,
             };
             if hit {
                 if r.drop {
@@ -798,6 +818,19 @@ fn packet(s: &Spec, b: &Built, p: &PacketSpec) -> Packet {
             let a: IpAddr = LAN_SRC[src].parse().unwrap();
             let d = IpAddr::V4(peer_ip(b, dst));
             (From::Lan(a), To::Peer(dst), Side::Lan, a, d, proto, port)
+        }
+        PacketSpec::Relayed { src, proto, port } => {
+            let a: IpAddr = LAN_SRC[src].parse().unwrap();
+            let d = IpAddr::V4(peer_ip(b, 0));
+            (
+                From::Relayed(a),
+                To::Peer(0),
+                Side::Overlay,
+                a,
+                d,
+                proto,
+                port,
+            )
         }
     };
     let sport = SPORT.fetch_add(1, Ordering::Relaxed) % 40000 + 20000;
@@ -959,6 +992,7 @@ fn routing_peer_verdicts_match_the_account() {
                 (From::Peer(_), To::Peer(0)) => "Input",
                 (From::Peer(_), _) => "Forward",
                 (From::Lan(_), _) => "SiteToVpn",
+                (From::Relayed(_), _) => "Relayed",
             };
             let kind = format!("{chain}/{want:?}");
             *c.1.entry(kind.split('(').next().unwrap().to_string())
@@ -983,7 +1017,7 @@ fn routing_peer_verdicts_match_the_account() {
         "only {accounts} of {cases} accounts were checked"
     );
     // Every outcome on both sides must have been exercised, or the test proves little.
-    for chain in ["Forward", "Input", "SiteToVpn"] {
+    for chain in ["Forward", "Input", "SiteToVpn", "Relayed"] {
         for outcome in ["Accept", "Drop", "Deny", "KernelDrop"] {
             let k = format!("{chain}/{outcome}");
             assert!(

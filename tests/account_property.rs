@@ -2,7 +2,7 @@
 //! verdicts equal a reference evaluator of the account.
 //!
 //! Each case is a random account (groups, peers with client versions, approval and groups,
-//! Networks with IP, CIDR and domain resources, enabled and disabled resources and routers by
+//! Networks with IP, CIDR (0.0.0.0/0 included), IPv6 and domain resources, enabled and disabled resources and routers by
 //! peer or peer group, posture checks on the client version, policies with rules of every
 //! protocol, ports and port ranges, accept and drop, bidirectional, disabled policies and rules,
 //! peer targets, resource targets and Site-to-VPN rules with a resource as the source). It is
@@ -23,13 +23,18 @@
 //!   passing every posture check of the policy, and D inside an enabled IP/CIDR resource among
 //!   its destinations (resource groups or the resource target) whose Network R routes (an
 //!   enabled router naming R, or one of R's groups; R approved: an admin may revoke it);
-//! - D = R's own address (input chain): the same with R among the destination peers, or, for a
-//!   bidirectional rule, R among the sources (passing the posture checks) and S among the
-//!   destinations;
+//!   a rule to a resource never opens R itself, even one containing R's address (0.0.0.0/0);
+//! - D = R's own address (input chain): a rule with S among the sources and R among the
+//!   destination peers, or, for a bidirectional rule, R among the sources (passing the posture
+//!   checks) and S among the destinations; or a Site-to-VPN rule to R (below) whose source
+//!   prefix contains S's address;
 //! - from a LAN address A to peer D (Site-to-VPN): a rule whose source is the resource itself
 //!   (not a group: source groups name peers), enabled, IP/CIDR, containing A, in a Network R
 //!   routes, and D (approved, not R) among its destination peers (posture checks concern source
 //!   peers; a resource has none);
+//! - from a LAN address A through the overlay to R (Site-to-VPN behind another routing peer,
+//!   R a destination peer): such a rule whose source resource's Network R does not route (R's
+//!   own LANs reach R directly, not through the tunnel);
 //! - protocol and port match (no ports: every port; ICMP and "all" rules carry none);
 //! - a matching drop rule beats any accept (the kernel must then report a drop by one of the
 //!   dropping policies, or a default deny when nothing accepts towards that destination at
@@ -37,10 +42,10 @@
 //!   match nothing (their rules arrive as `isDynamic` placeholders); everything else is denied.
 //!
 //! Not covered: IPv6 packets (the management server gives peers IPv4 overlay addresses only,
-//! IPv6 resources are in the accounts but only as things that must not open anything), exit
-//! nodes (0.0.0.0/0 resources), overlay packets from LAN sources (another routing peer's
-//! Site-to-VPN traffic to R), masquerade and the rewritten bytes (the datapath tests), HA route
-//! selection on clients.
+//! IPv6 resources are in the accounts but only as things that must not open anything), R's
+//! own LAN traffic to R (the host's, passed untouched), client-side maps (routes, HA route
+//! selection, exit nodes on clients), masquerade and the rewritten bytes (the datapath tests),
+//! established flows and replies.
 //!
 //! `SWIFTGATE_ACCOUNT_CASES` sets the number of accounts (default 3,000); each gets 8 packets.
 //! Needs root.

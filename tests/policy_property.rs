@@ -18,13 +18,12 @@ use std::{
     sync::atomic::{AtomicU16, Ordering},
 };
 
-use kernel::{Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, pkt};
+use kernel::{Lab, pkt};
 use proptest::{
     prelude::*,
     test_runner::{Config as PtConfig, TestCaseError, TestRunner},
 };
-use swiftgate::policy::{Side, Verdict, evaluate};
-use swiftgate_common::{Counter, FlowEvent, event_kind};
+use swiftgate::policy::{Side, evaluate};
 
 const GROUPS: [&str; 4] = ["g0", "g1", "g2", "g3"];
 const RGROUPS: [&str; 3] = ["r0", "r1", "r2"];
@@ -324,40 +323,6 @@ fn packet(s: &Spec, p: &PacketSpec) -> (Side, String, String, u8, u16, Vec<u8>) 
     (side, src, dst, proto, port, bytes)
 }
 
-/// The kernel's verdict for one packet, from the return code and the flow event.
-fn kernel_verdict(lab: &mut Lab, side: Side, bytes: &[u8]) -> Verdict {
-    let mut ring = lab.events();
-    while ring.next().is_some() {}
-    let (rc, _) = match side {
-        Side::Overlay => lab.overlay(bytes),
-        Side::Lan => lab.lan(bytes),
-    };
-    let mut ev = None;
-    if let Some(item) = ring.next() {
-        assert!(item.len() >= std::mem::size_of::<FlowEvent>());
-        // SAFETY: the program writes whole FlowEvent records; read_unaligned copes with any
-        // alignment.
-        ev = Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
-    }
-    match (rc, ev) {
-        (TC_ACT_REDIRECT | TC_ACT_OK, Some(e)) if e.kind == event_kind::START => {
-            Verdict::Accept(e.policy_id)
-        }
-        (TC_ACT_SHOT, Some(e)) if e.kind == event_kind::DROP => {
-            let reason = Counter::ALL[e.reason as usize];
-            match reason {
-                Counter::DropNoPolicy => Verdict::NoPolicy,
-                Counter::DropPolicyDeny => Verdict::Drop(e.policy_id),
-                Counter::DropUnknownSource => Verdict::UnknownSource,
-                Counter::DropNoRoute => Verdict::NoRoute,
-                other => panic!("unexpected drop reason {other:?}"),
-            }
-        }
-        (TC_ACT_OK, None) if side == Side::Lan => Verdict::PassHost,
-        other => panic!("unexpected kernel result {other:?}"),
-    }
-}
-
 #[test]
 fn kernel_verdicts_match_the_reference_evaluator() {
     let cases: u32 = std::env::var("SWIFTGATE_PROPTEST_CASES")
@@ -394,7 +359,7 @@ fn kernel_verdicts_match_the_reference_evaluator() {
                 proto,
                 port,
             );
-            let got = kernel_verdict(&mut lab, side, &bytes);
+            let got = lab.verdict(side, &bytes);
             prop_assert_eq!(
                 got,
                 want,

@@ -600,13 +600,17 @@ impl Converter {
         let Some(m) = self.matcher(&object, fr.action, fr.protocol, ports) else {
             return;
         };
-        // Source: the deprecated PeerIP ("0.0.0.0": any peer), else the compact prefixes.
+        // Source: the deprecated PeerIP ("0.0.0.0": any peer), else the compact prefixes. Only
+        // the bare address means any peer: a prefix such as 0.0.0.0/0 (a Site-to-VPN resource)
+        // is that prefix, LAN addresses behind other routing peers included.
         let mut sources = BTreeSet::new();
         let mut bad = None;
         let peer_ip = fr.peer_ip.trim();
         if !peer_ip.is_empty() {
             match prefix_text(peer_ip) {
-                Some(p) if p.addr().is_unspecified() => sources = self.all_peers(),
+                Some(p) if p.addr().is_unspecified() && p.prefix_len() == p.max_prefix_len() => {
+                    sources = self.all_peers()
+                }
                 Some(p) => sources = self.source(p),
                 None => bad = Some(format!("PeerIP `{peer_ip}` is not an address")),
             }
@@ -1129,6 +1133,50 @@ mod tests {
             Verdict::Accept(_)
         ));
         assert!(c.config.lan.is_empty());
+    }
+
+    /// Defect (found by tests/account_property): an In rule from a Site-to-VPN resource
+    /// 0.0.0.0/0 (PeerIP `0.0.0.0/0`) was taken as "any peer", so the resource's LAN addresses,
+    /// arriving through another routing peer, were refused.
+    #[test]
+    fn an_in_rule_from_0_0_0_0_slash_0_is_that_prefix_not_any_peer() {
+        let alice = PeerConfig {
+            address: "100.64.0.2/16".into(),
+            ..Default::default()
+        };
+        let rule = |peer_ip: &str| FirewallRule {
+            peer_ip: peer_ip.into(),
+            direction: RuleDirection::In as i32,
+            action: RuleAction::Accept as i32,
+            protocol: RuleProtocol::Tcp as i32,
+            port_info: tcp(9100),
+            ..Default::default()
+        };
+        let map = |peer_ip: &str| NetworkMap {
+            serial: 1,
+            remote_peers: vec![RemotePeerConfig {
+                wg_pub_key: key(9),
+                allowed_ips: vec!["100.64.0.1/32".into()],
+                ..Default::default()
+            }],
+            firewall_rules: vec![rule(peer_ip)],
+            ..Default::default()
+        };
+        let c = convert(&local(), &Key([2; 32]), &alice, &map("0.0.0.0/0")).unwrap();
+        assert!(c.refused.is_empty(), "{:?}", c.refused);
+        for src in ["192.0.2.3", "100.64.0.1"] {
+            assert!(
+                matches!(
+                    verdict(&c.config, Side::Overlay, src, "100.64.0.2", 6, 9100),
+                    Verdict::Accept(_)
+                ),
+                "{src}"
+            );
+        }
+        // The bare address still means any peer (and only peers).
+        let c = convert(&local(), &Key([2; 32]), &alice, &map("0.0.0.0")).unwrap();
+        assert!(accepts(&c.config, "100.64.0.1", "100.64.0.2", 9100));
+        assert!(!accepts(&c.config, "192.0.2.3", "100.64.0.2", 9100));
     }
 
     #[test]

@@ -286,7 +286,18 @@ pub fn compile(cfg: &Config) -> Compiled {
                 0,
             ),
         };
-        rules_of_dest.insert(dest_id, rules_covering(eps, &by_dest));
+        // This peer and overlay peers are reached *to*, never *through*: a resource containing
+        // their addresses (an exit resource, 0.0.0.0/0) opens nothing to them. Reaching the
+        // routing peer itself needs a peer-to-peer rule (NetBird's input chain).
+        let eps: BTreeSet<Endpoint> = match own {
+            Endpoint::SelfPeer | Endpoint::Peer(_) => eps
+                .iter()
+                .filter(|e| !matches!(e, Endpoint::Resource(_)))
+                .cloned()
+                .collect(),
+            _ => eps.clone(),
+        };
+        rules_of_dest.insert(dest_id, rules_covering(&eps, &by_dest));
         out.dests.insert(
             *prefix,
             DestValue {
@@ -438,6 +449,12 @@ pub fn evaluate(
         Some(Endpoint::Resource(_)) if in_overlay => {
             dst_eps.clear();
             None
+        }
+        // Nor does it open this peer or a peer: they are reached *to*, not *through* this
+        // peer (the input chain needs a peer-to-peer rule).
+        Some(Endpoint::SelfPeer | Endpoint::Peer(_)) => {
+            dst_eps.retain(|e| !matches!(e, Endpoint::Resource(_)));
+            best
         }
         b => b,
     };
@@ -718,6 +735,56 @@ protocol = "all"
             lookup(&c, Side::Lan, ip("192.0.2.20"), ip("192.0.2.21"), 6, 80),
             Verdict::PassHost
         );
+    }
+
+    /// Defect (found by tests/account_property): a rule to an exit resource (0.0.0.0/0) opened
+    /// the routing peer's own address, which only a peer-to-peer rule may open.
+    #[test]
+    fn an_exit_resource_rule_does_not_open_the_routing_peer_itself() {
+        let cfg = Config::from_toml(
+            r#"
+[interface]
+overlay = "sg0"
+addresses = ["100.64.0.1/16"]
+lan = ["eth1"]
+[[peers]]
+name = "alice"
+ips = ["100.64.0.2"]
+[[networks]]
+name = "exit"
+[[networks.resources]]
+name = "internet"
+address = "0.0.0.0/0"
+[[policies]]
+name = "exit-users"
+sources = ["alice"]
+destinations = ["internet"]
+protocol = "all"
+[[policies]]
+name = "ssh-router"
+sources = ["alice"]
+destinations = ["self"]
+protocol = "tcp"
+ports = ["22"]
+"#,
+        )
+        .unwrap();
+        let c = compile(&cfg);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let id = |n: &str| stable_id("policy", n);
+        let cases = [
+            ("192.0.2.20", 6, 443, Verdict::Accept(id("exit-users"))),
+            ("100.64.0.1", 6, 22, Verdict::Accept(id("ssh-router"))),
+            ("100.64.0.1", 6, 443, Verdict::NoPolicy),
+            ("100.64.0.1", 1, 0, Verdict::NoPolicy),
+        ];
+        for (d, p, port, want) in cases {
+            let src = ip("100.64.0.2");
+            let e = evaluate(&cfg, Side::Overlay, src, ip(d), p, port);
+            let l = lookup(&c, Side::Overlay, src, ip(d), p, port);
+            assert_eq!(e, want, "evaluate -> {d} {p}/{port}");
+            assert_eq!(l, want, "lookup -> {d} {p}/{port}");
+        }
     }
 
     #[test]

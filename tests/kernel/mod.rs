@@ -26,9 +26,9 @@ use aya::programs::{TestRun, TestRunOptions};
 use swiftgate::{
     config::Config,
     dataplane::{self, Dataplane, Flow, LoadOptions, State},
-    policy,
+    policy::{self, Side, Verdict},
 };
-use swiftgate_common::{Counter, programs};
+use swiftgate_common::{Counter, FlowEvent, event_kind, programs};
 
 /// TC verdicts.
 pub const TC_ACT_OK: u32 = 0;
@@ -237,9 +237,55 @@ impl Lab {
     /// Applies another configuration (appended to [`LAB_INTERFACE`]).
     pub fn reconfigure(&mut self, config: &str) -> Result<(), String> {
         let cfg = Config::from_toml(&lab_toml(&self.pin, config)).map_err(|e| e.to_string())?;
+        self.apply(cfg)
+    }
+
+    /// Applies a configuration built in code (e.g. converted from a network map) the way the
+    /// agent reloads one. It must use the lab's pin path ([`Lab::pin_path`]).
+    pub fn apply(&mut self, cfg: Config) -> Result<(), String> {
         swiftgate::run::reload(&mut self.dp, &self.cfg, &cfg).map_err(|e| format!("{e:#}"))?;
         self.cfg = cfg;
         Ok(())
+    }
+
+    /// The lab's pin directory (configurations applied to it must use it).
+    pub fn pin_path(&self) -> &std::path::Path {
+        &self.pin
+    }
+
+    /// The kernel's verdict for one packet arriving on `side`, from the program's return code
+    /// and the flow event it emits (the configuration must have `flow_events = "all"`): accept
+    /// with its policy id, or drop with its reason and policy id. Panics on any other outcome.
+    pub fn verdict(&mut self, side: Side, bytes: &[u8]) -> Verdict {
+        let mut ring = self.events();
+        while ring.next().is_some() {}
+        let (rc, _) = match side {
+            Side::Overlay => self.overlay(bytes),
+            Side::Lan => self.lan(bytes),
+        };
+        let mut ev = None;
+        if let Some(item) = ring.next() {
+            assert!(item.len() >= std::mem::size_of::<FlowEvent>());
+            // SAFETY: the program writes whole FlowEvent records; read_unaligned copes with
+            // any alignment.
+            ev = Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
+        }
+        match (rc, ev) {
+            (TC_ACT_REDIRECT | TC_ACT_OK, Some(e)) if e.kind == event_kind::START => {
+                Verdict::Accept(e.policy_id)
+            }
+            (TC_ACT_SHOT, Some(e)) if e.kind == event_kind::DROP => {
+                match Counter::ALL[e.reason as usize] {
+                    Counter::DropNoPolicy => Verdict::NoPolicy,
+                    Counter::DropPolicyDeny => Verdict::Drop(e.policy_id),
+                    Counter::DropUnknownSource => Verdict::UnknownSource,
+                    Counter::DropNoRoute => Verdict::NoRoute,
+                    other => panic!("unexpected drop reason {other:?}"),
+                }
+            }
+            (TC_ACT_OK, None) if side == Side::Lan => Verdict::PassHost,
+            other => panic!("unexpected kernel result {other:?}"),
+        }
     }
 
     /// One `BPF_PROG_TEST_RUN` of `prog` on `pkt` as if it arrived on `ifindex`, `repeat`

@@ -224,9 +224,11 @@ enum PacketSpec {
         proto: usize,
         port: usize,
     },
-    /// From [`LAN_SRC`] through the overlay to R: another routing peer's Site-to-VPN traffic.
+    /// From [`LAN_SRC`] through the overlay: another routing peer's Site-to-VPN traffic to R
+    /// (`dst` `None`), or its Site-to-Site traffic to [`OVERLAY_DST`]`[i]` behind R.
     Relayed {
         src: usize,
+        dst: Option<usize>,
         proto: usize,
         port: usize,
     },
@@ -351,8 +353,8 @@ fn spec() -> impl Strategy<Value = Spec> {
                 .prop_map(|(src, dst, proto, port)| PacketSpec::Overlay { src, dst, proto, port }),
             1 => (0..LAN_SRC.len(), 1..np, 0usize..3, 0..PKT_PORTS.len())
                 .prop_map(|(src, dst, proto, port)| PacketSpec::Lan { src, dst, proto, port }),
-            1 => (0..LAN_SRC.len(), 0usize..3, 0..PKT_PORTS.len())
-                .prop_map(|(src, proto, port)| PacketSpec::Relayed { src, proto, port }),
+            1 => (0..LAN_SRC.len(), prop::option::of(0..OVERLAY_DST.len()), 0usize..3, 0..PKT_PORTS.len())
+                .prop_map(|(src, dst, proto, port)| PacketSpec::Relayed { src, dst, proto, port }),
         ];
         (
             prop::collection::vec(peer, np..=np),
@@ -393,9 +395,9 @@ fn prefix(address: usize) -> Option<IpNet> {
 }
 
 /// Turns what the model refuses into what it accepts (so every drawn account is built): ports
-/// only with TCP and UDP, no empty group lists, a Site-to-VPN
-/// source is an IP resource with peer destinations, bidirectional rules are peer to peer, a
-/// Network is routed by a peer (or by the same groups) once.
+/// only with TCP and UDP, no empty group lists, a resource source (Site-to-VPN, Site-to-Site)
+/// is an IP resource, a bidirectional rule to a resource has a resource source, a Network is
+/// routed by a peer (or by the same groups) once.
 fn normalize(mut s: Spec) -> Spec {
     let mut seen = BTreeSet::new();
     s.routers
@@ -412,14 +414,15 @@ fn normalize(mut s: Spec) -> Spec {
                     _ => {}
                 }
             }
-            if let Target::Resource(i) = r.sources {
-                if is_domain(s.resources[i].address) {
-                    r.sources = Target::Groups(ALL);
-                } else if matches!(r.destinations, Target::Resource(_)) {
-                    r.destinations = Target::Groups(ALL);
-                }
+            if let Target::Resource(i) = r.sources
+                && is_domain(s.resources[i].address)
+            {
+                r.sources = Target::Groups(ALL);
             }
-            if matches!(r.destinations, Target::Resource(_)) {
+            // A rule to a resource is bidirectional only between two LANs (Site-to-Site).
+            if matches!(r.destinations, Target::Resource(_))
+                && !matches!(r.sources, Target::Resource(_))
+            {
                 r.bidirectional = false;
             }
         }
@@ -436,7 +439,8 @@ fn private_key(i: usize) -> Key {
 struct Built {
     account: Account,
     peer_ids: Vec<String>,
-    policy_ids: Vec<String>,
+    /// Per policy, the ids a verdict may carry (the policy's and its rules').
+    policy_ids: Vec<Vec<String>>,
 }
 
 fn groups_of(mask: u8) -> Vec<String> {
@@ -508,6 +512,7 @@ fn build(s: &Spec, public_keys: &[String]) -> Result<Built, String> {
                         client_version: VERSIONS[p.version].into(),
                         ..Default::default()
                     },
+                    ssh_pubkey: String::new(),
                 },
                 0,
             )
@@ -619,7 +624,11 @@ fn build(s: &Spec, public_keys: &[String]) -> Result<Built, String> {
                 ..Default::default()
             })
             .map_err(e(format!("policy pol{i}")))?;
-        policy_ids.push(pol.id);
+        // The kernel names a verdict by the wire's PolicyID: the rule id on peer ACL rules,
+        // the policy id on route rules (as NetBird's server sends them).
+        let mut ids = vec![pol.id.clone()];
+        ids.extend(pol.rules.iter().map(|r| r.id.clone()));
+        policy_ids.push(ids);
     }
     Ok(Built {
         account: a,
@@ -723,6 +732,36 @@ fn reference(s: &Spec, ips: &[Ipv4Addr], from: From, to: To, proto: u8, port: u1
                 && !routed(s.resources[x].network))
             && peer_in(&r.destinations, R)
     };
+    // Site-to-Site into a Network R routes: from an address `a` of a source resource (arriving
+    // over the overlay: another LAN's, or an overlay peer's when the prefix covers it) to `d`
+    // in a destination resource of another Network of the same family. Only a resource source
+    // opens (group sources are peers); a bidirectional rule also opens from the destination
+    // side's resources to the source resource.
+    let ip_resource = |x: usize| {
+        s.resources[x]
+            .enabled
+            .then(|| prefix(s.resources[x].address))
+            .flatten()
+    };
+    let lan_to_lan = |x: usize, a: IpAddr, dr: usize, d: IpAddr| {
+        let (Some(px), Some(pd)) = (ip_resource(x), ip_resource(dr)) else {
+            return false;
+        };
+        px.contains(&a)
+            && pd.contains(&d)
+            && px.addr().is_ipv4() == pd.addr().is_ipv4()
+            && s.resources[x].network != s.resources[dr].network
+            && routed(s.resources[dr].network)
+    };
+    let s2s = |r: &RuleSpec, a: IpAddr, d: IpAddr| {
+        let Target::Resource(x) = r.sources else {
+            return false;
+        };
+        (0..s.resources.len()).any(|dr| resource_in(&r.destinations, dr) && lan_to_lan(x, a, dr, d))
+            || (r.bidirectional
+                && (0..s.resources.len())
+                    .any(|sr| resource_in(&r.destinations, sr) && lan_to_lan(sr, a, x, d)))
+    };
     let (mut accepts, mut drops) = (BTreeSet::new(), BTreeSet::new());
     for (i, pol) in s.policies.iter().enumerate() {
         if !pol.enabled {
@@ -732,9 +771,10 @@ fn reference(s: &Spec, ips: &[Ipv4Addr], from: From, to: To, proto: u8, port: u1
             let hit = match (from, to) {
                 (From::Peer(src), To::Addr(d)) => {
                     src != R
-                        && peer_in(&r.sources, src)
-                        && passes(src, pol)
-                        && behind_r(&r.destinations, d)
+                        && ((peer_in(&r.sources, src)
+                            && passes(src, pol)
+                            && behind_r(&r.destinations, d))
+                            || s2s(r, IpAddr::V4(ips[src]), d))
                 }
                 (From::Peer(src), To::Peer(R)) => {
                     src != R
@@ -761,6 +801,8 @@ fn reference(s: &Spec, ips: &[Ipv4Addr], from: From, to: To, proto: u8, port: u1
                 // source resource's Network is not R's (R's own LANs do not reach R through
                 // the overlay, and R forwards their traffic to other peers only).
                 (From::Relayed(a), To::Peer(R)) => s2v_to_r(r, a),
+                // Site-to-Site: another LAN's hosts reach a LAN behind R.
+                (From::Relayed(a), To::Addr(d)) => s2s(r, a, d),
                 (From::Lan(_) | From::Relayed(_), _) => false,
             };
             if hit {
@@ -837,18 +879,21 @@ fn packet(s: &Spec, b: &Built, p: &PacketSpec) -> Packet {
             let d = IpAddr::V4(peer_ip(b, dst));
             (From::Lan(a), To::Peer(dst), Side::Lan, a, d, proto, port)
         }
-        PacketSpec::Relayed { src, proto, port } => {
+        PacketSpec::Relayed {
+            src,
+            dst,
+            proto,
+            port,
+        } => {
             let a: IpAddr = LAN_SRC[src].parse().unwrap();
-            let d = IpAddr::V4(peer_ip(b, 0));
-            (
-                From::Relayed(a),
-                To::Peer(0),
-                Side::Overlay,
-                a,
-                d,
-                proto,
-                port,
-            )
+            let (to, d) = match dst {
+                None => (To::Peer(0), IpAddr::V4(peer_ip(b, 0))),
+                Some(i) => {
+                    let d: IpAddr = OVERLAY_DST[i].parse().unwrap();
+                    (To::Addr(d), d)
+                }
+            };
+            (From::Relayed(a), to, Side::Overlay, a, d, proto, port)
         }
     };
     let sport = SPORT.fetch_add(1, Ordering::Relaxed) % 40000 + 20000;
@@ -887,11 +932,11 @@ fn by_default(v: Verdict) -> bool {
 /// the policies responsible. A drop the reference finds may also show as a default deny: the
 /// server leaves a destination peer out of the map when nothing accepts traffic to it, and
 /// with it the drop rules that name it (nothing could pass there anyway).
-fn agrees(want: &Outcome, got: Verdict, policy_ids: &[String]) -> bool {
-    let id = |i: &usize| stable_id("policy", &policy_ids[*i]);
+fn agrees(want: &Outcome, got: Verdict, policy_ids: &[Vec<String>]) -> bool {
+    let names = |i: &usize, g: u32| policy_ids[*i].iter().any(|id| stable_id("policy", id) == g);
     match (want, got) {
-        (Outcome::Accept(ps), Verdict::Accept(g)) => ps.iter().any(|i| id(i) == g),
-        (Outcome::Drop(ps), Verdict::Drop(g)) => ps.iter().any(|i| id(i) == g),
+        (Outcome::Accept(ps), Verdict::Accept(g)) => ps.iter().any(|i| names(i, g)),
+        (Outcome::Drop(ps), Verdict::Drop(g)) => ps.iter().any(|i| names(i, g)),
         (Outcome::Drop(_), v) => by_default(v),
         (Outcome::Deny, v) => by_default(v),
         _ => false,
@@ -955,6 +1000,7 @@ fn routing_peer_verdicts_match_the_account() {
         let converted = convert(
             &local,
             &private_key(0),
+            &private_key(0).public(),
             pb.peer_config.as_ref().expect("peerConfig"),
             &pb,
         )
@@ -996,7 +1042,7 @@ fn routing_peer_verdicts_match_the_account() {
                     .policy_ids
                     .iter()
                     .enumerate()
-                    .map(|(i, id)| (i, stable_id("policy", id)))
+                    .flat_map(|(i, ids)| ids.iter().map(move |id| (i, stable_id("policy", id))))
                     .collect();
                 let _ = writeln!(why, "policy ids (index, kernel id): {ids:?}");
                 let ips: Vec<String> = (0..s.peers.len())

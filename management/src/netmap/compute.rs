@@ -327,6 +327,7 @@ impl<'a> Netmapper<'a> {
         rule: &PolicyRule,
         policy: &Policy,
         ports: &[Option<PortRange>],
+        include_v6: bool,
         out: &mut Site<'_, 'a>,
     ) {
         let (Some(src_prefix), Some(dst_prefix)) = (src.address.prefix(), dst.address.prefix())
@@ -334,8 +335,11 @@ impl<'a> Netmapper<'a> {
             return; // domain resources: not as Site-to-Site ends
         };
         let (src_net, dst_net) = (src.network_id.as_str(), dst.network_id.as_str());
-        if src_net == dst_net {
-            return;
+        if src_net == dst_net || src_prefix.addr().is_ipv4() != dst_prefix.addr().is_ipv4() {
+            return; // one LAN, or two families: nothing crosses the overlay
+        }
+        if src_prefix.addr().is_ipv6() && !include_v6 {
+            return; // IPv6 data only for peers that receive it (as NetBird's routes)
         }
         let accept = rule.action == Action::Accept;
         let (serve_src, serve_dst) = (
@@ -514,6 +518,7 @@ impl<'a> Netmapper<'a> {
                             rule,
                             policy,
                             &ports,
+                            include_v6,
                             &mut Site {
                                 routes: &mut routes,
                                 rfw: &mut rfw,
@@ -529,6 +534,7 @@ impl<'a> Netmapper<'a> {
                                 rule,
                                 policy,
                                 &ports,
+                                include_v6,
                                 &mut Site {
                                     routes: &mut routes,
                                     rfw: &mut rfw,

@@ -12,9 +12,10 @@ use std::{
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use swiftgate_proto::keys::{PresharedKey, PrivateKey, PublicKey};
 use swiftgate_rules::RuleError;
 
-use crate::wg::{Key, WgConfig, WgPeer};
+use crate::wg::{WgConfig, WgPeer};
 
 /// Errors in a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -557,7 +558,7 @@ impl Config {
         }
         let mut peers = Vec::new();
         let mut wg_peers = Vec::new();
-        let mut wg_keys: BTreeMap<[u8; 32], String> = BTreeMap::new();
+        let mut wg_keys: BTreeMap<PublicKey, String> = BTreeMap::new();
         let mut routes = Vec::new();
         for (n, p) in f.peers.iter().enumerate() {
             let at = format!("peers[{n}]");
@@ -590,9 +591,9 @@ impl Config {
                 extra.push(parse_prefix(s, &format!("{at}.allowed_ips[{k}]"))?);
             }
             if let Some(pk) = &p.public_key {
-                let public =
-                    Key::from_base64(pk).map_err(|m| invalid(format!("{at}.public_key"), m))?;
-                if let Some(other) = wg_keys.insert(public.0, p.name.clone()) {
+                let public = PublicKey::from_base64(pk)
+                    .map_err(|e| invalid(format!("{at}.public_key"), e.to_string()))?;
+                if let Some(other) = wg_keys.insert(public, p.name.clone()) {
                     return Err(invalid(
                         format!("{at}.public_key"),
                         format!("same key as peer `{other}`"),
@@ -600,8 +601,8 @@ impl Config {
                 }
                 let psk = match &p.preshared_key {
                     Some(k) => Some(
-                        Key::from_base64(k)
-                            .map_err(|m| invalid(format!("{at}.preshared_key"), m))?,
+                        PresharedKey::from_base64(k)
+                            .map_err(|e| invalid(format!("{at}.preshared_key"), e.to_string()))?,
                     ),
                     None => None,
                 };
@@ -808,9 +809,10 @@ impl Config {
                     "give private_key or private_key_file, not both",
                 ));
             }
-            (Some(k), None) => {
-                Some(Key::from_base64(k).map_err(|m| invalid("interface.private_key", m))?)
-            }
+            (Some(k), None) => Some(
+                PrivateKey::from_base64(k)
+                    .map_err(|e| invalid("interface.private_key", e.to_string()))?,
+            ),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     invalid(
@@ -819,8 +821,8 @@ impl Config {
                     )
                 })?;
                 Some(
-                    Key::from_base64(&text)
-                        .map_err(|m| invalid("interface.private_key_file", m))?,
+                    PrivateKey::from_base64(&text)
+                        .map_err(|e| invalid("interface.private_key_file", e.to_string()))?,
                 )
             }
             (None, None) => None,

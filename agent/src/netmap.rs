@@ -24,6 +24,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use swiftgate_proto::keys::{PrivateKey, PublicKey};
 use swiftgate_proto::management::{
     FirewallRule, NetworkMap, PeerConfig, RemotePeerConfig, Route, RouteFirewallRule,
 };
@@ -35,7 +36,7 @@ use crate::{
         resource_prefix_allowed, stable_id,
     },
     mgmt::Local,
-    wg::{Key, WgConfig, WgPeer},
+    wg::{WgConfig, WgPeer},
 };
 
 /// `NetworkType` of a domain route.
@@ -167,7 +168,7 @@ pub struct Converted {
 /// Converts `map` for the peer whose keys are `private` / `own_public`.
 pub fn convert(
     local: &Local,
-    private: &Key,
+    private: &PrivateKey,
     peer: &PeerConfig,
     map: &NetworkMap,
 ) -> Result<Converted, MapError> {
@@ -212,12 +213,12 @@ struct Matcher {
 
 struct Converter {
     cfg: Config,
-    own_public: Key,
+    own_public: PublicKey,
     refused: Vec<Refusal>,
     /// Overlay host address -> peer index.
     peer_of_ip: BTreeMap<IpAddr, usize>,
     /// WireGuard key -> index into `cfg.wireguard.peers`.
-    wg_of_key: BTreeMap<[u8; 32], usize>,
+    wg_of_key: BTreeMap<PublicKey, usize>,
     /// Served resource prefix -> resource index.
     resource_of: BTreeMap<IpNet, usize>,
     /// Network name (`NetID`) -> network index.
@@ -227,7 +228,7 @@ struct Converter {
 }
 
 impl Converter {
-    fn new(local: &Local, private: &Key, peer: &PeerConfig) -> Result<Self, MapError> {
+    fn new(local: &Local, private: &PrivateKey, peer: &PeerConfig) -> Result<Self, MapError> {
         let own: IpNet = peer
             .address
             .trim()
@@ -281,7 +282,7 @@ impl Converter {
         });
         Ok(Converter {
             cfg,
-            own_public: private.public(),
+            own_public: private.public_key(),
             refused,
             peer_of_ip: BTreeMap::new(),
             wg_of_key: BTreeMap::new(),
@@ -307,7 +308,7 @@ impl Converter {
         for rp in &map.remote_peers {
             self.remote_peer(rp);
         }
-        let mut via: BTreeMap<IpNet, (i64, [u8; 32], String)> = BTreeMap::new();
+        let mut via: BTreeMap<IpNet, (i64, PublicKey, String)> = BTreeMap::new();
         for r in &map.routes {
             self.route(r, &mut via);
         }
@@ -343,7 +344,7 @@ impl Converter {
 
     fn remote_peer(&mut self, rp: &RemotePeerConfig) {
         let object = MapObject::RemotePeer(rp.wg_pub_key.clone());
-        let public = match Key::from_base64(&rp.wg_pub_key) {
+        let public = match PublicKey::from_base64(&rp.wg_pub_key) {
             Ok(k) => k,
             Err(e) => {
                 return self.refuse(object, format!("wgPubKey: {e}"), Effect::Skipped);
@@ -352,7 +353,7 @@ impl Converter {
         if public == self.own_public {
             return self.refuse(object, "has this peer's own key", Effect::Skipped);
         }
-        if self.wg_of_key.contains_key(&public.0) {
+        if self.wg_of_key.contains_key(&public) {
             return self.refuse(object, "listed twice", Effect::Skipped);
         }
         let (mut ips, mut extra) = (Vec::new(), Vec::new());
@@ -398,7 +399,7 @@ impl Converter {
             groups: BTreeSet::new(),
         });
         let wg = self.cfg.wireguard.as_mut().expect("set in new");
-        self.wg_of_key.insert(public.0, wg.peers.len());
+        self.wg_of_key.insert(public, wg.peers.len());
         let mut allowed = ips;
         allowed.extend(extra.iter().copied());
         wg.peers.push(WgPeer {
@@ -412,14 +413,14 @@ impl Converter {
         self.cfg.routes.extend(extra);
     }
 
-    fn route(&mut self, r: &Route, via: &mut BTreeMap<IpNet, (i64, [u8; 32], String)>) {
+    fn route(&mut self, r: &Route, via: &mut BTreeMap<IpNet, (i64, PublicKey, String)>) {
         let object = MapObject::Route(r.id.clone());
         if r.network_type == NETWORK_TYPE_DOMAIN || !r.domains.is_empty() {
             // Domain resources are resolved through DNS (not yet); nothing to route.
             tracing::debug!(route = %r.id, domains = ?r.domains, "domain route waits for DNS");
             return;
         }
-        let router = match Key::from_base64(&r.peer) {
+        let router = match PublicKey::from_base64(&r.peer) {
             Ok(k) => k,
             Err(e) => return self.refuse(object, format!("Peer: {e}"), Effect::Skipped),
         };
@@ -461,7 +462,7 @@ impl Converter {
             match via.get(&prefix) {
                 Some((m, _, _)) if *m <= r.metric => {}
                 _ => {
-                    via.insert(prefix, (r.metric, router.0, r.id.clone()));
+                    via.insert(prefix, (r.metric, router, r.id.clone()));
                 }
             }
         }
@@ -760,11 +761,11 @@ mod tests {
     };
 
     fn key(n: u8) -> String {
-        Key([n; 32]).public().to_base64()
+        PrivateKey::from_bytes([n; 32]).public_key().to_base64()
     }
 
-    fn private() -> Key {
-        Key([1; 32])
+    fn private() -> PrivateKey {
+        PrivateKey::from_bytes([1; 32])
     }
 
     fn local() -> Local {
@@ -1085,7 +1086,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let c = convert(&local(), &Key([2; 32]), &alice, &map).unwrap();
+        let c = convert(&local(), &PrivateKey::from_bytes([2; 32]), &alice, &map).unwrap();
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         assert!(matches!(
             verdict(&c.config, Side::Overlay, "192.0.2.3", "100.64.0.2", 6, 9100),
@@ -1127,7 +1128,7 @@ mod tests {
     fn a_same_serial_map_is_applied() {
         use crate::mgmt::{Follower, Offer};
         use swiftgate_proto::keys::KeyPair;
-        let keys = KeyPair::from_private_base64(&private().to_base64()).unwrap();
+        let keys = KeyPair::from_private(private());
         let (peer, map) = berlin_router();
         let resp = |map: NetworkMap| SyncResponse {
             network_map: Some(NetworkMap {

@@ -432,7 +432,7 @@ impl Converter {
             );
         };
         if let Err(why) = resource_prefix_allowed(prefix, &self.cfg.overlay_nets) {
-            return self.refuse(object, why, Effect::Skipped);
+            return self.refuse(object, why.to_string(), Effect::Skipped);
         }
         if router == self.own_public {
             if let Some(&other) = self.resource_of.get(&prefix) {

@@ -71,7 +71,6 @@ use swiftgate::{
     mgmt::Local,
     netmap::{Converted, Effect, MapObject, convert},
     policy::{Side, Verdict, evaluate},
-    wg::Key,
 };
 use swiftgate_management::{
     model::{
@@ -81,6 +80,7 @@ use swiftgate_management::{
     },
     netmap::{Netmapper, proto},
 };
+use swiftgate_proto::keys::PrivateKey;
 
 /// Peer groups and resource groups share one namespace, as in NetBird.
 const GROUPS: [&str; 4] = ["g0", "g1", "g2", "g3"];
@@ -431,8 +431,8 @@ fn normalize(mut s: Spec) -> Spec {
 }
 
 /// WireGuard private key of peer `i`.
-fn private_key(i: usize) -> Key {
-    Key([i as u8 + 1; 32])
+fn private_key(i: usize) -> PrivateKey {
+    PrivateKey::from_bytes([i as u8 + 1; 32])
 }
 
 /// The account built through the model's operations, and the ids the reference needs.
@@ -973,7 +973,7 @@ fn routing_peer_verdicts_match_the_account() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3_000);
     let public_keys: Vec<String> = (0..8)
-        .map(|i| private_key(i).public().to_base64())
+        .map(|i| private_key(i).public_key().to_base64())
         .collect();
     let lab = RefCell::new(Lab::new(""));
     let local = Local {
@@ -1000,7 +1000,7 @@ fn routing_peer_verdicts_match_the_account() {
         let converted = convert(
             &local,
             &private_key(0),
-            &private_key(0).public(),
+            &private_key(0).public_key(),
             pb.peer_config.as_ref().expect("peerConfig"),
             &pb,
         )

@@ -12,9 +12,10 @@ use std::{
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use swiftgate_proto::keys::{PresharedKey, PrivateKey, PublicKey};
 use swiftgate_rules::RuleError;
 
-use crate::wg::{Key, WgConfig, WgPeer};
+use crate::wg::{WgConfig, WgPeer};
 
 /// Errors in a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -364,17 +365,41 @@ fn parse_prefix(s: &str, at: &str) -> Result<IpNet, ConfigError> {
     ))
 }
 
+/// Why a resource's prefix cannot be routed by this peer (see [`resource_prefix_allowed`]).
+/// The messages are the ones both front doors report: the file's validation error, the
+/// network map's refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixNotAllowed {
+    /// The prefix lies inside an overlay network: those addresses are peers.
+    #[error("{prefix} is inside the overlay network {overlay}")]
+    InsideOverlay {
+        /// The resource's prefix.
+        prefix: IpNet,
+        /// The overlay network that holds it.
+        overlay: IpNet,
+    },
+    /// Multicast, loopback or link-local, or an unspecified (or broadcast) host address.
+    #[error("{0} is not routable (multicast, loopback, link-local or unspecified)")]
+    NotRoutable(IpNet),
+}
+
 /// Whether a resource's prefix can be routed by this peer: not inside the overlay (those
 /// addresses are peers), not multicast, loopback, link-local or unspecified as a host. A prefix
 /// that *contains* the overlay (`0.0.0.0/0`, an exit node's) is allowed: the overlay's own,
 /// longer prefixes win the longest-prefix match for overlay addresses. Both front doors (file
 /// and network map) use this one check.
-pub fn resource_prefix_allowed(prefix: IpNet, overlay_nets: &[IpNet]) -> Result<(), String> {
+pub fn resource_prefix_allowed(
+    prefix: IpNet,
+    overlay_nets: &[IpNet],
+) -> Result<(), PrefixNotAllowed> {
     if let Some(o) = overlay_nets
         .iter()
         .find(|o| o.contains(&prefix.addr()) && o.prefix_len() <= prefix.prefix_len())
     {
-        return Err(format!("{prefix} is inside the overlay network {o}"));
+        return Err(PrefixNotAllowed::InsideOverlay {
+            prefix,
+            overlay: *o,
+        });
     }
     let a = prefix.addr();
     let host = prefix.prefix_len() == prefix.max_prefix_len();
@@ -392,9 +417,7 @@ pub fn resource_prefix_allowed(prefix: IpNet, overlay_nets: &[IpNet]) -> Result<
         }
     };
     if bad {
-        return Err(format!(
-            "{prefix} is not routable (multicast, loopback, link-local or unspecified)"
-        ));
+        return Err(PrefixNotAllowed::NotRoutable(prefix));
     }
     Ok(())
 }
@@ -557,7 +580,7 @@ impl Config {
         }
         let mut peers = Vec::new();
         let mut wg_peers = Vec::new();
-        let mut wg_keys: BTreeMap<[u8; 32], String> = BTreeMap::new();
+        let mut wg_keys: BTreeMap<PublicKey, String> = BTreeMap::new();
         let mut routes = Vec::new();
         for (n, p) in f.peers.iter().enumerate() {
             let at = format!("peers[{n}]");
@@ -590,9 +613,9 @@ impl Config {
                 extra.push(parse_prefix(s, &format!("{at}.allowed_ips[{k}]"))?);
             }
             if let Some(pk) = &p.public_key {
-                let public =
-                    Key::from_base64(pk).map_err(|m| invalid(format!("{at}.public_key"), m))?;
-                if let Some(other) = wg_keys.insert(public.0, p.name.clone()) {
+                let public = PublicKey::from_base64(pk)
+                    .map_err(|e| invalid(format!("{at}.public_key"), e.to_string()))?;
+                if let Some(other) = wg_keys.insert(public, p.name.clone()) {
                     return Err(invalid(
                         format!("{at}.public_key"),
                         format!("same key as peer `{other}`"),
@@ -600,8 +623,8 @@ impl Config {
                 }
                 let psk = match &p.preshared_key {
                     Some(k) => Some(
-                        Key::from_base64(k)
-                            .map_err(|m| invalid(format!("{at}.preshared_key"), m))?,
+                        PresharedKey::from_base64(k)
+                            .map_err(|e| invalid(format!("{at}.preshared_key"), e.to_string()))?,
                     ),
                     None => None,
                 };
@@ -651,7 +674,7 @@ impl Config {
                 check_name(&r.name, &at)?;
                 let prefix = parse_prefix(&r.address, &format!("{at}.address"))?;
                 if let Err(why) = resource_prefix_allowed(prefix, &overlay_nets) {
-                    return Err(invalid(format!("{at}.address"), why));
+                    return Err(invalid(format!("{at}.address"), why.to_string()));
                 }
                 if names
                     .insert(r.name.clone(), Endpoint::Resource(resources.len()))
@@ -808,9 +831,10 @@ impl Config {
                     "give private_key or private_key_file, not both",
                 ));
             }
-            (Some(k), None) => {
-                Some(Key::from_base64(k).map_err(|m| invalid("interface.private_key", m))?)
-            }
+            (Some(k), None) => Some(
+                PrivateKey::from_base64(k)
+                    .map_err(|e| invalid("interface.private_key", e.to_string()))?,
+            ),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     invalid(
@@ -819,8 +843,8 @@ impl Config {
                     )
                 })?;
                 Some(
-                    Key::from_base64(&text)
-                        .map_err(|m| invalid("interface.private_key_file", m))?,
+                    PrivateKey::from_base64(&text)
+                        .map_err(|e| invalid("interface.private_key_file", e.to_string()))?,
                 )
             }
             (None, None) => None,
@@ -987,5 +1011,34 @@ ports = ["443"]
         .unwrap();
         assert_eq!(c.rules.len(), 2);
         assert_eq!(c.rules[1].sources, c.rules[0].destinations);
+    }
+
+    #[test]
+    fn resource_prefix_refusals_are_typed_and_keep_their_messages() {
+        let overlay: IpNet = "100.64.0.0/10".parse().unwrap();
+        let inside: IpNet = "100.64.1.0/24".parse().unwrap();
+        let e = resource_prefix_allowed(inside, &[overlay]).unwrap_err();
+        assert_eq!(
+            e,
+            PrefixNotAllowed::InsideOverlay {
+                prefix: inside,
+                overlay
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "100.64.1.0/24 is inside the overlay network 100.64.0.0/10"
+        );
+        let multicast: IpNet = "224.0.0.0/4".parse().unwrap();
+        let e = resource_prefix_allowed(multicast, &[overlay]).unwrap_err();
+        assert_eq!(e, PrefixNotAllowed::NotRoutable(multicast));
+        assert_eq!(
+            e.to_string(),
+            "224.0.0.0/4 is not routable (multicast, loopback, link-local or unspecified)"
+        );
+        assert_eq!(
+            resource_prefix_allowed("0.0.0.0/0".parse().unwrap(), &[overlay]),
+            Ok(())
+        );
     }
 }

@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 use crate::{
     netmap::{self, Converted, MapError},
     sysinfo,
-    wg::Key,
 };
 
 /// Settings that come from the command line, not from the management server.
@@ -110,14 +109,13 @@ pub fn update_of(
     let Some(peer) = map.peer_config.as_ref().or(r.peer_config.as_ref()) else {
         return Some(Err(MapError::NoPeerConfig));
     };
-    let private = Key(*keys.private().as_bytes());
     let signal = r
         .netbird_config
         .as_ref()
         .and_then(|c| c.signal.as_ref())
         .and_then(host_url);
     Some(
-        netmap::convert(local, &private, &private.public(), peer, map).map(|converted| Update {
+        netmap::convert(local, keys.private(), keys.public(), peer, map).map(|converted| Update {
             serial: map.serial,
             converted,
             signal,

@@ -24,6 +24,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use swiftgate_proto::keys::{PrivateKey, PublicKey};
 use swiftgate_proto::management::{
     FirewallRule, NetworkMap, PeerConfig, RemotePeerConfig, Route, RouteFirewallRule,
 };
@@ -35,7 +36,7 @@ use crate::{
         resource_prefix_allowed, stable_id,
     },
     mgmt::Local,
-    wg::{Key, WgConfig, WgPeer},
+    wg::{WgConfig, WgPeer},
 };
 
 /// `NetworkType` of a domain route.
@@ -168,8 +169,8 @@ pub struct Converted {
 /// `Peer` is `own_public` are the ones this peer serves).
 pub fn convert(
     local: &Local,
-    private: &Key,
-    own_public: &Key,
+    private: &PrivateKey,
+    own_public: &PublicKey,
     peer: &PeerConfig,
     map: &NetworkMap,
 ) -> Result<Converted, MapError> {
@@ -214,12 +215,12 @@ struct Matcher {
 
 struct Converter {
     cfg: Config,
-    own_public: Key,
+    own_public: PublicKey,
     refused: Vec<Refusal>,
     /// Overlay host address -> peer index.
     peer_of_ip: BTreeMap<IpAddr, usize>,
     /// WireGuard key -> index into `cfg.wireguard.peers`.
-    wg_of_key: BTreeMap<[u8; 32], usize>,
+    wg_of_key: BTreeMap<PublicKey, usize>,
     /// Served resource prefix -> resource index.
     resource_of: BTreeMap<IpNet, usize>,
     /// Network name (`NetID`) -> network index.
@@ -231,8 +232,8 @@ struct Converter {
 impl Converter {
     fn new(
         local: &Local,
-        private: &Key,
-        own_public: &Key,
+        private: &PrivateKey,
+        own_public: &PublicKey,
         peer: &PeerConfig,
     ) -> Result<Self, MapError> {
         let own: IpNet = peer
@@ -288,7 +289,7 @@ impl Converter {
         });
         Ok(Converter {
             cfg,
-            own_public: own_public.clone(),
+            own_public: *own_public,
             refused,
             peer_of_ip: BTreeMap::new(),
             wg_of_key: BTreeMap::new(),
@@ -314,7 +315,7 @@ impl Converter {
         for rp in &map.remote_peers {
             self.remote_peer(rp);
         }
-        let mut via: BTreeMap<IpNet, (i64, [u8; 32], String)> = BTreeMap::new();
+        let mut via: BTreeMap<IpNet, (i64, PublicKey, String)> = BTreeMap::new();
         for r in &map.routes {
             self.route(r, &mut via);
         }
@@ -355,7 +356,7 @@ impl Converter {
 
     fn remote_peer(&mut self, rp: &RemotePeerConfig) {
         let object = MapObject::RemotePeer(rp.wg_pub_key.clone());
-        let public = match Key::from_base64(&rp.wg_pub_key) {
+        let public = match PublicKey::from_base64(&rp.wg_pub_key) {
             Ok(k) => k,
             Err(e) => {
                 return self.refuse(object, format!("wgPubKey: {e}"), Effect::Skipped);
@@ -364,7 +365,7 @@ impl Converter {
         if public == self.own_public {
             return self.refuse(object, "has this peer's own key", Effect::Skipped);
         }
-        if self.wg_of_key.contains_key(&public.0) {
+        if self.wg_of_key.contains_key(&public) {
             return self.refuse(object, "listed twice", Effect::Skipped);
         }
         let (mut ips, mut extra) = (Vec::new(), Vec::new());
@@ -410,7 +411,7 @@ impl Converter {
             groups: BTreeSet::new(),
         });
         let wg = self.cfg.wireguard.as_mut().expect("set in new");
-        self.wg_of_key.insert(public.0, wg.peers.len());
+        self.wg_of_key.insert(public, wg.peers.len());
         let mut allowed = ips;
         allowed.extend(extra.iter().copied());
         wg.peers.push(WgPeer {
@@ -424,14 +425,14 @@ impl Converter {
         self.cfg.routes.extend(extra);
     }
 
-    fn route(&mut self, r: &Route, via: &mut BTreeMap<IpNet, (i64, [u8; 32], String)>) {
+    fn route(&mut self, r: &Route, via: &mut BTreeMap<IpNet, (i64, PublicKey, String)>) {
         let object = MapObject::Route(r.id.clone());
         if r.network_type == NETWORK_TYPE_DOMAIN || !r.domains.is_empty() {
             // Domain resources are resolved through DNS (not yet); nothing to route.
             tracing::debug!(route = %r.id, domains = ?r.domains, "domain route waits for DNS");
             return;
         }
-        let router = match Key::from_base64(&r.peer) {
+        let router = match PublicKey::from_base64(&r.peer) {
             Ok(k) => k,
             Err(e) => return self.refuse(object, format!("Peer: {e}"), Effect::Skipped),
         };
@@ -443,7 +444,7 @@ impl Converter {
             );
         };
         if let Err(why) = resource_prefix_allowed(prefix, &self.cfg.overlay_nets) {
-            return self.refuse(object, why, Effect::Skipped);
+            return self.refuse(object, why.to_string(), Effect::Skipped);
         }
         if router == self.own_public {
             if let Some(&other) = self.resource_of.get(&prefix) {
@@ -473,7 +474,7 @@ impl Converter {
             match via.get(&prefix) {
                 Some((m, _, _)) if *m <= r.metric => {}
                 _ => {
-                    via.insert(prefix, (r.metric, router.0, r.id.clone()));
+                    via.insert(prefix, (r.metric, router, r.id.clone()));
                 }
             }
         }
@@ -776,11 +777,11 @@ mod tests {
     };
 
     fn key(n: u8) -> String {
-        Key([n; 32]).public().to_base64()
+        PrivateKey::from_bytes([n; 32]).public_key().to_base64()
     }
 
-    fn private() -> Key {
-        Key([1; 32])
+    fn private() -> PrivateKey {
+        PrivateKey::from_bytes([1; 32])
     }
 
     fn local() -> Local {
@@ -861,7 +862,7 @@ mod tests {
     }
 
     fn conv(peer: &PeerConfig, map: &NetworkMap) -> Converted {
-        convert(&local(), &private(), &private().public(), peer, map).expect("usable map")
+        convert(&local(), &private(), &private().public_key(), peer, map).expect("usable map")
     }
 
     fn verdict(c: &Config, side: Side, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
@@ -1119,14 +1120,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let c = convert(
-            &local(),
-            &Key([2; 32]),
-            &Key([2; 32]).public(),
-            &alice,
-            &map,
-        )
-        .unwrap();
+        let alice_key = PrivateKey::from_bytes([2; 32]);
+        let c = convert(&local(), &alice_key, &alice_key.public_key(), &alice, &map).unwrap();
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         assert!(matches!(
             verdict(&c.config, Side::Overlay, "192.0.2.3", "100.64.0.2", 6, 9100),
@@ -1140,6 +1135,7 @@ mod tests {
     /// arriving through another routing peer, were refused.
     #[test]
     fn an_in_rule_from_0_0_0_0_slash_0_is_that_prefix_not_any_peer() {
+        let alice_key = PrivateKey::from_bytes([2; 32]);
         let alice = PeerConfig {
             address: "100.64.0.2/16".into(),
             ..Default::default()
@@ -1162,7 +1158,14 @@ mod tests {
             firewall_rules: vec![rule(peer_ip)],
             ..Default::default()
         };
-        let c = convert(&local(), &Key([2; 32]), &alice, &map("0.0.0.0/0")).unwrap();
+        let c = convert(
+            &local(),
+            &alice_key,
+            &alice_key.public_key(),
+            &alice,
+            &map("0.0.0.0/0"),
+        )
+        .unwrap();
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         for src in ["192.0.2.3", "100.64.0.1"] {
             assert!(
@@ -1174,7 +1177,14 @@ mod tests {
             );
         }
         // The bare address still means any peer (and only peers).
-        let c = convert(&local(), &Key([2; 32]), &alice, &map("0.0.0.0")).unwrap();
+        let c = convert(
+            &local(),
+            &alice_key,
+            &alice_key.public_key(),
+            &alice,
+            &map("0.0.0.0"),
+        )
+        .unwrap();
         assert!(accepts(&c.config, "100.64.0.1", "100.64.0.2", 9100));
         assert!(!accepts(&c.config, "192.0.2.3", "100.64.0.2", 9100));
     }
@@ -1183,7 +1193,7 @@ mod tests {
     fn bad_maps_are_refused_with_a_reason_and_bad_peers_alone() {
         let (mut peer, map) = berlin_router();
         peer.address = "not-an-ip".into();
-        let e = convert(&local(), &private(), &private().public(), &peer, &map).unwrap_err();
+        let e = convert(&local(), &private(), &private().public_key(), &peer, &map).unwrap_err();
         assert_eq!(e, MapError::Address("not-an-ip".into()));
         assert!(e.to_string().contains("peerConfig.address"));
         let (peer, mut map) = berlin_router();
@@ -1212,7 +1222,7 @@ mod tests {
     fn a_same_serial_map_is_applied() {
         use crate::mgmt::{Follower, Offer};
         use swiftgate_proto::keys::KeyPair;
-        let keys = KeyPair::from_private_base64(&private().to_base64()).unwrap();
+        let keys = KeyPair::from_private(private());
         let (peer, map) = berlin_router();
         let resp = |map: NetworkMap| SyncResponse {
             network_map: Some(NetworkMap {
@@ -1270,8 +1280,8 @@ mod tests {
             .routes
             .iter()
             .find(|r| !remote.contains(r.peer.as_str()))
-            .map(|r| Key::from_base64(&r.peer).expect("router key"))
-            .unwrap_or_else(|| Key([42; 32]).public());
+            .map(|r| PublicKey::from_base64(&r.peer).expect("router key"))
+            .unwrap_or_else(|| PrivateKey::from_bytes([42; 32]).public_key());
         convert(&local(), &private(), &own, &peer, &map).expect("golden map usable")
     }
 

@@ -294,9 +294,7 @@ pub async fn up(source: Source) -> Result<()> {
         } => {
             let keys = mgmt::load_or_create_key(state_dir)?;
             tracing::info!(public_key = %keys.public().to_base64(), "peer key");
-            signal_keys = Some(swiftgate_proto::keys::KeyPair::from_private_base64(
-                &keys.private().to_base64(),
-            )?);
+            signal_keys = Some(keys.clone());
             // Fail-static: the last map applied is used until the server answers.
             let last = mgmt::load_last(state_dir).and_then(|r| mgmt::update_of(local, &keys, &r));
             tokio::spawn(mgmt::sync(

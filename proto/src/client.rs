@@ -203,7 +203,7 @@ pub fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| invalid(&e.to_string()))?;
     let endpoint = match &url[..scheme_end] {
         "http" => endpoint,
-        "https" => with_tls(endpoint).map_err(|reason| invalid(&reason))?,
+        "https" => with_tls(endpoint).map_err(|e| invalid(&e.to_string()))?,
         _ => return Err(invalid("the scheme must be http or https")),
     };
     Ok(endpoint
@@ -214,16 +214,30 @@ pub fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
         .tcp_nodelay(true))
 }
 
+/// Why an `https://` URL could not be given TLS; reported as the reason of
+/// [`ClientError::InvalidUrl`].
+#[derive(Debug, thiserror::Error)]
+enum TlsError {
+    /// The TLS settings were refused by the transport.
+    #[cfg(feature = "tls")]
+    #[error("TLS setup failed: {0}")]
+    Setup(tonic::transport::Error),
+    /// This build has no TLS.
+    #[cfg(not(feature = "tls"))]
+    #[error("https needs swiftgate-proto built with its `tls` feature")]
+    NotBuilt,
+}
+
 #[cfg(feature = "tls")]
-fn with_tls(endpoint: Endpoint) -> Result<Endpoint, String> {
+fn with_tls(endpoint: Endpoint) -> Result<Endpoint, TlsError> {
     endpoint
         .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
-        .map_err(|e| format!("TLS setup failed: {e}"))
+        .map_err(TlsError::Setup)
 }
 
 #[cfg(not(feature = "tls"))]
-fn with_tls(_endpoint: Endpoint) -> Result<Endpoint, String> {
-    Err("https needs swiftgate-proto built with its `tls` feature".into())
+fn with_tls(_endpoint: Endpoint) -> Result<Endpoint, TlsError> {
+    Err(TlsError::NotBuilt)
 }
 
 impl ManagementClient {

@@ -7,7 +7,9 @@
 //!
 //! Private keys never appear in `Debug` output, are wiped from memory when
 //! dropped, and have no `Display`; [`PrivateKey::to_base64`] is the one
-//! deliberate way out (for storing the key).
+//! deliberate way out (for storing the key). Pre-shared keys
+//! ([`PresharedKey`]) are secrets too and are treated the same way, without a
+//! way out.
 
 use std::fmt;
 use std::str::FromStr;
@@ -167,6 +169,44 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
+/// A WireGuard pre-shared key: 32 secret bytes mixed into the handshake
+/// (what `wg genpsk` prints), same base64 text form as the other keys.
+///
+/// A secret like [`PrivateKey`]: wiped from memory on drop; `Debug` prints
+/// `PresharedKey(<redacted>)`; no `Display` and no base64 encoder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresharedKey([u8; KEY_LEN]);
+
+impl PresharedKey {
+    /// Wraps raw key bytes.
+    pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw secret bytes.
+    pub const fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// Parses the base64 text form (surrounding whitespace is ignored). Errors
+    /// do not quote the text.
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        decode_key(text).map(Self)
+    }
+}
+
+impl Drop for PresharedKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresharedKey(<redacted>)")
+    }
+}
+
 /// A private key and its public key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyPair {
@@ -274,6 +314,12 @@ pub(crate) mod tests {
         assert!(!debug.contains(secret.as_str()), "{debug}");
         assert!(debug.contains("<redacted>"));
         assert!(debug.contains(&pair.public().to_base64()));
+
+        let psk_text = PrivateKey::generate().to_base64();
+        let psk = PresharedKey::from_base64(&psk_text).unwrap();
+        let debug = format!("{psk:?}");
+        assert!(!debug.contains(psk_text.as_str()), "{debug}");
+        assert_eq!(debug, "PresharedKey(<redacted>)");
     }
 
     pub(crate) fn hex<const N: usize>(text: &str) -> [u8; N] {

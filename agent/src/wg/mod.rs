@@ -19,7 +19,6 @@ mod worker;
 
 use std::{
     collections::HashMap,
-    fmt,
     net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
@@ -33,50 +32,16 @@ use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use boringtun::{
     noise::{TunnResult, rate_limiter::RateLimiter},
-    x25519::{PublicKey, StaticSecret},
+    x25519::{self, StaticSecret},
 };
 use ipnet::IpNet;
 use serde::Serialize;
+use swiftgate_proto::keys::{PresharedKey, PrivateKey, PublicKey};
 
 use peers::{PeerSettings, PeerTable};
 
 /// Handshakes per second before the rate limiter asks for cookies.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
-
-/// A 32-byte key that never shows in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(pub [u8; 32]);
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key(<redacted>)")
-    }
-}
-
-impl Key {
-    /// Parses standard base64 (44 characters).
-    pub fn from_base64(s: &str) -> Result<Key, String> {
-        use base64::Engine as _;
-        let b = base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .map_err(|_| "not valid base64".to_string())?;
-        let a: [u8; 32] = b
-            .try_into()
-            .map_err(|v: Vec<u8>| format!("{} bytes, a key has 32", v.len()))?;
-        Ok(Key(a))
-    }
-
-    /// Standard base64 (for public keys only).
-    pub fn to_base64(&self) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(self.0)
-    }
-
-    /// The public key of this private key.
-    pub fn public(&self) -> Key {
-        Key(PublicKey::from(&StaticSecret::from(self.0)).to_bytes())
-    }
-}
 
 /// WireGuard settings of the interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +49,7 @@ pub struct WgConfig {
     /// TUN name.
     pub iface: String,
     /// Private key.
-    pub private: Key,
+    pub private: PrivateKey,
     /// UDP listen port (0: any).
     pub listen_port: u16,
     /// TUN MTU.
@@ -103,9 +68,9 @@ pub struct WgPeer {
     /// Name (logs, status).
     pub name: String,
     /// Public key.
-    pub public: Key,
+    pub public: PublicKey,
     /// Pre-shared key.
-    pub psk: Option<Key>,
+    pub psk: Option<PresharedKey>,
     /// Endpoint, if known.
     pub endpoint: Option<SocketAddr>,
     /// Persistent keepalive, seconds.
@@ -143,7 +108,7 @@ pub struct TunIo {
 pub(crate) struct Shared {
     pub(crate) table: ArcSwap<PeerTable>,
     pub(crate) private: StaticSecret,
-    pub(crate) public: PublicKey,
+    pub(crate) public: x25519::PublicKey,
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) stop: AtomicBool,
     pub(crate) drops: Drops,
@@ -221,11 +186,11 @@ impl Shared {
     fn build_table(&self, cfg: &WgConfig, old: &PeerTable) -> PeerTable {
         let peers = cfg.peers.iter().map(|p| {
             let settings = PeerSettings {
-                psk: p.psk.as_ref().map(|k| k.0),
+                psk: p.psk.as_ref().map(|k| *k.as_bytes()),
                 keepalive: p.keepalive,
                 endpoint: p.endpoint,
             };
-            let peer = match old.by_key.get(&p.public.0) {
+            let peer = match old.by_key.get(p.public.as_bytes()) {
                 // A peer's identity is its key: same session settings keep the live session
                 // and the endpoint it roamed to, whatever the name (a rename in the management
                 // server must not cut the tunnel).
@@ -255,7 +220,7 @@ impl Shared {
                     let peer = peers::new_peer(
                         existing.slot,
                         p.name.clone(),
-                        p.public.0,
+                        *p.public.as_bytes(),
                         settings,
                         &self.private,
                         &self.limiter,
@@ -269,7 +234,7 @@ impl Shared {
                 None => Arc::new(peers::new_peer(
                     self.next_slot.fetch_add(1, Ordering::Relaxed),
                     p.name.clone(),
-                    p.public.0,
+                    *p.public.as_bytes(),
                     settings,
                     &self.private,
                     &self.limiter,
@@ -292,8 +257,8 @@ impl Device {
             cfg.workers
         };
         let queues = tun::create(&cfg.iface, workers, cfg.mtu, &cfg.addresses)?;
-        let private = StaticSecret::from(cfg.private.0);
-        let public = PublicKey::from(&private);
+        let private = StaticSecret::from(*cfg.private.as_bytes());
+        let public = x25519::PublicKey::from(&private);
         let first = udp_socket(cfg.listen_port)?;
         let listen_port = first.local_addr()?.port();
         let mut sockets = vec![first];
@@ -407,7 +372,7 @@ impl Device {
                 let (hs, tx, rx, _, _) = st.tunn.stats();
                 PeerStatus {
                     name: p.name.clone(),
-                    public_key: Key(p.public).to_base64(),
+                    public_key: PublicKey::from_bytes(p.public).to_base64(),
                     endpoint: st.endpoint.map(|e| e.to_string()),
                     last_handshake_s: hs.map(|d| d.as_secs_f64()),
                     tx_bytes: tx,
@@ -494,7 +459,7 @@ mod tests {
 
     fn shared() -> Shared {
         let private = StaticSecret::from([7u8; 32]);
-        let public = PublicKey::from(&private);
+        let public = x25519::PublicKey::from(&private);
         Shared {
             table: ArcSwap::from_pointee(PeerTable::default()),
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
@@ -510,14 +475,14 @@ mod tests {
     fn config(name: &str, keepalive: Option<u16>) -> WgConfig {
         WgConfig {
             iface: "sg0".into(),
-            private: Key([7; 32]),
+            private: PrivateKey::from_bytes([7; 32]),
             listen_port: 0,
             mtu: 1280,
             addresses: vec![],
             workers: 1,
             peers: vec![WgPeer {
                 name: name.into(),
-                public: Key([9; 32]).public(),
+                public: PrivateKey::from_bytes([9; 32]).public_key(),
                 psk: None,
                 endpoint: None,
                 keepalive,
@@ -531,7 +496,7 @@ mod tests {
     fn a_rename_keeps_the_session_and_endpoint_and_new_settings_keep_the_endpoint() {
         let sh = shared();
         let t1 = sh.build_table(&config("alice", None), &PeerTable::default());
-        let key = Key([9; 32]).public().0;
+        let key = *PrivateKey::from_bytes([9; 32]).public_key().as_bytes();
         let learnt: SocketAddr = "198.51.100.7:51820".parse().unwrap();
         t1.by_key[&key].state.lock().unwrap().endpoint = Some(learnt);
 

@@ -1,0 +1,176 @@
+//! The conntrack reader: listing tracked flows with their reply direction merged in, looking
+//! up and removing entries, and the rules both the reader and the GC share (a flow's idle
+//! timeout, its reply key).
+//!
+//! It never decides that a flow has expired: that is [`super::gc`]'s job. The maps are opened
+//! by [`super::state`].
+
+use swiftgate_common::{
+    self as common, CtEntry, FlowKey, FlowKey4, ReplyState, ct_flags, ct_timeout, proto,
+};
+
+use super::State;
+
+/// A tracked flow, for display.
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    /// Original-direction key.
+    pub key: FlowKey,
+    /// Entry.
+    pub entry: CtEntry,
+}
+
+impl State {
+    /// Every tracked flow (IPv4, then IPv6), with its reply direction (kept in the reply
+    /// table by the programs) merged into the entry: reply counters, state bits, last seen.
+    pub fn flows(&self) -> Vec<Flow> {
+        let mut replies: std::collections::HashMap<FlowKey, ReplyState> = self
+            .reply_states()
+            .into_iter()
+            .map(|(_, orig, state)| (orig, state))
+            .collect();
+        let v4 = self
+            .conntrack4
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, entry)| Flow {
+                key: k.widen(),
+                entry,
+            });
+        let v6 = self
+            .conntrack6
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(key, entry)| Flow { key, entry });
+        v4.chain(v6)
+            .map(|mut f| {
+                if let Some(s) = replies.remove(&f.key) {
+                    merge_reply(&mut f.entry, &s);
+                }
+                f
+            })
+            .collect()
+    }
+
+    /// Reply-table entries: reply key, original key, reply state (IPv4, then IPv6).
+    fn reply_states(&self) -> Vec<(FlowKey, FlowKey, ReplyState)> {
+        let v4 = self
+            .reply4
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(r, v)| (r.widen(), v.orig.widen(), v.state));
+        let v6 = self
+            .reply6
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(r, v)| (r, v.orig, v.state));
+        v4.chain(v6).collect()
+    }
+
+    /// Reply-direction entries (reply key -> original key), IPv4 then IPv6.
+    pub fn replies(&self) -> Vec<(FlowKey, FlowKey)> {
+        self.reply_states()
+            .into_iter()
+            .map(|(r, o, _)| (r, o))
+            .collect()
+    }
+
+    /// Whether the flow with original-direction key `k` is tracked.
+    pub(super) fn tracked(&self, k: &FlowKey) -> bool {
+        if k.family == common::FAMILY_V4 {
+            self.conntrack4.get(&FlowKey4::narrow(k), 0).is_ok()
+        } else {
+            self.conntrack6.get(k, 0).is_ok()
+        }
+    }
+
+    /// Removes the flow with original-direction key `k` (its reply entry stays until the
+    /// programs or [`State::gc`] notice the flow is gone).
+    pub fn remove_flow(&mut self, k: &FlowKey) {
+        let _ = if k.family == common::FAMILY_V4 {
+            self.conntrack4.remove(&FlowKey4::narrow(k))
+        } else {
+            self.conntrack6.remove(k)
+        };
+    }
+
+    /// The original key the reply entry `rk` points to.
+    pub(super) fn reply_of(&self, rk: &FlowKey) -> Option<FlowKey> {
+        if rk.family == common::FAMILY_V4 {
+            self.reply4
+                .get(&FlowKey4::narrow(rk), 0)
+                .ok()
+                .map(|v| v.orig.widen())
+        } else {
+            self.reply6.get(rk, 0).ok().map(|v| v.orig)
+        }
+    }
+
+    /// Removes the reply entry `rk`.
+    pub(super) fn remove_reply(&mut self, rk: &FlowKey) {
+        let _ = if rk.family == common::FAMILY_V4 {
+            self.reply4.remove(&FlowKey4::narrow(rk))
+        } else {
+            self.reply6.remove(rk)
+        };
+    }
+}
+
+/// Folds a flow's reply state into its entry: reply counters, the reply direction's state bits,
+/// the later of the two last-seen times.
+pub fn merge_reply(e: &mut CtEntry, s: &ReplyState) {
+    e.packets_reply = s.packets;
+    e.bytes_reply = s.bytes;
+    e.flags |= s.flags;
+    e.last_seen_ns = e.last_seen_ns.max(s.last_seen_ns);
+}
+
+/// Idle timeout of a flow, in seconds.
+pub fn timeout_secs(k: &FlowKey, e: &CtEntry) -> u64 {
+    let f = e.flags;
+    match k.proto {
+        proto::TCP => {
+            if f & (ct_flags::TCP_RST) != 0
+                || (f & ct_flags::TCP_FIN_ORIG != 0 && f & ct_flags::TCP_FIN_REPLY != 0)
+            {
+                ct_timeout::TCP_CLOSING
+            } else if f & ct_flags::SEEN_REPLY != 0
+                && (f & ct_flags::TCP_SYNACK != 0 || f & ct_flags::TCP_SYN == 0)
+            {
+                ct_timeout::TCP_ESTABLISHED
+            } else {
+                ct_timeout::TCP_SYN
+            }
+        }
+        proto::ICMP | proto::ICMPV6 => ct_timeout::ICMP,
+        _ => {
+            if f & ct_flags::SEEN_REPLY != 0 {
+                ct_timeout::REPLIED
+            } else {
+                ct_timeout::UNREPLIED
+            }
+        }
+    }
+}
+
+/// The reply-direction key stored for a flow.
+pub fn reply_key(k: &FlowKey, e: &CtEntry) -> FlowKey {
+    let mut r = k.reversed();
+    if e.flags & ct_flags::SNAT != 0 {
+        r.daddr = e.nat_addr;
+        r.dport = e.nat_port;
+        if matches!(k.proto, proto::ICMP | proto::ICMPV6) {
+            r.sport = e.nat_port;
+        }
+    }
+    r
+}
+
+/// Formats an address stored in a [`FlowKey`].
+pub fn addr(a: &[u8; 16], family: u8) -> std::net::IpAddr {
+    if family == common::FAMILY_V4 {
+        std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+    } else {
+        std::net::IpAddr::from(*a)
+    }
+}

@@ -220,7 +220,13 @@ pub async fn sync(
                     Offer::Apply(mut u) => {
                         report_refusals(&client, &keys, &mut meta, &u).await?;
                         u.signal = u.signal.or_else(|| signal.clone());
-                        if let Err(e) = save_last(&state_dir, &resp) {
+                        // Kept with the servers named at login, so a restart without the
+                        // management server still finds Signal.
+                        let mut keep = resp.clone();
+                        if keep.netbird_config.is_none() {
+                            keep.netbird_config = login.netbird_config.clone();
+                        }
+                        if let Err(e) = save_last(&state_dir, &keep) {
                             tracing::warn!(error = %e, "persisting the network map");
                         }
                         if tx.send(*u).await.is_err() {

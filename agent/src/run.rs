@@ -402,15 +402,25 @@ pub async fn up(source: Source) -> Result<()> {
                 let mgmt::Update { serial, converted, signal } = u;
                 log_refusals(&health.refused, &converted.refused, serial);
                 let new = converted.config;
+                let signal_changed = signal.is_some() && signal != signal_url;
+                if signal_changed {
+                    signal_url = signal.clone();
+                    underlay = underlay_of(&signal_url);
+                }
                 if new == cfg {
                     tracing::debug!(serial, "identical map, nothing to apply");
                     health.refused = converted.refused;
                     health.map_error = None;
+                    if signal_changed
+                        && let Some(t) = &mut running.table
+                        && let Err(e) = t.apply(&wanted_routes(&cfg, &underlay))
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "keeping the Signal server outside the tunnel");
+                    }
+                    // An agent that started from its saved map without a Signal server (one
+                    // named only at login) starts Signal now.
+                    start_signal(&signal_url, &running, &cfg);
                     continue;
-                }
-                if signal.is_some() && signal != signal_url {
-                    signal_url = signal.clone();
-                    underlay = underlay_of(&signal_url);
                 }
                 match reload_all(&mut running, &cfg, &new, &underlay) {
                     Ok(()) => {

@@ -1,7 +1,26 @@
-//! What kind of network device an interface is, asked of the kernel in the caller's network
-//! namespace (ethtool's driver information; sysfs would show the namespace it was mounted in).
+//! Network devices and routing, asked of and told to the kernel in the caller's network
+//! namespace: what kind of device an interface is (ethtool's driver information; sysfs would
+//! show the namespace it was mounted in), and the one place that runs `ip` (iproute2).
 
-use std::io;
+use std::{io, process::Command};
+
+use anyhow::{Context as _, bail};
+
+/// Runs `ip ARGS…` (iproute2); an error carries the command and what `ip` said.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
 
 /// `SIOCETHTOOL` (linux/sockios.h).
 const SIOCETHTOOL: libc::c_ulong = 0x8946;

@@ -15,10 +15,12 @@
 //! whatever an earlier agent left (after a crash) is removed first, so the host's routing is
 //! exactly what it was without the agent.
 
-use std::{collections::BTreeSet, net::IpAddr, process::Command};
+use std::{collections::BTreeSet, net::IpAddr};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use ipnet::IpNet;
+
+use crate::netdev::ip;
 
 /// The agent's routing table id.
 pub const TABLE: u32 = 0x5347;
@@ -45,21 +47,6 @@ pub struct Table {
     now: Wanted,
     /// Families whose rules are installed (v4, v6).
     rules: (bool, bool),
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn family(v4: bool) -> &'static str {

@@ -183,6 +183,20 @@ fn udp_socket(port: u16) -> Result<UdpSocket> {
 }
 
 impl Shared {
+    /// State shared by the workers and the timer thread, with no peers yet.
+    fn new(private: StaticSecret, public: x25519::PublicKey) -> Shared {
+        Shared {
+            table: ArcSwap::from_pointee(PeerTable::default()),
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            stop: AtomicBool::new(false),
+            drops: Drops::default(),
+            tun_io: TunIo::default(),
+            next_slot: AtomicU32::new(1),
+        }
+    }
+
     fn build_table(&self, cfg: &WgConfig, old: &PeerTable) -> PeerTable {
         let peers = cfg.peers.iter().map(|p| {
             let settings = PeerSettings {
@@ -266,16 +280,7 @@ impl Device {
             sockets.push(udp_socket(listen_port)?);
         }
         let timer_sock = sockets[0].try_clone()?;
-        let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(PeerTable::default()),
-            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-            private,
-            public,
-            stop: AtomicBool::new(false),
-            drops: Drops::default(),
-            tun_io: TunIo::default(),
-            next_slot: AtomicU32::new(1),
-        });
+        let shared = Arc::new(Shared::new(private, public));
         let table = shared.build_table(cfg, &PeerTable::default());
         shared.table.store(Arc::new(table));
         let mut threads = Vec::new();
@@ -460,16 +465,7 @@ mod tests {
     fn shared() -> Shared {
         let private = StaticSecret::from([7u8; 32]);
         let public = x25519::PublicKey::from(&private);
-        Shared {
-            table: ArcSwap::from_pointee(PeerTable::default()),
-            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-            private,
-            public,
-            stop: AtomicBool::new(false),
-            drops: Drops::default(),
-            tun_io: TunIo::default(),
-            next_slot: AtomicU32::new(1),
-        }
+        Shared::new(private, public)
     }
 
     fn config(name: &str, keepalive: Option<u16>) -> WgConfig {

@@ -9,13 +9,13 @@ use std::{
         fd::{AsFd, AsRawFd, BorrowedFd},
         unix::fs::OpenOptionsExt,
     },
-    process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 
 use super::offload::VNET_HDR_LEN;
+use crate::netdev::ip;
 
 const IFF_TUN: i16 = 0x0001;
 const IFF_NO_PI: i16 = 0x1000;
@@ -109,21 +109,6 @@ pub fn remove(name: &str) -> Result<()> {
     let f = open_queue(name)?;
     // SAFETY: TUNSETPERSIST takes an integer argument by value.
     unsafe { tun_set_persist(f.as_raw_fd(), 0) }.context("TUNSETPERSIST 0")?;
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
     Ok(())
 }
 

@@ -509,37 +509,27 @@ impl<'a> Netmapper<'a> {
                     // Networks through their routers (both ways when bidirectional).
                     let dst_resources =
                         self.side_resources(&rule.destinations, &rule.destination_resource);
+                    let mut site = Site {
+                        routes: &mut routes,
+                        rfw: &mut rfw,
+                        remote: &mut remote,
+                    };
                     for dr in &dst_resources {
-                        self.site_to_site(
-                            me,
-                            &my_networks,
-                            sr,
-                            dr,
-                            rule,
-                            policy,
-                            &ports,
-                            include_v6,
-                            &mut Site {
-                                routes: &mut routes,
-                                rfw: &mut rfw,
-                                remote: &mut remote,
-                            },
-                        );
+                        let mut pairs = vec![(sr, *dr)];
                         if rule.bidirectional {
+                            pairs.push((*dr, sr));
+                        }
+                        for (from, to) in pairs {
                             self.site_to_site(
                                 me,
                                 &my_networks,
-                                dr,
-                                sr,
+                                from,
+                                to,
                                 rule,
                                 policy,
                                 &ports,
                                 include_v6,
-                                &mut Site {
-                                    routes: &mut routes,
-                                    rfw: &mut rfw,
-                                    remote: &mut remote,
-                                },
+                                &mut site,
                             );
                         }
                     }

@@ -100,19 +100,51 @@ pub fn ports(info: Option<&PortInfo>, legacy: &str) -> Result<Option<PortRange>,
     }
 }
 
-/// A port selection as `PortInfo` (`None` for every port); a single port is sent as `port`,
-/// a range as `range`, as NetBird's server does.
+fn selection(p: PortRange) -> PortSelection {
+    if p.is_single() {
+        PortSelection::Port(u32::from(p.start))
+    } else {
+        PortSelection::Range(Range {
+            start: u32::from(p.start),
+            end: u32::from(p.end),
+        })
+    }
+}
+
+/// A port selection as `PortInfo` (`None` for every port); a single port as `port`, a range as
+/// `range`.
 pub fn port_info(ports: Option<PortRange>) -> Option<PortInfo> {
     ports.map(|p| PortInfo {
-        port_selection: Some(if p.is_single() {
-            PortSelection::Port(u32::from(p.start))
-        } else {
-            PortSelection::Range(Range {
-                start: u32::from(p.start),
-                end: u32::from(p.end),
-            })
-        }),
+        port_selection: Some(selection(p)),
     })
+}
+
+/// A peer ACL rule's `(Port, PortInfo)` as NetBird's server fills them: a single port as text
+/// in the deprecated `Port` and no `PortInfo`; a range in `PortInfo`; a TCP or UDP rule without
+/// ports gets `PortInfo` range 0-0 (read as "every port"); other protocols get neither.
+pub fn firewall_rule_ports(
+    protocol: Protocol,
+    ports: Option<PortRange>,
+) -> (String, Option<PortInfo>) {
+    match ports {
+        Some(p) if p.is_single() => (p.start.to_string(), None),
+        Some(p) => (String::new(), port_info(Some(p))),
+        None if protocol.has_ports() => (
+            String::new(),
+            Some(PortInfo {
+                port_selection: Some(PortSelection::Range(Range { start: 0, end: 0 })),
+            }),
+        ),
+        None => (String::new(), None),
+    }
+}
+
+/// A route ACL rule's `PortInfo` as NetBird's server fills it: always present, without a
+/// selection when the rule has no ports.
+pub fn route_rule_port_info(ports: Option<PortRange>) -> PortInfo {
+    PortInfo {
+        port_selection: ports.map(selection),
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +223,27 @@ mod tests {
             assert_eq!(ports(port_info(Some(r)).as_ref(), ""), Ok(Some(r)));
         }
         assert_eq!(port_info(None), None);
+    }
+
+    /// NetBird's server's encodings read back as what they encode.
+    #[test]
+    fn netbird_encodings_round_trip() {
+        for proto in [Protocol::All, Protocol::Tcp, Protocol::Udp, Protocol::Icmp] {
+            let ranges: &[Option<PortRange>] = if proto.has_ports() {
+                &[None, Some(PortRange::single(22)), Some(PortRange::ALL)]
+            } else {
+                &[None]
+            };
+            for r in ranges {
+                let (legacy, info) = firewall_rule_ports(proto, *r);
+                assert_eq!(ports(info.as_ref(), &legacy), Ok(*r), "{proto} {r:?}");
+                assert_eq!(ports(Some(&route_rule_port_info(*r)), ""), Ok(*r));
+            }
+        }
+        assert_eq!(
+            firewall_rule_ports(Protocol::Tcp, Some(PortRange::single(443))).0,
+            "443"
+        );
+        assert!(route_rule_port_info(None).port_selection.is_none());
     }
 }

@@ -5,72 +5,12 @@ use ipnet::IpNet;
 use swiftgate_proto::management as pb;
 
 use super::types::*;
-use crate::model::{Action, FileStatus, MapRefusal, PeerMeta, PortRange, Protocol};
-
-fn protocol(p: Protocol) -> i32 {
-    (match p {
-        Protocol::All => pb::RuleProtocol::All,
-        Protocol::Tcp => pb::RuleProtocol::Tcp,
-        Protocol::Udp => pb::RuleProtocol::Udp,
-        Protocol::Icmp => pb::RuleProtocol::Icmp,
-    }) as i32
-}
-
-fn action(a: Action) -> i32 {
-    (match a {
-        Action::Accept => pb::RuleAction::Accept,
-        Action::Drop => pb::RuleAction::Drop,
-    }) as i32
-}
+use crate::model::{FileStatus, MapRefusal, PeerMeta};
 
 /// The destination NetBird's server gives domain routes and their route ACL rules
 /// (`Route.Network`, `RouteFirewallRule.destination`): a TEST-NET-1 host that is never routed.
 /// Agents use `Domains` (and `isDynamic`) instead.
 pub const DOMAIN_PLACEHOLDER: &str = "192.0.2.0/32";
-
-fn port_selection(p: PortRange) -> pb::port_info::PortSelection {
-    if p.is_single() {
-        pb::port_info::PortSelection::Port(u32::from(p.start))
-    } else {
-        pb::port_info::PortSelection::Range(pb::port_info::Range {
-            start: u32::from(p.start),
-            end: u32::from(p.end),
-        })
-    }
-}
-
-/// A peer ACL rule's `(Port, PortInfo)` as NetBird's server fills them: a single port as
-/// text in `Port` and no `PortInfo`; a range in `PortInfo`; a tcp/udp rule without ports gets
-/// `PortInfo` range 0-0 (which agents read as "every port"); other protocols get neither.
-fn firewall_ports(protocol: Protocol, p: Option<PortRange>) -> (String, Option<pb::PortInfo>) {
-    match p {
-        Some(p) if p.is_single() => (p.start.to_string(), None),
-        Some(p) => (
-            String::new(),
-            Some(pb::PortInfo {
-                port_selection: Some(port_selection(p)),
-            }),
-        ),
-        None if protocol.has_ports() => (
-            String::new(),
-            Some(pb::PortInfo {
-                port_selection: Some(pb::port_info::PortSelection::Range(pb::port_info::Range {
-                    start: 0,
-                    end: 0,
-                })),
-            }),
-        ),
-        None => (String::new(), None),
-    }
-}
-
-/// A route ACL rule's `PortInfo` as NetBird's server fills it: always present, without a
-/// selection when the rule has no ports.
-fn route_port_info(p: Option<PortRange>) -> pb::PortInfo {
-    pb::PortInfo {
-        port_selection: p.map(port_selection),
-    }
-}
 
 /// A prefix in NetBird's compact form: address bytes, then the prefix length (5 or 17 bytes).
 pub fn compact_prefix(n: &IpNet) -> Vec<u8> {
@@ -144,7 +84,7 @@ fn route(r: &Route) -> pb::Route {
 }
 
 fn firewall_rule(r: &FirewallRule) -> pb::FirewallRule {
-    let (port, port_info) = firewall_ports(r.protocol, r.port);
+    let (port, port_info) = swiftgate_rules::pb::firewall_rule_ports(r.protocol, r.port);
     pb::FirewallRule {
         // Deprecated field: the address for a single host, the CIDR otherwise.
         peer_ip: if r.peer_ip.prefix_len() == r.peer_ip.max_prefix_len() {
@@ -152,12 +92,9 @@ fn firewall_rule(r: &FirewallRule) -> pb::FirewallRule {
         } else {
             r.peer_ip.to_string()
         },
-        direction: match r.direction {
-            Direction::In => pb::RuleDirection::In as i32,
-            Direction::Out => pb::RuleDirection::Out as i32,
-        },
-        action: action(r.action),
-        protocol: protocol(r.protocol),
+        direction: r.direction.to_pb(),
+        action: r.action.to_pb(),
+        protocol: r.protocol.to_pb(),
         port,
         port_info,
         // NetBird's server sends the rule id here (the field name is historical).
@@ -170,13 +107,13 @@ fn firewall_rule(r: &FirewallRule) -> pb::FirewallRule {
 fn route_firewall_rule(r: &RouteFirewallRule) -> pb::RouteFirewallRule {
     pb::RouteFirewallRule {
         source_ranges: r.source_ranges.iter().map(ToString::to_string).collect(),
-        action: action(r.action),
+        action: r.action.to_pb(),
         destination: r
             .destination
             .map(|d| d.to_string())
             .unwrap_or_else(|| DOMAIN_PLACEHOLDER.to_string()),
-        protocol: protocol(r.protocol),
-        port_info: Some(route_port_info(r.port)),
+        protocol: r.protocol.to_pb(),
+        port_info: Some(swiftgate_rules::pb::route_rule_port_info(r.port)),
         is_dynamic: r.is_dynamic,
         domains: r.domains.clone(),
         custom_protocol: 0,
@@ -262,7 +199,7 @@ pub fn peer_meta(m: &pb::PeerSystemMeta) -> PeerMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PortRange;
+    use crate::model::{Action, PortRange, Protocol};
 
     #[test]
     fn converts_rules_and_routes() {

@@ -465,8 +465,40 @@ pub enum SettingsCmd {
     },
 }
 
+/// Why a CLI command failed: what the user gave, or what the server answered.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The admin API refused the request or could not be reached.
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    /// A duration that is not `30`, `30m`, `12h` or `30d`.
+    #[error("bad duration {0:?}: use e.g. 3600, 30m, 12h or 30d")]
+    Duration(String),
+    /// A `KEY=VALUE` flag without `=` or with a key it does not know.
+    #[error("{flag} {text:?}: {expected}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        text: String,
+        /// What it takes.
+        expected: &'static str,
+    },
+    /// A policy file that cannot be read or is not JSON.
+    #[error("{path}: {why}")]
+    PolicyFile {
+        /// The file (`-`: standard input).
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A command that is not a client command.
+    #[error("{0} is not a client command")]
+    NotClient(&'static str),
+}
+
 /// Parses `30`, `30s`, `30m`, `12h`, `30d` into seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<u64, CliError> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
         Some((i, 's')) => (&s[..i], 1),
@@ -477,12 +509,15 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     };
     num.parse::<u64>()
         .map(|n| n * mult)
-        .map_err(|_| format!("bad duration {s:?}: use e.g. 3600, 30m, 12h or 30d"))
+        .map_err(|_| CliError::Duration(s.to_string()))
 }
 
-fn split_kv<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), String> {
-    s.split_once('=')
-        .ok_or_else(|| format!("{flag} {s:?}: expected OS=VALUE, e.g. linux=5.10"))
+fn split_kv<'a>(flag: &'static str, s: &'a str) -> Result<(&'a str, &'a str), CliError> {
+    s.split_once('=').ok_or_else(|| CliError::Flag {
+        flag,
+        text: s.to_string(),
+        expected: "expected OS=VALUE, e.g. linux=5.10",
+    })
 }
 
 struct Out {
@@ -745,12 +780,12 @@ fn group_names(c: &Client, v: &mut Value, fields: &[&str]) -> Result<(), ClientE
 }
 
 /// Runs a client command against the API; `serve` is handled by the binary.
-pub fn run_client(cli: &Cli) -> Result<(), String> {
+pub fn run_client(cli: &Cli) -> Result<(), CliError> {
     let c = Client::new(&cli.api, cli.token.clone());
     let out = Out { json: cli.json };
-    let e = |e: ClientError| e.to_string();
+    let e = CliError::Api;
     match &cli.command {
-        Command::Serve(_) => return Err("serve is not a client command".into()),
+        Command::Serve(_) => return Err(CliError::NotClient("serve")),
         Command::Peers(cmd) => match cmd {
             PeersCmd::Ls => out.print(&c.get("/api/peers").map_err(e)?, peers_table),
             PeersCmd::Show { peer } => {
@@ -1228,9 +1263,11 @@ pub fn run_client(cli: &Cli) -> Result<(), String> {
                             "darwin" | "mac" | "macos" => "mac_path",
                             "windows" => "windows_path",
                             other => {
-                                return Err(format!(
-                                    "--process {other}=...: use linux=, darwin= or windows="
-                                ));
+                                return Err(CliError::Flag {
+                                    flag: "--process",
+                                    text: format!("{other}=..."),
+                                    expected: "use linux=, darwin= or windows=",
+                                });
                             }
                         };
                         spec[field] = json!(v);
@@ -1301,14 +1338,18 @@ fn settings_text(v: &Value) -> String {
     render(&["SETTING", "VALUE"], &rows)
 }
 
-fn policy_body(a: &PolicyAddArgs) -> Result<Value, String> {
+fn policy_body(a: &PolicyAddArgs) -> Result<Value, CliError> {
     if let Some(path) = &a.from_json {
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
-        } else {
-            std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?
+        let file = |why: String| CliError::PolicyFile {
+            path: path.display().to_string(),
+            why,
         };
-        return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()));
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| file(e.to_string()))?
+        } else {
+            std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?
+        };
+        return serde_json::from_str(&text).map_err(|e| file(e.to_string()));
     }
     let target =
         |kind: &str, id: &Option<String>| id.as_ref().map(|i| json!({"type": kind, "id": i}));
@@ -1345,9 +1386,9 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("30d"), Ok(30 * 86400));
-        assert_eq!(parse_duration("90"), Ok(90));
-        assert_eq!(parse_duration("12h"), Ok(43200));
+        assert_eq!(parse_duration("30d").unwrap(), 30 * 86400);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("12h").unwrap(), 43200);
         assert!(parse_duration("soon").is_err());
     }
 

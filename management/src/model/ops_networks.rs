@@ -164,7 +164,10 @@ impl Account {
                 .map(|r| (r.id.as_str(), r.name.as_str())),
             Some(id),
         )?;
-        let address: ResourceAddress = input.address.parse().map_err(invalid)?;
+        let address: ResourceAddress = input
+            .address
+            .parse()
+            .map_err(|e: AddressError| invalid(e.to_string()))?;
         if let Some(prefix) = address.prefix() {
             self.check_routable("address", &prefix)?;
         }

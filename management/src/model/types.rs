@@ -263,15 +263,67 @@ impl fmt::Display for ResourceAddress {
     }
 }
 
+/// Why a text is not a resource address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Nothing given.
+    #[error("address is empty")]
+    Empty,
+    /// Not `address/length`.
+    #[error("bad CIDR {0:?}: expected an address/prefix length")]
+    BadCidr(String),
+    /// A CIDR whose address has bits past the prefix.
+    #[error("bad CIDR {text:?}: host bits set (did you mean {network}?)")]
+    HostBits {
+        /// As given.
+        text: String,
+        /// The network it probably means.
+        network: IpNet,
+    },
+    /// Digits and dots that are no IP address.
+    #[error("bad IP address {0:?}")]
+    BadIp(String),
+    /// A name that is no DNS name.
+    #[error("bad {kind} {text:?}: {why}")]
+    BadDomain {
+        /// `domain` or `wildcard domain`.
+        kind: &'static str,
+        /// As given.
+        text: String,
+        /// What is wrong with it.
+        why: DomainError,
+    },
+}
+
+/// Why a name is not a DNS name swiftgate accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// Over 253 characters.
+    #[error("longer than 253 characters")]
+    TooLong,
+    /// One label only.
+    #[error("needs at least two labels (e.g. host.internal)")]
+    OneLabel,
+    /// An empty label or one over 63 characters.
+    #[error("each label must have 1 to 63 characters")]
+    LabelLength,
+    /// A character other than letters, digits and hyphens.
+    #[error("label {0:?} may only hold letters, digits and '-' ('*' only as a leading '*.')")]
+    LabelCharacters(String),
+    /// A hyphen at either end of a label.
+    #[error("label {0:?} starts or ends with '-'")]
+    LabelHyphen(String),
+}
+
 impl FromStr for ResourceAddress {
-    type Err = String;
+    type Err = AddressError;
 
     /// Parses `10.0.0.5`, `10.0.0.5/32`, `10.0.0.0/16`, `host.example.internal` or
     /// `*.example.internal`. A CIDR with host bits set is refused.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, AddressError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("address is empty".into());
+            return Err(AddressError::Empty);
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(ResourceAddress::Host(ip));
@@ -279,12 +331,12 @@ impl FromStr for ResourceAddress {
         if s.contains('/') {
             let net: IpNet = s
                 .parse()
-                .map_err(|_| format!("bad CIDR {s:?}: expected an address/prefix length"))?;
+                .map_err(|_| AddressError::BadCidr(s.to_string()))?;
             if net.network() != net.addr() {
-                return Err(format!(
-                    "bad CIDR {s:?}: host bits set (did you mean {}?)",
-                    net.trunc()
-                ));
+                return Err(AddressError::HostBits {
+                    text: s.to_string(),
+                    network: net.trunc(),
+                });
             }
             return Ok(if net.prefix_len() == net.max_prefix_len() {
                 ResourceAddress::Host(net.addr())
@@ -293,14 +345,21 @@ impl FromStr for ResourceAddress {
             });
         }
         if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            return Err(format!("bad IP address {s:?}"));
+            return Err(AddressError::BadIp(s.to_string()));
         }
         let lower = s.to_ascii_lowercase();
+        let bad = |kind: &'static str| {
+            move |why| AddressError::BadDomain {
+                kind,
+                text: s.to_string(),
+                why,
+            }
+        };
         if let Some(rest) = lower.strip_prefix("*.") {
-            validate_domain(rest).map_err(|e| format!("bad wildcard domain {s:?}: {e}"))?;
+            validate_domain(rest).map_err(bad("wildcard domain"))?;
             Ok(ResourceAddress::WildcardDomain(lower))
         } else {
-            validate_domain(&lower).map_err(|e| format!("bad domain {s:?}: {e}"))?;
+            validate_domain(&lower).map_err(bad("domain"))?;
             Ok(ResourceAddress::Domain(lower))
         }
     }
@@ -308,26 +367,24 @@ impl FromStr for ResourceAddress {
 
 /// Checks a lower-case DNS name (no wildcard): labels of 1..=63 letters, digits and hyphens,
 /// not starting or ending with a hyphen, at least two labels, at most 253 characters.
-pub fn validate_domain(d: &str) -> Result<(), String> {
+pub fn validate_domain(d: &str) -> Result<(), DomainError> {
     let d = d.strip_suffix('.').unwrap_or(d);
     if d.len() > 253 {
-        return Err("longer than 253 characters".into());
+        return Err(DomainError::TooLong);
     }
     let labels: Vec<&str> = d.split('.').collect();
     if labels.len() < 2 {
-        return Err("needs at least two labels (e.g. host.internal)".into());
+        return Err(DomainError::OneLabel);
     }
     for l in labels {
         if l.is_empty() || l.len() > 63 {
-            return Err("each label must have 1 to 63 characters".into());
+            return Err(DomainError::LabelLength);
         }
         if !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!(
-                "label {l:?} may only hold letters, digits and '-' ('*' only as a leading '*.')"
-            ));
+            return Err(DomainError::LabelCharacters(l.to_string()));
         }
         if l.starts_with('-') || l.ends_with('-') {
-            return Err(format!("label {l:?} starts or ends with '-'"));
+            return Err(DomainError::LabelHyphen(l.to_string()));
         }
     }
     Ok(())
@@ -451,15 +508,18 @@ pub enum SetupKeyKind {
     OneOff,
 }
 
+/// A setup key type that is neither `reusable` nor `one-off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown setup key type {0:?}: use reusable or one-off")]
+pub struct UnknownSetupKeyKind(pub String);
+
 impl FromStr for SetupKeyKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSetupKeyKind;
+    fn from_str(s: &str) -> Result<Self, UnknownSetupKeyKind> {
         match s.to_ascii_lowercase().as_str() {
             "reusable" => Ok(SetupKeyKind::Reusable),
             "one-off" | "oneoff" | "one_off" => Ok(SetupKeyKind::OneOff),
-            _ => Err(format!(
-                "unknown setup key type {s:?}: use reusable or one-off"
-            )),
+            _ => Err(UnknownSetupKeyKind(s.to_string())),
         }
     }
 }

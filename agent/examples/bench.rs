@@ -22,9 +22,6 @@
 //!
 //! docs/benchmarks.md explains the method and its caveats and holds the results of a run.
 
-#[path = "../../tests/kernel/mod.rs"]
-mod kernel;
-
 use std::{
     fmt::Write as _,
     fs::File,
@@ -47,10 +44,6 @@ use aya::{
     },
 };
 use clap::Parser;
-use kernel::{
-    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
-    pkt::{self, Tcp},
-};
 use swiftgate::{
     config::{
         Config, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig, PeerConfig, PolicyConfig,
@@ -61,6 +54,10 @@ use swiftgate::{
 };
 use swiftgate_common::{
     Counter, CtEntry, FlowKey, FlowKey4, PolicyKey, PolicyValue, config_flags, maps, programs,
+};
+use swiftgate_testkit::kernel::{
+    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
+    pkt::{self, Tcp},
 };
 
 /// The packet generator (XDP, returns `XDP_TX`), built from ebpf/src/bench.rs by agent/build.rs.
@@ -858,7 +855,7 @@ fn same_packet_repeat(lab: &mut Lab, hook: Hook, pkt: &[u8], p: &Params) -> Resu
         .with_context(|| format!("loading {name}"))?;
     }
     let (skb, xdp_md) = match hook {
-        Hook::Tc { ifindex, .. } => (kernel::skb_ctx(ifindex), [0u8; 24]),
+        Hook::Tc { ifindex, .. } => (swiftgate_testkit::kernel::skb_ctx(ifindex), [0u8; 24]),
         Hook::Xdp => {
             // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
             let mut md = [0u8; 24];
@@ -969,7 +966,7 @@ fn new_flow_repeat(lab: &mut Lab, src: usize, port: u16, p: &Params) -> Result<H
         .context("the new-flow SYN is not SYN_LEN bytes")?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     template.set(0, PerCpuValues::try_from(vec![syn; cpus])?, 0)?;
-    let ctx = kernel::skb_ctx(lab.ovl);
+    let ctx = swiftgate_testkit::kernel::skb_ctx(lab.ovl);
     let run = |ebpf: &Ebpf, name: &str, repeat: u32| -> Result<(u32, u64)> {
         let prog: &SchedClassifier = ebpf
             .program(name)

@@ -377,7 +377,7 @@ fn masquerade_port_collision_picks_a_free_port() {
 /// Established packets are rewritten in place (no checksum helpers) when their checksum state
 /// allows it; this covers every shape that path handles: a changed port both ways, a UDP
 /// checksum of zero, IP options, IPv6 TCP and UDP. Fields and checksums are checked by
-/// tests/kernel/pkt.rs, independently of the programs.
+/// `swiftgate_testkit::kernel::pkt`, independently of the programs.
 /// Sends a data segment of `peer`'s established flow 40001 -> 192.0.2.10:443 through the
 /// overlay program, plain and with `options` words of IPv4 options: each must leave
 /// masqueraded to 192.0.2.1:`port` with every checksum right.

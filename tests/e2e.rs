@@ -1,11 +1,12 @@
 //! End-to-end tests: the real `swiftgate` agent routing real packets between network
-//! namespaces (see tests/support for the topology).
+//! namespaces (see `swiftgate_testkit::topology` for the topology).
 //!
-//! Run as root:
+//! Run as root, after building the agent binary (`./x test` does both):
 //!
 //! ```text
-//! cargo test -p swiftgate --test e2e -- --nocapture          # all
-//! cargo test -p swiftgate --test e2e berlin -- --nocapture   # one
+//! cargo build -p swiftgate --bin swiftgate
+//! cargo test -p swiftgate-tests --test e2e -- --nocapture          # all
+//! cargo test -p swiftgate-tests --test e2e berlin -- --nocapture   # one
 //! SG_E2E_TRACE=1 cargo test …                                # log every overlay packet
 //! ```
 //!

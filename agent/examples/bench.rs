@@ -4,8 +4,8 @@
 //! cargo run --release -p swiftgate --example bench -- [--quick]
 //! ```
 //!
-//! Part 1 times `sg_overlay_ingress_l2` per packet through `BPF_PROG_TEST_RUN` (the lab of
-//! `tests/kernel`) on the new-flow, established and deny paths, with 1, 1,000 and 100,000
+//! Part 1 times `sg_overlay_ingress_l2` per packet through `BPF_PROG_TEST_RUN` (the kernel lab
+//! of `swiftgate-testkit`) on the new-flow, established and deny paths, with 1, 1,000 and 100,000
 //! generated rules and again with 1,000,000 conntrack entries present.
 //!
 //! Part 2 forwards UDP from an overlay namespace through a routing-peer namespace to a LAN

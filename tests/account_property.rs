@@ -50,8 +50,6 @@
 //! `SWIFTGATE_ACCOUNT_CASES` sets the number of accounts (default 3,000); each gets 8 packets.
 //! Needs root.
 
-mod kernel;
-
 use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet},
@@ -61,7 +59,6 @@ use std::{
 };
 
 use ipnet::IpNet;
-use kernel::{Lab, pkt};
 use proptest::{
     prelude::*,
     test_runner::{Config as PtConfig, TestCaseError, TestRunner},
@@ -81,6 +78,7 @@ use swiftgate_management::{
     netmap::{Netmapper, proto},
 };
 use swiftgate_proto::keys::PrivateKey;
+use swiftgate_testkit::kernel::{Lab, pkt};
 
 /// Peer groups and resource groups share one namespace, as in NetBird.
 const GROUPS: [&str; 4] = ["g0", "g1", "g2", "g3"];

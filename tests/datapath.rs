@@ -3,15 +3,13 @@
 //! checked with a parser and checksum code written in the test, not the code under test.
 //! Needs root.
 
-mod kernel;
-
-use kernel::{
-    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    pkt::{self, Tcp, View},
-};
 use std::net::IpAddr;
 use swiftgate::dataplane;
 use swiftgate_common::{Counter, config_flags, ct_flags, ct_timeout, programs};
+use swiftgate_testkit::kernel::{
+    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    pkt::{self, Tcp, View},
+};
 
 const CONFIG: &str = r#"
 [[peers]]
@@ -379,7 +377,7 @@ fn masquerade_port_collision_picks_a_free_port() {
 /// Established packets are rewritten in place (no checksum helpers) when their checksum state
 /// allows it; this covers every shape that path handles: a changed port both ways, a UDP
 /// checksum of zero, IP options, IPv6 TCP and UDP. Fields and checksums are checked by
-/// tests/kernel/pkt.rs, independently of the programs.
+/// `swiftgate_testkit::kernel::pkt`, independently of the programs.
 /// Sends a data segment of `peer`'s established flow 40001 -> 192.0.2.10:443 through the
 /// overlay program, plain and with `options` words of IPv4 options: each must leave
 /// masqueraded to 192.0.2.1:`port` with every checksum right.
@@ -1242,7 +1240,7 @@ fn icmp_errors_from_the_overlay_are_translated_back() {
 /// else — unknown flows, SYN/FIN, unresolved next hops — to the TC program.
 #[test]
 fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
-    use kernel::{XDP_PASS, XDP_REDIRECT};
+    use swiftgate_testkit::kernel::{XDP_PASS, XDP_REDIRECT};
     let mut lab = Lab::new(CONFIG);
     let wiki_mac = [0x02, 0, 0, 0xc0, 0x02, 0x0a];
     lab.sh("ip neigh replace 192.0.2.10 lladdr 02:00:00:c0:02:0a dev lan nud permanent");
@@ -1422,8 +1420,8 @@ fn xdp_stage_forwards_established_flows_and_passes_the_rest() {
 /// filling the slots would fail half-way), and nothing is loaded.
 #[test]
 fn pinned_maps_of_another_layout_are_refused_clearly() {
-    kernel::require_root();
-    for (i, (name, kind, key, value, says)) in [
+    swiftgate_testkit::require_root();
+    for (name, kind, key, value, says) in [
         (
             swiftgate_common::maps::CONNTRACK4,
             "lru_hash",
@@ -1453,11 +1451,9 @@ fn pinned_maps_of_another_layout_are_refused_clearly() {
             "4",
             "another layout",
         ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let pin = kernel::test_bpffs().join(format!("sglayout{}x{i}", std::process::id()));
+    ] {
+        let pins = swiftgate_testkit::PinDir::new().expect("pin directory");
+        let pin = pins.path().to_path_buf();
         let maps = pin.join("maps");
         std::fs::create_dir_all(&maps).unwrap();
         let out = std::process::Command::new("bpftool")
@@ -1480,7 +1476,7 @@ fn pinned_maps_of_another_layout_are_refused_clearly() {
         })
         .err()
         .expect("refused");
-        let _ = std::fs::remove_dir_all(&pin);
+        drop(pins);
         let msg = format!("{err:#}");
         assert!(
             msg.contains(says) && msg.contains("swiftgate down"),

@@ -1,23 +1,22 @@
 //! End-to-end tests: the real `swiftgate` agent routing real packets between network
-//! namespaces (see tests/support for the topology).
+//! namespaces (see `swiftgate_testkit::topology` for the topology).
 //!
-//! Run as root:
+//! Run as root, after building the agent binary (`./x test` does both):
 //!
 //! ```text
-//! cargo test -p swiftgate --test e2e -- --nocapture          # all
-//! cargo test -p swiftgate --test e2e berlin -- --nocapture   # one
+//! cargo build -p swiftgate --bin swiftgate
+//! cargo test -p swiftgate-tests --test e2e -- --nocapture          # all
+//! cargo test -p swiftgate-tests --test e2e berlin -- --nocapture   # one
 //! SG_E2E_TRACE=1 cargo test …                                # log every overlay packet
 //! ```
 //!
 //! The tests do not skip without root: they fail with a message saying so.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use support::traffic::{self, BLOCKED_TIMEOUT, CONNECT_TIMEOUT};
-use support::{
+use swiftgate_testkit::traffic::{self, BLOCKED_TIMEOUT, CONNECT_TIMEOUT};
+use swiftgate_testkit::{
     Config, LanSpec, NetNs, Network, Peer, Policy, TcpServer, TcpSession, Topology, TopologySpec,
     UdpServer, require_root,
 };
@@ -635,15 +634,16 @@ fn policy_change_without_gap_and_deny_takes_effect() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_agent_running(&mut t, "after a good reload");
-    let reachable = support::poll_until(Duration::from_secs(3), Duration::from_millis(200), || {
-        traffic::tcp_probe(
-            &t.client,
-            ALICE.into(),
-            sa(PRINTER, 631),
-            Duration::from_millis(500),
-        )
-        .ok()
-    });
+    let reachable =
+        swiftgate_testkit::poll_until(Duration::from_secs(3), Duration::from_millis(200), || {
+            traffic::tcp_probe(
+                &t.client,
+                ALICE.into(),
+                sa(PRINTER, 631),
+                Duration::from_millis(500),
+            )
+            .ok()
+        });
     if reachable.is_none() {
         panic!(
             "the added policy (printer tcp/631) never took effect after SIGHUP\n{}",
@@ -724,10 +724,11 @@ fn bad_config_is_rejected_and_old_policy_stays() {
     let bad_path = t.workdir.join("bad.toml");
     t.write_config_text(&bad_path, &bad_text)
         .expect("writing the bad config");
-    let out = support::agent::up_expecting_exit(&t.gw, &bad_path, Duration::from_secs(15))
-        .unwrap_or_else(|e| {
-            panic!("swiftgate up with a reversed port range did not exit by itself: {e}")
-        });
+    let out =
+        swiftgate_testkit::agent::up_expecting_exit(&t.gw, &bad_path, Duration::from_secs(15))
+            .unwrap_or_else(|e| {
+                panic!("swiftgate up with a reversed port range did not exit by itself: {e}")
+            });
     assert!(
         !out.success(),
         "swiftgate up accepted a reversed port range; stderr:\n{}",
@@ -760,7 +761,7 @@ fn bad_config_is_rejected_and_old_policy_stays() {
     let log_before = t.agent().map(|a| a.log().len()).unwrap_or(0);
     t.reload_agent().expect("SIGHUP");
     let complained =
-        support::poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
+        swiftgate_testkit::poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
             let log = t.agent().ok()?.log();
             let new = log.get(log_before..).unwrap_or("").to_lowercase();
             (new.contains("500-400") || new.contains("revers")).then_some(())

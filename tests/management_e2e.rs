@@ -5,8 +5,6 @@
 //!
 //! Underlay 203.0.113.0/24; LAN 192.0.2.0/24; overlay from the server's range. Needs root.
 
-mod support;
-
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     process::Command,
@@ -14,7 +12,7 @@ use std::{
 };
 
 use serde_json::json;
-use support::{
+use swiftgate_testkit::{
     TcpServer,
     mgmt::{Agent, Mgmt, enrol, peer, wait_ready},
     traffic,
@@ -34,7 +32,7 @@ fn poll(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() ->
             let logs: Vec<String> = agents
                 .iter()
                 .map(|a| {
-                    let status = Command::new(support::swiftgate_bin())
+                    let status = Command::new(swiftgate_testkit::swiftgate_bin())
                         .args(["status", "--json", "--socket"])
                         .arg(a.log.with_extension("").join("ctl.sock"))
                         .output()
@@ -68,7 +66,7 @@ fn ping(lab: &Lab, ns: usize, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
 
 #[test]
 fn berlin_office_through_the_admin_api() {
-    support::require_root();
+    swiftgate_testkit::require_root();
     let (lab, client, gw, lan) = topology();
     let m = Mgmt::start(&lab, gw, "203.0.113.1");
     m.post("/api/groups", json!({"name": "Development"}));
@@ -240,7 +238,7 @@ fn berlin_office_through_the_admin_api() {
 
 #[test]
 fn three_tier_through_the_admin_api() {
-    support::require_root();
+    swiftgate_testkit::require_root();
     let mut lab = Lab::new();
     let gw = lab.ns("g");
     let lan = lab.ns("l");
@@ -356,7 +354,8 @@ fn three_tier_through_the_admin_api() {
         servers.push(TcpServer::start(lab.n(lan), sa(Ipv4Addr::new(192, 0, 2, ip), port)).unwrap());
     }
     let _dns_udp =
-        support::UdpServer::start(lab.n(lan), sa(Ipv4Addr::new(192, 0, 2, 53), 53)).unwrap();
+        swiftgate_testkit::UdpServer::start(lab.n(lan), sa(Ipv4Addr::new(192, 0, 2, 53), 53))
+            .unwrap();
     let all: Vec<&Agent> = std::iter::once(&router).chain(agents.iter()).collect();
     let host = |last: u8| Ipv4Addr::new(192, 0, 2, last);
     let tcp = |who: usize, dst: u8, port: u16, t: Duration| {
@@ -414,7 +413,7 @@ fn three_tier_through_the_admin_api() {
 /// off: the Hamburg host sees the Berlin host's own address), underlay 203.0.113.0/24.
 #[test]
 fn site_to_site_through_the_admin_api() {
-    support::require_root();
+    swiftgate_testkit::require_root();
     let mut lab = Lab::new();
     let host_b = lab.ns("a");
     let gw_b = lab.ns("g");

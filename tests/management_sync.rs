@@ -9,8 +9,6 @@
 //! the test pushes), so every step is under the test's control. A stock wireguard-go client
 //! (alice) reaches the LAN through the managed routing peer. Needs root.
 
-mod support;
-
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
@@ -20,10 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
-    TcpServer, TcpSession, traffic,
-    wg::{Lab, keys, wait_for},
-};
 use swiftgate_proto::{
     envelope::{decrypt_message, encrypt_message},
     keys::{KeyPair, PublicKey},
@@ -37,6 +31,10 @@ use swiftgate_proto::{
     },
     signal_server::SignalRelay,
     signalexchange::signal_exchange_server::SignalExchangeServer,
+};
+use swiftgate_testkit::{
+    TcpServer, TcpSession, traffic,
+    wg::{Lab, keys, wait_for},
 };
 use tokio_stream::{Stream, StreamExt as _, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
@@ -265,7 +263,7 @@ fn spawn_agent(
     extra: &[&str],
 ) -> Child {
     let out = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(support::swiftgate_bin());
+    let mut cmd = Command::new(swiftgate_testkit::swiftgate_bin());
     cmd.env("NO_COLOR", "1")
         .args([
             "up",
@@ -313,8 +311,8 @@ impl Drop for Cleanup {
         }
         for (ns, pin) in &self.1 {
             let path = PathBuf::from("/run/netns").join(ns);
-            let _ = support::netns::run_in(&path, || {
-                Command::new(support::swiftgate_bin())
+            let _ = swiftgate_testkit::netns::run_in(&path, || {
+                Command::new(swiftgate_testkit::swiftgate_bin())
                     .args(["down", "--interface", "sg0", "--pin-path"])
                     .arg(pin)
                     .output()
@@ -341,7 +339,7 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
     std::fs::create_dir_all(&state).unwrap();
     let router = KeyPair::generate();
     std::fs::write(state.join("key"), router.private().to_base64().as_bytes()).unwrap();
-    let pin = PathBuf::from(support::BPFFS).join(format!("sg-test-{}m", lab.id));
+    let pin = swiftgate_testkit::pin_path_for(&format!("{}m", lab.id));
     let alice = keys();
     let (url, maps, stop, metas) = start_server(&lab, gw, "127.0.0.1:0", false);
     let rp = router.public().to_base64();
@@ -446,7 +444,7 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
 
     // Map 4: 22 again, a route the agent cannot honour (inside the overlay), and a process
     // check on the agent's own binary and on a path that does not exist.
-    let agent_bin = support::swiftgate_bin().canonicalize().unwrap();
+    let agent_bin = swiftgate_testkit::swiftgate_bin().canonicalize().unwrap();
     let agent_bin = agent_bin.to_str().unwrap().to_string();
     let mut m4 = map(4, &rp, &alice.public, Some(22));
     let nm = m4.network_map.as_mut().unwrap();
@@ -610,8 +608,8 @@ fn managed_client_finds_its_routing_peer_through_signal() {
         (ap.clone(), client_map),
     ]))
     .unwrap();
-    let pin_r = PathBuf::from(support::BPFFS).join(format!("sg-test-{}r", lab.id));
-    let pin_a = PathBuf::from(support::BPFFS).join(format!("sg-test-{}a", lab.id));
+    let pin_r = swiftgate_testkit::pin_path_for(&format!("{}r", lab.id));
+    let pin_a = swiftgate_testkit::pin_path_for(&format!("{}a", lab.id));
     let mut guard = Cleanup(
         vec![],
         vec![
@@ -779,8 +777,8 @@ fn managed_exit_node_routes_through_a_table_of_its_own() {
         .unwrap()
     };
     push(1, true);
-    let pin_r = PathBuf::from(support::BPFFS).join(format!("sg-test-{}r", lab.id));
-    let pin_a = PathBuf::from(support::BPFFS).join(format!("sg-test-{}a", lab.id));
+    let pin_r = swiftgate_testkit::pin_path_for(&format!("{}r", lab.id));
+    let pin_a = swiftgate_testkit::pin_path_for(&format!("{}a", lab.id));
     let mut guard = Cleanup(
         vec![],
         vec![

@@ -10,20 +10,18 @@
 //! `SWIFTGATE_PROPTEST_CASES` sets the number of policy sets (default 10,000); each gets 4
 //! packets. Needs root.
 
-mod kernel;
-
 use std::{
     cell::RefCell,
     net::IpAddr,
     sync::atomic::{AtomicU16, Ordering},
 };
 
-use kernel::{Lab, pkt};
 use proptest::{
     prelude::*,
     test_runner::{Config as PtConfig, TestCaseError, TestRunner},
 };
 use swiftgate::policy::{Side, evaluate};
+use swiftgate_testkit::kernel::{Lab, pkt};
 
 const GROUPS: [&str; 4] = ["g0", "g1", "g2", "g3"];
 const RGROUPS: [&str; 3] = ["r0", "r1", "r2"];

@@ -6,14 +6,12 @@
 //! Underlays: 203.0.113.0/24 (alice) and 198.51.100.0/24 (bob); overlay 100.64.0.0/16; LAN
 //! 192.0.2.0/24. Needs root.
 
-mod support;
-
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
-use support::{
+use swiftgate_testkit::{
     TcpServer, TcpSession, traffic,
     wg::{Keys, Lab, client_config, keys, sh, wait_for},
 };
@@ -397,7 +395,7 @@ fn spoofed_sources_unknown_peers_and_garbage_are_dropped() {
             .all(|p| p["name"] != "carol")
     );
     // A handshake flood from keys nobody knows: past the rate limit, cookie replies.
-    let gw_public = support::wg::public_key_bytes(&gw_pub);
+    let gw_public = swiftgate_testkit::wg::public_key_bytes(&gw_pub);
     let cookies = lab
         .n(bob_ns)
         .run(move || {

@@ -12,13 +12,11 @@
 //! XDP stage — the overlay veth's own `xdp_redirect` counter tells — and that `swiftgate down`
 //! detaches it. Run as root; does not skip.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::traffic::BLOCKED_TIMEOUT;
-use support::{
+use swiftgate_testkit::traffic::BLOCKED_TIMEOUT;
+use swiftgate_testkit::{
     NetNs, TcpServer, TcpSession, agent, ensure_bpffs, pin_path_for, require_root, unique_id,
 };
 
@@ -90,7 +88,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.pin.exists() {
             let _ = agent::down(&self.ns, &self.pin);
-            let _ = std::fs::remove_dir_all(&self.pin);
+            let _ = swiftgate_testkit::remove_pins(&self.pin);
         }
         for f in &self.files {
             let _ = std::fs::remove_file(f);
@@ -233,7 +231,7 @@ fn xdp_stage_forwards_real_traffic_and_detaches_on_down() {
         "the XDP stage forwarded the established packets ({redirected} XDP redirects on gw0)"
     );
     assert!(
-        support::traffic::tcp_probe(
+        swiftgate_testkit::traffic::tcp_probe(
             &client,
             IpAddr::V4(ALICE),
             SocketAddr::from((WIKI, 22)),

@@ -4,8 +4,8 @@
 //! cargo run --release -p swiftgate --example bench -- [--quick]
 //! ```
 //!
-//! Part 1 times `sg_overlay_ingress_l2` per packet through `BPF_PROG_TEST_RUN` (the lab of
-//! `tests/kernel`) on the new-flow, established and deny paths, with 1, 1,000 and 100,000
+//! Part 1 times `sg_overlay_ingress_l2` per packet through `BPF_PROG_TEST_RUN` (the kernel lab
+//! of `swiftgate-testkit`) on the new-flow, established and deny paths, with 1, 1,000 and 100,000
 //! generated rules and again with 1,000,000 conntrack entries present.
 //!
 //! Part 2 forwards UDP from an overlay namespace through a routing-peer namespace to a LAN
@@ -22,14 +22,9 @@
 //!
 //! docs/benchmarks.md explains the method and its caveats and holds the results of a run.
 
-#[path = "../../tests/kernel/mod.rs"]
-mod kernel;
-
 use std::{
     fmt::Write as _,
-    fs::File,
     io::Write as _,
-    os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -47,10 +42,6 @@ use aya::{
     },
 };
 use clap::Parser;
-use kernel::{
-    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
-    pkt::{self, Tcp},
-};
 use swiftgate::{
     config::{
         Config, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig, PeerConfig, PolicyConfig,
@@ -61,6 +52,10 @@ use swiftgate::{
 };
 use swiftgate_common::{
     Counter, CtEntry, FlowKey, FlowKey4, PolicyKey, PolicyValue, config_flags, maps, programs,
+};
+use swiftgate_testkit::kernel::{
+    Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_REDIRECT,
+    pkt::{self, Tcp},
 };
 
 /// The packet generator (XDP, returns `XDP_TX`), built from ebpf/src/bench.rs by agent/build.rs.
@@ -858,7 +853,7 @@ fn same_packet_repeat(lab: &mut Lab, hook: Hook, pkt: &[u8], p: &Params) -> Resu
         .with_context(|| format!("loading {name}"))?;
     }
     let (skb, xdp_md) = match hook {
-        Hook::Tc { ifindex, .. } => (kernel::skb_ctx(ifindex), [0u8; 24]),
+        Hook::Tc { ifindex, .. } => (swiftgate_testkit::kernel::skb_ctx(ifindex), [0u8; 24]),
         Hook::Xdp => {
             // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
             let mut md = [0u8; 24];
@@ -969,7 +964,7 @@ fn new_flow_repeat(lab: &mut Lab, src: usize, port: u16, p: &Params) -> Result<H
         .context("the new-flow SYN is not SYN_LEN bytes")?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     template.set(0, PerCpuValues::try_from(vec![syn; cpus])?, 0)?;
-    let ctx = kernel::skb_ctx(lab.ovl);
+    let ctx = swiftgate_testkit::kernel::skb_ctx(lab.ovl);
     let run = |ebpf: &Ebpf, name: &str, repeat: u32| -> Result<(u32, u64)> {
         let prog: &SchedClassifier = ebpf
             .program(name)
@@ -1564,19 +1559,10 @@ fn ns_cmd(ns: &str, args: &[&str]) -> Result<String> {
     cmd(&full)
 }
 
-/// Runs `f` on a thread that has entered network namespace `ns`.
+/// Runs `f` on a thread that has entered network namespace `ns` (see
+/// [`swiftgate_testkit::netns::run_in`]).
 fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let file = File::open(format!("/run/netns/{ns}"))
-        .with_context(|| format!("opening /run/netns/{ns}"))?;
-    std::thread::scope(|sc| {
-        sc.spawn(move || {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering netns {ns}"))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    swiftgate_testkit::netns::run_in(&Path::new("/run/netns").join(ns), f)?
 }
 
 fn ns_sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
@@ -1610,41 +1596,39 @@ fn nft_apply(ns: &str, rules: &str) -> Result<()> {
     Ok(())
 }
 
-/// The three namespaces: gen (g0) <-> (gw0) gw (gw1) <-> (s0) sink. Deleted, with the pinned
-/// state of swiftgate, on drop.
+/// The three namespaces: gen (g0) <-> (gw0) gw (gw1) <-> (s0) sink. On drop the pinned state
+/// of swiftgate goes first, then the namespaces with their links (the testkit's guards, in
+/// field order).
 struct Topology {
+    /// Name of the generator's namespace.
     gen_ns: String,
+    /// Name of the gateway's namespace.
     gw: String,
+    /// Name of the sink's namespace.
     sink: String,
+    /// swiftgate's pin directory (`_pins`' path).
     pin: PathBuf,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let _ = dataplane::remove_all(&self.pin);
-        for ns in [&self.gen_ns, &self.gw, &self.sink] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
+    _pins: swiftgate_testkit::PinDir,
+    namespaces: [swiftgate_testkit::NetNs; 3],
 }
 
 impl Topology {
     fn build(same_cpu: bool) -> Result<Topology> {
-        let id = std::process::id();
+        let id = swiftgate_testkit::unique_id();
+        let pins = swiftgate_testkit::PinDir::for_id(&id)?;
+        let create = |role: &str| swiftgate_testkit::NetNs::create(&format!("{id}-{role}"));
+        let namespaces = [create("gen")?, create("gw")?, create("sink")?];
         let t = Topology {
-            gen_ns: format!("sgb{id}-gen"),
-            gw: format!("sgb{id}-gw"),
-            sink: format!("sgb{id}-sink"),
-            pin: PathBuf::from(format!("/sys/fs/bpf/sg-bench-{id}")),
+            gen_ns: namespaces[0].name().to_owned(),
+            gw: namespaces[1].name().to_owned(),
+            sink: namespaces[2].name().to_owned(),
+            pin: pins.path().to_owned(),
+            _pins: pins,
+            namespaces,
         };
-        for ns in [&t.gen_ns, &t.gw, &t.sink] {
-            cmd(&["ip", "netns", "add", ns])?;
-            cmd(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        for ns in &t.namespaces {
             for k in ["all", "default"] {
-                ns_sysctl(ns, &format!("net/ipv6/conf/{k}/disable_ipv6"), "1")?;
+                ns.sysctl(&format!("net/ipv6/conf/{k}/disable_ipv6"), "1")?;
             }
         }
         let (g, w, s) = (t.gen_ns.as_str(), t.gw.as_str(), t.sink.as_str());

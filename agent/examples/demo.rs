@@ -8,15 +8,14 @@
 //! removed at the end (Ctrl-C while `--hold` waits also cleans up).
 #![allow(clippy::print_stdout)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     process::Command,
 };
 
-use support::{LanSpec, Network, Peer, Policy, TcpServer, Topology, TopologySpec, traffic};
+use swiftgate_testkit::{
+    LanSpec, Network, Peer, Policy, TcpServer, Topology, TopologySpec, traffic,
+};
 
 const ALICE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 9);
@@ -29,17 +28,19 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
 
 fn show(t: &Topology, args: &[&str]) {
     let pin = t.pin_path.to_string_lossy().into_owned();
-    let mut cmd = Command::new(support::swiftgate_bin());
+    let mut cmd = Command::new(swiftgate_testkit::swiftgate_bin());
     cmd.args(args).args(["--pin-path", &pin]);
-    match support::netns::run_in(&t.gw.path(), || cmd.output()) {
+    match swiftgate_testkit::netns::run_in(&t.gw.path(), || cmd.output()) {
         Ok(Ok(out)) => print!("{}", String::from_utf8_lossy(&out.stdout)),
         Ok(Err(e)) => println!("  (could not run swiftgate {args:?}: {e})"),
-        Err(support::Error(e)) => println!("  (could not enter the routing peer's namespace: {e})"),
+        Err(swiftgate_testkit::Error(e)) => {
+            println!("  (could not enter the routing peer's namespace: {e})")
+        }
     }
 }
 
 fn main() {
-    support::require_root();
+    swiftgate_testkit::require_root();
     let hold = std::env::args().any(|a| a == "--hold");
     // With --hold, Ctrl-C must reach us (not kill the process) so that cleanup runs: block
     // the signals before any thread starts (threads inherit the mask) and wait for them below.

@@ -7,18 +7,15 @@
 //! Target (issue): under 1 s. `cargo xtask bench` runs it.
 #![allow(clippy::print_stdout)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, lpm_trie::LpmTrie};
 use serde_json::json;
-use support::{
+use swiftgate_common::{PolicyKey, PolicyValue, maps};
+use swiftgate_testkit::{
     mgmt::{Mgmt, enrol, peer, wait_ready},
     wg::Lab,
 };
-use swiftgate_common::{PolicyKey, PolicyValue, maps};
 
 fn policy_entries(pin: &std::path::Path) -> usize {
     let Ok(data) = MapData::from_pin(pin.join("maps").join(maps::POLICY)) else {
@@ -34,7 +31,7 @@ fn policy_entries(pin: &std::path::Path) -> usize {
 }
 
 fn main() {
-    support::require_root();
+    swiftgate_testkit::require_root();
     let rounds: usize = std::env::args()
         .skip_while(|a| a != "--rounds")
         .nth(1)

@@ -21,16 +21,13 @@
 //! stages are also a gauge of the host's speed at the time of the run.
 #![allow(clippy::print_stdout)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use support::wg::{Keys, Lab, client_config, keys, sh, wait_for};
+use swiftgate_testkit::wg::{Keys, Lab, client_config, keys, sh, wait_for};
 
 const SERVER: &str = "192.0.2.10";
 /// Overlay MTU of both gateways and the client.
@@ -471,7 +468,7 @@ fn iperf(ctx: &Ctx<'_>, case: &'static str, args: &[&str]) -> Run {
     let mut full = vec!["iperf3", "-c", SERVER, "-t", &secs_s, "-J"];
     full.extend_from_slice(args);
     let ns_path = ctx.lab.n(ctx.client).path();
-    let out = support::run_timeout(
+    let out = swiftgate_testkit::run_timeout(
         Command::new(full[0]).args(&full[1..]),
         Some(&ns_path),
         Duration::from_secs(ctx.secs + 20),
@@ -631,7 +628,7 @@ fn main() {
         );
         return;
     }
-    support::require_root();
+    swiftgate_testkit::require_root();
     let opt = options();
     let k = BenchKeys {
         client: keys(),

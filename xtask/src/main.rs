@@ -189,6 +189,10 @@ fn real_main() -> Result<()> {
                     "-D",
                     "warnings",
                 ]))?;
+            // The integration tests (crate swiftgate-tests) run the agent binary, which cargo
+            // builds only for its own package's tests: build it first, so they run this one
+            // (`swiftgate_testkit::swiftgate_bin` finds it next to the test binaries).
+            run(cargo().args(["build", "-p", "swiftgate", "--bin", "swiftgate"]))?;
             // Test binaries load eBPF programs and create namespaces: they run as root.
             let mut cmd = cargo();
             cmd.args([

@@ -204,6 +204,7 @@ pub fn enrol(
     }
 }
 
+/// Waits up to 30 s for the agent `a` to log that it is ready; panics otherwise.
 pub fn wait_ready(a: &Agent) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&a.log)

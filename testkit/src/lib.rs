@@ -1,25 +1,41 @@
-//! End-to-end test harness for swiftgate.
+//! swiftgate's test fixtures, shared by the integration tests (`tests/`), the examples and the
+//! benchmarks (`agent/examples/`).
 //!
-//! Builds throw-away network namespaces around a routing peer ("gw"), joins an overlay client
-//! namespace to it through a pair of TUN devices and a userspace relay (a stand-in for
-//! WireGuard), connects LAN namespaces with veth pairs, runs the `swiftgate` agent inside the
-//! gw namespace and drives traffic through it with ordinary std sockets.
+//! Two kinds of labs, on one set of building blocks:
+//!
+//! - Namespace labs run the `swiftgate` agent binary ([`swiftgate_bin`]) in throw-away network
+//!   namespaces and drive traffic through it with ordinary std sockets: [`Topology`] (a routing
+//!   peer "gw", an overlay client joined to it through a pair of TUN devices and a userspace
+//!   relay standing in for WireGuard, LAN namespaces on veth pairs), [`wg::Lab`] (namespaces,
+//!   veth links, stock wireguard-go peers and agents with WireGuard) and [`mgmt::Management`]
+//!   (an in-process management server). [`config`] renders agent configurations.
+//! - The kernel lab [`kernel::Lab`] loads the eBPF programs in-process and runs packets built
+//!   with [`kernel::pkt`] through them with `BPF_PROG_TEST_RUN`.
+//!
+//! The building blocks: [`NetNs`], the one network-namespace guard (created with `ip netns
+//! add`, entered with `setns(CLONE_NEWNET)` only — never `ip netns exec`, which remounts `/sys`
+//! and hides bpffs — deleted with its links on drop); [`PinDir`] and [`remove_pins`] for bpffs
+//! pin directories; [`unique_id`] for names; [`run_timeout`] for commands.
 //!
 //! Everything a test creates is named after the test process id and a per-process counter
-//! (`sg<pid>x<n>-…`, pin path `/sys/fs/bpf/sg-test-<pid>x<n>`), so tests can run concurrently,
-//! and everything is torn down by RAII guards ([`Topology`], [`NetNs`], [`Agent`], servers) even
-//! when a test panics. Leftovers of killed test processes are swept on the next run.
+//! (`sg<pid>x<n>…`, pin path `/sys/fs/bpf/sg-test-<pid>x<n>…`), so tests can run concurrently,
+//! and everything is torn down by RAII guards ([`Topology`], [`NetNs`], [`PinDir`], [`Agent`],
+//! [`kernel::Lab`], servers) even when a test panics. Leftovers of killed test processes are
+//! swept on the next run ([`sweep_stale`]).
 //!
-//! Only TEST-NET (192.0.2.0/24, 198.51.100.0/24) and overlay (100.64.0.0/10) addresses are
-//! used, and nothing is routed outside the namespaces the harness creates.
+//! Only TEST-NET (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) and overlay
+//! (100.64.0.0/10) addresses are used, and nothing is routed outside the namespaces the
+//! fixtures create.
 //!
 //! Requires root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF). See [`require_root`].
-#![allow(dead_code, unused_imports)] // not every test binary uses every helper
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod config;
+pub mod kernel;
 pub mod mgmt;
 pub mod netns;
+pub mod pins;
 pub mod topology;
 pub mod traffic;
 pub mod tun;
@@ -27,7 +43,8 @@ pub mod wg;
 
 pub use agent::{Agent, ConntrackEntry};
 pub use config::{Config, Network, Peer, Policy, Resource};
-pub use netns::NetNs;
+pub use netns::{Entered, NetNs};
+pub use pins::{PinDir, pin_path_for, remove_pins};
 pub use topology::{LanSpec, Topology, TopologySpec};
 pub use traffic::{TcpServer, TcpSession, UdpServer};
 
@@ -40,18 +57,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Path of the agent binary: `$SWIFTGATE_BIN`, else the one cargo built for this integration
-/// test, else `swiftgate` next to the running executable's directory (examples).
+/// Path of the agent binary: `$SWIFTGATE_BIN` if set, else `swiftgate` in the cargo profile
+/// directory of the running executable (`target/debug/` for a test binary in
+/// `target/debug/deps/` or an example in `target/debug/examples/`).
+///
+/// The integration tests are a crate of their own, so cargo does not build the agent binary
+/// for them: `./x test` builds it (`cargo build -p swiftgate --bin swiftgate`) before it runs
+/// the tests; run that first when running a test binary by hand.
 pub fn swiftgate_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SWIFTGATE_BIN") {
         return PathBuf::from(p);
     }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_swiftgate") {
-        return PathBuf::from(p);
-    }
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(|d| {
-        if d.ends_with("examples") {
+        if d.ends_with("examples") || d.ends_with("deps") {
             d.parent().unwrap_or(d)
         } else {
             d
@@ -123,7 +142,7 @@ pub fn require_root() {
     if euid != 0 {
         panic!(
             "the swiftgate e2e tests need root (they create network namespaces, TUN devices and \
-             load eBPF): run them as root, e.g. `sudo -E cargo test -p swiftgate --test e2e`"
+             load eBPF): run them as root, e.g. `cargo build -p swiftgate --bin swiftgate && sudo -E cargo test -p swiftgate-tests --test e2e`"
         );
     }
 }
@@ -283,11 +302,6 @@ pub fn ensure_bpffs() -> Result<()> {
     Ok(())
 }
 
-/// Pin path for a test id (see [`unique_id`]).
-pub fn pin_path_for(id: &str) -> PathBuf {
-    Path::new(BPFFS).join(format!("sg-test-{}", id.trim_start_matches("sg")))
-}
-
 /// Extracts the pid from a harness name (`sg<pid>x<n>…` or `sg-test-<pid>x<n>`).
 fn owner_pid(name: &str) -> Option<i32> {
     let rest = name
@@ -335,16 +349,9 @@ pub fn sweep_stale() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("sg-test-") && owner_pid(&name).is_some_and(|p| !pid_alive(p)) {
                 eprintln!("[e2e] removing stale pin path {name}");
-                let path = e.path();
-                let _ = run_timeout(
-                    Command::new(swiftgate_bin())
-                        .arg("down")
-                        .arg("--pin-path")
-                        .arg(&path),
-                    None,
-                    CMD_TIMEOUT,
-                );
-                let _ = std::fs::remove_dir_all(&path);
+                if let Err(e) = remove_pins(&e.path()) {
+                    eprintln!("[e2e] warning: {e}");
+                }
             }
         }
     });

@@ -53,6 +53,7 @@ keepalive = 1
     )
 }
 
+/// A fresh WireGuard key pair from `wg genkey` / `wg pubkey`.
 pub fn keys() -> Keys {
     let private = sh(None, &["wg", "genkey"]);
     let mut child = Command::new("wg")
@@ -90,6 +91,8 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// An empty lab: bpffs mounted, a unique id and a work directory (removed on drop).
+    #[allow(clippy::new_without_default)] // creates things on the host: not a default value
     pub fn new() -> Lab {
         require_root();
         super::ensure_bpffs().expect("bpffs");
@@ -106,12 +109,14 @@ impl Lab {
         }
     }
 
+    /// Creates the namespace `<id><suffix>` (deleted with the lab) and returns its index.
     pub fn ns(&mut self, suffix: &str) -> usize {
         let ns = NetNs::create(&format!("{}{suffix}", self.id)).expect("netns");
         self.namespaces.push(ns);
         self.namespaces.len() - 1
     }
 
+    /// The namespace with index `i`.
     pub fn n(&self, i: usize) -> &NetNs {
         &self.namespaces[i]
     }
@@ -215,7 +220,7 @@ impl Lab {
     /// Writes `config` and starts `swiftgate up` in namespace `i`.
     pub fn swiftgate(&mut self, i: usize, config: &str) -> usize {
         let k = self.agents.len();
-        let pin = PathBuf::from(super::BPFFS).join(format!("sg-test-{}a{k}", self.id));
+        let pin = super::pin_path_for(&format!("{}a{k}", self.id));
         let sock = PathBuf::from(format!("/run/swiftgate/{}a{k}.sock", self.id));
         let text = config.replace(
             "[interface]",
@@ -242,6 +247,8 @@ impl Lab {
         k
     }
 
+    /// Runs `swiftgate CMD --json` against agent `k`'s control socket and returns its JSON
+    /// answer (`Null` for `rekey`); panics on failure.
     pub fn control(&self, k: usize, cmd: &str) -> serde_json::Value {
         let out = super::run_timeout(
             Command::new(swiftgate_bin())
@@ -263,6 +270,7 @@ impl Lab {
         self.stock[i].id()
     }
 
+    /// The last 30 lines of agent `k`'s log.
     pub fn log(&self, k: usize) -> String {
         self.agents[k].0.log_tail(30)
     }

@@ -1,26 +1,21 @@
-//! A lab for packet-in/packet-out tests of the eBPF programs through `BPF_PROG_TEST_RUN`.
+//! The kernel lab: packet-in/packet-out tests of the eBPF programs through
+//! `BPF_PROG_TEST_RUN`.
 //!
-//! [`Lab::new`] moves the calling test thread into a fresh network namespace with three veth
-//! interfaces (`ovl` for the overlay, `lan` and `lan2` for LANs, addressed from TEST-NET and
-//! 2001:db8::/32), loads the programs with their maps pinned in a private directory, and applies
-//! a configuration. Packets then run through the programs without being sent anywhere: the
-//! kernel returns the verdict and the rewritten bytes.
+//! [`Lab::new`] moves the calling test thread into a fresh network namespace ([`NetNs::enter`])
+//! with three veth interfaces (`ovl` for the overlay, `lan` and `lan2` for LANs, addressed from
+//! TEST-NET and 2001:db8::/32) and a TUN device, loads the programs in-process with their maps
+//! pinned in a [`PinDir`], and applies a configuration. Packets (built with [`pkt`]) then run
+//! through the programs without being sent anywhere: the kernel returns the verdict and the
+//! rewritten bytes. Dropping the lab moves the thread back, removes the pins and deletes the
+//! namespace with its links.
 //!
 //! `BPF_PROG_TEST_RUN` hands TC programs an Ethernet frame, so the overlay programs are tested
 //! in their L2 build (`sg_overlay_ingress_l2`); the L3 build differs only in the header offset
 //! and in pushing an Ethernet header before the redirect, which the namespace tests cover.
-#![allow(dead_code)] // not every test binary uses every helper
 
 pub mod pkt;
 
-use std::{
-    fs::File,
-    net::IpAddr,
-    os::fd::AsFd,
-    path::PathBuf,
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::{net::IpAddr, path::Path, process::Command};
 
 use aya::programs::{TestRun, TestRunOptions};
 use swiftgate::{
@@ -29,6 +24,8 @@ use swiftgate::{
     policy::{self, Side, Verdict},
 };
 use swiftgate_common::{Counter, FlowEvent, event_kind, programs};
+
+use crate::{Entered, NetNs, PinDir, unique_id};
 
 /// TC verdicts.
 pub const TC_ACT_OK: u32 = 0;
@@ -41,57 +38,9 @@ pub const XDP_PASS: u32 = 2;
 /// XDP redirect.
 pub const XDP_REDIRECT: u32 = 4;
 
-/// bpffs mount shared by test labs.
-pub const TEST_BPFFS: &str = "/run/swiftgate-test-bpf";
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Panics unless running as root: these tests need CAP_BPF and CAP_NET_ADMIN and must not
-/// silently pass without them.
-pub fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the kernel tests need root (BPF, network namespaces); run them as root"
-    );
-}
-
-/// Mounts the shared test bpffs once.
-pub fn test_bpffs() -> PathBuf {
-    let p = PathBuf::from(TEST_BPFFS);
-    std::fs::create_dir_all(&p).expect("create test bpffs dir");
-    let is_bpf = nix::sys::statfs::statfs(&p)
-        .map(|s| s.filesystem_type().0 == 0xcafe_4a11)
-        .unwrap_or(false);
-    if !is_bpf {
-        nix::mount::mount(
-            Some("bpf"),
-            &p,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .expect("mount bpffs for tests");
-    }
-    p
-}
-
-/// A test network namespace with the data plane loaded.
+/// A network namespace entered by the test thread, with the data plane loaded in it. Set up
+/// and torn down as the module documentation says.
 pub struct Lab {
-    /// Namespace name.
-    pub ns: String,
     /// The loaded programs and maps.
     pub dp: Dataplane,
     /// Current configuration.
@@ -107,8 +56,11 @@ pub struct Lab {
     /// run still hands a program an Ethernet frame, whatever the ifindex, so the TUN's own
     /// ingress program cannot be run through it.)
     pub tun: u32,
-    orig_ns: File,
-    pin: PathBuf,
+    // Dropped in this order (after `dp`, which closes the programs): the thread leaves the
+    // namespace, the pins go, then the namespace with its links.
+    entered: Option<Entered>,
+    pin: PinDir,
+    ns: NetNs,
 }
 
 /// The interface part every lab configuration starts with.
@@ -122,7 +74,7 @@ mtu = 1280
 flow_events = "all"
 "#;
 
-fn lab_toml(pin: &std::path::Path, config: &str) -> String {
+fn lab_toml(pin: &Path, config: &str) -> String {
     let iface = LAB_INTERFACE.replace(
         "[interface]",
         &format!("[interface]\npin_path = {:?}", pin.display().to_string()),
@@ -159,29 +111,20 @@ impl Lab {
     /// Like [`Lab::new`], with a configuration built by `make` (e.g. from a
     /// [`swiftgate::config::FileConfig`] too large to write as TOML). `make` gets the pin path
     /// the configuration must use; the interfaces are the lab's (`ovl`, `lan`, `lan2`).
-    pub fn with_config(make: impl FnOnce(&std::path::Path) -> Config) -> Lab {
-        require_root();
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let ns = format!("sgdp{}x{n}", std::process::id());
-        let pin = test_bpffs().join(&ns);
-        let cfg = make(&pin);
+    pub fn with_config(make: impl FnOnce(&Path) -> Config) -> Lab {
+        crate::require_root();
+        let id = unique_id();
+        let pin = PinDir::for_id(&id).expect("lab pin directory");
+        let cfg = make(pin.path());
         assert_eq!(
-            cfg.pin_path, pin,
+            cfg.pin_path,
+            pin.path(),
             "a lab configuration must use the lab's pin path"
         );
-        let orig_ns = File::open("/proc/thread-self/ns/net").expect("open own netns");
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&["ip", "netns", "add", &ns]);
-        // Until the Lab exists (and its Drop takes over), a panic must not leave the
-        // namespace, the pins or this thread's namespace behind.
-        let mut undo = Undo {
-            ns: ns.clone(),
-            orig_ns: orig_ns.try_clone().expect("dup netns fd"),
-            pin: pin.clone(),
-            armed: true,
-        };
+        // Until the Lab exists, a panic drops these guards: the thread leaves the namespace,
+        // the pins and the namespace go.
+        let ns = NetNs::create(&format!("{id}-lab")).expect("lab netns");
         for cmd in [
-            "link set lo up",
             "link add ovl type veth peer name ovlp",
             "link add lan type veth peer name lanp",
             "link add lan2 type veth peer name lan2p",
@@ -199,13 +142,10 @@ impl Lab {
             "link set lan up",
             "link set lan2 up",
         ] {
-            let mut args = vec!["ip", "-n", ns.as_str()];
-            args.extend(cmd.split(' '));
-            sh(&args);
+            let args: Vec<&str> = cmd.split(' ').collect();
+            ns.ip(&args).expect("lab interface setup");
         }
-        let target = File::open(format!("/run/netns/{ns}")).expect("open lab netns");
-        nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .expect("enter lab netns");
+        let entered = ns.enter().expect("enter lab netns");
         for p in [
             "/proc/sys/net/ipv4/ip_forward",
             "/proc/sys/net/ipv4/conf/all/forwarding",
@@ -220,23 +160,23 @@ impl Lab {
         dp.apply(&policy::compile(&cfg))
             .expect("apply configuration");
         let idx = |n: &str| nix::net::if_::if_nametoindex(n).expect("ifindex");
-        undo.armed = false;
         Lab {
             ovl: idx("ovl"),
             lan: idx("lan"),
             lan2: idx("lan2"),
             tun: idx("tun0"),
-            ns,
             dp,
             cfg,
-            orig_ns,
+            entered: Some(entered),
             pin,
+            ns,
         }
     }
 
     /// Applies another configuration (appended to [`LAB_INTERFACE`]).
     pub fn reconfigure(&mut self, config: &str) -> Result<(), String> {
-        let cfg = Config::from_toml(&lab_toml(&self.pin, config)).map_err(|e| e.to_string())?;
+        let cfg =
+            Config::from_toml(&lab_toml(self.pin.path(), config)).map_err(|e| e.to_string())?;
         self.apply(cfg)
     }
 
@@ -249,8 +189,13 @@ impl Lab {
     }
 
     /// The lab's pin directory (configurations applied to it must use it).
-    pub fn pin_path(&self) -> &std::path::Path {
-        &self.pin
+    pub fn pin_path(&self) -> &Path {
+        self.pin.path()
+    }
+
+    /// The lab's namespace.
+    pub fn netns(&self) -> &NetNs {
+        &self.ns
     }
 
     /// The kernel's verdict for one packet arriving on `side`, from the program's return code
@@ -370,21 +315,23 @@ impl Lab {
         (r.return_value, out, r.duration)
     }
 
-    /// Runs a command (e.g. `ip neigh add ...`) in the lab's network namespace.
+    /// Runs a command (e.g. `ip neigh add ...`, split at spaces) in the lab's network namespace;
+    /// panics if it fails.
     pub fn sh(&self, cmd: &str) {
         let args: Vec<&str> = cmd.split(' ').collect();
-        let mut full = vec!["ip", "netns", "exec", self.ns.as_str()];
-        full.extend(args);
-        sh(&full);
+        self.ns
+            .output(Command::new(args[0]).args(&args[1..]))
+            .and_then(|o| o.check())
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The MAC address of a lab interface.
     pub fn mac(&self, ifname: &str) -> [u8; 6] {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns, "-br", "link", "show", ifname])
-            .output()
+        let out = self
+            .ns
+            .ip(&["-br", "link", "show", ifname])
             .expect("ip link show");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = out.stdout;
         let mac = text.split_whitespace().nth(2).expect("MAC in ip -br link");
         let b: Vec<u8> = mac
             .split(':')
@@ -465,7 +412,7 @@ impl Lab {
         }
         let open = |name: &str| {
             Map::from_map_data(
-                MapData::from_pin(self.pin.join("maps").join(name)).expect("pinned map"),
+                MapData::from_pin(self.pin.path().join("maps").join(name)).expect("pinned map"),
             )
             .expect("map")
         };
@@ -479,7 +426,11 @@ impl Lab {
     /// `program`, or empties it (`None`).
     pub fn set_call(&mut self, slot: u32, program: Option<&str>) {
         use aya::maps::{Map, MapData, ProgramArray};
-        let path = self.pin.join("maps").join(swiftgate_common::maps::CALLS);
+        let path = self
+            .pin
+            .path()
+            .join("maps")
+            .join(swiftgate_common::maps::CALLS);
         let map = Map::from_map_data(MapData::from_pin(&path).expect("pinned SG_CALLS"));
         let mut slots = ProgramArray::try_from(map.expect("map")).expect("program array");
         match program {
@@ -495,8 +446,13 @@ impl Lab {
     /// Opens the flow-event ring buffer.
     pub fn events(&self) -> aya::maps::RingBuf<aya::maps::MapData> {
         use aya::maps::{Map, MapData, RingBuf};
-        let data = MapData::from_pin(self.pin.join("maps").join(swiftgate_common::maps::EVENTS))
-            .expect("pinned ring buffer");
+        let data = MapData::from_pin(
+            self.pin
+                .path()
+                .join("maps")
+                .join(swiftgate_common::maps::EVENTS),
+        )
+        .expect("pinned ring buffer");
         RingBuf::try_from(Map::from_map_data(data).expect("map")).expect("ring buffer")
     }
 
@@ -528,29 +484,7 @@ pub fn skb_ctx(ifindex: u32) -> [u8; 192] {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        teardown(&self.orig_ns, &self.pin, &self.ns);
-    }
-}
-
-/// Leaves the lab namespace, removes the pinned state and deletes the namespace.
-fn teardown(orig_ns: &File, pin: &std::path::Path, ns: &str) {
-    let _ = nix::sched::setns(orig_ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
-    let _ = dataplane::remove_all(pin);
-    let _ = Command::new("ip").args(["netns", "del", ns]).output();
-}
-
-/// Tears a half-built lab down when [`Lab::with_config`] panics.
-struct Undo {
-    ns: String,
-    orig_ns: File,
-    pin: PathBuf,
-    armed: bool,
-}
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        if self.armed {
-            teardown(&self.orig_ns, &self.pin, &self.ns);
-        }
+        // Leave the namespace before the remaining fields (pins, namespace) go.
+        self.entered = None;
     }
 }

@@ -15,7 +15,8 @@ use super::agent::{self, Agent, ConntrackEntry};
 use super::config::{Config, Interface};
 use super::tun::{Relay, open_tun_in};
 use super::{
-    Error, NetNs, Result, ensure_bpffs, pin_path_for, require_root, sweep_stale, unique_id,
+    Error, NetNs, Result, ensure_bpffs, pin_path_for, remove_pins, require_root, sweep_stale,
+    unique_id,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -364,9 +365,9 @@ impl Topology {
             }
         }
         if self.pin_path.exists()
-            && let Err(e) = std::fs::remove_dir_all(&self.pin_path)
+            && let Err(e) = remove_pins(&self.pin_path)
         {
-            eprintln!("[e2e] warning: removing {}: {e}", self.pin_path.display());
+            eprintln!("[e2e] warning: {e}");
         }
         if let Some(mut r) = self.relay.take() {
             r.stop();

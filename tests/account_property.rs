@@ -64,7 +64,7 @@ use proptest::{
     test_runner::{Config as PtConfig, TestCaseError, TestRunner},
 };
 use swiftgate::{
-    config::{Config, FlowEvents, stable_id},
+    config::{AgentConfig, FlowEvents, stable_id},
     mgmt::Local,
     netmap::{Converted, Effect, MapObject, convert},
     policy::{Side, Verdict, evaluate},
@@ -953,7 +953,7 @@ fn expected_refusal(r: &swiftgate::netmap::Refusal) -> bool {
 
 /// The converted map as the lab runs it: the lab's interfaces and pins, every flow event, no
 /// WireGuard device (packets are handed to the programs directly).
-fn lab_config(c: &Converted) -> Config {
+fn lab_config(c: &Converted) -> AgentConfig {
     let mut cfg = c.config.clone();
     cfg.overlay_l2 = true;
     // Conversion leaves the LAN interfaces out when R serves nothing; the lab keeps its

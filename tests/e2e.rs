@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use swiftgate_testkit::traffic::{self, BLOCKED_TIMEOUT, CONNECT_TIMEOUT};
 use swiftgate_testkit::{
-    Config, LanSpec, NetNs, Network, Peer, Policy, TcpServer, TcpSession, Topology, TopologySpec,
-    UdpServer, require_root,
+    ConfigFile, LanSpec, NetNs, Network, Peer, Policy, TcpServer, TcpSession, Topology,
+    TopologySpec, UdpServer, require_root,
 };
 
 // Berlin Office walkthrough.
@@ -111,7 +111,7 @@ fn build(client_addrs: &[Ipv4Addr], lans: Vec<LanSpec>) -> Topology {
     .expect("building the test topology")
 }
 
-fn start_agent(t: &mut Topology, cfg: &Config) {
+fn start_agent(t: &mut Topology, cfg: &ConfigFile) {
     t.write_config(cfg).expect("writing the agent config");
     if let Err(e) = t.start_agent() {
         panic!("starting the agent: {e}");
@@ -119,7 +119,7 @@ fn start_agent(t: &mut Topology, cfg: &Config) {
 }
 
 /// The product docs' walkthrough: alice (Development) may reach the Internal Wiki on tcp/443.
-fn berlin_config(t: &Topology, masquerade: bool) -> Config {
+fn berlin_config(t: &Topology, masquerade: bool) -> ConfigFile {
     t.base_config()
         .peer(Peer::new("alice-laptop", &["100.64.0.2"], &["Development"]))
         .network(Network::new("Berlin Office", masquerade).resource(
@@ -348,7 +348,7 @@ fn masquerade_off_keeps_overlay_source() {
     );
 }
 
-fn three_tier_config(t: &Topology) -> Config {
+fn three_tier_config(t: &Topology) -> ConfigFile {
     const PEER_GROUPS: [&str; 3] = ["peer-devops-prod", "peer-support", "svc-monitoring"];
     t.base_config()
         .peer(Peer::new("devops", &["100.64.0.2"], &["peer-devops-prod"]))
@@ -584,7 +584,7 @@ fn established_flow_survives_agent_restart() {
 }
 
 /// Berlin plus a printer and an unrelated policy for it.
-fn with_printer(cfg: Config) -> Config {
+fn with_printer(cfg: ConfigFile) -> ConfigFile {
     let mut cfg = cfg;
     if let Some(n) = cfg.networks.iter_mut().find(|n| n.name == "Berlin Office") {
         *n = n

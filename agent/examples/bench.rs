@@ -44,8 +44,8 @@ use aya::{
 use clap::Parser;
 use swiftgate::{
     config::{
-        Config, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig, PeerConfig, PolicyConfig,
-        ResourceConfig,
+        AgentConfig, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig, PeerConfig,
+        PolicyConfig, ResourceConfig,
     },
     dataplane::{self, State},
     run,
@@ -287,7 +287,7 @@ const NEW_FLOW_NET: &str = "203.0.113.0";
 /// new-flow measurement needs a new destination every 64,512 flows).
 /// The benchmark's configuration; the overlay is the lab's veth `ovl` (Ethernet), or its TUN
 /// `tun0` when `tun_overlay`.
-fn bench_config(pin: &Path, shape: &Shape, ct_capacity: u32, tun_overlay: bool) -> Config {
+fn bench_config(pin: &Path, shape: &Shape, ct_capacity: u32, tun_overlay: bool) -> AgentConfig {
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let peers = (0..shape.s)
         .map(|s| PeerConfig {
@@ -364,7 +364,7 @@ fn bench_config(pin: &Path, shape: &Shape, ct_capacity: u32, tun_overlay: bool) 
         networks,
         policies,
     };
-    Config::validate(&file).expect("the generated benchmark configuration is valid")
+    AgentConfig::validate(&file).expect("the generated benchmark configuration is valid")
 }
 
 /// Distribution of per-run durations (ns).
@@ -1984,7 +1984,7 @@ impl<'a> Installed<'a> {
         match system {
             System::Swiftgate | System::SwiftgateXdp => {
                 let xdp = system == System::SwiftgateXdp;
-                let cfg = Config::from_toml(&gw_config(&topo.pin, xdp))
+                let cfg = AgentConfig::from_toml(&gw_config(&topo.pin, xdp))
                     .context("gateway configuration")?;
                 // What `swiftgate up` does before its event loop. The links are pinned, so
                 // the programs stay attached after the thread ends.

@@ -1,7 +1,7 @@
 //! The routing peer's typed configuration and its validation.
 //!
-//! [`FileConfig`] is what a TOML file (or, later, the management sync) says; [`Config::validate`]
-//! turns it into a [`Config`] whose every reference resolves, or an error naming what is wrong.
+//! [`FileConfig`] is what a TOML file (or, later, the management sync) says; [`AgentConfig::validate`]
+//! turns it into a [`AgentConfig`] whose every reference resolves, or an error naming what is wrong.
 //! Nothing is applied until validation succeeds, so a bad file never replaces a good one.
 
 use std::{
@@ -211,14 +211,14 @@ pub use swiftgate_rules::{Action, PortRange, Protocol};
 /// What a name in a policy refers to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Endpoint {
-    /// An overlay peer (index into [`Config::peers`]).
+    /// An overlay peer (index into [`AgentConfig::peers`]).
     Peer(usize),
-    /// A resource (index into [`Config::resources`]).
+    /// A resource (index into [`AgentConfig::resources`]).
     Resource(usize),
     /// The routing peer itself.
     SelfPeer,
     /// An address range named only as a rule's source (index into
-    /// [`Config::source_prefixes`]): a managed map's LAN prefix of a Site-to-VPN rule, or a
+    /// [`AgentConfig::source_prefixes`]): a managed map's LAN prefix of a Site-to-VPN rule, or a
     /// source range that is no known peer. Never a destination.
     Prefix(usize),
 }
@@ -284,7 +284,7 @@ pub enum FlowEvents {
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub struct AgentConfig {
     /// Overlay interface.
     pub overlay: String,
     /// Overlay has Ethernet headers.
@@ -435,26 +435,26 @@ fn check_name(name: &str, at: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl Config {
+impl AgentConfig {
     /// Reads and validates a TOML file.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    pub fn from_file(path: &Path) -> Result<AgentConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
-        Config::from_toml(&text)
+        AgentConfig::from_toml(&text)
     }
 
     /// Parses and validates TOML text.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    pub fn from_toml(text: &str) -> Result<AgentConfig, ConfigError> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        Config::validate(&file)
+        AgentConfig::validate(&file)
     }
 
     /// The parts of a configuration that are local to this host (interfaces, sizes, paths,
     /// defaults), validated, with no addresses, peers, resources or rules yet. Both front
-    /// doors start here: [`Config::validate`] for the TOML file and [`crate::netmap`] for the
+    /// doors start here: [`AgentConfig::validate`] for the TOML file and [`crate::netmap`] for the
     /// management server's network map.
-    pub fn local(i: &InterfaceConfig) -> Result<Config, ConfigError> {
+    pub fn local(i: &InterfaceConfig) -> Result<AgentConfig, ConfigError> {
         if i.overlay.trim().is_empty() {
             return Err(invalid("interface.overlay", "no overlay interface named"));
         }
@@ -517,7 +517,7 @@ impl Config {
                 "xdp = true needs overlay_l2 = true (the XDP stage handles Ethernet frames)",
             ));
         }
-        Ok(Config {
+        Ok(AgentConfig {
             overlay: i.overlay.clone(),
             overlay_l2: i.overlay_l2,
             xdp: i.xdp,
@@ -548,9 +548,9 @@ impl Config {
     }
 
     /// Validates a parsed file.
-    pub fn validate(f: &FileConfig) -> Result<Config, ConfigError> {
+    pub fn validate(f: &FileConfig) -> Result<AgentConfig, ConfigError> {
         let i = &f.interface;
-        let base = Config::local(i)?;
+        let base = AgentConfig::local(i)?;
         if i.addresses.is_empty() {
             return Err(invalid(
                 "interface.addresses",
@@ -885,7 +885,7 @@ impl Config {
                 None
             }
         };
-        Ok(Config {
+        Ok(AgentConfig {
             own_addresses,
             overlay_nets,
             peers,
@@ -931,7 +931,7 @@ ports = ["443"]
 
     #[test]
     fn berlin_office_validates() {
-        let c = Config::from_toml(BERLIN).unwrap();
+        let c = AgentConfig::from_toml(BERLIN).unwrap();
         assert_eq!(c.rules.len(), 1);
         assert!(c.resources[0].masquerade);
         assert_eq!(c.overlay_nets[0].to_string(), "100.64.0.0/16");
@@ -940,12 +940,12 @@ ports = ["443"]
 
     #[test]
     fn conntrack_capacities_per_family() {
-        let c = Config::from_toml(BERLIN).unwrap();
+        let c = AgentConfig::from_toml(BERLIN).unwrap();
         assert_eq!(
             (c.conntrack_capacity, c.conntrack_capacity_v6),
             (262_144, 65_536)
         );
-        let c = Config::from_toml(&BERLIN.replace(
+        let c = AgentConfig::from_toml(&BERLIN.replace(
             "[interface]",
             "[interface]\nconntrack_capacity = 2048\nconntrack_capacity_v6 = 4096",
         ))
@@ -954,7 +954,7 @@ ports = ["443"]
             (c.conntrack_capacity, c.conntrack_capacity_v6),
             (2048, 4096)
         );
-        let c = Config::from_toml(
+        let c = AgentConfig::from_toml(
             &BERLIN.replace("[interface]", "[interface]\nconntrack_capacity = 2048"),
         )
         .unwrap();
@@ -964,7 +964,7 @@ ports = ["443"]
     }
 
     fn err_of(text: &str) -> String {
-        Config::from_toml(text).unwrap_err().to_string()
+        AgentConfig::from_toml(text).unwrap_err().to_string()
     }
 
     #[test]
@@ -999,12 +999,12 @@ ports = ["443"]
 
     #[test]
     fn disabled_policies_produce_no_rules_and_bidirectional_two() {
-        let c = Config::from_toml(
+        let c = AgentConfig::from_toml(
             &BERLIN.replace("ports = [\"443\"]", "ports = [\"443\"]\nenabled = false"),
         )
         .unwrap();
         assert!(c.rules.is_empty());
-        let c = Config::from_toml(&BERLIN.replace(
+        let c = AgentConfig::from_toml(&BERLIN.replace(
             "ports = [\"443\"]",
             "ports = [\"443\"]\nbidirectional = true",
         ))

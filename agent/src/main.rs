@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use swiftgate::{
-    config::Config,
+    config::AgentConfig,
     dataplane::{self, State, addr},
     run,
 };
@@ -387,7 +387,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Rekey(c) => ask(&c.socket, "rekey").map(|_| ()),
         Cmd::Check { config } => {
-            let c = Config::from_file(&config)?;
+            let c = AgentConfig::from_file(&config)?;
             let compiled = swiftgate::policy::compile(&c);
             compiled.check_capacity()?;
             println!(

@@ -1,8 +1,8 @@
-//! The management server's network map becomes the agent's validated [`Config`], typed from the
+//! The management server's network map becomes the agent's validated [`AgentConfig`], typed from the
 //! wire to the kernel: no text in between, and no regrouping of addresses into names.
 //!
-//! This is the second front door beside the TOML file ([`Config::validate`]); both start from
-//! [`Config::local`] and use the same checks ([`resource_prefix_allowed`]) and the same rule
+//! This is the second front door beside the TOML file ([`AgentConfig::validate`]); both start from
+//! [`AgentConfig::local`] and use the same checks ([`resource_prefix_allowed`]) and the same rule
 //! vocabulary (`swiftgate-rules`, whose protobuf conversions read the map's enums and ports).
 //!
 //! **Apply what is valid, fail closed for the rest.** One entry the agent cannot honour never
@@ -32,7 +32,7 @@ use swiftgate_rules::{Action, Direction, PortRange, Protocol, RuleError};
 
 use crate::{
     config::{
-        Config, ConfigError, Endpoint, InterfaceConfig, Peer, Resource, Rule,
+        AgentConfig, ConfigError, Endpoint, InterfaceConfig, Peer, Resource, Rule,
         resource_prefix_allowed, stable_id,
     },
     mgmt::Local,
@@ -160,7 +160,7 @@ impl fmt::Display for Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Converted {
     /// The validated configuration.
-    pub config: Config,
+    pub config: AgentConfig,
     /// Entries not applied as sent, in map order.
     pub refused: Vec<Refusal>,
 }
@@ -214,7 +214,7 @@ struct Matcher {
 }
 
 struct Converter {
-    cfg: Config,
+    cfg: AgentConfig,
     own_public: PublicKey,
     refused: Vec<Refusal>,
     /// Overlay host address -> peer index.
@@ -254,7 +254,7 @@ impl Converter {
                 None
             }
         };
-        let mut cfg = Config::local(&InterfaceConfig {
+        let mut cfg = AgentConfig::local(&InterfaceConfig {
             overlay: local.overlay.clone(),
             lan: local.lan.clone(),
             mtu,
@@ -865,7 +865,7 @@ mod tests {
         convert(&local(), &private(), &private().public_key(), peer, map).expect("usable map")
     }
 
-    fn verdict(c: &Config, side: Side, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
+    fn verdict(c: &AgentConfig, side: Side, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
         evaluate(
             c,
             side,
@@ -876,7 +876,7 @@ mod tests {
         )
     }
 
-    fn accepts(c: &Config, src: &str, dst: &str, port: u16) -> bool {
+    fn accepts(c: &AgentConfig, src: &str, dst: &str, port: u16) -> bool {
         matches!(
             verdict(c, Side::Overlay, src, dst, 6, port),
             Verdict::Accept(_)
@@ -1298,7 +1298,7 @@ mod tests {
         v
     }
 
-    fn lan_verdict(c: &Config, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
+    fn lan_verdict(c: &AgentConfig, src: &str, dst: &str, proto: u8, port: u16) -> Verdict {
         verdict(c, Side::Lan, src, dst, proto, port)
     }
 

@@ -3,7 +3,7 @@
 //! The programs answer "may this new flow pass?" with three LPM lookups whose cost does not
 //! depend on the number of rules: source address -> identity, destination address -> destination
 //! id, then `{identity, destination, protocol, port}` -> verdict. This module computes those
-//! tables from a [`Config`]:
+//! tables from a [`AgentConfig`]:
 //!
 //! - Sources with the same rule membership share one identity (like Cilium's identities).
 //! - Nested prefixes inherit the rules of every prefix that contains them, so longest-prefix
@@ -26,7 +26,7 @@ use swiftgate_common::{
     dest_flags, dest_kind,
 };
 
-use crate::config::{Action, Config, Endpoint, PortRange, Protocol, Rule, stable_id};
+use crate::config::{Action, AgentConfig, Endpoint, PortRange, Protocol, Rule, stable_id};
 
 /// The contents the maps should have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,7 +172,7 @@ impl Prefixes {
 }
 
 /// For each endpoint, the rules that name it (as a source or as a destination).
-fn rules_by_endpoint(cfg: &Config, sources: bool) -> HashMap<Endpoint, Vec<usize>> {
+fn rules_by_endpoint(cfg: &AgentConfig, sources: bool) -> HashMap<Endpoint, Vec<usize>> {
     let mut m: HashMap<Endpoint, Vec<usize>> = HashMap::new();
     for (i, r) in cfg.rules.iter().enumerate() {
         for e in if sources { &r.sources } else { &r.destinations } {
@@ -195,7 +195,7 @@ fn rules_covering(
 
 /// Compiles a validated configuration into map contents. Linear in the size of the result:
 /// the work is proportional to the (identity, destination, rule) triples that exist.
-pub fn compile(cfg: &Config) -> Compiled {
+pub fn compile(cfg: &AgentConfig) -> Compiled {
     let mut out = Compiled::default();
     let peer_ips = || {
         cfg.peers
@@ -373,7 +373,7 @@ pub fn compile(cfg: &Config) -> Compiled {
     out
 }
 
-fn endpoint_prefixes(cfg: &Config, e: &Endpoint) -> Vec<IpNet> {
+fn endpoint_prefixes(cfg: &AgentConfig, e: &Endpoint) -> Vec<IpNet> {
     match e {
         Endpoint::SelfPeer => cfg.own_addresses.clone(),
         Endpoint::Resource(i) => vec![cfg.resources[*i].prefix],
@@ -411,7 +411,7 @@ pub enum Side {
 /// The reference semantics, straight from the rules (no compilation): may a packet from `src`
 /// to `dst` with protocol `proto` (IP number) and destination port `dport` open a flow?
 pub fn evaluate(
-    cfg: &Config,
+    cfg: &AgentConfig,
     side: Side,
     src: IpAddr,
     dst: IpAddr,
@@ -661,7 +661,7 @@ protocol = "all"
 
     #[test]
     fn compiled_tables_agree_with_the_rules() {
-        let cfg = Config::from_toml(THREE_TIER).unwrap();
+        let cfg = AgentConfig::from_toml(THREE_TIER).unwrap();
         let c = compile(&cfg);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let id = |n: &str| stable_id("policy", n);
@@ -741,7 +741,7 @@ protocol = "all"
     /// the routing peer's own address, which only a peer-to-peer rule may open.
     #[test]
     fn an_exit_resource_rule_does_not_open_the_routing_peer_itself() {
-        let cfg = Config::from_toml(
+        let cfg = AgentConfig::from_toml(
             r#"
 [interface]
 overlay = "sg0"
@@ -789,7 +789,7 @@ ports = ["22"]
 
     #[test]
     fn identities_are_shared_by_equal_membership() {
-        let cfg = Config::from_toml(THREE_TIER).unwrap();
+        let cfg = AgentConfig::from_toml(THREE_TIER).unwrap();
         let c = compile(&cfg);
         let web = c.identities[&"192.0.2.20/32".parse().unwrap()];
         let app = c.identities[&"192.0.2.21/32".parse().unwrap()];

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    config::Config,
+    config::AgentConfig,
     dataplane::{self, Dataplane, LoadOptions},
     mgmt,
     netmap::Refusal,
@@ -35,7 +35,7 @@ pub struct Running {
 }
 
 /// What the routing table should hold for `cfg`.
-fn wanted_routes(cfg: &Config, underlay: &BTreeSet<IpAddr>) -> routing::Wanted {
+fn wanted_routes(cfg: &AgentConfig, underlay: &BTreeSet<IpAddr>) -> routing::Wanted {
     routing::Wanted {
         prefixes: cfg.routes.iter().copied().collect(),
         underlay: underlay.clone(),
@@ -44,7 +44,7 @@ fn wanted_routes(cfg: &Config, underlay: &BTreeSet<IpAddr>) -> routing::Wanted {
 
 /// Starts WireGuard (when configured) with its routes, then the data plane on its interface.
 /// `underlay`: addresses the agent itself talks to outside the tunnel (management, Signal).
-pub fn bring_up_all(cfg: &Config, underlay: &BTreeSet<IpAddr>) -> Result<Running> {
+pub fn bring_up_all(cfg: &AgentConfig, underlay: &BTreeSet<IpAddr>) -> Result<Running> {
     let wg = match &cfg.wireguard {
         Some(w) => Some(Arc::new(Device::start(w)?)),
         None => None,
@@ -65,8 +65,8 @@ pub fn bring_up_all(cfg: &Config, underlay: &BTreeSet<IpAddr>) -> Result<Running
 /// changes nothing.
 pub fn reload_all(
     r: &mut Running,
-    old: &Config,
-    new: &Config,
+    old: &AgentConfig,
+    new: &AgentConfig,
     underlay: &BTreeSet<IpAddr>,
 ) -> Result<()> {
     match (&r.wg, &new.wireguard, &old.wireguard) {
@@ -124,7 +124,12 @@ fn log_refusals(old: &[Refusal], new: &[Refusal], serial: u64) {
 }
 
 /// Answers one control request (`{"cmd": "status"}` or `{"cmd": "rekey"}`).
-fn control(wg: Option<&Device>, cfg: &Config, health: &Health, line: &str) -> serde_json::Value {
+fn control(
+    wg: Option<&Device>,
+    cfg: &AgentConfig,
+    health: &Health,
+    line: &str,
+) -> serde_json::Value {
     use serde_json::json;
     let cmd = serde_json::from_str::<serde_json::Value>(line)
         .ok()
@@ -154,7 +159,7 @@ fn control(wg: Option<&Device>, cfg: &Config, health: &Health, line: &str) -> se
 async fn serve_control(
     listener: &UnixListener,
     wg: Option<Arc<Device>>,
-    cfg: Config,
+    cfg: AgentConfig,
     health: Health,
 ) {
     let Ok((stream, _)) = listener.accept().await else {
@@ -174,7 +179,7 @@ async fn serve_control(
 pub const GC_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Sets everything up for `cfg` and returns the loaded data plane.
-pub fn bring_up(cfg: &Config) -> Result<Dataplane> {
+pub fn bring_up(cfg: &AgentConfig) -> Result<Dataplane> {
     let kcfg = dataplane::kernel_config(cfg)?;
     let compiled = policy::compile(cfg);
     let mut ifaces: Vec<&str> = vec![cfg.overlay.as_str()];
@@ -196,7 +201,7 @@ pub fn bring_up(cfg: &Config) -> Result<Dataplane> {
 
 /// Applies a new configuration to a running data plane; on error nothing changes (the maps
 /// keep the previous configuration).
-pub fn reload(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<()> {
+pub fn reload(dp: &mut Dataplane, old: &AgentConfig, new: &AgentConfig) -> Result<()> {
     if new.pin_path != old.pin_path
         || new.conntrack_capacity != old.conntrack_capacity
         || new.conntrack_capacity_v6 != old.conntrack_capacity_v6
@@ -285,7 +290,7 @@ pub async fn up(source: Source) -> Result<()> {
     let mut signal_keys: Option<swiftgate_proto::keys::KeyPair> = None;
     let mut health = Health::default();
     let mut cfg = match &source {
-        Source::File(path) => Config::from_file(path)?,
+        Source::File(path) => AgentConfig::from_file(path)?,
         Source::Management {
             url,
             setup_key,
@@ -336,7 +341,7 @@ pub async fn up(source: Source) -> Result<()> {
     let mut running = bring_up_all(&cfg, &underlay)?;
     let mut state = running.dp.state()?;
     // Peers' endpoints through Signal (managed mode with WireGuard).
-    let peer_keys = |c: &Config| -> Vec<String> {
+    let peer_keys = |c: &AgentConfig| -> Vec<String> {
         c.wireguard
             .iter()
             .flat_map(|w| w.peers.iter().map(|p| p.public.to_base64()))
@@ -344,7 +349,7 @@ pub async fn up(source: Source) -> Result<()> {
     };
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
     // Started once: taking the keys marks it started.
-    let mut start_signal = |url: &Option<String>, running: &Running, cfg: &Config| {
+    let mut start_signal = |url: &Option<String>, running: &Running, cfg: &AgentConfig| {
         if let (Some(url), Some(dev), Some(w)) = (url, &running.wg, &cfg.wireguard)
             && let Some(keys) = signal_keys.take()
         {
@@ -387,7 +392,7 @@ pub async fn up(source: Source) -> Result<()> {
                     tracing::info!("SIGHUP ignored: the configuration comes from the management server");
                     continue;
                 };
-                match Config::from_file(path).map_err(anyhow::Error::from).and_then(|new| {
+                match AgentConfig::from_file(path).map_err(anyhow::Error::from).and_then(|new| {
                     reload_all(&mut running, &cfg, &new, &underlay)?;
                     Ok(new)
                 }) {

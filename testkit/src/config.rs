@@ -129,7 +129,7 @@ impl Policy {
 
 /// A whole configuration file.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct ConfigFile {
     /// `[interface]`.
     pub interface: Interface,
     /// `[[peers]]`.
@@ -140,10 +140,10 @@ pub struct Config {
     pub policies: Vec<Policy>,
 }
 
-impl Config {
+impl ConfigFile {
     /// A configuration with the given interface table and nothing else.
     pub fn new(interface: Interface) -> Self {
-        Config {
+        ConfigFile {
             interface,
             peers: Vec::new(),
             networks: Vec::new(),
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn renders_parseable_toml() {
-        let cfg = Config::new(Interface {
+        let cfg = ConfigFile::new(Interface {
             overlay: "sg0".into(),
             overlay_l2: false,
             addresses: vec!["100.64.0.1/16".into()],

@@ -42,7 +42,7 @@ pub mod tun;
 pub mod wg;
 
 pub use agent::{Agent, ConntrackEntry};
-pub use config::{Config, Network, Peer, Policy, Resource};
+pub use config::{ConfigFile, Network, Peer, Policy, Resource};
 pub use netns::{Entered, NetNs};
 pub use pins::{PinDir, pin_path_for, remove_pins};
 pub use topology::{LanSpec, Topology, TopologySpec};

@@ -12,7 +12,7 @@
 //! outside the namespaces.
 
 use super::agent::{self, Agent, ConntrackEntry};
-use super::config::{Config, Interface};
+use super::config::{ConfigFile, Interface};
 use super::tun::{Relay, open_tun_in};
 use super::{
     Error, NetNs, Result, ensure_bpffs, pin_path_for, remove_pins, require_root, sweep_stale,
@@ -248,8 +248,8 @@ impl Topology {
 
     /// A configuration with the `[interface]` table filled in for this topology (overlay `sg0`,
     /// address 100.64.0.1/16, all LAN interfaces, MTU 1280, this test's pin path).
-    pub fn base_config(&self) -> Config {
-        Config::new(Interface {
+    pub fn base_config(&self) -> ConfigFile {
+        ConfigFile::new(Interface {
             overlay: GW_OVERLAY_IF.into(),
             overlay_l2: false,
             addresses: vec![format!("{GW_OVERLAY_ADDR}/{OVERLAY_PREFIX_LEN}")],
@@ -260,7 +260,7 @@ impl Topology {
     }
 
     /// Writes `cfg` to the agent's config file (atomically: temp file + rename).
-    pub fn write_config(&self, cfg: &Config) -> Result<()> {
+    pub fn write_config(&self, cfg: &ConfigFile) -> Result<()> {
         self.write_config_text(&self.config_path, &cfg.to_toml())
     }
 

@@ -14,7 +14,7 @@ use super::{
     Dataplane,
     pins::{link_dir, release_link},
 };
-use crate::config::Config;
+use crate::config::AgentConfig;
 
 /// Where the programs attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,7 +47,7 @@ impl Hook {
 impl Dataplane {
     /// Attaches the programs a configuration asks for and releases links to interfaces it no
     /// longer names.
-    pub fn attach(&mut self, cfg: &Config) -> Result<()> {
+    pub fn attach(&mut self, cfg: &AgentConfig) -> Result<()> {
         let (ing, eg) = if cfg.overlay_l2 {
             (
                 common::programs::OVERLAY_INGRESS_L2,

@@ -23,7 +23,7 @@ use super::{
     Dataplane,
     pins::{ensure_bpffs, link_dir, map_dir},
 };
-use crate::config::Config;
+use crate::config::AgentConfig;
 
 /// The compiled eBPF object.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/swiftgate"));
@@ -41,7 +41,7 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     /// From a validated configuration.
-    pub fn from_config(c: &Config) -> Self {
+    pub fn from_config(c: &AgentConfig) -> Self {
         LoadOptions {
             pin_path: c.pin_path.clone(),
             conntrack_capacity: c.conntrack_capacity,

@@ -12,12 +12,13 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use swiftgate_common::{
-    Config as KernelConfig, DestValue, IdentityValue, PolicyKey, PolicyValue, config_flags, maps,
+    Config as KernelConfig, DestValue, IdentityValue, PolicyKey, PolicyValue, config_flags,
+    maps,
 };
 
 use super::Dataplane;
 use crate::{
-    config::{Config, FlowEvents},
+    config::{AgentConfig, FlowEvents},
     policy::Compiled,
 };
 
@@ -178,7 +179,7 @@ impl Dataplane {
 }
 
 /// The kernel-side configuration for a validated configuration.
-pub fn kernel_config(cfg: &Config) -> Result<KernelConfig> {
+pub fn kernel_config(cfg: &AgentConfig) -> Result<KernelConfig> {
     let overlay_ifindex = nix::net::if_::if_nametoindex(cfg.overlay.as_str())
         .with_context(|| format!("overlay interface `{}` not found", cfg.overlay))?;
     let mut flags = 0;

@@ -19,7 +19,7 @@ use std::{net::IpAddr, path::Path, process::Command};
 
 use aya::programs::{TestRun, TestRunOptions};
 use swiftgate::{
-    config::Config,
+    config::AgentConfig,
     dataplane::{self, Dataplane, Flow, LoadOptions, State},
     policy::{self, Side, Verdict},
 };
@@ -44,7 +44,7 @@ pub struct Lab {
     /// The loaded programs and maps.
     pub dp: Dataplane,
     /// Current configuration.
-    pub cfg: Config,
+    pub cfg: AgentConfig,
     /// Interface indexes.
     pub ovl: u32,
     /// LAN 1 (192.0.2.0/24, 2001:db8:1::/64).
@@ -87,7 +87,7 @@ impl Lab {
     /// `config` is appended to [`LAB_INTERFACE`].
     pub fn new(config: &str) -> Lab {
         Lab::with_config(|pin| {
-            Config::from_toml(&lab_toml(pin, config)).expect("lab configuration")
+            AgentConfig::from_toml(&lab_toml(pin, config)).expect("lab configuration")
         })
     }
 
@@ -104,14 +104,14 @@ impl Lab {
                 toml.contains("overlay = \"tun0\""),
                 "lab interface text changed"
             );
-            Config::from_toml(&toml).expect("lab configuration")
+            AgentConfig::from_toml(&toml).expect("lab configuration")
         })
     }
 
     /// Like [`Lab::new`], with a configuration built by `make` (e.g. from a
     /// [`swiftgate::config::FileConfig`] too large to write as TOML). `make` gets the pin path
     /// the configuration must use; the interfaces are the lab's (`ovl`, `lan`, `lan2`).
-    pub fn with_config(make: impl FnOnce(&Path) -> Config) -> Lab {
+    pub fn with_config(make: impl FnOnce(&Path) -> AgentConfig) -> Lab {
         crate::require_root();
         let id = unique_id();
         let pin = PinDir::for_id(&id).expect("lab pin directory");
@@ -175,14 +175,14 @@ impl Lab {
 
     /// Applies another configuration (appended to [`LAB_INTERFACE`]).
     pub fn reconfigure(&mut self, config: &str) -> Result<(), String> {
-        let cfg =
-            Config::from_toml(&lab_toml(self.pin.path(), config)).map_err(|e| e.to_string())?;
+        let cfg = AgentConfig::from_toml(&lab_toml(self.pin.path(), config))
+            .map_err(|e| e.to_string())?;
         self.apply(cfg)
     }
 
     /// Applies a configuration built in code (e.g. converted from a network map) the way the
     /// agent reloads one. It must use the lab's pin path ([`Lab::pin_path`]).
-    pub fn apply(&mut self, cfg: Config) -> Result<(), String> {
+    pub fn apply(&mut self, cfg: AgentConfig) -> Result<(), String> {
         swiftgate::run::reload(&mut self.dp, &self.cfg, &cfg).map_err(|e| format!("{e:#}"))?;
         self.cfg = cfg;
         Ok(())

@@ -1,8 +1,11 @@
-//! The routing peer's typed configuration and its validation.
+//! The agent's typed configuration and its validation: the file front door.
 //!
-//! [`FileConfig`] is what a TOML file (or, later, the management sync) says; [`AgentConfig::validate`]
-//! turns it into a [`AgentConfig`] whose every reference resolves, or an error naming what is wrong.
-//! Nothing is applied until validation succeeds, so a bad file never replaces a good one.
+//! [`FileConfig`] is what a TOML file says (the only place the agent parses rule text, through
+//! `swiftgate-rules`); [`AgentConfig::validate`] turns it into an [`AgentConfig`] whose every
+//! reference resolves, or an error naming what is wrong. Nothing is applied until validation
+//! succeeds, so a bad file never replaces a good one. The other front door, the management
+//! server's network map, builds the same [`AgentConfig`] typed ([`crate::netmap`]); both start
+//! from [`AgentConfig::local`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},

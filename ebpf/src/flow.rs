@@ -18,9 +18,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use swiftgate_common::{
-    COUNTER_SLOTS, CT_REFRESH_NS, Config, Counter, CtEntry, DestValue, FAMILY_V4, FlowEvent,
-    FlowKey, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, calls, config_flags,
-    ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
+    COUNTER_SLOTS, CT_REFRESH_NS, Counter, CtEntry, DestValue, FAMILY_V4, FlowEvent, FlowKey,
+    KernelConfig, POLICY_PREFIX_FULL, PolicyKey, PolicyStats, PolicyValue, action, calls,
+    config_flags, ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
 };
 
 use crate::{
@@ -46,7 +46,7 @@ pub(crate) fn count(c: Counter) {
 
 /// All-zero configuration: what the programs see before the agent writes one (an array map
 /// always holds index 0, so this only satisfies the verifier's null check).
-static NO_CONFIG: Config = Config {
+static NO_CONFIG: KernelConfig = KernelConfig {
     overlay_ifindex: 0,
     flags: 0,
     mss_v4: 0,
@@ -56,7 +56,7 @@ static NO_CONFIG: Config = Config {
 };
 
 #[inline(always)]
-fn config() -> &'static Config {
+fn config() -> &'static KernelConfig {
     CONFIG.get(0).unwrap_or(&NO_CONFIG)
 }
 
@@ -156,7 +156,7 @@ fn policy_stat(policy_id: u32, accepted: bool) {
 
 /// Drops a packet that tried to open a flow, with counters and (optionally) an event.
 #[inline(always)]
-fn deny(cfg: &Config, c: Counter, key: &FlowKey, policy_id: u32, org: u8) -> i32 {
+fn deny(cfg: &KernelConfig, c: Counter, key: &FlowKey, policy_id: u32, org: u8) -> i32 {
     count(c);
     policy_stat(policy_id, false);
     if cfg.flags & config_flags::DROP_EVENTS != 0 {
@@ -486,7 +486,7 @@ fn nat_reply_key(key: &FlowKey, addr: &[u8; 16], port: u16) -> FlowKey {
 /// frame).
 #[inline(never)]
 fn alloc_nat_into<const V4: bool>(
-    cfg: &Config,
+    cfg: &KernelConfig,
     key: &FlowKey,
     addr: &[u8; 16],
     rk: &mut MaybeUninit<FlowKey>,
@@ -725,7 +725,7 @@ fn redirect_l2(
 
 /// Sends a packet from a LAN interface into the overlay interface.
 #[inline(always)]
-fn to_overlay(cfg: &Config) -> i32 {
+fn to_overlay(cfg: &KernelConfig) -> i32 {
     if cfg.overlay_ifindex == 0 {
         count(Counter::DropFib);
         return SHOT;
@@ -742,7 +742,7 @@ fn to_overlay(cfg: &Config) -> i32 {
 }
 
 #[inline(always)]
-fn clamp(ctx: &TcContext, p: &Parsed, cfg: &Config) -> Result<(), ()> {
+fn clamp(ctx: &TcContext, p: &Parsed, cfg: &KernelConfig) -> Result<(), ()> {
     if p.key.proto != proto::TCP || p.tcp_flags & tcp::SYN == 0 {
         return Ok(());
     }
@@ -880,7 +880,12 @@ pub fn overlay_new(ctx: &TcContext, l2: bool) -> i32 {
 
 /// Policy check and setup of a flow opened from the overlay.
 #[inline(never)]
-fn new_overlay_flow<const V4: bool>(ctx: &TcContext, p: &Parsed, cfg: &Config, l2: bool) -> i32 {
+fn new_overlay_flow<const V4: bool>(
+    ctx: &TcContext,
+    p: &Parsed,
+    cfg: &KernelConfig,
+    l2: bool,
+) -> i32 {
     let key = &p.key;
     let len = ctx.len() as u64;
     if let Err(c) = may_open(p) {
@@ -1027,7 +1032,7 @@ fn new_overlay_flow<const V4: bool>(ctx: &TcContext, p: &Parsed, cfg: &Config, l
 }
 
 #[inline(always)]
-fn accepted(cfg: &Config, key: &FlowKey, policy_id: u32, org: u8, len: u64) {
+fn accepted(cfg: &KernelConfig, key: &FlowKey, policy_id: u32, org: u8, len: u64) {
     count(Counter::AcceptNew);
     policy_stat(policy_id, true);
     if cfg.flags & config_flags::START_EVENTS != 0 {
@@ -1211,7 +1216,7 @@ pub fn lan_other(ctx: &TcContext) -> i32 {
 
 /// Site-to-VPN: a LAN host opening a flow to an overlay peer needs a policy.
 #[inline(never)]
-fn new_lan_flow(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
+fn new_lan_flow(ctx: &TcContext, p: &Parsed, cfg: &KernelConfig) -> i32 {
     let key = &p.key;
     let len = ctx.len() as u64;
     let Some(dest) = dest_of(key) else {
@@ -1251,7 +1256,7 @@ fn new_lan_flow(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
 /// An ICMP error arriving on a LAN about a packet we forwarded (e.g. fragmentation needed,
 /// port unreachable): translate the quoted packet and send the error to the overlay client.
 #[inline(never)]
-fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &Config) -> i32 {
+fn icmp_error_from_lan(ctx: &TcContext, p: &Parsed, cfg: &KernelConfig) -> i32 {
     let Ok(inner) = parse::parse_inner(ctx, p) else {
         count(Counter::PassHost);
         return OK;

@@ -36,12 +36,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use swiftgate_common::{
-    COUNTER_SLOTS, Config, CtEntry, CtReply4, CtReply6, DestValue, FlowKey, FlowKey4,
-    IdentityValue, PolicyKey, PolicyStats, PolicyValue, calls, capacity,
+    COUNTER_SLOTS, CtEntry, CtReply4, CtReply6, DestValue, FlowKey, FlowKey4, IdentityValue,
+    KernelConfig, PolicyKey, PolicyStats, PolicyValue, calls, capacity,
 };
 
 #[map(name = "SG_CONFIG")]
-static CONFIG: Array<Config> = Array::pinned(1, 0);
+static CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 #[map(name = "SG_IDENTITY_V4")]
 static IDENTITY_V4: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY, 0);
 #[map(name = "SG_IDENTITY_V6")]

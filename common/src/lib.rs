@@ -12,7 +12,7 @@
 
 /// Map names, as the agent finds them in the object file and pins them.
 pub mod maps {
-    /// [`crate::Config`] at index 0.
+    /// [`crate::KernelConfig`] at index 0.
     pub const CONFIG: &str = "SG_CONFIG";
     /// LPM trie, IPv4 source prefix -> [`crate::IdentityValue`].
     pub const IDENTITY_V4: &str = "SG_IDENTITY_V4";
@@ -481,7 +481,7 @@ pub struct PolicyValue {
     pub _pad: [u8; 3],
 }
 
-/// Bits in [`Config::flags`].
+/// Bits in [`KernelConfig::flags`].
 pub mod config_flags {
     /// Emit a flow event for every dropped packet (rate limited by the ring buffer size).
     pub const DROP_EVENTS: u32 = 1 << 0;
@@ -496,10 +496,11 @@ pub mod config_flags {
     pub const OVERLAY_TUN: u32 = 1 << 3;
 }
 
-/// Runtime configuration, index 0 of the config array.
+/// The kernel programs' configuration: the value at index 0 of the `SG_CONFIG` array, written
+/// by the agent (from its own configuration) and read by the TC programs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
+pub struct KernelConfig {
     /// The overlay interface, where LAN replies are redirected to.
     pub overlay_ifindex: u32,
     /// [`config_flags`] bits.
@@ -682,7 +683,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyValue {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::KernelConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyStats {}
     // SAFETY: as above.
@@ -712,7 +713,7 @@ mod tests {
         assert_eq!(size_of::<DestValue>(), 12);
         assert_eq!(size_of::<PolicyKey>(), 12);
         assert_eq!(size_of::<PolicyValue>(), 8);
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<KernelConfig>(), 16);
         assert_eq!(size_of::<FlowEvent>(), 24 + 40 + 4 + 4);
     }
 

@@ -14,17 +14,52 @@
 //! everything after each access once per family, which over the masquerade port probes
 //! exceeds its limits. [`get`] and [`by_reply`] test the family at run time, for the
 //! established paths, which end soon after the lookup.
+//!
+//! This module owns the four tables and the per-CPU scratch slots that entries and keys are
+//! built in on the paths that create flows (`SG_SCRATCH_CT`, `SG_SCRATCH_KEY4`,
+//! `SG_SCRATCH_REPLY4`/`_6`: too big for the stack the verifier gives them), and with them
+//! the creation of a flow's entries ([`new_entry`], [`track`]) and the accounting of its
+//! packets ([`touch`], [`touch_reply`]).
 
 use core::mem::MaybeUninit;
 
 use core::ptr::{null, null_mut, write_volatile};
 
-use aya_ebpf::bindings::BPF_NOEXIST;
-use swiftgate_common::{CtEntry, CtReply4, CtReply6, FAMILY_V4, FlowKey, FlowKey4, ReplyState};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
+use swiftgate_common::{
+    CT_REFRESH_NS, Counter, CtEntry, CtReply4, CtReply6, FAMILY_V4, FlowKey, FlowKey4, ReplyState,
+    capacity, ct_flags, proto,
+};
 
 use crate::{
-    CONNTRACK4, CONNTRACK6, CT_REPLY4, CT_REPLY6, SCRATCH_KEY4, SCRATCH_REPLY4, SCRATCH_REPLY6,
+    clock::{now, now_call},
+    parse::{put_addr, tcp},
 };
+
+#[map(name = "SG_CT4")]
+static CONNTRACK4: LruHashMap<FlowKey4, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT4_REPLY")]
+static CT_REPLY4: LruHashMap<FlowKey4, CtReply4> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT6")]
+static CONNTRACK6: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+#[map(name = "SG_CT6_REPLY")]
+static CT_REPLY6: LruHashMap<FlowKey, CtReply6> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+/// Per-CPU scratch space for building a conntrack entry (too big for the BPF stack).
+#[map(name = "SG_SCRATCH_CT")]
+static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for building a reply-table entry.
+#[map(name = "SG_SCRATCH_REPLY4")]
+static SCRATCH_REPLY4: PerCpuArray<CtReply4> = PerCpuArray::with_max_entries(1, 0);
+/// The same for IPv6.
+#[map(name = "SG_SCRATCH_REPLY6")]
+static SCRATCH_REPLY6: PerCpuArray<CtReply6> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for IPv4 conntrack keys.
+#[map(name = "SG_SCRATCH_KEY4")]
+static SCRATCH_KEY4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Writes the IPv4 key of `k` to `out` with three word copies (both keys are 8-byte aligned:
 /// the addresses' first four bytes, then the 8-byte tail from `sport` on, which both keys lay
@@ -279,4 +314,219 @@ pub(crate) fn reply_remove<const V4: bool>(reply: &FlowKey) {
     } else {
         let _ = CT_REPLY6.remove(reply);
     }
+}
+
+/// Inserts a new conntrack entry (and, unless already reserved, its reply entry). On a race
+/// with another CPU that created the same flow, the other CPU's entry wins.
+#[inline(always)]
+pub(crate) fn track<const V4: bool>(
+    key: &FlowKey,
+    reply_key: &FlowKey,
+    entry: Option<*mut CtEntry>,
+    reserved: bool,
+) -> Result<(), Counter> {
+    let Some(entry) = entry else {
+        return Err(Counter::DropCtFull);
+    };
+    // SAFETY: the scratch slot returned by `new_entry`.
+    let entry = unsafe { &*entry };
+    if !reserved {
+        let kind = entry.flags & (ct_flags::SNAT | ct_flags::LOCAL);
+        let Some(scratch) = reply_prepare::<V4>(key, entry.origin, kind) else {
+            return Err(Counter::DropCtFull);
+        };
+        if !reply_insert::<V4>(&scratch, reply_key, 0) {
+            return Err(Counter::DropCtFull);
+        }
+    }
+    if !insert_new::<V4>(key, entry) {
+        // Lost a race (or the table is full): drop our reply entry if it is ours.
+        if reserved {
+            reply_remove::<V4>(reply_key);
+        }
+        if get_in::<V4>(key).is_none() {
+            return Err(Counter::DropCtFull);
+        }
+    }
+    Ok(())
+}
+
+/// [`track`] for a flow without NAT: the reply key is the reversed key. Not inlined, so the
+/// reversed key lives in its own stack frame.
+#[inline(never)]
+pub(crate) fn track_plain<const V4: bool>(
+    key: &FlowKey,
+    entry: Option<*mut CtEntry>,
+) -> Result<(), Counter> {
+    track::<V4>(key, &key.reversed(), entry, false)
+}
+
+/// [`track_plain`] for a flow of either family.
+#[inline(always)]
+pub(crate) fn track_plain_any(key: &FlowKey, entry: Option<*mut CtEntry>) -> Result<(), Counter> {
+    if key.family == FAMILY_V4 {
+        track_plain::<true>(key, entry)
+    } else {
+        track_plain::<false>(key, entry)
+    }
+}
+
+/// Fills the per-CPU scratch entry (a conntrack entry is too big for the BPF stack in the
+/// paths that create one) and returns a pointer to it, valid for this program run.
+#[inline(always)]
+pub(crate) fn new_entry(
+    org: u8,
+    policy_id: u32,
+    lan_ifindex: u32,
+    flags: u8,
+    len: u64,
+) -> Option<*mut CtEntry> {
+    let e = SCRATCH_CT.get_ptr_mut(0)?;
+    let t = now_call();
+    // SAFETY: per-CPU scratch slot, used only within this run on this CPU. Zeroes are
+    // written volatile: LLVM would merge adjacent zero stores into a call to its byte-loop
+    // memset (the BPF backend does not expand memset inline).
+    unsafe {
+        (*e).created_ns = t;
+        (*e).last_seen_ns = t;
+        (*e).packets_orig = 1;
+        (*e).bytes_orig = len;
+        write_volatile(&raw mut (*e).packets_reply, 0);
+        write_volatile(&raw mut (*e).bytes_reply, 0);
+        put_addr(&raw mut (*e).nat_addr, 0, 0);
+        let nh = (&raw mut (*e).nexthop).cast::<u32>();
+        write_volatile(nh, 0);
+        write_volatile(nh.add(1), 0);
+        write_volatile(nh.add(2), 0);
+        write_volatile(nh.add(3), 0);
+        (*e).policy_id = policy_id;
+        (*e).lan_ifindex = lan_ifindex;
+        (*e).nat_port = 0;
+        (*e).origin = org;
+        (*e).flags = flags;
+        (*e).nh_family = 0;
+        write_volatile(&raw mut (*e).l2_checked_ns, 0);
+        let macs = (&raw mut (*e).l2_macs).cast::<u32>();
+        write_volatile(macs, 0);
+        write_volatile(macs.add(1), 0);
+        write_volatile(macs.add(2), 0);
+        write_volatile((&raw mut (*e)._pad).cast::<u32>(), 0);
+    }
+    Some(e)
+}
+
+/// Accounts a packet of a tracked flow's original direction and advances the TCP state bits.
+#[inline(always)]
+pub(crate) fn touch(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8) {
+    touch_at(ct, len, proto, tcp_flags, now())
+}
+
+/// [`touch`] with the current time already read.
+#[inline(always)]
+pub(crate) fn touch_at(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8, t: u64) {
+    // SAFETY: `ct` points into a map value that stays valid for this program run.
+    unsafe {
+        account(
+            Counters {
+                packets: &raw mut (*ct).packets_orig,
+                bytes: &raw mut (*ct).bytes_orig,
+                last_seen: &raw mut (*ct).last_seen_ns,
+                flags: &raw mut (*ct).flags,
+            },
+            len,
+            tcp_bits(proto, tcp_flags, false),
+            t,
+        )
+    }
+}
+
+/// Accounts a packet of a tracked flow's reply direction in its reply entry; `false`, having
+/// changed nothing, when the flow's own entry is gone (the packet is then no tracked flow's).
+///
+/// A reply is handled with the reply entry alone, but the two entries live and die together:
+/// at most every [`CT_REFRESH_NS`] (when the reply entry's `last_seen_ns` is refreshed, and on
+/// its first packet) and on every TCP SYN, FIN or RST, the flow's own entry is looked up too.
+/// That lookup keeps the flow recent in its LRU table while only replies flow (a download), so
+/// memory pressure cannot take the flow, and with it its masquerade port, from under a busy
+/// reply direction; and a flow whose entry was evicted or removed is noticed within that time
+/// (the agent's garbage collector removes the orphaned reply entry).
+#[inline(always)]
+pub(crate) fn touch_reply(r: &ByReply, len: u64, proto: u8, tcp_flags: u8) -> bool {
+    let t = now();
+    let s = r.state;
+    // SAFETY: `s` points into a map value that stays valid for this program run.
+    let due = unsafe { t.wrapping_sub((*s).last_seen_ns) } > CT_REFRESH_NS
+        || (proto == proto::TCP && tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0);
+    if due && r.entry().is_none() {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe {
+        account(
+            Counters {
+                packets: &raw mut (*s).packets,
+                bytes: &raw mut (*s).bytes,
+                last_seen: &raw mut (*s).last_seen_ns,
+                flags: &raw mut (*s).flags,
+            },
+            len,
+            ct_flags::SEEN_REPLY | tcp_bits(proto, tcp_flags, true),
+            t,
+        )
+    }
+    true
+}
+
+/// The fields one direction of a flow is accounted in (a conntrack or a reply entry).
+struct Counters {
+    packets: *mut u64,
+    bytes: *mut u64,
+    last_seen: *mut u64,
+    flags: *mut u8,
+}
+
+/// Counts a packet of `len` bytes at time `t` and adds the state bits `bits`.
+///
+/// # Safety
+/// The pointers must point into a map value valid for this program run.
+#[inline(always)]
+unsafe fn account(c: Counters, len: u64, bits: u8, t: u64) {
+    // SAFETY: as the caller guarantees; all writes are single-word stores. Plain adds: a
+    // flow's packets are normally handled on one CPU (RSS, one TUN queue per flow); a rare
+    // concurrent update may lose a count, never corrupt the entry.
+    unsafe {
+        *c.packets += 1;
+        *c.bytes += len;
+        if t.wrapping_sub(*c.last_seen) > CT_REFRESH_NS {
+            *c.last_seen = t;
+        }
+        let old = *c.flags;
+        if old | bits != old {
+            *c.flags = old | bits;
+        }
+    }
+}
+
+/// The conntrack state bits a TCP segment with `tcp_flags` sets, in the reply direction or
+/// not (0 for other protocols).
+#[inline(always)]
+fn tcp_bits(proto: u8, tcp_flags: u8, reply: bool) -> u8 {
+    if proto != proto::TCP {
+        return 0;
+    }
+    let mut f = 0;
+    if tcp_flags & tcp::RST != 0 {
+        f |= ct_flags::TCP_RST;
+    }
+    if tcp_flags & tcp::FIN != 0 {
+        f |= if reply {
+            ct_flags::TCP_FIN_REPLY
+        } else {
+            ct_flags::TCP_FIN_ORIG
+        };
+    }
+    if reply && tcp_flags & (tcp::SYN | tcp::ACK) == (tcp::SYN | tcp::ACK) {
+        f |= ct_flags::TCP_SYNACK;
+    }
+    f
 }

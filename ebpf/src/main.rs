@@ -19,77 +19,32 @@
 //!
 //! The agent is the only writer of policy maps; conntrack is written here and expired by the
 //! agent's garbage collector.
+//!
+//! Each map is declared in the module that owns its lookups: `policy` (identities,
+//! destinations, policy), `ct` (conntrack tables and their scratch slots), `nat` (masquerade
+//! ports), `metrics` (counters, policy statistics, events), `clock` (the cached coarse
+//! clock), `flow` (configuration and the new-flow program array); `fib` forwards through the
+//! kernel's tables. This file holds the program entry points.
 #![no_std]
 #![no_main]
 
+mod clock;
 mod csum;
 mod ct;
+mod fib;
 mod flow;
+mod metrics;
+mod nat;
 mod parse;
+mod policy;
 mod rewrite;
 mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::{classifier, map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use swiftgate_common::{
-    COUNTER_SLOTS, Config, CtEntry, CtReply4, CtReply6, DestValue, FlowKey, FlowKey4,
-    IdentityValue, PolicyKey, PolicyStats, PolicyValue, calls, capacity,
-};
-
-#[map(name = "SG_CONFIG")]
-static CONFIG: Array<Config> = Array::pinned(1, 0);
-#[map(name = "SG_IDENTITY_V4")]
-static IDENTITY_V4: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY, 0);
-#[map(name = "SG_IDENTITY_V6")]
-static IDENTITY_V6: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY, 0);
-#[map(name = "SG_DEST_V4")]
-static DEST_V4: LpmTrie<[u8; 4], DestValue> = LpmTrie::pinned(capacity::DEST, 0);
-#[map(name = "SG_DEST_V6")]
-static DEST_V6: LpmTrie<[u8; 16], DestValue> = LpmTrie::pinned(capacity::DEST, 0);
-#[map(name = "SG_POLICY")]
-static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
-#[map(name = "SG_CT4")]
-static CONNTRACK4: LruHashMap<FlowKey4, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
-#[map(name = "SG_CT4_REPLY")]
-static CT_REPLY4: LruHashMap<FlowKey4, CtReply4> = LruHashMap::pinned(capacity::CONNTRACK, 0);
-#[map(name = "SG_CT6")]
-static CONNTRACK6: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
-#[map(name = "SG_CT6_REPLY")]
-static CT_REPLY6: LruHashMap<FlowKey, CtReply6> = LruHashMap::pinned(capacity::CONNTRACK, 0);
-#[map(name = "SG_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
-#[map(name = "SG_POLICY_STATS")]
-static POLICY_STATS: PerCpuHashMap<u32, PolicyStats> =
-    PerCpuHashMap::pinned(capacity::POLICY_STATS, 0);
-/// Per-CPU scratch space for building a conntrack entry (too big for the BPF stack).
-#[map(name = "SG_SCRATCH_CT")]
-static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
-/// Per-CPU scratch space for a flow key (keeps it off the stack of the new-flow path).
-#[map(name = "SG_SCRATCH_KEY")]
-static SCRATCH_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
-/// Per-CPU scratch space for building a reply-table entry (see `ct`).
-#[map(name = "SG_SCRATCH_REPLY4")]
-static SCRATCH_REPLY4: PerCpuArray<CtReply4> = PerCpuArray::with_max_entries(1, 0);
-/// The same for IPv6.
-#[map(name = "SG_SCRATCH_REPLY6")]
-static SCRATCH_REPLY6: PerCpuArray<CtReply6> = PerCpuArray::with_max_entries(1, 0);
-/// Per-CPU scratch space for IPv4 conntrack keys (see `ct`).
-#[map(name = "SG_SCRATCH_KEY4")]
-static SCRATCH_KEY4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(1, 0);
-/// Per-CPU cache of the coarse clock, refreshed when the jiffies counter moves (see
-/// `flow::now`).
-#[map(name = "SG_CLOCK")]
-static CLOCK: PerCpuArray<flow::ClockCache> = PerCpuArray::with_max_entries(1, 0);
-/// The new-flow programs, tail-called by the overlay ingress programs (own stack: the
-/// established path and the new-flow path each get the verifier's 512 bytes).
-#[map(name = "SG_CALLS")]
-static CALLS: ProgramArray = ProgramArray::pinned(calls::SLOTS, 0);
-#[map(name = "SG_EVENTS")]
-static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
 
 #[classifier]
 pub fn sg_overlay_ingress_l3(ctx: TcContext) -> i32 {

@@ -148,6 +148,12 @@ pub unsafe fn put_addr(dst: *mut [u8; 16], lo: u64, hi: u64) {
     }
 }
 
+/// The IPv4 address in the first four bytes of a key address.
+#[inline(always)]
+pub fn v4(a: &[u8; 16]) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
+}
+
 /// The two 64-bit words of an IPv4 address as a key address (first four bytes, rest zero).
 #[inline(always)]
 pub fn v4_words(a: [u8; 4]) -> (u64, u64) {

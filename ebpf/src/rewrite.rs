@@ -20,8 +20,7 @@ use swiftgate_common::{FAMILY_V4, proto};
 
 use crate::{
     csum,
-    flow::v4,
-    parse::{Inner, Parsed, bytes},
+    parse::{Inner, Parsed, bytes, v4},
 };
 
 /// A rewrite helper failed (the skb is in an unknown state: drop it).

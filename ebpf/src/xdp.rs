@@ -19,24 +19,20 @@
 //! checksum offload leaves for the device (a local sender behind a veth) also go to TC: an XDP
 //! redirect would lose the skb's checksum state (see `looks_partial`).
 
-use core::{
-    mem::{self, MaybeUninit},
-    ptr::write_unaligned,
-};
+use core::{mem::MaybeUninit, ptr::write_unaligned};
 
-use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use swiftgate_common::{
     Counter, FAMILY_V4, FAMILY_V6, FlowKey, L2_RECHECK_NS, ct_flags, origin, proto,
 };
 
 use crate::{
+    clock::now,
     csum, ct,
-    flow::{FibParams, count, fib_params, now, touch_at, v4},
-    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, bytes, put_addr, tcp, v4_words, v6_words},
+    ct::touch_at,
+    fib::fib_macs,
+    metrics::count,
+    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, bytes, put_addr, tcp, v4, v4_words, v6_words},
 };
 
 /// The program: the fast path, or `XDP_PASS` to the TC program.
@@ -200,32 +196,6 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     unsafe { write_unaligned(data as *mut [u8; 12], macs) };
     // SAFETY: plain helper; redirects the frame out of the LAN interface.
     Some(unsafe { bpf_redirect(lan_ifindex, 0) } as u32)
-}
-
-/// The destination and source MAC for `key` out of `lan_ifindex`, from the kernel FIB and
-/// neighbour table (the lookup the TC program made when it opened the flow); `None` unless the
-/// route still leads there and the neighbour is resolved.
-#[inline(always)]
-fn fib_macs(ctx: &XdpContext, key: &FlowKey, lan_ifindex: u32) -> Option<[u8; 12]> {
-    let mut fp = MaybeUninit::<FibParams>::uninit();
-    // SAFETY: reading the program's context.
-    let params = fib_params(&mut fp, key, unsafe { (*ctx.ctx).ingress_ifindex });
-    // SAFETY: params is a valid, initialised struct of the size passed; ctx is the context.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.ctx.cast(),
-            params,
-            mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || params.ifindex != lan_ifindex {
-        return None;
-    }
-    let (d, s) = (params.dmac, params.smac);
-    Some([
-        d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
-    ])
 }
 
 /// Rewrites the source address from `old` to `new` with the IP (v4) and L4 checksums.

@@ -12,8 +12,7 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use swiftgate_common::{
-    Config as KernelConfig, DestValue, IdentityValue, PolicyKey, PolicyValue, config_flags,
-    maps,
+    DestValue, IdentityValue, KernelConfig, PolicyKey, PolicyValue, config_flags, maps,
 };
 
 use super::Dataplane;

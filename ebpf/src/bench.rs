@@ -1,5 +1,5 @@
 //! Packet generator, sink and a reference forwarder for the benchmark
-//! (`agent/examples/bench.rs`); not part of the data plane.
+//! (`agent/examples/bench/`); not part of the data plane.
 //!
 //! `sg_bench_tx` is run through `BPF_PROG_RUN` in XDP live-frames mode on the generator's
 //! veth: the kernel builds a frame from the test input for every repetition, runs this program

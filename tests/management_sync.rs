@@ -321,18 +321,88 @@ impl Drop for Cleanup {
     }
 }
 
-fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
-    SocketAddr::from((ip, port))
-}
-
-#[test]
-fn managed_routing_peer_follows_maps_and_fails_static() {
+/// The namespaces of these tests: a client (`u0` 203.0.113.2) and a routing peer (`u1`
+/// 203.0.113.1) on the underlay, and the routing peer's LAN (`lan0` 192.0.2.1) with the wiki's
+/// host (192.0.2.10). Returns the lab and the client's, routing peer's and LAN's indices.
+fn topology() -> (Lab, usize, usize, usize) {
     let mut lab = Lab::new();
     let client = lab.ns("c");
     let gw = lab.ns("g");
     let lan = lab.ns("l");
     lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
     lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    (lab, client, gw, lan)
+}
+
+/// Two managed agents under one server: the routing peer (LAN `lan0`) and alice (WireGuard port
+/// 51821), each with its key placed in its own state directory and pins of its own.
+struct Pair {
+    router: KeyPair,
+    alice: KeyPair,
+    router_dir: PathBuf,
+    alice_dir: PathBuf,
+    pin_r: PathBuf,
+    pin_a: PathBuf,
+}
+
+impl Pair {
+    fn new(lab: &Lab) -> Pair {
+        let state = |name: &str| {
+            let dir = lab.dir.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let k = KeyPair::generate();
+            std::fs::write(dir.join("key"), k.private().to_base64().as_bytes()).unwrap();
+            (dir, k)
+        };
+        let ((router_dir, router), (alice_dir, alice)) = (state("router"), state("alice"));
+        Pair {
+            router,
+            alice,
+            router_dir,
+            alice_dir,
+            pin_r: swiftgate_testkit::pin_path_for(&format!("{}r", lab.id)),
+            pin_a: swiftgate_testkit::pin_path_for(&format!("{}a", lab.id)),
+        }
+    }
+
+    /// Removes both agents' pins and TUNs when dropped (the agents it is given are killed).
+    fn cleanup(&self, lab: &Lab, gw: usize, client: usize) -> Cleanup {
+        Cleanup(
+            vec![],
+            vec![
+                (lab.n(gw).name().to_string(), self.pin_r.clone()),
+                (lab.n(client).name().to_string(), self.pin_a.clone()),
+            ],
+        )
+    }
+
+    fn spawn_router(&self, lab: &Lab, gw: usize, url: &str) -> Child {
+        let log = lab.dir.join("router.log");
+        spawn_agent(
+            lab,
+            gw,
+            url,
+            &self.router_dir,
+            &self.pin_r,
+            &log,
+            &["--lan", "lan0"],
+        )
+    }
+
+    fn spawn_alice(&self, lab: &Lab, client: usize, url: &str, log: &str) -> Child {
+        let log = lab.dir.join(log);
+        let port = ["--listen-port", "51821"];
+        spawn_agent(lab, client, url, &self.alice_dir, &self.pin_a, &log, &port)
+    }
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+#[test]
+fn managed_routing_peer_follows_maps_and_fails_static() {
+    let (mut lab, client, gw, lan) = topology();
 
     // The routing peer's key, placed where the agent keeps it.
     let state = lab.dir.join("state");
@@ -558,21 +628,9 @@ fn managed_routing_peer_follows_maps_and_fails_static() {
 
 #[test]
 fn managed_client_finds_its_routing_peer_through_signal() {
-    let mut lab = Lab::new();
-    let client = lab.ns("c");
-    let gw = lab.ns("g");
-    let lan = lab.ns("l");
-    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
-    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
-    let mk = |name: &str| {
-        let dir = lab.dir.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let k = KeyPair::generate();
-        std::fs::write(dir.join("key"), k.private().to_base64().as_bytes()).unwrap();
-        (dir, k)
-    };
-    let (router_dir, router) = mk("router");
-    let (alice_dir, alice) = mk("alice");
+    let (lab, client, gw, lan) = topology();
+    let pair = Pair::new(&lab);
+    let (router, alice) = (&pair.router, &pair.alice);
     let (rp, ap) = (router.public().to_base64(), alice.public().to_base64());
     // Management and Signal on the routing peer's underlay address, reachable from both.
     let (url, maps, _stop, _) = start_server(&lab, gw, "203.0.113.1:0", true);
@@ -608,33 +666,11 @@ fn managed_client_finds_its_routing_peer_through_signal() {
         (ap.clone(), client_map),
     ]))
     .unwrap();
-    let pin_r = swiftgate_testkit::pin_path_for(&format!("{}r", lab.id));
-    let pin_a = swiftgate_testkit::pin_path_for(&format!("{}a", lab.id));
-    let mut guard = Cleanup(
-        vec![],
-        vec![
-            (lab.n(gw).name().to_string(), pin_r.clone()),
-            (lab.n(client).name().to_string(), pin_a.clone()),
-        ],
-    );
-    guard.0.push(spawn_agent(
-        &lab,
-        gw,
-        &url,
-        &router_dir,
-        &pin_r,
-        &lab.dir.join("router.log"),
-        &["--lan", "lan0"],
-    ));
-    guard.0.push(spawn_agent(
-        &lab,
-        client,
-        &url,
-        &alice_dir,
-        &pin_a,
-        &lab.dir.join("alice.log"),
-        &["--listen-port", "51821"],
-    ));
+    let mut guard = pair.cleanup(&lab, gw, client);
+    guard.0.push(pair.spawn_router(&lab, gw, &url));
+    guard
+        .0
+        .push(pair.spawn_alice(&lab, client, &url, "alice.log"));
     let wiki = TcpServer::start(lab.n(lan), sa(WIKI, 443)).unwrap();
     // Nobody configured an endpoint: alice learns the router's through Signal.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -702,12 +738,7 @@ fn host_routing(lab: &Lab, ns: usize) -> String {
 /// restart, and after the agent stops.
 #[test]
 fn managed_exit_node_routes_through_a_table_of_its_own() {
-    let mut lab = Lab::new();
-    let client = lab.ns("c");
-    let gw = lab.ns("g");
-    let lan = lab.ns("l");
-    lab.link(client, "u0", "203.0.113.2/24", gw, "u1", "203.0.113.1/24");
-    lab.link(lan, "eth0", "192.0.2.10/24", gw, "lan0", "192.0.2.1/24");
+    let (lab, client, gw, lan) = topology();
     // The client host's own default route, which must survive the exit node.
     lab.n(client)
         .ip(&["route", "add", "default", "via", "203.0.113.1"])
@@ -716,15 +747,8 @@ fn managed_exit_node_routes_through_a_table_of_its_own() {
         .unwrap();
     let before = host_routing(&lab, client);
 
-    let mk = |name: &str| {
-        let dir = lab.dir.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let k = KeyPair::generate();
-        std::fs::write(dir.join("key"), k.private().to_base64().as_bytes()).unwrap();
-        (dir, k)
-    };
-    let (router_dir, router) = mk("router");
-    let (alice_dir, alice) = mk("alice");
+    let pair = Pair::new(&lab);
+    let (router, alice) = (&pair.router, &pair.alice);
     let (rp, ap) = (router.public().to_base64(), alice.public().to_base64());
     let (url, maps, _stop, _) = start_server(&lab, gw, "203.0.113.1:0", true);
 
@@ -777,36 +801,11 @@ fn managed_exit_node_routes_through_a_table_of_its_own() {
         .unwrap()
     };
     push(1, true);
-    let pin_r = swiftgate_testkit::pin_path_for(&format!("{}r", lab.id));
-    let pin_a = swiftgate_testkit::pin_path_for(&format!("{}a", lab.id));
-    let mut guard = Cleanup(
-        vec![],
-        vec![
-            (lab.n(gw).name().to_string(), pin_r.clone()),
-            (lab.n(client).name().to_string(), pin_a.clone()),
-        ],
-    );
-    guard.0.push(spawn_agent(
-        &lab,
-        gw,
-        &url,
-        &router_dir,
-        &pin_r,
-        &lab.dir.join("router.log"),
-        &["--lan", "lan0"],
-    ));
-    let alice_agent = |log: &str| {
-        spawn_agent(
-            &lab,
-            client,
-            &url,
-            &alice_dir,
-            &pin_a,
-            &lab.dir.join(log),
-            &["--listen-port", "51821"],
-        )
-    };
-    guard.0.push(alice_agent("alice.log"));
+    let mut guard = pair.cleanup(&lab, gw, client);
+    guard.0.push(pair.spawn_router(&lab, gw, &url));
+    guard
+        .0
+        .push(pair.spawn_alice(&lab, client, &url, "alice.log"));
     let web = TcpServer::start(lab.n(lan), sa(WIKI, 443)).unwrap();
     let reach = |t: Duration| traffic::tcp_probe(lab.n(client), ALICE.into(), sa(WIKI, 443), t);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -865,7 +864,9 @@ fn managed_exit_node_routes_through_a_table_of_its_own() {
         before,
         "a crash leaves rules behind"
     );
-    guard.0.push(alice_agent("alice2.log"));
+    guard
+        .0
+        .push(pair.spawn_alice(&lab, client, &url, "alice2.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while reach(Duration::from_secs(1)).is_err() {
         assert!(

@@ -562,6 +562,14 @@ impl Converter {
         (0..self.cfg.peers.len()).map(Endpoint::Peer).collect()
     }
 
+    /// Every address of both families, as sources: what a drop whose source cannot be read is
+    /// widened to.
+    fn every_address(&mut self) -> BTreeSet<Endpoint> {
+        let mut all = self.source(IpNet::V4(Default::default()));
+        all.extend(self.source(IpNet::V6(Default::default())));
+        all
+    }
+
     fn push_rule(
         &mut self,
         name: String,
@@ -635,8 +643,7 @@ impl Converter {
                 Action::Drop => {
                     self.refuse(object, why, Effect::Widened);
                     sources = self.all_peers();
-                    sources.extend(self.source("0.0.0.0/0".parse().expect("prefix")));
-                    sources.extend(self.source("::/0".parse().expect("prefix")));
+                    sources.extend(self.every_address());
                 }
             }
         }
@@ -705,8 +712,8 @@ impl Converter {
                         format!("sourceRanges `{s}` is not a prefix"),
                         Effect::Widened,
                     );
-                    sources.extend(self.source("0.0.0.0/0".parse().expect("prefix")));
-                    sources.extend(self.source("::/0".parse().expect("prefix")));
+                    let all = self.every_address();
+                    sources.extend(all);
                 }
                 None => self.refuse(
                     object.clone(),

@@ -407,41 +407,34 @@ pub async fn up(source: Source) -> Result<()> {
                 let mgmt::Update { serial, converted, signal } = u;
                 log_refusals(&health.refused, &converted.refused, serial);
                 let new = converted.config;
-                let signal_changed = signal.is_some() && signal != signal_url;
-                if signal_changed {
-                    signal_url = signal.clone();
+                if signal.is_some() && signal != signal_url {
+                    signal_url = signal;
                     underlay = underlay_of(&signal_url);
-                }
-                if new == cfg {
-                    tracing::debug!(serial, "identical map, nothing to apply");
-                    health.refused = converted.refused;
-                    health.map_error = None;
-                    if signal_changed
-                        && let Some(t) = &mut running.table
+                    // Only the underlay may have moved: keep the new Signal server outside the
+                    // tunnel even when the map itself is unchanged.
+                    if let Some(t) = &mut running.table
                         && let Err(e) = t.apply(&wanted_routes(&cfg, &underlay))
                     {
                         tracing::warn!(error = %format!("{e:#}"), "keeping the Signal server outside the tunnel");
                     }
-                    // An agent that started from its saved map without a Signal server (one
-                    // named only at login) starts Signal now.
-                    start_signal(&signal_url, &running, &cfg);
+                }
+                if new == cfg {
+                    tracing::debug!(serial, "identical map, nothing to apply");
+                } else if let Err(e) = reload_all(&mut running, &cfg, &new, &underlay) {
+                    let e = format!("{e:#}");
+                    tracing::error!(error = %e, serial, "network map refused; previous one stays in force");
+                    health.map_error = Some((serial, e));
                     continue;
+                } else {
+                    tracing::info!(serial, rules = new.rules.len(), refused = converted.refused.len(), "network map applied");
+                    cfg = new;
+                    let _ = peers_tx.send(peer_keys(&cfg));
                 }
-                match reload_all(&mut running, &cfg, &new, &underlay) {
-                    Ok(()) => {
-                        tracing::info!(serial, rules = new.rules.len(), refused = converted.refused.len(), "network map applied");
-                        cfg = new;
-                        health.refused = converted.refused;
-                        health.map_error = None;
-                        let _ = peers_tx.send(peer_keys(&cfg));
-                        start_signal(&signal, &running, &cfg);
-                    }
-                    Err(e) => {
-                        let e = format!("{e:#}");
-                        tracing::error!(error = %e, serial, "network map refused; previous one stays in force");
-                        health.map_error = Some((serial, e));
-                    }
-                }
+                health.refused = converted.refused;
+                health.map_error = None;
+                // Also when the map is unchanged: an agent that started from its saved map
+                // without a Signal server (one named only at login) starts Signal now.
+                start_signal(&signal_url, &running, &cfg);
             }
             _ = serve_control(&listener, running.wg.clone(), cfg.clone(), health.clone()) => {}
             _ = term.recv() => break,

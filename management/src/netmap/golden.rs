@@ -15,7 +15,7 @@ use base64::Engine as _;
 use prost::Message as _;
 use swiftgate_proto::management as pb;
 
-use super::tests::{World, berlin};
+use super::tests::{self, World, berlin};
 use crate::grpc::{PeerServices, sync_response};
 use crate::model::ids::use_sequential_ids;
 use crate::model::*;
@@ -92,101 +92,9 @@ fn ha_routers() -> World {
     w
 }
 
-/// The three-tier example (zero-trust.txt 4.4): users to web 443, web to app 8443, app to DB
-/// 5432, monitoring to all tiers 9100/9200, everyone to the DNS resolvers (resources behind
-/// dc-gw) on 53 udp and tcp. `support` announces no IPv6.
+/// The three-tier example of the netmap tests, `support` announcing no IPv6.
 fn three_tier() -> World {
-    let mut w = World::zero_trust();
-    for g in [
-        "peer-devops-prod",
-        "peer-support",
-        "svc-orders-web-prod",
-        "svc-orders-app-prod",
-        "svc-orders-db-prod",
-        "svc-monitoring",
-        "svc-dns-prod",
-    ] {
-        w.group(g);
-    }
-    w.peer("devops", &["peer-devops-prod"]);
-    w.peer("support", &["peer-support"]);
-    w.peer("web", &["svc-orders-web-prod"]);
-    w.peer("app", &["svc-orders-app-prod"]);
-    w.peer("db", &["svc-orders-db-prod"]);
-    w.peer("prometheus", &["svc-monitoring"]);
-    w.peer("dc-gw", &[]);
-    w.network("net-dc-dc1-lan");
-    w.resource(
-        "net-dc-dc1-lan",
-        "dns-1",
-        "10.10.0.10/32",
-        &["svc-dns-prod"],
-    );
-    w.resource(
-        "net-dc-dc1-lan",
-        "dns-2",
-        "10.10.0.11/32",
-        &["svc-dns-prod"],
-    );
-    w.router("net-dc-dc1-lan", "dc-gw", 100, true);
-    let users = ["peer-devops-prod", "peer-support"];
-    w.policy(
-        "Users to Web",
-        &users,
-        &["svc-orders-web-prod"],
-        "tcp",
-        &["443"],
-    );
-    w.policy(
-        "Web to App",
-        &["svc-orders-web-prod"],
-        &["svc-orders-app-prod"],
-        "tcp",
-        &["8443"],
-    );
-    w.policy(
-        "App to DB",
-        &["svc-orders-app-prod"],
-        &["svc-orders-db-prod"],
-        "tcp",
-        &["5432"],
-    );
-    w.policy(
-        "Monitoring",
-        &["svc-monitoring"],
-        &[
-            "svc-orders-web-prod",
-            "svc-orders-app-prod",
-            "svc-orders-db-prod",
-        ],
-        "tcp",
-        &["9100", "9200"],
-    );
-    let sources: Vec<String> = [
-        "peer-devops-prod",
-        "peer-support",
-        "svc-orders-web-prod",
-        "svc-orders-app-prod",
-        "svc-orders-db-prod",
-        "svc-monitoring",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let rule = |proto: &str| RuleInput {
-        name: Some(format!("DNS {proto}")),
-        protocol: Some(proto.into()),
-        ports: vec![PortSpec::Number(53)],
-        sources: sources.clone(),
-        destinations: vec!["svc-dns-prod".into()],
-        ..Default::default()
-    };
-    w.a.create_policy(&PolicyInput {
-        name: "DNS".into(),
-        rules: Some(vec![rule("udp"), rule("tcp")]),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut w = tests::three_tier();
     finish(&mut w, &["support"]);
     w
 }

@@ -551,8 +551,10 @@ fn unapproved_peers_get_and_give_nothing() {
 
 /// The seeds' three-tier example. The tiers are servers running the agent (peer groups);
 /// the DNS resolvers are resources behind a routing peer.
-#[test]
-fn three_tier_example() {
+/// The three-tier example (zero-trust.txt 4.4): users to web 443, web to app 8443, app to DB
+/// 5432, monitoring to all tiers 9100/9200, everyone to the DNS resolvers (resources behind
+/// dc-gw) on 53 udp and tcp. Peers: devops, support, web, app, db, prometheus, dc-gw.
+pub(super) fn three_tier() -> World {
     let mut w = World::zero_trust();
     for g in [
         "peer-devops-prod",
@@ -565,13 +567,13 @@ fn three_tier_example() {
     ] {
         w.group(g);
     }
-    let devops = w.peer("devops", &["peer-devops-prod"]);
-    let support = w.peer("support", &["peer-support"]);
-    let web = w.peer("web", &["svc-orders-web-prod"]);
-    let app = w.peer("app", &["svc-orders-app-prod"]);
-    let db = w.peer("db", &["svc-orders-db-prod"]);
-    let mon = w.peer("prometheus", &["svc-monitoring"]);
-    let gw = w.peer("dc-gw", &[]);
+    w.peer("devops", &["peer-devops-prod"]);
+    w.peer("support", &["peer-support"]);
+    w.peer("web", &["svc-orders-web-prod"]);
+    w.peer("app", &["svc-orders-app-prod"]);
+    w.peer("db", &["svc-orders-db-prod"]);
+    w.peer("prometheus", &["svc-monitoring"]);
+    w.peer("dc-gw", &[]);
     w.network("net-dc-dc1-lan");
     w.resource(
         "net-dc-dc1-lan",
@@ -639,6 +641,23 @@ fn three_tier_example() {
         ..Default::default()
     })
     .unwrap();
+
+    w
+}
+
+#[test]
+fn three_tier_example() {
+    let w = three_tier();
+    let peer = |name: &str| w.a.peers[&w.a.peer_id(name).unwrap()].clone();
+    let (devops, support, web, app, db, mon, gw) = (
+        peer("devops"),
+        peer("support"),
+        peer("web"),
+        peer("app"),
+        peer("db"),
+        peer("prometheus"),
+        peer("dc-gw"),
+    );
 
     let fw = |m: &NetworkMap, dir: Direction, peer: &Peer| -> Vec<(Protocol, Option<PortRange>)> {
         m.firewall_rules

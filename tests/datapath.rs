@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use swiftgate::dataplane;
-use swiftgate_common::{Counter, config_flags, ct_flags, ct_timeout, programs};
+use swiftgate_common::{Counter, CtTimeouts, config_flags, ct_flags, programs};
 use swiftgate_testkit::kernel::{
     Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     pkt::{self, Tcp, View},
@@ -173,8 +173,8 @@ fn tcp_flow_is_masqueraded_clamped_and_reverse_translated() {
     let want = ct_flags::SEEN_REPLY | ct_flags::TCP_SYNACK;
     assert_eq!(f.entry.flags & want, want);
     assert_eq!(
-        swiftgate::dataplane::timeout_secs(&f.key, &f.entry),
-        ct_timeout::TCP_ESTABLISHED
+        swiftgate::dataplane::timeout_secs(&f.key, &f.entry, &CtTimeouts::DEFAULT),
+        CtTimeouts::DEFAULT.tcp_established as u64
     );
     let (rc, _) = lab.lan(&pkt::tcp(
         "192.0.2.10",
@@ -189,8 +189,8 @@ fn tcp_flow_is_masqueraded_clamped_and_reverse_translated() {
     assert_eq!(f.entry.packets_reply, 3);
     assert_ne!(f.entry.flags & ct_flags::TCP_RST, 0);
     assert_eq!(
-        swiftgate::dataplane::timeout_secs(&f.key, &f.entry),
-        ct_timeout::TCP_CLOSING
+        swiftgate::dataplane::timeout_secs(&f.key, &f.entry, &CtTimeouts::DEFAULT),
+        CtTimeouts::DEFAULT.tcp_close as u64
     );
 }
 
@@ -432,7 +432,7 @@ fn replies_of_a_flow_whose_entry_is_gone_stop() {
         .into_iter()
         .find(|f| f.key.sport == 41001)
         .expect("the first flow is tracked");
-    lab.state().remove_flow(&gone.key);
+    lab.remove_entry_only(&gone.key);
 
     // A FIN of the reply direction looks the flow up: gone, so not forwarded.
     let (rc, _) = lab.lan(&pkt::tcp(
@@ -475,7 +475,7 @@ fn replies_of_a_flow_whose_entry_is_gone_stop() {
     // The garbage collector removes the orphaned reply entry.
     let st = lab
         .state()
-        .gc(swiftgate::dataplane::monotonic_ns())
+        .gc(swiftgate::dataplane::monotonic_ns(), &CtTimeouts::DEFAULT)
         .unwrap();
     assert_eq!(st.orphans, 1);
 }
@@ -1142,10 +1142,10 @@ fn garbage_collection_expires_idle_flows() {
     let mut st = lab.state();
     assert_eq!(st.replies().len(), 3);
     let now = swiftgate::dataplane::monotonic_ns();
-    let s = st.gc(now).unwrap();
+    let s = st.gc(now, &CtTimeouts::DEFAULT).unwrap();
     assert_eq!((s.scanned, s.expired), (3, 0));
     // 45 s later: the unreplied UDP flows (30 s) are gone, the half-open TCP flow (60 s) not.
-    let s = st.gc(now + 45_000_000_000).unwrap();
+    let s = st.gc(now + 45_000_000_000, &CtTimeouts::DEFAULT).unwrap();
     assert_eq!(s.expired, 2);
     assert!(lab.flow("100.64.0.2", 6000, "192.0.2.10", 53).is_none());
     assert!(lab.flow("fd00:64::2", 6002, "2001:db8:1::10", 53).is_none());
@@ -1443,6 +1443,22 @@ fn pinned_maps_of_another_layout_are_refused_clearly() {
             "40",
             "120",
             "earlier swiftgate version",
+        ),
+        (
+            // This version's IPv4 table as the LRU of earlier versions.
+            swiftgate_common::maps::CONNTRACK4,
+            "lru_hash",
+            "16",
+            "120",
+            "another layout",
+        ),
+        (
+            // The kernel configuration before it carried the shares and timeouts.
+            swiftgate_common::maps::CONFIG,
+            "array",
+            "4",
+            "16",
+            "another layout",
         ),
         (
             swiftgate_common::maps::CALLS,

@@ -15,6 +15,7 @@ use std::{
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use swiftgate_common::CtTimeouts;
 use swiftgate_proto::keys::{PresharedKey, PrivateKey, PublicKey};
 use swiftgate_rules::RuleError;
 
@@ -58,6 +59,79 @@ pub struct FileConfig {
     /// Access policies.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// Connection tracking under pressure: sizes, shares, timeouts.
+    #[serde(default)]
+    pub conntrack: ConntrackConfig,
+}
+
+/// `[conntrack]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackConfig {
+    /// Table size, IPv4 flows (default 262144; `interface.conntrack_capacity` is the older
+    /// spelling).
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// Table size, IPv6 flows (default: a quarter of `capacity`, at least 1024).
+    #[serde(default)]
+    pub capacity_v6: Option<u32>,
+    /// The most one source (an overlay peer, a LAN host on Site-to-VPN) may hold of a table
+    /// and of the masquerade ports, in percent (default 25; 100: no per-source limit).
+    #[serde(default)]
+    pub source_share: Option<u8>,
+    /// Log a warning when a table is fuller than this, in percent (default 90).
+    #[serde(default)]
+    pub warn_percent: Option<u8>,
+    /// Idle timeouts by protocol and TCP state.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// `[conntrack.timeouts]`, in seconds (see [`CtTimeouts`] for the defaults).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP handshake not completed.
+    pub tcp_syn: Option<u32>,
+    /// Established TCP.
+    pub tcp_established: Option<u32>,
+    /// TCP closed in one direction.
+    pub tcp_fin_wait: Option<u32>,
+    /// TCP closed both ways or reset.
+    pub tcp_close: Option<u32>,
+    /// UDP and others, unreplied.
+    pub udp_unreplied: Option<u32>,
+    /// UDP and others, replied.
+    pub udp_replied: Option<u32>,
+    /// ICMP echo.
+    pub icmp: Option<u32>,
+}
+
+/// The longest idle timeout accepted (30 days).
+const MAX_TIMEOUT: u32 = 30 * 86_400;
+
+impl TimeoutsConfig {
+    fn validate(&self) -> Result<CtTimeouts, ConfigError> {
+        let d = CtTimeouts::DEFAULT;
+        let pick = |v: Option<u32>, default: u32, name: &str| match v {
+            None => Ok(default),
+            Some(t) if (1..=MAX_TIMEOUT).contains(&t) => Ok(t),
+            Some(t) => Err(invalid(
+                format!("conntrack.timeouts.{name}"),
+                format!("{t} is outside 1..={MAX_TIMEOUT} seconds"),
+            )),
+        };
+        Ok(CtTimeouts {
+            tcp_syn: pick(self.tcp_syn, d.tcp_syn, "tcp_syn")?,
+            tcp_established: pick(self.tcp_established, d.tcp_established, "tcp_established")?,
+            tcp_fin_wait: pick(self.tcp_fin_wait, d.tcp_fin_wait, "tcp_fin_wait")?,
+            tcp_close: pick(self.tcp_close, d.tcp_close, "tcp_close")?,
+            udp_unreplied: pick(self.udp_unreplied, d.udp_unreplied, "udp_unreplied")?,
+            udp_replied: pick(self.udp_replied, d.udp_replied, "udp_replied")?,
+            icmp: pick(self.icmp, d.icmp, "icmp")?,
+            _pad: 0,
+        })
+    }
 }
 
 /// `[interface]`.
@@ -85,11 +159,10 @@ pub struct InterfaceConfig {
     /// bpffs directory for pinned maps and links.
     #[serde(default)]
     pub pin_path: Option<PathBuf>,
-    /// Conntrack table size (IPv4 flows).
+    /// Conntrack table size (IPv4 flows); the older spelling of `conntrack.capacity`.
     #[serde(default)]
     pub conntrack_capacity: Option<u32>,
-    /// Conntrack table size for IPv6 flows (default: a quarter of `conntrack_capacity`, at
-    /// least 1024).
+    /// The older spelling of `conntrack.capacity_v6`.
     #[serde(default)]
     pub conntrack_capacity_v6: Option<u32>,
     /// Masquerade port range, e.g. "1024-65535".
@@ -308,6 +381,13 @@ pub struct AgentConfig {
     pub conntrack_capacity: u32,
     /// Conntrack capacity, IPv6 flows.
     pub conntrack_capacity_v6: u32,
+    /// The most of a conntrack table and of the masquerade ports one source may hold, in
+    /// percent (100: no per-source limit).
+    pub ct_source_share: u8,
+    /// Table use, in percent, above which the agent warns.
+    pub ct_warn_percent: u8,
+    /// Idle timeouts the garbage collector applies.
+    pub ct_timeouts: CtTimeouts,
     /// Masquerade ports.
     pub nat_ports: PortRange,
     /// Flow events.
@@ -457,7 +537,7 @@ impl AgentConfig {
     /// defaults), validated, with no addresses, peers, resources or rules yet. Both front
     /// doors start here: [`AgentConfig::validate`] for the TOML file and [`crate::netmap`] for the
     /// management server's network map.
-    pub fn local(i: &InterfaceConfig) -> Result<AgentConfig, ConfigError> {
+    pub fn local(i: &InterfaceConfig, ct: &ConntrackConfig) -> Result<AgentConfig, ConfigError> {
         if i.overlay.trim().is_empty() {
             return Err(invalid("interface.overlay", "no overlay interface named"));
         }
@@ -476,24 +556,44 @@ impl AgentConfig {
                 format!("{mtu} is outside 576..=9000"),
             ));
         }
-        let conntrack_capacity = i
-            .conntrack_capacity
+        let pick = |new: Option<u32>, old: Option<u32>, name: &str| match (new, old) {
+            (Some(_), Some(_)) => Err(invalid(
+                format!("conntrack.{name}"),
+                format!("set twice: remove `interface.conntrack_{name}` (its older spelling)"),
+            )),
+            (n, o) => Ok(n.or(o)),
+        };
+        let conntrack_capacity = pick(ct.capacity, i.conntrack_capacity, "capacity")?
             .unwrap_or(swiftgate_common::capacity::CONNTRACK);
         if !(1024..=16 << 20).contains(&conntrack_capacity) {
             return Err(invalid(
-                "interface.conntrack_capacity",
+                "conntrack.capacity",
                 "must be between 1024 and 16777216",
             ));
         }
-        let conntrack_capacity_v6 = i
-            .conntrack_capacity_v6
+        let conntrack_capacity_v6 = pick(ct.capacity_v6, i.conntrack_capacity_v6, "capacity_v6")?
             .unwrap_or((conntrack_capacity / 4).max(1024));
         if !(1024..=16 << 20).contains(&conntrack_capacity_v6) {
             return Err(invalid(
-                "interface.conntrack_capacity_v6",
+                "conntrack.capacity_v6",
                 "must be between 1024 and 16777216",
             ));
         }
+        let ct_source_share = ct.source_share.unwrap_or(25);
+        if !(1..=100).contains(&ct_source_share) {
+            return Err(invalid(
+                "conntrack.source_share",
+                format!("{ct_source_share} is outside 1..=100 (percent)"),
+            ));
+        }
+        let ct_warn_percent = ct.warn_percent.unwrap_or(90);
+        if !(1..=100).contains(&ct_warn_percent) {
+            return Err(invalid(
+                "conntrack.warn_percent",
+                format!("{ct_warn_percent} is outside 1..=100 (percent)"),
+            ));
+        }
+        let ct_timeouts = ct.timeouts.validate()?;
         let nat_ports = match &i.nat_ports {
             Some(s) => s
                 .parse::<PortRange>()
@@ -534,6 +634,9 @@ impl AgentConfig {
                 .unwrap_or_else(|| swiftgate_common::PIN_ROOT.into()),
             conntrack_capacity,
             conntrack_capacity_v6,
+            ct_source_share,
+            ct_warn_percent,
+            ct_timeouts,
             nat_ports,
             flow_events,
             peers: vec![],
@@ -553,7 +656,7 @@ impl AgentConfig {
     /// Validates a parsed file.
     pub fn validate(f: &FileConfig) -> Result<AgentConfig, ConfigError> {
         let i = &f.interface;
-        let base = AgentConfig::local(i)?;
+        let base = AgentConfig::local(i, &f.conntrack)?;
         if i.addresses.is_empty() {
             return Err(invalid(
                 "interface.addresses",

@@ -79,8 +79,8 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Tracked flows.
-    Conntrack(Inspect),
+    /// Tracked flows; with `--top`, the sources holding the most of the tables.
+    Conntrack(ConntrackArgs),
     /// Masqueraded flows and their translations.
     Nat(Inspect),
     /// Packet counters by verdict and drop reason, and per-policy statistics.
@@ -173,6 +173,67 @@ struct Inspect {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct ConntrackArgs {
+    #[command(flatten)]
+    inspect: Inspect,
+    /// List the N sources holding the most flows (default 10) instead of the flows: flows,
+    /// masqueraded flows, share of the table, refusals.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    top: Option<usize>,
+}
+
+/// The sources holding the most of the tables (`swiftgate conntrack --top`).
+fn print_top(state: &State, n: usize, json: bool) -> Result<()> {
+    let tables = state.table_use();
+    let rows: Vec<serde_json::Value> = state
+        .sources()
+        .into_iter()
+        .take(n)
+        .map(|s| {
+            let capacity = if s.source.is_ipv4() {
+                tables.capacity4
+            } else {
+                tables.capacity6
+            };
+            json!({
+                "source": s.source.to_string(),
+                "flows": s.flows,
+                "nat_flows": s.nat_flows,
+                "refused": s.refused,
+                "share_percent": 100.0 * s.flows as f64 / f64::from(capacity.max(1)),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>10} {:>10} {:>8} {:>10}",
+        "source", "flows", "nat_flows", "share", "refused"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>10} {:>10} {:>7.2}% {:>10}",
+            r["source"].as_str().unwrap_or("?"),
+            r["flows"],
+            r["nat_flows"],
+            r["share_percent"].as_f64().unwrap_or(0.0),
+            r["refused"]
+        );
+    }
+    println!(
+        "tables: IPv4 {}/{} ({:.1}%), IPv6 {}/{}",
+        tables.flows4,
+        tables.capacity4,
+        100.0 * tables.flows4 as f64 / f64::from(tables.capacity4.max(1)),
+        tables.flows6,
+        tables.capacity6
+    );
+    Ok(())
+}
+
 fn origin_name(o: u8) -> &'static str {
     match o {
         origin::OVERLAY => "overlay",
@@ -184,6 +245,13 @@ fn origin_name(o: u8) -> &'static str {
 
 fn flows_json(state: &State, only_nat: bool) -> Vec<serde_json::Value> {
     let now = dataplane::monotonic_ns();
+    // The running agent's timeouts (the defaults before one wrote them).
+    let timeouts = state
+        .kernel_config()
+        .ok()
+        .map(|k| k.ct_timeouts)
+        .filter(|t| t.tcp_established != 0)
+        .unwrap_or_default();
     state
         .flows()
         .into_iter()
@@ -208,7 +276,7 @@ fn flows_json(state: &State, only_nat: bool) -> Vec<serde_json::Value> {
                 "packets_reply": e.packets_reply,
                 "bytes_reply": e.bytes_reply,
                 "idle_s": now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
-                "timeout_s": dataplane::timeout_secs(k, e),
+                "timeout_s": dataplane::timeout_secs(k, e, &timeouts),
                 "flags": e.flags,
             })
         })
@@ -355,6 +423,7 @@ fn real_main() -> Result<()> {
                         pin_path,
                         control_socket,
                         workers: None,
+                        conntrack: Default::default(),
                     },
                 },
                 (None, None) => anyhow::bail!("give --config FILE or --management-url URL"),
@@ -401,7 +470,13 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Conntrack(i) => print_flows(&flows_json(&State::open(&i.pin_path)?, false), i.json),
+        Cmd::Conntrack(a) => {
+            let st = State::open(&a.inspect.pin_path)?;
+            match a.top {
+                Some(n) => print_top(&st, n, a.inspect.json),
+                None => print_flows(&flows_json(&st, false), a.inspect.json),
+            }
+        }
         Cmd::Nat(i) => print_flows(&flows_json(&State::open(&i.pin_path)?, true), i.json),
         Cmd::Counters(i) => {
             let st = State::open(&i.pin_path)?;
@@ -412,7 +487,13 @@ fn real_main() -> Result<()> {
                 for (c, v) in &counters {
                     m.insert(c.name().into(), json!(v));
                 }
-                // Flat name -> number, per-policy figures as `policy.<id>.<what>`.
+                // Flat name -> number, per-policy figures as `policy.<id>.<what>`, the
+                // tables' use as `conntrack.<what>`.
+                let t = st.table_use();
+                m.insert("conntrack.flows_v4".into(), json!(t.flows4));
+                m.insert("conntrack.capacity_v4".into(), json!(t.capacity4));
+                m.insert("conntrack.flows_v6".into(), json!(t.flows6));
+                m.insert("conntrack.capacity_v6".into(), json!(t.capacity6));
                 for (id, s) in &policies {
                     m.insert(
                         format!("policy.{id}.accepted_flows"),
@@ -428,6 +509,17 @@ fn real_main() -> Result<()> {
                 for (c, v) in &counters {
                     println!("{:<22} {v}", c.name());
                 }
+                let t = st.table_use();
+                println!(
+                    "{:<22} IPv4 {}/{} ({:.1}%), IPv6 {}/{} ({:.1}%)",
+                    "conntrack",
+                    t.flows4,
+                    t.capacity4,
+                    100.0 * t.flows4 as f64 / f64::from(t.capacity4.max(1)),
+                    t.flows6,
+                    t.capacity6,
+                    100.0 * t.flows6 as f64 / f64::from(t.capacity6.max(1)),
+                );
                 for (id, s) in &policies {
                     println!(
                         "policy {id:<12} accepted_flows {:<10} dropped_packets {}",

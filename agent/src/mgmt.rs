@@ -35,6 +35,8 @@ pub struct Local {
     pub control_socket: Option<PathBuf>,
     /// Worker threads.
     pub workers: Option<usize>,
+    /// Conntrack sizes, shares and timeouts (defaults unless set).
+    pub conntrack: crate::config::ConntrackConfig,
 }
 
 /// Loads the peer's key from `dir/key`, creating it (mode 0600) on first start.

@@ -254,14 +254,17 @@ impl Converter {
                 None
             }
         };
-        let mut cfg = AgentConfig::local(&InterfaceConfig {
-            overlay: local.overlay.clone(),
-            lan: local.lan.clone(),
-            mtu,
-            pin_path: local.pin_path.clone(),
-            control_socket: local.control_socket.clone(),
-            ..Default::default()
-        })?;
+        let mut cfg = AgentConfig::local(
+            &InterfaceConfig {
+                overlay: local.overlay.clone(),
+                lan: local.lan.clone(),
+                mtu,
+                pin_path: local.pin_path.clone(),
+                control_socket: local.control_socket.clone(),
+                ..Default::default()
+            },
+            &local.conntrack,
+        )?;
         let mut addresses = vec![own];
         if !peer.address_v6.is_empty() {
             match compact_prefix(&peer.address_v6) {

@@ -178,6 +178,69 @@ async fn serve_control(
 /// Interval of conntrack garbage collection.
 pub const GC_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Logs what the pressure watcher finds after a garbage-collection pass.
+fn warn_pressure(
+    watch: &mut dataplane::pressure::Watch,
+    state: &dataplane::State,
+    tables: dataplane::TableUse,
+) {
+    use dataplane::pressure::{Refusals, Warning};
+    let counters = match state.counters() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the packet counters");
+            return;
+        }
+    };
+    let get = |c: Counter| {
+        counters
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(0, |(_, v)| *v)
+    };
+    let now = Refusals {
+        full: get(Counter::DropCtFull),
+        share: get(Counter::DropCtShare),
+        early_drops: get(Counter::CtEarlyDrop),
+    };
+    for w in watch.observe(tables, now, || state.sources()) {
+        match w {
+            Warning::Filling { percent, tables } => tracing::warn!(
+                percent = format!("{percent:.1}"),
+                flows_v4 = tables.flows4,
+                capacity_v4 = tables.capacity4,
+                flows_v6 = tables.flows6,
+                capacity_v6 = tables.capacity6,
+                "conntrack table filling up: new flows will replace unreplied ones, then be refused"
+            ),
+            Warning::Eased { percent } => {
+                tracing::info!(
+                    percent = format!("{percent:.1}"),
+                    "conntrack table use back to normal"
+                )
+            }
+            Warning::Refused {
+                full,
+                share,
+                early_drops,
+                top,
+            } => {
+                let top: Vec<String> = top
+                    .iter()
+                    .map(|s| format!("{} ({} flows, {} refused)", s.source, s.flows, s.refused))
+                    .collect();
+                tracing::warn!(
+                    refused_table_full = full,
+                    refused_source_share = share,
+                    early_drops,
+                    top_sources = %top.join(", "),
+                    "conntrack under pressure since the last check"
+                );
+            }
+        }
+    }
+}
+
 /// Sets everything up for `cfg` and returns the loaded data plane.
 pub fn bring_up(cfg: &AgentConfig) -> Result<Dataplane> {
     let kcfg = dataplane::kernel_config(cfg)?;
@@ -256,6 +319,8 @@ fn log_event(ev: &FlowEvent) {
 }
 
 /// Where configurations come from.
+// One value per run: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// A static file; `SIGHUP` re-reads it.
     File(PathBuf),
@@ -384,6 +449,7 @@ pub async fn up(source: Source) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut gc = tokio::time::interval(GC_INTERVAL);
+    let mut watch = dataplane::pressure::Watch::new(cfg.ct_warn_percent);
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -440,9 +506,14 @@ pub async fn up(source: Source) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = gc.tick() => {
-                match state.gc(dataplane::monotonic_ns()) {
-                    Ok(s) if s.expired + s.orphans > 0 => tracing::debug!(scanned = s.scanned, expired = s.expired, orphans = s.orphans, "conntrack gc"),
-                    Ok(_) => {}
+                match state.gc(dataplane::monotonic_ns(), &cfg.ct_timeouts) {
+                    Ok(s) => {
+                        if s.expired + s.orphans + s.forgotten > 0 {
+                            tracing::debug!(scanned = s.scanned, expired = s.expired, orphans = s.orphans, forgotten_sources = s.forgotten, "conntrack gc");
+                        }
+                        watch.warn_percent = cfg.ct_warn_percent;
+                        warn_pressure(&mut watch, &state, s.tables);
+                    }
                     Err(e) => tracing::warn!(error = %e, "conntrack gc"),
                 }
             }

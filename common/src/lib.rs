@@ -24,16 +24,25 @@ pub mod maps {
     pub const DEST_V6: &str = "SG_DEST_V6";
     /// LPM trie, [`crate::PolicyKey`] -> [`crate::PolicyValue`].
     pub const POLICY: &str = "SG_POLICY";
-    /// LRU hash of IPv4 flows, original-direction [`crate::FlowKey4`] -> [`crate::CtEntry`].
+    /// Hash of IPv4 flows, original-direction [`crate::FlowKey4`] -> [`crate::CtEntry`]. A
+    /// plain hash, not an LRU: an entry leaves only when its flow ends, times out or, unreplied
+    /// or closing, gives way to a new flow in a full table (early drop).
     pub const CONNTRACK4: &str = "SG_CT4";
-    /// LRU hash of IPv4 flows, reply-direction [`crate::FlowKey4`] (after NAT) -> original
-    /// [`crate::FlowKey4`].
+    /// Hash of IPv4 flows, reply-direction [`crate::FlowKey4`] (after NAT) ->
+    /// [`crate::CtReply4`].
     pub const CT_REPLY4: &str = "SG_CT4_REPLY";
-    /// LRU hash of IPv6 flows, original-direction [`crate::FlowKey`] -> [`crate::CtEntry`].
+    /// Hash of IPv6 flows, original-direction [`crate::FlowKey`] -> [`crate::CtEntry`].
     pub const CONNTRACK6: &str = "SG_CT6";
-    /// LRU hash of IPv6 flows, reply-direction [`crate::FlowKey`] (after NAT) -> original
-    /// [`crate::FlowKey`].
+    /// Hash of IPv6 flows, reply-direction [`crate::FlowKey`] (after NAT) ->
+    /// [`crate::CtReply6`].
     pub const CT_REPLY6: &str = "SG_CT6_REPLY";
+    /// Hash, [`crate::SourceKey`] -> [`crate::SourceUse`]: the flows each source holds, counted
+    /// by the programs (created, and removed by early drop).
+    pub const CT_SOURCES: &str = "SG_CT_SOURCES";
+    /// Hash, [`crate::SourceKey`] -> [`crate::SourceFreed`]: the flows of each source the agent
+    /// removed (expired, revoked). The agent is its only writer; a source holds
+    /// `SourceUse - SourceFreed`.
+    pub const CT_FREED: &str = "SG_CT_FREED";
     /// The conntrack tables of earlier versions (both families in one table under
     /// [`crate::FlowKey`]); a pin of this name means the pinned state is of another version.
     pub const LEGACY: [&str; 2] = ["SG_CONNTRACK", "SG_CT_REPLY"];
@@ -100,6 +109,9 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/swiftgate";
 pub mod capacity {
     /// Conntrack entries (and reply entries).
     pub const CONNTRACK: u32 = 262_144;
+    /// Recently created flows per CPU and family that early drop looks through for an
+    /// unreplied one to replace (a power of two).
+    pub const RECENT: u32 = 4096;
     /// Source prefixes (peers and resources used as sources), per family.
     pub const IDENTITY: u32 = 65_536;
     /// Destination prefixes, per family.
@@ -366,20 +378,52 @@ pub const L2_RECHECK_NS: u64 = 1_000_000_000;
 /// between CPUs' caches on every packet).
 pub const CT_REFRESH_NS: u64 = 1_000_000_000;
 
-/// Conntrack timeouts, in seconds, used by the agent's garbage collector.
-pub mod ct_timeout {
-    /// TCP flow that has not completed its handshake.
-    pub const TCP_SYN: u64 = 60;
+/// Idle timeouts of tracked flows, in seconds, by protocol and TCP state, as the agent's
+/// garbage collector applies them (configurable: `[conntrack.timeouts]`). The agent writes the
+/// ones it runs with into [`KernelConfig::ct_timeouts`], where `swiftgate conntrack` reads
+/// them; the programs do not use them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtTimeouts {
+    /// TCP flow whose handshake has not completed (SYN seen, no SYN-ACK back).
+    pub tcp_syn: u32,
     /// Established TCP flow.
-    pub const TCP_ESTABLISHED: u64 = 21_600;
-    /// TCP flow after FIN or RST.
-    pub const TCP_CLOSING: u64 = 10;
-    /// UDP and other protocols, no reply seen yet.
-    pub const UNREPLIED: u64 = 30;
+    pub tcp_established: u32,
+    /// TCP flow closed in one direction (one FIN seen).
+    pub tcp_fin_wait: u32,
+    /// TCP flow closed in both directions or reset (both FINs, or an RST).
+    pub tcp_close: u32,
+    /// UDP and other protocols, no reply seen.
+    pub udp_unreplied: u32,
     /// UDP and other protocols with replies.
-    pub const REPLIED: u64 = 180;
-    /// ICMP echo.
-    pub const ICMP: u64 = 30;
+    pub udp_replied: u32,
+    /// ICMP and ICMPv6 echo.
+    pub icmp: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+impl CtTimeouts {
+    /// The defaults, beside Linux's (`nf_conntrack_*_timeout*`): TCP SYN 60 s (Linux 120),
+    /// established 6 h (Linux 5 days: long-dead connections should not hold the table), FIN
+    /// wait 120 s and close 10 s (as Linux), UDP 30 s unreplied (as Linux) and 180 s replied
+    /// (Linux 120), ICMP 30 s (as Linux).
+    pub const DEFAULT: CtTimeouts = CtTimeouts {
+        tcp_syn: 60,
+        tcp_established: 21_600,
+        tcp_fin_wait: 120,
+        tcp_close: 10,
+        udp_unreplied: 30,
+        udp_replied: 180,
+        icmp: 30,
+        _pad: 0,
+    };
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        CtTimeouts::DEFAULT
+    }
 }
 
 /// Kinds of destination in [`DestValue::kind`].
@@ -499,7 +543,7 @@ pub mod config_flags {
 /// The kernel programs' configuration: the value at index 0 of the `SG_CONFIG` array, written
 /// by the agent (from its own configuration) and read by the TC programs.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelConfig {
     /// The overlay interface, where LAN replies are redirected to.
     pub overlay_ifindex: u32,
@@ -513,6 +557,53 @@ pub struct KernelConfig {
     pub nat_port_min: u16,
     /// Highest masquerade port.
     pub nat_port_max: u16,
+    /// Most IPv4 flows one source may hold (its share of the IPv4 table; 0: no limit).
+    pub ct_share4: u32,
+    /// Most IPv6 flows one source may hold (0: no limit).
+    pub ct_share6: u32,
+    /// Most masqueraded flows (masquerade ports) one source may hold (0: no limit).
+    pub nat_share: u32,
+    /// Always zero.
+    pub _pad: u32,
+    /// The idle timeouts the agent's garbage collector applies (all zero before an agent
+    /// wrote them). For the inspection commands; the programs do not read them.
+    pub ct_timeouts: CtTimeouts,
+}
+
+/// Who a flow is charged to when sources' shares of the conntrack table are counted: the
+/// flow's original source address (an overlay peer's address, or a LAN host's for a
+/// Site-to-VPN flow).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    /// The address, as in [`FlowKey::saddr`] (IPv4: first four bytes, the rest zero).
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Always zero.
+    pub _pad: [u8; 7],
+}
+
+/// What the programs count per source (atomic adds; the agent only reads it).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceUse {
+    /// Flows created, minus those the programs removed (early drop).
+    pub flows: u64,
+    /// Of those, masqueraded flows (each holds a masquerade port).
+    pub nat_flows: u64,
+    /// New flows refused because the source held its share.
+    pub refused: u64,
+}
+
+/// What the agent counts per source: flows it removed (written only by the agent).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceFreed {
+    /// Flows removed.
+    pub flows: u64,
+    /// Of those, masqueraded flows.
+    pub nat_flows: u64,
 }
 
 /// Packet counters (per CPU), indexes into the counters array.
@@ -556,10 +647,16 @@ pub enum Counter {
     /// Drop: a new flow's program is missing from [`maps::CALLS`] (the agent has not finished
     /// loading); on the LAN side only packets towards the overlay are dropped for it.
     DropNoProgram = 17,
+    /// Drop: the new flow's source holds its share of the conntrack table or of the
+    /// masquerade ports.
+    DropCtShare = 18,
+    /// A full table made room for a new flow by removing an unreplied or closing one (not a
+    /// drop of the packet).
+    CtEarlyDrop = 19,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_SLOTS: u32 = 18;
+pub const COUNTER_SLOTS: u32 = 20;
 
 impl Counter {
     /// Every counter, in index order.
@@ -582,6 +679,8 @@ impl Counter {
         Counter::EventsLost,
         Counter::MssClamped,
         Counter::DropNoProgram,
+        Counter::DropCtShare,
+        Counter::CtEarlyDrop,
     ];
 
     /// A short stable name (used by the CLI and metrics).
@@ -605,13 +704,15 @@ impl Counter {
             Counter::EventsLost => "events_lost",
             Counter::MssClamped => "mss_clamped",
             Counter::DropNoProgram => "drop_no_program",
+            Counter::DropCtShare => "drop_ct_share",
+            Counter::CtEarlyDrop => "ct_early_drop",
         }
     }
 
     /// Whether this counter counts dropped packets.
     pub const fn is_drop(self) -> bool {
         ((self as u32) >= Counter::DropNoPolicy as u32 && (self as u32) <= Counter::DropFib as u32)
-            || matches!(self, Counter::DropNoProgram)
+            || matches!(self, Counter::DropNoProgram | Counter::DropCtShare)
     }
 }
 
@@ -688,6 +789,12 @@ mod pod {
     unsafe impl aya::Pod for super::PolicyStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceUse {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceFreed {}
 }
 
 #[cfg(test)]
@@ -713,7 +820,10 @@ mod tests {
         assert_eq!(size_of::<DestValue>(), 12);
         assert_eq!(size_of::<PolicyKey>(), 12);
         assert_eq!(size_of::<PolicyValue>(), 8);
-        assert_eq!(size_of::<KernelConfig>(), 16);
+        assert_eq!(size_of::<KernelConfig>(), 64);
+        assert_eq!(size_of::<SourceKey>(), 24);
+        assert_eq!(size_of::<SourceUse>(), 24);
+        assert_eq!(size_of::<SourceFreed>(), 16);
         assert_eq!(size_of::<FlowEvent>(), 24 + 40 + 4 + 4);
     }
 

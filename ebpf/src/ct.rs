@@ -15,6 +15,11 @@
 //! exceeds its limits. [`get`] and [`by_reply`] test the family at run time, for the
 //! established paths, which end soon after the lookup.
 //!
+//! The tables are plain hash maps, not LRUs: nothing evicts an entry behind the flow's back.
+//! An entry leaves when the agent's garbage collector expires it, when the agent revokes it,
+//! or, unreplied or closing, when early drop ([`crate::admit`]) gives its place to a new flow
+//! in a full table ([`evict4`], [`evict6`] decide which may go).
+//!
 //! This module owns the four tables and the per-CPU scratch slots that entries and keys are
 //! built in on the paths that create flows (`SG_SCRATCH_CT`, `SG_SCRATCH_KEY4`,
 //! `SG_SCRATCH_REPLY4`/`_6`: too big for the stack the verifier gives them), and with them
@@ -28,7 +33,7 @@ use core::ptr::{null, null_mut, write_volatile};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
 };
 use swiftgate_common::{
     CT_REFRESH_NS, Counter, CtEntry, CtReply4, CtReply6, FAMILY_V4, FlowKey, FlowKey4, ReplyState,
@@ -36,18 +41,42 @@ use swiftgate_common::{
 };
 
 use crate::{
+    admit,
     clock::{now, now_call},
     parse::{put_addr, tcp},
 };
 
 #[map(name = "SG_CT4")]
-static CONNTRACK4: LruHashMap<FlowKey4, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+static CONNTRACK4: HashMap<FlowKey4, CtEntry> = HashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT4_REPLY")]
-static CT_REPLY4: LruHashMap<FlowKey4, CtReply4> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+static CT_REPLY4: HashMap<FlowKey4, CtReply4> = HashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT6")]
-static CONNTRACK6: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+static CONNTRACK6: HashMap<FlowKey, CtEntry> = HashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT6_REPLY")]
-static CT_REPLY6: LruHashMap<FlowKey, CtReply6> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+static CT_REPLY6: HashMap<FlowKey, CtReply6> = HashMap::pinned(capacity::CONNTRACK, 0);
+
+/// What an insert into a conntrack table did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// The entry is in.
+    Done,
+    /// The key is taken (with `BPF_NOEXIST`).
+    Taken,
+    /// The table is full (or refused the entry for another reason).
+    Full,
+}
+
+/// `EEXIST`: the error an insert with `BPF_NOEXIST` gets for a taken key.
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+fn insert_result(r: Result<(), i32>) -> Insert {
+    match r {
+        Ok(()) => Insert::Done,
+        Err(e) if e == -EEXIST => Insert::Taken,
+        Err(_) => Insert::Full,
+    }
+}
 /// Per-CPU scratch space for building a conntrack entry (too big for the BPF stack).
 #[map(name = "SG_SCRATCH_CT")]
 static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
@@ -65,7 +94,7 @@ static SCRATCH_KEY4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(
 /// the addresses' first four bytes, then the 8-byte tail from `sport` on, which both keys lay
 /// out alike).
 #[inline(always)]
-fn narrow_into(k: &FlowKey, out: *mut FlowKey4) {
+pub(crate) fn narrow_into(k: &FlowKey, out: *mut FlowKey4) {
     let src = (k as *const FlowKey).cast::<u32>();
     // SAFETY: `k` is a FlowKey (40 bytes, 8-byte aligned): u32 words 0 (saddr) and 4
     // (daddr) and u64 word 4 (the tail) are in bounds and aligned; `out` is valid for writes
@@ -120,17 +149,108 @@ pub(crate) fn get(key: &FlowKey) -> Option<*mut CtEntry> {
     }
 }
 
-/// Inserts the entry of a new flow; `false` when the key is present already or the table
-/// refused it.
+/// Inserts the entry of a new flow (`BPF_NOEXIST`).
 #[inline(always)]
-pub(crate) fn insert_new<const V4: bool>(key: &FlowKey, entry: &CtEntry) -> bool {
+pub(crate) fn insert_new<const V4: bool>(key: &FlowKey, entry: &CtEntry) -> Insert {
     if V4 {
         let Some((k4, _)) = narrow_scratch(key, key) else {
-            return false;
+            return Insert::Full;
         };
-        CONNTRACK4.insert(k4, entry, BPF_NOEXIST as u64).is_ok()
+        insert_result(CONNTRACK4.insert(k4, entry, BPF_NOEXIST as u64))
     } else {
-        CONNTRACK6.insert(key, entry, BPF_NOEXIST as u64).is_ok()
+        insert_result(CONNTRACK6.insert(key, entry, BPF_NOEXIST as u64))
+    }
+}
+
+/// A flow early drop removed: whom it was charged to.
+pub(crate) struct Victim {
+    /// The flow's original source address.
+    pub saddr: [u8; 16],
+    /// Its family.
+    pub family: u8,
+    /// Whether it was masqueraded.
+    pub nat: bool,
+    /// `false` when only an orphaned reply entry (its flow already gone) was removed.
+    pub counted: bool,
+}
+
+/// Whether a flow in the state `flags` (its entry's and its reply entry's bits together) may
+/// give its place to a new flow: it has seen no reply, or it is a TCP flow that is closing
+/// (FIN or RST seen), as Linux's early drop takes unassured and closing connections.
+#[inline(always)]
+fn replaceable(proto: u8, flags: u8) -> bool {
+    flags & ct_flags::SEEN_REPLY == 0
+        || (proto == proto::TCP
+            && flags & (ct_flags::TCP_FIN_ORIG | ct_flags::TCP_FIN_REPLY | ct_flags::TCP_RST) != 0)
+}
+
+/// Removes the IPv4 flow whose reply key is `rk` if it may be replaced ([`replaceable`]), or
+/// its reply entry alone if the flow is gone already.
+#[inline(always)]
+pub(crate) fn evict4(rk: &FlowKey4) -> Option<Victim> {
+    let r = CT_REPLY4.get_ptr(rk)?;
+    // SAFETY: map value pointers, valid for this program run; everything needed is read
+    // before the entries are removed (a removed element may be reused at once).
+    unsafe {
+        let o = &(*r).orig;
+        let Some(e) = CONNTRACK4.get_ptr(o) else {
+            let _ = CT_REPLY4.remove(rk);
+            return Some(Victim {
+                saddr: [0; 16],
+                family: 0,
+                nat: false,
+                counted: false,
+            });
+        };
+        if !replaceable(o.proto, (*e).flags | (*r).state.flags) {
+            return None;
+        }
+        let words = [u32::from_ne_bytes(o.saddr) as u64, 0u64];
+        let v = Victim {
+            // SAFETY: two u64 are 16 plain bytes (the address first on this little-endian
+            // target).
+            saddr: core::mem::transmute::<[u64; 2], [u8; 16]>(words),
+            family: FAMILY_V4,
+            nat: (*e).flags & ct_flags::SNAT != 0,
+            counted: true,
+        };
+        // The key is used where it is, in the reply entry.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        CONNTRACK4.remove(o).ok()?;
+        let _ = CT_REPLY4.remove(rk);
+        Some(v)
+    }
+}
+
+/// [`evict4`] for IPv6.
+#[inline(always)]
+pub(crate) fn evict6(rk: &FlowKey) -> Option<Victim> {
+    let r = CT_REPLY6.get_ptr(rk)?;
+    // SAFETY: as in evict4.
+    unsafe {
+        let o = &(*r).orig;
+        let Some(e) = CONNTRACK6.get_ptr(o) else {
+            let _ = CT_REPLY6.remove(rk);
+            return Some(Victim {
+                saddr: [0; 16],
+                family: 0,
+                nat: false,
+                counted: false,
+            });
+        };
+        if !replaceable(o.proto, (*e).flags | (*r).state.flags) {
+            return None;
+        }
+        let v = Victim {
+            saddr: o.saddr,
+            family: o.family,
+            nat: (*e).flags & ct_flags::SNAT != 0,
+            counted: true,
+        };
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        CONNTRACK6.remove(o).ok()?;
+        let _ = CT_REPLY6.remove(rk);
+        Some(v)
     }
 }
 
@@ -281,8 +401,7 @@ pub(crate) fn reply_prepare<const V4: bool>(
 }
 
 /// Inserts the reply entry `reply` with the value prepared in `s`, with the map update
-/// `flags`; `false` when the table refused it (with `BPF_NOEXIST`: when the reply key is
-/// taken).
+/// `flags`.
 #[inline(always)]
 // Key and value are passed where they are, in the scratch slots; by value they would be
 // copied to the stack the verifier limits.
@@ -291,15 +410,15 @@ pub(crate) fn reply_insert<const V4: bool>(
     s: &ReplyScratch<V4>,
     reply: &FlowKey,
     flags: u64,
-) -> bool {
+) -> Insert {
     // SAFETY: the pointers are this CPU's scratch slots that reply_prepare checked (the ones
     // of family V4), valid for this program run.
     unsafe {
         if V4 {
             narrow_into(reply, s.key4);
-            CT_REPLY4.insert(&*s.key4, &*s.value4, flags).is_ok()
+            insert_result(CT_REPLY4.insert(&*s.key4, &*s.value4, flags))
         } else {
-            CT_REPLY6.insert(reply, &*s.value6, flags).is_ok()
+            insert_result(CT_REPLY6.insert(reply, &*s.value6, flags))
         }
     }
 }
@@ -316,8 +435,10 @@ pub(crate) fn reply_remove<const V4: bool>(reply: &FlowKey) {
     }
 }
 
-/// Inserts a new conntrack entry (and, unless already reserved, its reply entry). On a race
-/// with another CPU that created the same flow, the other CPU's entry wins.
+/// Inserts a new conntrack entry (and, unless already reserved, its reply entry), charges it
+/// to its source and remembers it for early drop. A full table makes room by early drop
+/// ([`admit::early_drop`]) once per insert, else the flow is refused ([`Counter::DropCtFull`]).
+/// On a race with another CPU that created the same flow, the other CPU's entry wins.
 #[inline(always)]
 pub(crate) fn track<const V4: bool>(
     key: &FlowKey,
@@ -335,20 +456,36 @@ pub(crate) fn track<const V4: bool>(
         let Some(scratch) = reply_prepare::<V4>(key, entry.origin, kind) else {
             return Err(Counter::DropCtFull);
         };
-        if !reply_insert::<V4>(&scratch, reply_key, 0) {
+        let mut r = reply_insert::<V4>(&scratch, reply_key, 0);
+        if r == Insert::Full && admit::early_drop::<V4>() {
+            r = reply_insert::<V4>(&scratch, reply_key, 0);
+        }
+        if r != Insert::Done {
             return Err(Counter::DropCtFull);
         }
     }
-    if !insert_new::<V4>(key, entry) {
-        // Lost a race (or the table is full): drop our reply entry if it is ours.
-        if reserved {
+    let mut r = insert_new::<V4>(key, entry);
+    if r == Insert::Full && admit::early_drop::<V4>() {
+        r = insert_new::<V4>(key, entry);
+    }
+    match r {
+        Insert::Done => {
+            admit::opened(&key.saddr, key.family, entry.flags & ct_flags::SNAT != 0);
+            admit::remember::<V4>(reply_key);
+            Ok(())
+        }
+        // Lost a race: drop our port reservation (another CPU's flow has its own).
+        Insert::Taken => {
+            if reserved {
+                reply_remove::<V4>(reply_key);
+            }
+            Ok(())
+        }
+        Insert::Full => {
             reply_remove::<V4>(reply_key);
-        }
-        if get_in::<V4>(key).is_none() {
-            return Err(Counter::DropCtFull);
+            Err(Counter::DropCtFull)
         }
     }
-    Ok(())
 }
 
 /// [`track`] for a flow without NAT: the reply key is the reversed key. Not inlined, so the
@@ -445,11 +582,9 @@ pub(crate) fn touch_at(ct: *mut CtEntry, len: u64, proto: u8, tcp_flags: u8, t: 
 ///
 /// A reply is handled with the reply entry alone, but the two entries live and die together:
 /// at most every [`CT_REFRESH_NS`] (when the reply entry's `last_seen_ns` is refreshed, and on
-/// its first packet) and on every TCP SYN, FIN or RST, the flow's own entry is looked up too.
-/// That lookup keeps the flow recent in its LRU table while only replies flow (a download), so
-/// memory pressure cannot take the flow, and with it its masquerade port, from under a busy
-/// reply direction; and a flow whose entry was evicted or removed is noticed within that time
-/// (the agent's garbage collector removes the orphaned reply entry).
+/// its first packet) and on every TCP SYN, FIN or RST, the flow's own entry is looked up too,
+/// so a flow whose entry was removed (expired, revoked, replaced by early drop) is noticed
+/// within that time (the agent's garbage collector removes the orphaned reply entry).
 #[inline(always)]
 pub(crate) fn touch_reply(r: &ByReply, len: u64, proto: u8, tcp_flags: u8) -> bool {
     let t = now();

@@ -18,12 +18,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use swiftgate_common::{
-    Counter, CtEntry, FAMILY_V4, FlowKey, KernelConfig, action, calls, config_flags, ct_flags,
-    dest_flags, dest_kind, event_kind, origin, proto,
+    Counter, CtEntry, CtTimeouts, FAMILY_V4, FlowKey, KernelConfig, action, calls, config_flags,
+    ct_flags, dest_flags, dest_kind, event_kind, origin, proto,
 };
 
 use crate::{
-    OK, SHOT, ct,
+    OK, SHOT, admit, ct,
     ct::{new_entry, touch, touch_reply, track, track_plain, track_plain_any},
     fib::{Route, fib_into, redirect_l2, to_overlay},
     metrics::{count, emit, policy_stat},
@@ -49,6 +49,20 @@ static NO_CONFIG: KernelConfig = KernelConfig {
     mss_v6: 0,
     nat_port_min: 0,
     nat_port_max: 0,
+    ct_share4: 0,
+    ct_share6: 0,
+    nat_share: 0,
+    _pad: 0,
+    ct_timeouts: CtTimeouts {
+        tcp_syn: 0,
+        tcp_established: 0,
+        tcp_fin_wait: 0,
+        tcp_close: 0,
+        udp_unreplied: 0,
+        udp_replied: 0,
+        icmp: 0,
+        _pad: 0,
+    },
 };
 
 #[inline(always)]
@@ -318,6 +332,10 @@ fn new_overlay_flow<const V4: bool>(
         }
         None => return deny(cfg, Counter::DropNoPolicy, key, 0, origin::OVERLAY),
     };
+    let masquerade = dest.kind == dest_kind::RESOURCE && dest.flags & dest_flags::MASQUERADE != 0;
+    if let Err(c) = admit::check::<V4>(key, cfg, masquerade) {
+        return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
+    }
 
     if dest.kind == dest_kind::LOCAL {
         let entry = new_entry(
@@ -352,7 +370,7 @@ fn new_overlay_flow<const V4: bool>(
     } else {
         0
     };
-    if dest.flags & dest_flags::MASQUERADE != 0 {
+    if masquerade {
         // The reply key lives in per-CPU scratch space: this frame is part of a call chain
         // whose stack the verifier limits to 512 bytes.
         let Some(rk) = nat::reply_key_slot() else {
@@ -367,14 +385,13 @@ fn new_overlay_flow<const V4: bool>(
         // SAFETY: per-CPU scratch slot, used only within this run on this CPU; MaybeUninit
         // has the layout of FlowKey.
         let got = nat::alloc_nat_into::<V4>(cfg, key, &route.src, unsafe { &mut *rk.cast() });
-        if got == 0 {
-            return deny(
-                cfg,
-                Counter::DropNatExhausted,
-                key,
-                pol.policy_id,
-                origin::OVERLAY,
-            );
+        if got & nat::NAT_GOT == 0 {
+            let c = if got & nat::NAT_TABLE_FULL != 0 {
+                Counter::DropCtFull
+            } else {
+                Counter::DropNatExhausted
+            };
+            return deny(cfg, c, key, pol.policy_id, origin::OVERLAY);
         }
         // SAFETY: alloc_nat_into wrote the reply key (it returned a port).
         let rk = unsafe { &*rk };
@@ -643,6 +660,14 @@ fn new_lan_flow(ctx: &TcContext, p: &Parsed, cfg: &KernelConfig) -> i32 {
         Some(v) => return deny(cfg, Counter::DropPolicyDeny, key, v.policy_id, origin::LAN),
         None => return deny(cfg, Counter::DropNoPolicy, key, 0, origin::LAN),
     };
+    let admitted = if key.family == FAMILY_V4 {
+        admit::check::<true>(key, cfg, false)
+    } else {
+        admit::check::<false>(key, cfg, false)
+    };
+    if let Err(c) = admitted {
+        return deny(cfg, c, key, pol.policy_id, origin::LAN);
+    }
     let syn = if key.proto == proto::TCP {
         ct_flags::TCP_SYN
     } else {

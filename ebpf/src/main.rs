@@ -21,13 +21,17 @@
 //! agent's garbage collector.
 //!
 //! Each map is declared in the module that owns its lookups: `policy` (identities,
-//! destinations, policy), `ct` (conntrack tables and their scratch slots), `nat` (masquerade
+//! destinations, policy), `ct` (conntrack tables and their scratch slots), `admit` (sources'
+//! shares of the tables, the recent flows early drop looks through), `nat` (masquerade
 //! ports), `metrics` (counters, policy statistics, events), `clock` (the cached coarse
 //! clock), `flow` (configuration and the new-flow program array); `fib` forwards through the
 //! kernel's tables. This file holds the program entry points.
 #![no_std]
 #![no_main]
+// `asm!` on BPF: the atomic adds of `admit` (core's atomics have no fetch_add here).
+#![feature(asm_experimental_arch)]
 
+mod admit;
 mod clock;
 mod csum;
 mod ct;

@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use swiftgate_common::{FlowKey, KernelConfig, ct_flags, origin, proto};
 
-use crate::ct;
+use crate::{
+    admit,
+    ct::{self, Insert},
+};
 
 /// Per-CPU scratch space for a flow key (keeps it off the stack of the new-flow path).
 #[map(name = "SG_SCRATCH_KEY")]
@@ -17,6 +20,12 @@ static SCRATCH_KEY: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Masquerade port probes before giving up.
 const NAT_PROBES: u32 = 16;
+
+/// Bit in [`alloc_nat_into`]'s result: a port was reserved (the low 16 bits).
+pub(crate) const NAT_GOT: u32 = 1 << 16;
+/// Bit in [`alloc_nat_into`]'s result: no port reserved because the reply table is full and
+/// nothing in it could be replaced (not because the ports are taken).
+pub(crate) const NAT_TABLE_FULL: u32 = 1 << 17;
 
 /// This CPU's slot for the reply key of a masqueraded flow (see [`alloc_nat_into`]).
 #[inline(always)]
@@ -38,8 +47,9 @@ fn nat_reply_key(key: &FlowKey, addr: &[u8; 16], port: u16) -> FlowKey {
 /// Reserves a masquerade port: the original one when free, else random probes in the
 /// configured range. The reservation is the reply entry itself (inserted with NOEXIST).
 /// Builds each candidate reply key in `rk` (per-CPU scratch memory, not the stack) and
-/// returns the port with bit 16 set, or 0 when no port is free. Not inlined (its own stack
-/// frame).
+/// returns the port with [`NAT_GOT`] set, [`NAT_TABLE_FULL`] when the reply table is full
+/// (after one early drop failed to make room), or 0 when no port is free. Not inlined (its
+/// own stack frame).
 #[inline(never)]
 pub(crate) fn alloc_nat_into<const V4: bool>(
     cfg: &KernelConfig,
@@ -71,8 +81,18 @@ pub(crate) fn alloc_nat_into<const V4: bool>(
     };
     for i in 0..NAT_PROBES {
         let r = rk.write(nat_reply_key(key, addr, port));
-        if ct::reply_insert::<V4>(&scratch, r, BPF_NOEXIST as u64) {
-            return port as u32 | 1 << 16;
+        let mut got = ct::reply_insert::<V4>(&scratch, r, BPF_NOEXIST as u64);
+        if got == Insert::Full {
+            // Only the first probe makes room: a table still full after it stays full.
+            if i == 0 && admit::early_drop::<V4>() {
+                got = ct::reply_insert::<V4>(&scratch, r, BPF_NOEXIST as u64);
+            }
+            if got == Insert::Full {
+                return NAT_TABLE_FULL;
+            }
+        }
+        if got == Insert::Done {
+            return port as u32 | NAT_GOT;
         }
         if !has_ports {
             break;

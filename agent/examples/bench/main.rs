@@ -52,8 +52,8 @@ use forwarding::*;
 use micro::*;
 use swiftgate::{
     config::{
-        AgentConfig, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig, PeerConfig,
-        PolicyConfig, ResourceConfig,
+        AgentConfig, ConntrackConfig, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig,
+        PeerConfig, PolicyConfig, ResourceConfig,
     },
     dataplane::{self, State},
     run,

@@ -147,6 +147,12 @@ pub(crate) fn bench_config(
         peers,
         networks,
         policies,
+        // Every benchmark flow comes from one source: a share just under the whole table
+        // keeps them admitted while the new-flow path still checks the source's share.
+        conntrack: ConntrackConfig {
+            source_share: Some(99),
+            ..Default::default()
+        },
     };
     AgentConfig::validate(&file).expect("the generated benchmark configuration is valid")
 }

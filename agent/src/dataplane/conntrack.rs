@@ -5,8 +5,10 @@
 //! It never decides that a flow has expired: that is [`super::gc`]'s job. The maps are opened
 //! by [`super::state`].
 
+use std::collections::BTreeMap;
+
 use swiftgate_common::{
-    self as common, CtEntry, FlowKey, FlowKey4, ReplyState, ct_flags, ct_timeout, proto,
+    self as common, CtEntry, CtTimeouts, FlowKey, FlowKey4, ReplyState, SourceKey, ct_flags, proto,
 };
 
 use super::State;
@@ -84,14 +86,34 @@ impl State {
         }
     }
 
-    /// Removes the flow with original-direction key `k` (its reply entry stays until the
-    /// programs or [`State::gc`] notice the flow is gone).
-    pub fn remove_flow(&mut self, k: &FlowKey) {
-        let _ = if k.family == common::FAMILY_V4 {
-            self.conntrack4.remove(&FlowKey4::narrow(k))
-        } else {
-            self.conntrack6.remove(k)
-        };
+    /// Removes `flows` (read from the tables: their entries give the reply keys and the
+    /// sources they are charged to) with their reply entries, and counts the removals in each
+    /// source's `SG_CT_FREED` record. Returns how many were removed (a flow already gone, say
+    /// replaced by early drop meanwhile, is neither removed nor counted).
+    pub fn remove_flows(&mut self, flows: &[Flow]) -> usize {
+        let mut freed: BTreeMap<SourceKey, (u64, u64)> = BTreeMap::new();
+        let mut n = 0;
+        for f in flows {
+            let k = &f.key;
+            let gone = if k.family == common::FAMILY_V4 {
+                self.conntrack4.remove(&FlowKey4::narrow(k))
+            } else {
+                self.conntrack6.remove(k)
+            };
+            if gone.is_err() {
+                continue;
+            }
+            n += 1;
+            let rk = reply_key(k, &f.entry);
+            if self.reply_of(&rk) == Some(*k) {
+                self.remove_reply(&rk);
+            }
+            let c = freed.entry(source_of(k)).or_default();
+            c.0 += 1;
+            c.1 += u64::from(f.entry.flags & ct_flags::SNAT != 0);
+        }
+        self.release(&freed);
+        n
     }
 
     /// The original key the reply entry `rk` points to.
@@ -125,31 +147,44 @@ pub fn merge_reply(e: &mut CtEntry, s: &ReplyState) {
     e.last_seen_ns = e.last_seen_ns.max(s.last_seen_ns);
 }
 
-/// Idle timeout of a flow, in seconds.
-pub fn timeout_secs(k: &FlowKey, e: &CtEntry) -> u64 {
+/// Idle timeout of a flow, in seconds, by its protocol and state.
+pub fn timeout_secs(k: &FlowKey, e: &CtEntry, t: &CtTimeouts) -> u64 {
     let f = e.flags;
-    match k.proto {
+    let secs = match k.proto {
         proto::TCP => {
-            if f & (ct_flags::TCP_RST) != 0
-                || (f & ct_flags::TCP_FIN_ORIG != 0 && f & ct_flags::TCP_FIN_REPLY != 0)
+            let fins = f & (ct_flags::TCP_FIN_ORIG | ct_flags::TCP_FIN_REPLY);
+            if f & ct_flags::TCP_RST != 0
+                || fins == ct_flags::TCP_FIN_ORIG | ct_flags::TCP_FIN_REPLY
             {
-                ct_timeout::TCP_CLOSING
+                t.tcp_close
+            } else if fins != 0 {
+                t.tcp_fin_wait
             } else if f & ct_flags::SEEN_REPLY != 0
                 && (f & ct_flags::TCP_SYNACK != 0 || f & ct_flags::TCP_SYN == 0)
             {
-                ct_timeout::TCP_ESTABLISHED
+                t.tcp_established
             } else {
-                ct_timeout::TCP_SYN
+                t.tcp_syn
             }
         }
-        proto::ICMP | proto::ICMPV6 => ct_timeout::ICMP,
+        proto::ICMP | proto::ICMPV6 => t.icmp,
         _ => {
             if f & ct_flags::SEEN_REPLY != 0 {
-                ct_timeout::REPLIED
+                t.udp_replied
             } else {
-                ct_timeout::UNREPLIED
+                t.udp_unreplied
             }
         }
+    };
+    u64::from(secs)
+}
+
+/// The source a flow is charged to (its original source address).
+pub fn source_of(k: &FlowKey) -> SourceKey {
+    SourceKey {
+        addr: k.saddr,
+        family: k.family,
+        _pad: [0; 7],
     }
 }
 

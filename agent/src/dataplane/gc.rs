@@ -1,13 +1,15 @@
 //! The conntrack garbage collector: expires flows idle longer than their timeout, with their
-//! reply entries, and removes reply entries whose flow is gone; logs each expired flow.
+//! reply entries (charging the removals to the flows' sources), removes reply entries whose
+//! flow is gone and forgets idle sources; logs each expired flow and reports the tables' use.
 //!
-//! It decides nothing about timeouts itself ([`super::timeout_secs`] and
-//! [`super::reply_key`] are the reader's, in [`super::conntrack`]), and reads through the
-//! reader's methods only. [`monotonic_ns`] is the clock it compares the entries' stamps with.
+//! It decides nothing about timeouts itself ([`super::timeout_secs`] is the reader's, in
+//! [`super::conntrack`], applied with the configured [`CtTimeouts`]), and reads and removes
+//! through the reader's methods only. [`monotonic_ns`] is the clock it compares the entries' stamps with.
 
 use anyhow::Result;
+use swiftgate_common::{CtTimeouts, FAMILY_V4};
 
-use super::{State, addr, reply_key, timeout_secs};
+use super::{State, TableUse, addr, timeout_secs};
 
 /// Result of a garbage-collection pass.
 #[derive(Debug, Default, Clone, Copy)]
@@ -18,27 +20,26 @@ pub struct GcStats {
     pub expired: usize,
     /// Reply entries without a flow removed.
     pub orphans: usize,
+    /// Sources whose records were removed (idle for two passes).
+    pub forgotten: usize,
+    /// The tables' use after the pass.
+    pub tables: TableUse,
 }
 
 impl State {
     /// Removes flows idle longer than their timeout (and reply entries whose flow is gone).
     /// `now_ns` is `CLOCK_MONOTONIC`; the programs stamp entries with its coarse variant
     /// (`bpf_ktime_get_coarse_ns`, cached per tick).
-    pub fn gc(&mut self, now_ns: u64) -> Result<GcStats> {
+    pub fn gc(&mut self, now_ns: u64, timeouts: &CtTimeouts) -> Result<GcStats> {
         let mut st = GcStats::default();
         let flows = self.flows();
         st.scanned = flows.len();
-        for f in &flows {
+        let (expired, kept): (Vec<_>, Vec<_>) = flows.into_iter().partition(|f| {
             let idle = now_ns.saturating_sub(f.entry.last_seen_ns) / 1_000_000_000;
-            if idle <= timeout_secs(&f.key, &f.entry) {
-                continue;
-            }
-            let rk = reply_key(&f.key, &f.entry);
-            self.remove_flow(&f.key);
-            if self.reply_of(&rk) == Some(f.key) {
-                self.remove_reply(&rk);
-            }
-            st.expired += 1;
+            idle > timeout_secs(&f.key, &f.entry, timeouts)
+        });
+        st.expired = self.remove_flows(&expired);
+        for f in &expired {
             tracing::info!(
                 target: "flow",
                 event = "end",
@@ -53,12 +54,20 @@ impl State {
                 "flow expired"
             );
         }
+        let v4 = kept.iter().filter(|f| f.key.family == FAMILY_V4).count() as u64;
+        st.tables = TableUse {
+            flows4: v4,
+            capacity4: self.capacity.0,
+            flows6: kept.len() as u64 - v4,
+            capacity6: self.capacity.1,
+        };
         for (rk, orig) in self.replies() {
             if !self.tracked(&orig) {
                 self.remove_reply(&rk);
                 st.orphans += 1;
             }
         }
+        st.forgotten = self.forget_idle_sources();
         Ok(st)
     }
 }

@@ -182,24 +182,89 @@ fn check_pinned_layout(maps_dir: &Path) -> Result<()> {
         std::mem::size_of::<FlowKey4>(),
         std::mem::size_of::<FlowKey>(),
     );
-    for (name, key, value) in [
-        (maps::CONNTRACK4, k4, std::mem::size_of::<CtEntry>()),
-        (maps::CT_REPLY4, k4, std::mem::size_of::<CtReply4>()),
-        (maps::CONNTRACK6, k6, std::mem::size_of::<CtEntry>()),
-        (maps::CT_REPLY6, k6, std::mem::size_of::<CtReply6>()),
+    let source = std::mem::size_of::<common::SourceKey>();
+    use aya::maps::MapType::{Array, Hash, PerCpuArray};
+    // Name, type, key and value size, and the entries where this version fixes them.
+    for (name, kind, key, value, entries) in [
+        (
+            maps::CONNTRACK4,
+            Hash,
+            k4,
+            std::mem::size_of::<CtEntry>(),
+            None,
+        ),
+        (
+            maps::CT_REPLY4,
+            Hash,
+            k4,
+            std::mem::size_of::<CtReply4>(),
+            None,
+        ),
+        (
+            maps::CONNTRACK6,
+            Hash,
+            k6,
+            std::mem::size_of::<CtEntry>(),
+            None,
+        ),
+        (
+            maps::CT_REPLY6,
+            Hash,
+            k6,
+            std::mem::size_of::<CtReply6>(),
+            None,
+        ),
+        (
+            maps::CT_SOURCES,
+            Hash,
+            source,
+            std::mem::size_of::<common::SourceUse>(),
+            None,
+        ),
+        (
+            maps::CT_FREED,
+            Hash,
+            source,
+            std::mem::size_of::<common::SourceFreed>(),
+            None,
+        ),
+        (
+            maps::CONFIG,
+            Array,
+            4,
+            std::mem::size_of::<common::KernelConfig>(),
+            Some(1),
+        ),
+        (
+            maps::COUNTERS,
+            PerCpuArray,
+            4,
+            8,
+            Some(common::COUNTER_SLOTS),
+        ),
     ] {
         let path = maps_dir.join(name);
         let Some(info) = pinned_info(&path)? else {
             continue;
         };
-        if info.key_size() as usize != key || info.value_size() as usize != value {
+        let found = info.map_type().ok();
+        if found != Some(kind)
+            || info.key_size() as usize != key
+            || info.value_size() as usize != value
+            || entries.is_some_and(|n| n != info.max_entries())
+        {
             bail!(
-                "the pinned map {} has another layout (key {} / value {} bytes, this version \
-                 uses {key} / {value}): it was left by another swiftgate version; run \
-                 `swiftgate down` (tracked flows are dropped) and start again",
+                "the pinned map {} has another layout ({found:?}, key {} / value {} bytes, {} \
+                 entries; this version uses {kind:?}, {key} / {value}{}): it was left by \
+                 another swiftgate version; run `swiftgate down` (tracked flows are dropped) \
+                 and start again",
                 path.display(),
                 info.key_size(),
-                info.value_size()
+                info.value_size(),
+                info.max_entries(),
+                entries
+                    .map(|n| format!(", {n} entries"))
+                    .unwrap_or_default(),
             );
         }
     }

@@ -17,8 +17,11 @@
 //! - `sync`: the compiled tables and the kernel configuration into the maps;
 //! - `pins`: the bpffs directories (mounting bpffs, map and link pins, [`remove_all`]);
 //! - `state`: the pinned maps opened without programs, and the counters read from them;
-//! - `conntrack`: reading the conntrack tables (flows, reply entries, timeouts);
-//! - `gc`: the conntrack garbage collector.
+//! - `conntrack`: reading the conntrack tables (flows, reply entries, timeouts) and removing
+//!   flows;
+//! - `sources`: what each source holds of the tables (its share), the tables' use;
+//! - `gc`: the conntrack garbage collector;
+//! - `pressure`: when to warn about full tables and refused flows (sans-IO).
 //!
 //! This module holds [`Dataplane`], the handle on the programs this process loaded, with its
 //! accessors, and re-exports the public API; [`State`], the handle on the pinned maps alone,
@@ -29,6 +32,8 @@ mod conntrack;
 mod gc;
 mod load;
 mod pins;
+pub mod pressure;
+mod sources;
 mod state;
 mod sync;
 
@@ -46,10 +51,11 @@ use aya::{
 use swiftgate_common as common;
 
 pub use attach::Hook;
-pub use conntrack::{Flow, addr, merge_reply, reply_key, timeout_secs};
+pub use conntrack::{Flow, addr, merge_reply, reply_key, source_of, timeout_secs};
 pub use gc::{GcStats, monotonic_ns};
 pub use load::LoadOptions;
 pub use pins::remove_all;
+pub use sources::{SourceStat, TableUse};
 pub use state::State;
 pub use sync::{ApplyStats, enable_forwarding, kernel_config};
 

@@ -200,7 +200,24 @@ pub fn kernel_config(cfg: &AgentConfig) -> Result<KernelConfig> {
         mss_v6: cfg.mtu - 60,
         nat_port_min: cfg.nat_ports.start,
         nat_port_max: cfg.nat_ports.end,
+        ct_share4: share(cfg.conntrack_capacity, cfg.ct_source_share),
+        ct_share6: share(cfg.conntrack_capacity_v6, cfg.ct_source_share),
+        nat_share: share(
+            u32::from(cfg.nat_ports.end - cfg.nat_ports.start) + 1,
+            cfg.ct_source_share,
+        ),
+        _pad: 0,
+        ct_timeouts: cfg.ct_timeouts,
     })
+}
+
+/// `percent` of `total` (at least 1), or 0 (no limit) at 100 percent.
+fn share(total: u32, percent: u8) -> u32 {
+    if percent >= 100 {
+        0
+    } else {
+        ((total as u64 * percent as u64) / 100).max(1) as u32
+    }
 }
 
 /// Enables IPv4/IPv6 forwarding (needed by the FIB lookup in the programs).

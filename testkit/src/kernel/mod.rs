@@ -399,10 +399,36 @@ impl Lab {
             .unwrap()
     }
 
-    /// Forgets every tracked flow (so the next packets open new ones).
+    /// Removes a flow's own entry and leaves its reply entry, as nothing in swiftgate does on
+    /// purpose (the agent and early drop remove both) but a crash between the two removals
+    /// would: the programs must notice.
+    pub fn remove_entry_only(&self, k: &swiftgate_common::FlowKey) {
+        use aya::maps::{HashMap, Map, MapData};
+        use swiftgate_common::{CtEntry, FAMILY_V4, FlowKey, FlowKey4, maps};
+        let open = |name: &str| {
+            Map::from_map_data(
+                MapData::from_pin(self.pin.path().join("maps").join(name)).expect("pinned map"),
+            )
+            .expect("map")
+        };
+        if k.family == FAMILY_V4 {
+            let mut m: HashMap<MapData, FlowKey4, CtEntry> =
+                HashMap::try_from(open(maps::CONNTRACK4)).expect("hash map");
+            m.remove(&FlowKey4::narrow(k)).expect("tracked");
+        } else {
+            let mut m: HashMap<MapData, FlowKey, CtEntry> =
+                HashMap::try_from(open(maps::CONNTRACK6)).expect("hash map");
+            m.remove(k).expect("tracked");
+        }
+    }
+
+    /// Forgets every tracked flow (so the next packets open new ones) and what each source
+    /// held.
     pub fn clear_conntrack(&self) {
         use aya::maps::{HashMap, Map, MapData};
-        use swiftgate_common::{CtEntry, CtReply4, CtReply6, FlowKey, FlowKey4, maps};
+        use swiftgate_common::{
+            CtEntry, CtReply4, CtReply6, FlowKey, FlowKey4, SourceFreed, SourceKey, SourceUse, maps,
+        };
         fn clear<K: aya::Pod, V: aya::Pod>(map: Map) {
             let mut m: HashMap<MapData, K, V> = HashMap::try_from(map).expect("hash map");
             let keys: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
@@ -420,6 +446,8 @@ impl Lab {
         clear::<FlowKey4, CtReply4>(open(maps::CT_REPLY4));
         clear::<FlowKey, CtEntry>(open(maps::CONNTRACK6));
         clear::<FlowKey, CtReply6>(open(maps::CT_REPLY6));
+        clear::<SourceKey, SourceUse>(open(maps::CT_SOURCES));
+        clear::<SourceKey, SourceFreed>(open(maps::CT_FREED));
     }
 
     /// Sets slot `slot` of the pinned tail-call array `SG_CALLS` to the loaded program

@@ -13,7 +13,7 @@
 
 use super::agent::{self, Agent, ConntrackEntry};
 use super::config::{ConfigFile, Interface};
-use super::tun::{Relay, open_tun_in};
+use super::tun::{Relay, RelayStats, open_tun_in};
 use super::{
     Error, NetNs, Result, ensure_bpffs, pin_path_for, remove_pins, require_root, sweep_stale,
     unique_id,
@@ -319,6 +319,12 @@ impl Topology {
     /// `swiftgate conntrack --json` for this test's pin path.
     pub fn conntrack(&self) -> Result<Vec<ConntrackEntry>> {
         agent::conntrack(&self.gw.path(), &self.pin_path)
+    }
+
+    /// The packet counters of the overlay relay (client -> gw is `a_to_b`); `None` once the
+    /// relay is stopped.
+    pub fn relay_stats(&self) -> Option<&RelayStats> {
+        self.relay.as_ref().map(Relay::stats)
     }
 
     /// State for failure messages: relay counters, agent counters, the tail of the agent log.

@@ -74,6 +74,9 @@ pub struct RelayStats {
     pub a_to_b: AtomicU64,
     /// Packets copied from the second to the first descriptor.
     pub b_to_a: AtomicU64,
+    /// Of `a_to_b`, the IPv4 UDP packets (to count a UDP load exactly as it entered the second
+    /// device, whatever else crosses the relay).
+    pub udp4_a_to_b: AtomicU64,
     /// Packets that could not be written.
     pub write_errors: AtomicU64,
 }
@@ -185,9 +188,9 @@ fn relay_loop(a: &File, b: &File, stop: &AtomicBool, stats: &RelayStats, label: 
             eprintln!("[e2e] relay {label}: a TUN descriptor reported an error; stopping");
             return;
         }
-        for (ready, from, to, counter, dir) in [
-            (ready_a, a, b, &stats.a_to_b, "->"),
-            (ready_b, b, a, &stats.b_to_a, "<-"),
+        for (ready, from, to, counter, udp4, dir) in [
+            (ready_a, a, b, &stats.a_to_b, Some(&stats.udp4_a_to_b), "->"),
+            (ready_b, b, a, &stats.b_to_a, None, "<-"),
         ] {
             if !ready {
                 continue;
@@ -202,6 +205,13 @@ fn relay_loop(a: &File, b: &File, stop: &AtomicBool, stats: &RelayStats, label: 
                     match (&*to).write(&buf[..n]) {
                         Ok(w) if w == n => {
                             counter.fetch_add(1, Ordering::Relaxed);
+                            if let Some(udp4) = udp4
+                                && n >= 20
+                                && buf[0] >> 4 == 4
+                                && buf[9] == 17
+                            {
+                                udp4.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         _ => {
                             stats.write_errors.fetch_add(1, Ordering::Relaxed);

@@ -556,28 +556,25 @@ impl AgentConfig {
                 format!("{mtu} is outside 576..=9000"),
             ));
         }
+        // `[conntrack] capacity`, or its older spelling `[interface] conntrack_capacity`; the
+        // error names the one that was written.
         let pick = |new: Option<u32>, old: Option<u32>, name: &str| match (new, old) {
             (Some(_), Some(_)) => Err(invalid(
                 format!("conntrack.{name}"),
                 format!("set twice: remove `interface.conntrack_{name}` (its older spelling)"),
             )),
-            (n, o) => Ok(n.or(o)),
+            (Some(n), None) => Ok((Some(n), format!("conntrack.{name}"))),
+            (None, o) => Ok((o, format!("interface.conntrack_{name}"))),
         };
-        let conntrack_capacity = pick(ct.capacity, i.conntrack_capacity, "capacity")?
-            .unwrap_or(swiftgate_common::capacity::CONNTRACK);
+        let (cap, at) = pick(ct.capacity, i.conntrack_capacity, "capacity")?;
+        let conntrack_capacity = cap.unwrap_or(swiftgate_common::capacity::CONNTRACK);
         if !(1024..=16 << 20).contains(&conntrack_capacity) {
-            return Err(invalid(
-                "conntrack.capacity",
-                "must be between 1024 and 16777216",
-            ));
+            return Err(invalid(at, "must be between 1024 and 16777216"));
         }
-        let conntrack_capacity_v6 = pick(ct.capacity_v6, i.conntrack_capacity_v6, "capacity_v6")?
-            .unwrap_or((conntrack_capacity / 4).max(1024));
+        let (cap6, at) = pick(ct.capacity_v6, i.conntrack_capacity_v6, "capacity_v6")?;
+        let conntrack_capacity_v6 = cap6.unwrap_or((conntrack_capacity / 4).max(1024));
         if !(1024..=16 << 20).contains(&conntrack_capacity_v6) {
-            return Err(invalid(
-                "conntrack.capacity_v6",
-                "must be between 1024 and 16777216",
-            ));
+            return Err(invalid(at, "must be between 1024 and 16777216"));
         }
         let ct_source_share = ct.source_share.unwrap_or(25);
         if !(1..=100).contains(&ct_source_share) {
@@ -1071,6 +1068,55 @@ ports = ["443"]
 
     fn err_of(text: &str) -> String {
         AgentConfig::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn conntrack_section_sizes_shares_and_timeouts() {
+        let c = AgentConfig::from_toml(BERLIN).unwrap();
+        assert_eq!((c.ct_source_share, c.ct_warn_percent), (25, 90));
+        assert_eq!(c.ct_timeouts, CtTimeouts::DEFAULT);
+        let c = AgentConfig::from_toml(&format!(
+            "{BERLIN}\n[conntrack]\ncapacity = 4096\nsource_share = 50\nwarn_percent = 75\n\
+             [conntrack.timeouts]\ntcp_established = 3600\nudp_unreplied = 10\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.conntrack_capacity, c.conntrack_capacity_v6),
+            (4096, 1024)
+        );
+        assert_eq!((c.ct_source_share, c.ct_warn_percent), (50, 75));
+        assert_eq!(
+            (c.ct_timeouts.tcp_established, c.ct_timeouts.udp_unreplied),
+            (3600, 10)
+        );
+        assert_eq!(c.ct_timeouts.tcp_syn, CtTimeouts::DEFAULT.tcp_syn);
+        for (extra, says) in [
+            ("capacity = 100", "conntrack.capacity: must be between"),
+            ("source_share = 0", "conntrack.source_share: 0 is outside"),
+            (
+                "source_share = 101",
+                "conntrack.source_share: 101 is outside",
+            ),
+            ("warn_percent = 0", "conntrack.warn_percent"),
+            (
+                "[conntrack.timeouts]\nicmp = 0",
+                "conntrack.timeouts.icmp: 0 is outside",
+            ),
+            (
+                "[conntrack.timeouts]\ntcp_syn = 99999999",
+                "conntrack.timeouts.tcp_syn",
+            ),
+            ("[conntrack.timeouts]\nudp = 5", "unknown field `udp`"),
+            ("sources_share = 5", "unknown field `sources_share`"),
+        ] {
+            let e = err_of(&format!("{BERLIN}\n[conntrack]\n{extra}\n"));
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        let e = err_of(&format!(
+            "{}\n[conntrack]\ncapacity = 4096\n",
+            BERLIN.replace("[interface]", "[interface]\nconntrack_capacity = 2048")
+        ));
+        assert!(e.contains("set twice"), "{e}");
     }
 
     #[test]

@@ -209,3 +209,60 @@ pub fn addr(a: &[u8; 16], family: u8) -> std::net::IpAddr {
         std::net::IpAddr::from(*a)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_with(flags: u8) -> (FlowKey, CtEntry) {
+        let k = FlowKey {
+            proto: proto::TCP,
+            family: common::FAMILY_V4,
+            ..Default::default()
+        };
+        let e = CtEntry {
+            flags,
+            ..Default::default()
+        };
+        (k, e)
+    }
+
+    #[test]
+    fn timeouts_by_tcp_state_and_protocol() {
+        let t = CtTimeouts {
+            tcp_syn: 1,
+            tcp_established: 2,
+            tcp_fin_wait: 3,
+            tcp_close: 4,
+            udp_unreplied: 5,
+            udp_replied: 6,
+            icmp: 7,
+            _pad: 0,
+        };
+        use ct_flags::*;
+        for (flags, want) in [
+            (TCP_SYN, 1),
+            (TCP_SYN | SEEN_REPLY, 1),
+            (TCP_SYN | SEEN_REPLY | TCP_SYNACK, 2),
+            // Picked up mid-stream (no SYN seen), with replies: established.
+            (SEEN_REPLY, 2),
+            (TCP_SYN | SEEN_REPLY | TCP_SYNACK | TCP_FIN_ORIG, 3),
+            (TCP_SYN | SEEN_REPLY | TCP_SYNACK | TCP_FIN_REPLY, 3),
+            (SEEN_REPLY | TCP_FIN_ORIG | TCP_FIN_REPLY, 4),
+            (TCP_SYN | TCP_RST, 4),
+            (SEEN_REPLY | TCP_SYNACK | TCP_FIN_ORIG | TCP_RST, 4),
+        ] {
+            let (k, e) = tcp_with(flags);
+            assert_eq!(timeout_secs(&k, &e, &t), want, "flags {flags:#010b}");
+        }
+        let (mut k, mut e) = tcp_with(0);
+        k.proto = proto::UDP;
+        assert_eq!(timeout_secs(&k, &e, &t), 5);
+        e.flags = SEEN_REPLY;
+        assert_eq!(timeout_secs(&k, &e, &t), 6);
+        k.proto = proto::ICMP;
+        assert_eq!(timeout_secs(&k, &e, &t), 7);
+        k.proto = 47; // GRE: as UDP
+        assert_eq!(timeout_secs(&k, &e, &t), 6);
+    }
+}

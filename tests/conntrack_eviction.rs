@@ -244,7 +244,7 @@ fn a_full_table_of_replied_flows_refuses_new_ones_but_closing_ones_give_way() {
 #[test]
 fn a_source_holds_at_most_its_share_of_the_table_and_of_the_ports() {
     let mut lab = lab("", "source_share = 25");
-    let share = u16::from(CAPACITY / 4);
+    let share = CAPACITY / 4;
     for i in 0..share {
         assert_eq!(to_lab(&mut lab, "100.64.0.2", 10_000 + i), TC_ACT_REDIRECT);
     }

@@ -28,22 +28,23 @@ use crate::{ct, metrics::count};
 /// through RCU, so an add racing with the agent's removal of an idle source lands in memory
 /// that stays valid (the count is lost, never another source's).
 #[map(name = "SG_CT_SOURCES")]
-static SOURCES: HashMap<SourceKey, SourceUse> =
+pub(crate) static SOURCES: HashMap<SourceKey, SourceUse> =
     HashMap::pinned(capacity::CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 /// Flows of each source the agent removed.
 #[map(name = "SG_CT_FREED")]
-static FREED: HashMap<SourceKey, SourceFreed> =
+pub(crate) static FREED: HashMap<SourceKey, SourceFreed> =
     HashMap::pinned(capacity::CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 /// Reply keys of the IPv4 flows this CPU created lately (a ring, [`capacity::RECENT`] slots).
 #[map(name = "SG_CT_RECENT4")]
-static RECENT4: PerCpuArray<FlowKey4> = PerCpuArray::with_max_entries(capacity::RECENT, 0);
+pub(crate) static RECENT4: PerCpuArray<FlowKey4> =
+    PerCpuArray::with_max_entries(capacity::RECENT, 0);
 /// The same for IPv6 (a quarter of the slots, as the IPv6 table is a quarter of the IPv4 one
 /// by default).
 #[map(name = "SG_CT_RECENT6")]
 static RECENT6: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(capacity::RECENT / 4, 0);
 /// Per CPU: the next slot to write and the next slot to examine, IPv4 then IPv6.
 #[map(name = "SG_CT_CURSOR")]
-static CURSOR: PerCpuArray<[u32; 4]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static CURSOR: PerCpuArray<[u32; 4]> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for a source key (the new-flow paths have no stack to spare).
 #[map(name = "SG_SCRATCH_SOURCE")]
 static SCRATCH_SOURCE: PerCpuArray<SourceKey> = PerCpuArray::with_max_entries(1, 0);
@@ -56,7 +57,7 @@ const EARLY_DROP_PROBES: u32 = 8;
 /// # Safety
 /// `p` must point into a map value valid for this program run, 8-byte aligned.
 #[inline(always)]
-unsafe fn add(p: *mut u64, v: u64) {
+pub(crate) unsafe fn add(p: *mut u64, v: u64) {
     // SAFETY: as the caller guarantees. The BPF atomic add (`lock ... +=`, no fetch), which
     // every kernel with BPF supports; `core`'s atomics offer no fetch_add on this target.
     unsafe {

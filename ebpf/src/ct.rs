@@ -47,9 +47,9 @@ use crate::{
 };
 
 #[map(name = "SG_CT4")]
-static CONNTRACK4: HashMap<FlowKey4, CtEntry> = HashMap::pinned(capacity::CONNTRACK, 0);
+pub(crate) static CONNTRACK4: HashMap<FlowKey4, CtEntry> = HashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT4_REPLY")]
-static CT_REPLY4: HashMap<FlowKey4, CtReply4> = HashMap::pinned(capacity::CONNTRACK, 0);
+pub(crate) static CT_REPLY4: HashMap<FlowKey4, CtReply4> = HashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT6")]
 static CONNTRACK6: HashMap<FlowKey, CtEntry> = HashMap::pinned(capacity::CONNTRACK, 0);
 #[map(name = "SG_CT6_REPLY")]
@@ -79,10 +79,10 @@ fn insert_result(r: Result<(), i32>) -> Insert {
 }
 /// Per-CPU scratch space for building a conntrack entry (too big for the BPF stack).
 #[map(name = "SG_SCRATCH_CT")]
-static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH_CT: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for building a reply-table entry.
 #[map(name = "SG_SCRATCH_REPLY4")]
-static SCRATCH_REPLY4: PerCpuArray<CtReply4> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH_REPLY4: PerCpuArray<CtReply4> = PerCpuArray::with_max_entries(1, 0);
 /// The same for IPv6.
 #[map(name = "SG_SCRATCH_REPLY6")]
 static SCRATCH_REPLY6: PerCpuArray<CtReply6> = PerCpuArray::with_max_entries(1, 0);

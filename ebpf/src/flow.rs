@@ -66,7 +66,7 @@ static NO_CONFIG: KernelConfig = KernelConfig {
 };
 
 #[inline(always)]
-fn config() -> &'static KernelConfig {
+pub(crate) fn config() -> &'static KernelConfig {
     CONFIG.get(0).unwrap_or(&NO_CONFIG)
 }
 

@@ -36,6 +36,7 @@ mod clock;
 mod csum;
 mod ct;
 mod fib;
+mod floor;
 mod flow;
 mod metrics;
 mod nat;
@@ -91,6 +92,13 @@ pub fn sg_lan_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn sg_lan_other(ctx: TcContext) -> i32 {
     flow::lan_other(&ctx)
+}
+
+/// Benchmark reference, never loaded by the agent: the new-flow path's map operations alone
+/// (see `floor`).
+#[classifier]
+pub fn sg_floor_new_flow(ctx: TcContext) -> i32 {
+    floor::new_flow(&ctx)
 }
 
 /// XDP in front of `sg_overlay_ingress_l2`: established flows without an skb.

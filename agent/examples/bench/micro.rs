@@ -147,10 +147,11 @@ pub(crate) fn bench_config(
         peers,
         networks,
         policies,
-        // Every benchmark flow comes from one source: a share just under the whole table
-        // keeps them admitted while the new-flow path still checks the source's share.
+        // Every benchmark flow comes from one source, and its masqueraded flows outnumber
+        // any share of the masquerade ports: no per-source share (the new-flow path and the
+        // floor then skip the share's two lookups; the source is still counted).
         conntrack: ConntrackConfig {
-            source_share: Some(99),
+            source_share: Some(100),
             ..Default::default()
         },
     };
@@ -213,6 +214,8 @@ pub(crate) struct Micro {
     pub(crate) new_flow: Dist,
     /// New flow accepted, repeat-based through `sg_bench_new_flow`.
     pub(crate) new_flow_rep: Harnessed,
+    /// The new-flow path's map operations alone (`sg_floor_new_flow`), the same way.
+    pub(crate) new_flow_floor: Harnessed,
     /// Established with masquerade (SNAT rewrite), repeat-based through
     /// `sg_bench_same_packet`.
     pub(crate) masq_rep: Harnessed,
@@ -357,7 +360,8 @@ pub(crate) fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> 
     let shape = Shape::new(n);
     // Room for the fill and every new flow of the column without LRU eviction (an LRU map
     // may evict before it is full, hence twice).
-    let flows = fill + p.samples + p.repeat as usize + 16;
+    // The repeat-based new flows, then as many for the floor.
+    let flows = fill + p.samples + 2 * p.repeat as usize + 16;
     let capacity = (2 * flows as u32).next_power_of_two();
     let start = snapshot()?;
     let t = Instant::now();
@@ -571,7 +575,7 @@ pub(crate) fn micro_column(label: String, n: usize, fill: usize, p: &Params) -> 
         p,
     )?;
     // New flows, repeat-based (last: it adds `repeat` flows to the conntrack).
-    m.new_flow_rep = new_flow_repeat(&mut lab, s, port, p)?;
+    (m.new_flow_rep, m.new_flow_floor) = new_flow_repeat(&mut lab, s, port, p)?;
     m.others = others_between(&start, &snapshot()?);
     Ok(m)
 }
@@ -728,13 +732,16 @@ pub(crate) fn same_packet_repeat(
 
 /// New flows with `repeat`: `sg_bench_new_flow` (ebpf/src/bench.rs) turns every repetition
 /// into the SYN of a new flow from the last rule's source to [`NEW_FLOW_NET`] on the last
-/// rule's port and tail-calls the overlay program; each run must open a flow.
+/// rule's port and tail-calls the overlay program; each run must open a flow. Then the same
+/// with the floor program `sg_floor_new_flow` (ebpf/src/floor.rs: the path's map lookups,
+/// inserts and FIB lookup alone) behind the harness, on the next `repeat` source ports.
+/// Returns (new flow, floor).
 pub(crate) fn new_flow_repeat(
     lab: &mut Lab,
     src: usize,
     port: u16,
     p: &Params,
-) -> Result<Harnessed> {
+) -> Result<(Harnessed, Harnessed)> {
     // As in ebpf/src/bench.rs.
     const SYN_LEN: usize = 62;
     const SPORTS: u32 = 64_512;
@@ -808,34 +815,69 @@ pub(crate) fn new_flow_repeat(
     let alone = median(&ebpf, "sg_bench_accept")?;
     let wrapped_accept = median(&ebpf, "sg_bench_new_flow")?;
 
-    // The overlay program behind the wrapper: `repeat` new flows in one call.
-    {
-        let overlay = lab
-            .dp
-            .program(programs::OVERLAY_INGRESS_L2)
-            .context("overlay program")?;
-        next.set(0, overlay.fd()?, 0)?;
-    }
+    // The overlay program and the floor behind the wrapper, `repeat` new flows each, in
+    // alternating halves (path, floor, path, floor) so both meet the table at the same fill
+    // on average. The sequence goes on, so every run is a new flow.
+    let overlay_fd = lab
+        .dp
+        .program(programs::OVERLAY_INGRESS_L2)
+        .context("overlay program")?
+        .fd()?
+        .try_clone()?;
+    let floor_fd = {
+        let floor = lab.dp.program(FLOOR_PROGRAM)?;
+        if floor.fd().is_err() {
+            floor.load().context("loading the floor program")?;
+        }
+        floor.fd()?.try_clone()?
+    };
     seq.set(0, 0, 0)?;
-    let before = count_conntrack(lab)?;
-    let (ret, wrapped) = expect_growth(lab, Counter::AcceptNew, p.repeat as u64, |_| {
-        run(&ebpf, "sg_bench_new_flow", p.repeat)
-    })?;
-    ensure!(
-        ret == TC_ACT_REDIRECT,
-        "new flow through the harness: verdict {ret}"
-    );
-    let after = count_conntrack(lab)?;
-    ensure!(
-        after == before + p.repeat as usize,
-        "conntrack went from {before} to {after} entries over {} new flows",
-        p.repeat
-    );
-    Ok(Harnessed {
-        wrapped,
-        harness: wrapped_accept.saturating_sub(alone),
-    })
+    let half = p.repeat / 2;
+    let (mut path_ns, mut floor_ns) = (0u64, 0u64);
+    for _ in 0..2 {
+        next.set(0, &overlay_fd, 0)?;
+        let before = count_conntrack(lab)?;
+        let (ret, ns) = expect_growth(lab, Counter::AcceptNew, half as u64, |_| {
+            run(&ebpf, "sg_bench_new_flow", half)
+        })?;
+        ensure!(
+            ret == TC_ACT_REDIRECT,
+            "new flow through the harness: verdict {ret}"
+        );
+        let after = count_conntrack(lab)?;
+        ensure!(
+            after == before + half as usize,
+            "conntrack went from {before} to {after} entries over {half} new flows"
+        );
+        path_ns += ns;
+        next.set(0, &floor_fd, 0)?;
+        let (ret, ns) = run(&ebpf, "sg_bench_new_flow", half)?;
+        ensure!(
+            ret == TC_ACT_REDIRECT,
+            "floor through the harness: verdict {ret}"
+        );
+        let with_floor = count_conntrack(lab)?;
+        ensure!(
+            with_floor == after + half as usize,
+            "the floor took conntrack from {after} to {with_floor} entries over {half} flows"
+        );
+        floor_ns += ns;
+    }
+    let harness = wrapped_accept.saturating_sub(alone);
+    Ok((
+        Harnessed {
+            wrapped: path_ns / 2,
+            harness,
+        },
+        Harnessed {
+            wrapped: floor_ns / 2,
+            harness,
+        },
+    ))
 }
+
+/// The new-flow path's map operations alone (ebpf/src/floor.rs).
+const FLOOR_PROGRAM: &str = "sg_floor_new_flow";
 
 /// Whether an Ethernet/IPv4/TCP frame's checksum equals the pseudo-header seed that checksum
 /// offload leaves (what the XDP stage leaves to TC).
@@ -1100,6 +1142,24 @@ pub(crate) fn micro_benchmarks(p: &Params) -> Result<String> {
             p.calls
         ),
         &|c| c.new_flow_rep.harness.to_string(),
+    )?;
+    row(
+        "new-flow floor: the path's map lookups, inserts and FIB lookup alone",
+        &format!(
+            "`sg_floor_new_flow` (ebpf/src/floor.rs) behind the same harness, repeat={rep} \
+             distinct flows, the harness subtracted"
+        ),
+        &|c| c.new_flow_floor.net().to_string(),
+    )?;
+    row(
+        "new flow ÷ floor (target ≤ 1.3)",
+        "the two rows above",
+        &|c| {
+            format!(
+                "{:.2}",
+                c.new_flow_rep.net() as f64 / c.new_flow_floor.net().max(1) as f64
+            )
+        },
     )?;
     row(
         "deny: no rule matches (TCP SYN), flow_events=none",

@@ -12,6 +12,9 @@
 //! (the masquerade port, kept as the original), the flow entry's insert, the source's count,
 //! the recent-flows ring, the counters.
 
+// Keys and values are passed by reference, as the path passes them.
+#![allow(clippy::needless_borrows_for_generic_args)]
+
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};

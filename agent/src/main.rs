@@ -59,6 +59,13 @@ enum Cmd {
         /// Control socket.
         #[arg(long)]
         control_socket: Option<PathBuf>,
+        /// Managed peers: conntrack table size, IPv4 flows (`[conntrack] capacity` of a file).
+        #[arg(long, requires = "management_url")]
+        conntrack_capacity: Option<u32>,
+        /// Managed peers: the percent of the conntrack tables and masquerade ports one source
+        /// may hold (`[conntrack] source_share`; default 25, 100 = no limit).
+        #[arg(long, requires = "management_url")]
+        conntrack_share: Option<u8>,
     },
     /// Detach the programs and remove all pinned state (and the agent's TUN, if named).
     Down {
@@ -409,7 +416,25 @@ fn real_main() -> Result<()> {
             listen_port,
             pin_path,
             control_socket,
+            conntrack_capacity,
+            conntrack_share,
         } => {
+            let conntrack = swiftgate::config::ConntrackConfig {
+                capacity: conntrack_capacity,
+                source_share: conntrack_share,
+                ..Default::default()
+            };
+            if management_url.is_some() {
+                // Checked here, so a bad value stops the start instead of every network map.
+                swiftgate::config::AgentConfig::local(
+                    &swiftgate::config::InterfaceConfig {
+                        overlay: interface.clone(),
+                        ..Default::default()
+                    },
+                    &conntrack,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             let source = match (config, management_url) {
                 (Some(path), _) => run::Source::File(path),
                 (None, Some(url)) => run::Source::Management {
@@ -423,7 +448,7 @@ fn real_main() -> Result<()> {
                         pin_path,
                         control_socket,
                         workers: None,
-                        conntrack: Default::default(),
+                        conntrack,
                     },
                 },
                 (None, None) => anyhow::bail!("give --config FILE or --management-url URL"),

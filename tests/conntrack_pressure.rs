@@ -1,9 +1,17 @@
 //! Conntrack under pressure (issue #19), end to end: the real `swiftgate` agent in network
 //! namespaces (the `swiftgate_testkit::topology` lab: overlay client, routing peer "gw", one
-//! LAN), with `conntrack_capacity = 4096` and the default per-source share (25 %, so one
-//! overlay peer may hold 1024 flows).
+//! LAN), with a 4096-entry conntrack table, in two variants (one `#[test]` each):
 //!
-//! The scenario:
+//! - **with source shares**: `[interface] conntrack_capacity = 4096` and the default per-source
+//!   share (25 %, so one overlay peer may hold 1024 flows; its further new flows are refused,
+//!   `drop_ct_share`);
+//! - **with early drop only**: `[conntrack] capacity = 4096` and `source_share = 100` (no
+//!   per-source limit), so the flood fills the table with A's unreplied flows and early drop
+//!   carries the load: a new flow in the full table takes the place of an unreplied or closing
+//!   one (`ct_early_drop`) or is refused (`drop_ct_full`); flows that have seen a reply are
+//!   never replaced.
+//!
+//! The scenario, the same in both:
 //! 1. Peer A (100.64.0.2) holds an established TCP flow to a LAN server (192.0.2.10:7000) on
 //!    which the LAN side speaks first and then every 2 s; the client only acknowledges. The
 //!    flow is idle for 2 s at a time, much longer than the flood takes to cycle through the
@@ -15,19 +23,24 @@
 //! 3. During the flood peer B (100.64.0.3) opens 20 new TCP connections to the LAN server (one
 //!    every 300 ms), each with one echoed message.
 //!
-//! Pass: every message the server sent on A's flow arrives (within 3 s) and A can still send
-//! on it after the flood; all 20 of B's connections succeed; A never holds more than its share;
-//! and the routing peer's counters (`swiftgate counters --json`) and per-source view
-//! (`swiftgate conntrack --top --json`) match what was measured on the wire: the flood packets
-//! that entered the routing peer (counted by the overlay relay) but never reached the LAN
-//! (counted by the LAN namespace's UDP statistics) are the ones the conntrack drop counters
-//! count. With LRU conntrack tables every flood packet is forwarded and the flood evicts the
-//! established flow; the test fails then.
+//! Pass, in both variants: every message the server sent on A's flow arrives (within 3 s) and A
+//! can still send on it after the flood; all 20 of B's connections succeed; the table holds at
+//! most its 4096 flows; and the routing peer's counters (`swiftgate counters --json`) and
+//! per-source view (`swiftgate conntrack --top --json`) match what was measured on the wire:
+//! the flood packets that entered the routing peer (counted by the overlay relay) but never
+//! reached the LAN (counted by the LAN namespace's UDP statistics) are the ones the conntrack
+//! drop counters count. With source shares, A holds at most its share and its refusals are
+//! A's in `conntrack --top`; with early drop only, nothing is refused for a share
+//! (`drop_ct_share` stays 0), the flood fills the table, and every flood flow forwarded beyond
+//! the room the table had at the start took an early-dropped entry. With LRU conntrack tables
+//! every flood packet is forwarded and the flood evicts the established flow; the test fails
+//! then.
 //!
 //! The checks that need the counters `drop_ct_share` and `ct_early_drop` and the
 //! `conntrack --top` command (added by the issue #19 rewrite) go through [`new_ct_counter`] and
 //! [`conntrack_top`]; without them those checks fail with a message saying what is missing.
-//! Every check is evaluated and printed before the test fails, so one run shows all of them.
+//! Every check is evaluated and printed (prefixed with the variant) before the test fails, so
+//! one run shows all of them.
 //!
 //! Run as root, after building the agent binary (the test binary finds it next to itself, in
 //! `$CARGO_TARGET_DIR/debug/`, or at `$SWIFTGATE_BIN`):
@@ -37,8 +50,10 @@
 //! cargo test -p swiftgate-tests --test conntrack_pressure -- --nocapture
 //! ```
 //!
-//! It takes about 25 s. Traffic stays inside the namespaces the test creates (overlay
-//! 100.64.0.0/16, LAN 192.0.2.0/24).
+//! Each variant takes about 12 s. They may run at once (the test harness's threads): each
+//! builds its own topology, whose namespaces, pin path and work directory are named after a
+//! unique id (`sg<pid>x<n>`), and the addresses and ports are per namespace. Traffic stays
+//! inside the namespaces the tests create (overlay 100.64.0.0/16, LAN 192.0.2.0/24).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _, Write as _};
@@ -66,9 +81,11 @@ const TALK_PORT: u16 = 7000;
 const ECHO_PORT: u16 = 443;
 const SINK_PORT: u16 = 9000;
 
-/// `[interface] conntrack_capacity` of the routing peer.
+/// The routing peer's conntrack table size (`[interface] conntrack_capacity` or
+/// `[conntrack] capacity`, see [`Variant`]).
 const CAPACITY: u32 = 4096;
-/// The default per-source share of the table: 25 % (`[conntrack] source_share`, left unset).
+/// The default per-source share of the table: 25 % (`[conntrack] source_share`, left unset in
+/// [`Variant::SourceShares`]).
 const SHARE: u64 = CAPACITY as u64 / 4;
 
 /// Distinct new flows in the flood (one packet each, source ports from [`FLOOD_FIRST_PORT`]).
@@ -699,29 +716,41 @@ fn conntrack_top(t: &Topology) -> Result<Vec<TopRow>, String> {
 // ---------------------------------------------------------------------------------------------
 // Checks: all evaluated and printed, then the test fails if any did.
 
-#[derive(Default)]
-struct Checks(Vec<(String, Result<String, String>)>);
+struct Checks {
+    /// The prefix of the printed lines (which test they belong to).
+    log: String,
+    outcomes: Vec<(String, Result<String, String>)>,
+}
 
 impl Checks {
-    fn check(&mut self, what: &str, outcome: Result<String, String>) {
-        match &outcome {
-            Ok(detail) => eprintln!("{LOG} ok   {what}: {detail}"),
-            Err(why) => eprintln!("{LOG} FAIL {what}: {why}"),
+    fn new(log: &str) -> Self {
+        Checks {
+            log: log.to_owned(),
+            outcomes: Vec::new(),
         }
-        self.0.push((what.to_owned(), outcome));
+    }
+
+    fn check(&mut self, what: &str, outcome: Result<String, String>) {
+        let log = &self.log;
+        match &outcome {
+            Ok(detail) => eprintln!("{log} ok   {what}: {detail}"),
+            Err(why) => eprintln!("{log} FAIL {what}: {why}"),
+        }
+        self.outcomes.push((what.to_owned(), outcome));
     }
 
     fn finish(self, t: &mut Topology) {
         let failed: Vec<String> = self
-            .0
+            .outcomes
             .iter()
             .filter_map(|(what, r)| r.as_ref().err().map(|why| format!("- {what}: {why}")))
             .collect();
         if !failed.is_empty() {
             panic!(
-                "{} of {} checks failed:\n{}\n{}",
+                "{} {} of {} checks failed:\n{}\n{}",
+                self.log,
                 failed.len(),
-                self.0.len(),
+                self.outcomes.len(),
                 failed.join("\n"),
                 t.diagnostics()
             );
@@ -730,16 +759,67 @@ impl Checks {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The scenario, in two variants.
+
+/// How the routing peer limits the flood, and so what the checks expect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// `[interface] conntrack_capacity = 4096` (the older spelling) and the default per-source
+    /// share (25 %): A may hold [`SHARE`] flows, its further new flows are refused
+    /// (`drop_ct_share`).
+    SourceShares,
+    /// `[conntrack] capacity = 4096` and `source_share = 100` (no per-source limit): the flood
+    /// fills the table with A's unreplied flows, and from then on every new flow takes the
+    /// place of an unreplied or closing one (`ct_early_drop`) or is refused (`drop_ct_full`).
+    EarlyDropOnly,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::SourceShares => "source shares",
+            Variant::EarlyDropOnly => "early drop only",
+        }
+    }
+
+    /// The agent's config text: `base` with this variant's conntrack settings.
+    fn config_text(self, base: &str) -> String {
+        match self {
+            // `conntrack_capacity` has no field in the testkit's config builder: add the key.
+            Variant::SourceShares => base.replacen(
+                "[interface]\n",
+                &format!("[interface]\nconntrack_capacity = {CAPACITY}\n"),
+                1,
+            ),
+            Variant::EarlyDropOnly => {
+                format!("{base}\n[conntrack]\ncapacity = {CAPACITY}\nsource_share = 100\n")
+            }
+        }
+    }
+}
 
 #[test]
-fn established_flow_and_other_peer_survive_a_new_flow_flood() {
+fn established_flow_and_other_peer_survive_a_new_flow_flood_with_source_shares() {
+    run_scenario(Variant::SourceShares);
+}
+
+#[test]
+fn established_flow_and_other_peer_survive_a_new_flow_flood_with_early_drop_only() {
+    run_scenario(Variant::EarlyDropOnly);
+}
+
+/// The scenario of the module documentation under `variant`'s conntrack settings.
+fn run_scenario(variant: Variant) {
     require_root();
+    let log = format!("{LOG} [{}]", variant.name());
+    let log = log.as_str();
     let test_started = Instant::now();
     let mut t = Topology::build(&TopologySpec {
         client_addrs: vec![PEER_A, PEER_B],
         lans: vec![LanSpec::test_net_1(&[10, 20])],
     })
     .expect("building the test topology");
+    eprintln!("{log} topology {}", t.id);
     let talker = Talker::start(t.lan(0), sa(SERVER, TALK_PORT));
     let _echo = TcpServer::start(t.lan(0), sa(SERVER, ECHO_PORT)).expect("echo server");
     let sink = Sink::start(t.lan(0), sa(SINK, SINK_PORT));
@@ -767,13 +847,11 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
             "udp",
             &[&SINK_PORT.to_string()],
         ));
-    // `conntrack_capacity` has no field in the testkit's config builder: add the key.
-    let text = cfg.to_toml().replacen(
-        "[interface]\n",
-        &format!("[interface]\nconntrack_capacity = {CAPACITY}\n"),
-        1,
+    let text = variant.config_text(&cfg.to_toml());
+    assert!(
+        text.contains(&format!("capacity = {CAPACITY}\n")),
+        "config text: {text}"
     );
-    assert!(text.contains("conntrack_capacity"), "config text: {text}");
     t.write_config_text(&t.config_path, &text)
         .expect("writing the agent config");
     if let Err(e) = t.start_agent() {
@@ -806,7 +884,7 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
 
     // 2. + 3. The flood from A and B's new connections, at once.
     eprintln!(
-        "{LOG} flood: {FLOOD_FLOWS} flows {PEER_A}:{FLOOD_FIRST_PORT}.. -> {SINK}:{SINK_PORT} at \
+        "{log} flood: {FLOOD_FLOWS} flows {PEER_A}:{FLOOD_FIRST_PORT}.. -> {SINK}:{SINK_PORT} at \
          {FLOOD_RATE}/s; {B_CONNECTS} connections {PEER_B} -> {SERVER}:{ECHO_PORT} every {B_SPACING:?}"
     );
     let flood_started = Instant::now();
@@ -861,7 +939,7 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
     let d = delta(&counters_before, &counters_after);
 
     eprintln!(
-        "{LOG} flood: {} packets sent in {:.2} s ({:.0} packets/s; {} send errors{}), {injected} \
+        "{log} flood: {} packets sent in {:.2} s ({:.0} packets/s; {} send errors{}), {injected} \
          entered the routing peer, {lan_received} reached the LAN stack ({} read by the sink)",
         report.sent,
         secs(report.elapsed),
@@ -879,7 +957,7 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
         .filter(|(_, v)| **v > 0)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    eprintln!("{LOG} counter deltas over the flood: {}", moved.join(" "));
+    eprintln!("{log} counter deltas over the flood: {}", moved.join(" "));
 
     // The established flow after the flood: wait for a tick the server wrote after the flood
     // ended (or until one could have arrived), then send on it.
@@ -898,7 +976,7 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
     );
     let after_echo = client.echo("after-flood", MAX_TICK_DELAY);
 
-    let mut checks = Checks::default();
+    let mut checks = Checks::new(log);
 
     checks.check(
         &format!("the flood put at least {FLOOD_MIN_INJECTED} new flows into the routing peer"),
@@ -944,14 +1022,31 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
     );
 
     let a = PEER_A.to_string();
+    if variant == Variant::SourceShares {
+        checks.check(
+            &format!("A holds at most its share ({SHARE} of {CAPACITY} flows) after the flood"),
+            flows.and_then(|f| {
+                let held = f.iter().filter(|e| e.src == a).count() as u64;
+                let total = f.len();
+                let msg =
+                    format!("`swiftgate conntrack --json`: {held} of A's flows, {total} in all");
+                if held <= SHARE { Ok(msg) } else { Err(msg) }
+            }),
+        );
+    }
+
     checks.check(
-        &format!("A holds at most its share ({SHARE} of {CAPACITY} flows) after the flood"),
-        flows.and_then(|f| {
-            let held = f.iter().filter(|e| e.src == a).count() as u64;
-            let total = f.len();
-            let msg = format!("`swiftgate conntrack --json`: {held} of A's flows, {total} in all");
-            if held <= SHARE { Ok(msg) } else { Err(msg) }
-        }),
+        &format!("the table holds at most its capacity ({CAPACITY} flows) after the flood"),
+        (|| {
+            let used = counter(&counters_after, "conntrack.flows_v4")?;
+            let cap = counter(&counters_after, "conntrack.capacity_v4")?;
+            let msg = format!("conntrack.flows_v4 {used}, conntrack.capacity_v4 {cap}");
+            if cap == u64::from(CAPACITY) && used <= cap {
+                Ok(msg)
+            } else {
+                Err(msg)
+            }
+        })(),
     );
 
     // Tolerance for packets lost between the routing peer and the LAN stack for other reasons
@@ -996,47 +1091,97 @@ fn established_flow_and_other_peer_survive_a_new_flow_flood() {
         })(),
     );
 
+    if variant == Variant::EarlyDropOnly {
+        checks.check(
+            "no new flow is refused for its source's share (there is none)",
+            new_ct_counter(&d, "drop_ct_share").and_then(|share| {
+                let msg = format!("drop_ct_share +{share}");
+                if share == 0 { Ok(msg) } else { Err(msg) }
+            }),
+        );
+    }
+
     // Needs the new counter `ct_early_drop`.
-    checks.check(
-        "flood flows forwarded beyond A's share each took an early-dropped unreplied entry",
-        new_ct_counter(&d, "ct_early_drop").and_then(|early| {
-            let msg = format!(
-                "{lan_received} flood flows reached the LAN, share {SHARE}, ct_early_drop +{early}"
-            );
-            if lan_received <= SHARE + early + 8 {
-                Ok(msg)
-            } else {
-                Err(msg)
-            }
-        }),
-    );
+    match variant {
+        Variant::SourceShares => checks.check(
+            "flood flows forwarded beyond A's share each took an early-dropped unreplied entry",
+            new_ct_counter(&d, "ct_early_drop").and_then(|early| {
+                let msg = format!(
+                    "{lan_received} flood flows reached the LAN, share {SHARE}, ct_early_drop \
+                     +{early}"
+                );
+                if lan_received <= SHARE + early + 8 {
+                    Ok(msg)
+                } else {
+                    Err(msg)
+                }
+            }),
+        ),
+        Variant::EarlyDropOnly => checks.check(
+            "the flood filled the table, and the flood flows forwarded beyond the room it had \
+             each took an early-dropped unreplied entry",
+            (|| {
+                let early = new_ct_counter(&d, "ct_early_drop")?;
+                let used = counter(&counters_before, "conntrack.flows_v4")?;
+                let room = u64::from(CAPACITY).saturating_sub(used);
+                let msg = format!(
+                    "{lan_received} flood flows reached the LAN, room at the start {room} \
+                     ({used} of {CAPACITY} flows tracked), ct_early_drop +{early}"
+                );
+                if lan_received > room && early > 0 && lan_received <= room + early + 8 {
+                    Ok(msg)
+                } else {
+                    Err(msg)
+                }
+            })(),
+        ),
+    }
 
     // Needs `swiftgate conntrack --top --json`.
-    checks.check(
-        "`swiftgate conntrack --top --json`: A at its share with its refusals, B refused nothing",
-        top.and_then(|rows| {
-            let row_a = rows
-                .iter()
-                .find(|r| r.source == a)
-                .ok_or_else(|| format!("no row for {a}: {rows:?}"))?;
-            let refused_b = rows
-                .iter()
-                .find(|r| r.source == PEER_B.to_string())
-                .map_or(0, |r| r.refused);
-            let msg = format!("A: {row_a:?}; B refused {refused_b}");
-            // Read as the percentage of the whole table the source holds (at most the
-            // 25 % share), not as the percentage of its share in use.
-            let limit = 100.0 * SHARE as f64 / f64::from(CAPACITY) + 0.01;
-            let ok = row_a.flows <= SHARE
-                && row_a.nat_flows <= row_a.flows
-                && row_a.share_percent <= limit
-                && row_a.refused + slack >= not_forwarded
-                && refused_b == 0;
-            if ok { Ok(msg) } else { Err(msg) }
-        }),
-    );
+    match variant {
+        Variant::SourceShares => checks.check(
+            "`swiftgate conntrack --top --json`: A at its share with its refusals, B refused \
+             nothing",
+            top.and_then(|rows| {
+                let row_a = rows
+                    .iter()
+                    .find(|r| r.source == a)
+                    .ok_or_else(|| format!("no row for {a}: {rows:?}"))?;
+                let refused_b = rows
+                    .iter()
+                    .find(|r| r.source == PEER_B.to_string())
+                    .map_or(0, |r| r.refused);
+                let msg = format!("A: {row_a:?}; B refused {refused_b}");
+                // Read as the percentage of the whole table the source holds (at most the
+                // 25 % share), not as the percentage of its share in use.
+                let limit = 100.0 * SHARE as f64 / f64::from(CAPACITY) + 0.01;
+                let ok = row_a.flows <= SHARE
+                    && row_a.nat_flows <= row_a.flows
+                    && row_a.share_percent <= limit
+                    && row_a.refused + slack >= not_forwarded
+                    && refused_b == 0;
+                if ok { Ok(msg) } else { Err(msg) }
+            }),
+        ),
+        Variant::EarlyDropOnly => checks.check(
+            "`swiftgate conntrack --top --json`: A within the table, nobody refused for a share",
+            top.and_then(|rows| {
+                let row_a = rows
+                    .iter()
+                    .find(|r| r.source == a)
+                    .ok_or_else(|| format!("no row for {a}: {rows:?}"))?;
+                let refused: u64 = rows.iter().map(|r| r.refused).sum();
+                let msg = format!("A: {row_a:?}; refused by all sources {refused}");
+                let ok = row_a.flows <= u64::from(CAPACITY)
+                    && row_a.nat_flows <= row_a.flows
+                    && row_a.share_percent <= 100.01
+                    && refused == 0;
+                if ok { Ok(msg) } else { Err(msg) }
+            }),
+        ),
+    }
 
-    eprintln!("{LOG} done in {:.1} s", secs(test_started.elapsed()));
+    eprintln!("{log} done in {:.1} s", secs(test_started.elapsed()));
     drop(client);
     drop(talker);
     drop(sink);

@@ -7,8 +7,8 @@
 //!   table and of the masquerade ports (`drop_ct_share`), other sources go on opening flows, and
 //!   flows the agent removes give the source room again.
 //!
-//! Early drop looks through the flows the current CPU created lately, so the test thread pins
-//! itself to one CPU: every packet then runs where the flows before it were created. Needs root.
+//! The test thread pins itself to one CPU, so the order in which early drop meets the flows is
+//! the order they were created in; one test moves to another CPU on purpose. Needs root.
 
 use swiftgate::dataplane::State;
 use swiftgate_common::{Counter, CtTimeouts};
@@ -75,17 +75,29 @@ ports = ["631"]
     )
 }
 
-/// Pins the calling thread to the first CPU it may run on.
-fn pin_to_one_cpu() {
-    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+/// The CPUs the calling thread may run on (as the process started: tests pin their threads).
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity};
     use nix::unistd::Pid;
-    let allowed = sched_getaffinity(Pid::from_raw(0)).expect("sched_getaffinity");
-    let cpu = (0..CpuSet::count())
-        .find(|&c| allowed.is_set(c).unwrap_or(false))
-        .expect("a CPU");
+    // The process's mask (pid = thread group leader), not this thread's, which may be pinned.
+    let allowed = sched_getaffinity(Pid::this()).expect("sched_getaffinity");
+    (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
     let mut one = CpuSet::new();
     one.set(cpu).unwrap();
     sched_setaffinity(Pid::from_raw(0), &one).expect("sched_setaffinity");
+}
+
+/// Pins the calling thread to the first CPU it may run on.
+fn pin_to_one_cpu() {
+    pin_to(allowed_cpus()[0]);
 }
 
 fn lab(interface: &str, conntrack: &str) -> Lab {
@@ -188,6 +200,32 @@ fn a_full_table_replaces_unreplied_flows_never_replied_ones() {
     assert_eq!(st.table_use().flows4, u64::from(CAPACITY));
     assert_eq!(held(&st, "100.64.0.2"), u64::from(CAPACITY) - 2);
     assert_eq!(held(&st, "100.64.0.4"), 2);
+}
+
+/// Early drop finds flows whatever CPU created them: the table is filled from one CPU, and a
+/// new flow handled on another CPU still replaces an unreplied one (with per-CPU rings of
+/// recent flows it would be refused until the unreplied flows timed out).
+#[test]
+fn early_drop_replaces_flows_another_cpu_created() {
+    let cpus = allowed_cpus();
+    assert!(
+        cpus.len() >= 2,
+        "this test needs two CPUs to move between (has {cpus:?})"
+    );
+    let mut lab = lab("", "source_share = 100");
+    pin_to(cpus[0]);
+    fill(&mut lab, |_| false);
+    pin_to(cpus[1]);
+    let d = pressure(&mut lab, |lab| {
+        for i in 0..16 {
+            assert_eq!(
+                to_wiki(lab, "100.64.0.4", 20_000 + i),
+                TC_ACT_REDIRECT,
+                "{i}"
+            );
+        }
+    });
+    assert_eq!(d, (0, 16, 0), "each new flow replaced one");
 }
 
 /// A full table of replied flows refuses a new flow and keeps every flow; a closing TCP flow

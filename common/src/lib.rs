@@ -109,9 +109,9 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/swiftgate";
 pub mod capacity {
     /// Conntrack entries (and reply entries).
     pub const CONNTRACK: u32 = 262_144;
-    /// Recently created flows per CPU and family that early drop looks through for an
-    /// unreplied one to replace (a power of two).
-    pub const RECENT: u32 = 4096;
+    /// Recently created IPv4 flows (of all CPUs) that early drop looks through for an
+    /// unreplied one to replace (a power of two; IPv6: a quarter).
+    pub const RECENT: u32 = 16_384;
     /// Source prefixes (peers and resources used as sources), per family.
     pub const IDENTITY: u32 = 65_536;
     /// Destination prefixes, per family.

@@ -4,9 +4,14 @@
 //!
 //! Owns `SG_CT_SOURCES` (per source: flows held, masqueraded flows held, refusals; counted
 //! here with atomic adds), reads `SG_CT_FREED` (per source: flows the agent removed; the agent
-//! is its only writer, so neither side overwrites the other's counts), and owns the per-CPU
-//! rings of recently created flows (`SG_CT_RECENT4`/`6`, their reply keys) with their cursors
-//! (`SG_CT_CURSOR`), where early drop looks for an entry to replace. Whether an entry may be
+//! is its only writer, so neither side overwrites the other's counts), and owns the rings of
+//! recently created flows (`SG_CT_RECENT4`/`6`, their reply keys) with their cursors
+//! (`SG_CT_CURSOR`), where early drop looks for an entry to replace. The rings are shared by
+//! all CPUs: a CPU must be able to replace a flow another CPU created (one peer's flows may be
+//! handled on one CPU and another peer's on the next). Their cursors are updated without
+//! atomics: two CPUs may now and then write the same slot (a flow then is not in the ring) or
+//! read a slot while it is written (a torn key finds no flow, or another flow whose state is
+//! checked like any other): neither can replace a flow that may not be replaced. Whether an entry may be
 //! replaced, and its removal, are `ct`'s.
 //!
 //! Established flows are never replaced: a flow that has seen a reply keeps its entry until it
@@ -16,7 +21,7 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use swiftgate_common::{
     Counter, FlowKey, FlowKey4, KernelConfig, SourceFreed, SourceKey, SourceUse, capacity,
@@ -34,17 +39,17 @@ pub(crate) static SOURCES: HashMap<SourceKey, SourceUse> =
 #[map(name = "SG_CT_FREED")]
 pub(crate) static FREED: HashMap<SourceKey, SourceFreed> =
     HashMap::pinned(capacity::CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
-/// Reply keys of the IPv4 flows this CPU created lately (a ring, [`capacity::RECENT`] slots).
+/// Reply keys of the IPv4 flows created lately, by any CPU (a ring, [`capacity::RECENT`]
+/// slots).
 #[map(name = "SG_CT_RECENT4")]
-pub(crate) static RECENT4: PerCpuArray<FlowKey4> =
-    PerCpuArray::with_max_entries(capacity::RECENT, 0);
+pub(crate) static RECENT4: Array<FlowKey4> = Array::with_max_entries(capacity::RECENT, 0);
 /// The same for IPv6 (a quarter of the slots, as the IPv6 table is a quarter of the IPv4 one
 /// by default).
 #[map(name = "SG_CT_RECENT6")]
-static RECENT6: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(capacity::RECENT / 4, 0);
-/// Per CPU: the next slot to write and the next slot to examine, IPv4 then IPv6.
+static RECENT6: Array<FlowKey> = Array::with_max_entries(capacity::RECENT / 4, 0);
+/// The next slot to write and the next slot to examine, IPv4 then IPv6 (shared by all CPUs).
 #[map(name = "SG_CT_CURSOR")]
-pub(crate) static CURSOR: PerCpuArray<[u32; 4]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static CURSOR: Array<[u32; 4]> = Array::with_max_entries(1, 0);
 /// Per-CPU scratch space for a source key (the new-flow paths have no stack to spare).
 #[map(name = "SG_SCRATCH_SOURCE")]
 static SCRATCH_SOURCE: PerCpuArray<SourceKey> = PerCpuArray::with_max_entries(1, 0);
@@ -180,14 +185,15 @@ fn closed(addr: &[u8; 16], family: u8, nat: bool) {
     }
 }
 
-/// Remembers a flow just created, by its reply key, in this CPU's ring of recent flows.
+/// Remembers a flow just created, by its reply key, in the ring of recent flows.
 #[inline(always)]
 pub(crate) fn remember<const V4: bool>(reply: &FlowKey) {
     let Some(cur) = CURSOR.get_ptr_mut(0) else {
         return;
     };
     let at = if V4 { 0 } else { 2 };
-    // SAFETY: per-CPU slots, used only within this program run on this CPU.
+    // SAFETY: map value pointers, valid for this run; shared with other CPUs, which may write
+    // the same words meanwhile (see the module documentation: a lost update is harmless).
     unsafe {
         let pos = (*cur)[at];
         if V4 {
@@ -202,9 +208,8 @@ pub(crate) fn remember<const V4: bool>(reply: &FlowKey) {
 }
 
 /// Makes room in the full tables of family `V4` by removing one unreplied or closing flow
-/// among the next [`EARLY_DROP_PROBES`] of this CPU's recent flows (each early drop goes on
-/// where the last stopped, so every slot is examined in turn); `false` when none of them may
-/// be replaced.
+/// among the next [`EARLY_DROP_PROBES`] recent flows (each early drop goes on where the last
+/// stopped, so every slot is examined in turn); `false` when none of them may be replaced.
 #[inline(always)]
 pub(crate) fn early_drop<const V4: bool>() -> bool {
     (if V4 {
@@ -236,7 +241,7 @@ fn drop_one<const V4: bool>() -> bool {
         return false;
     };
     let at = if V4 { 1 } else { 3 };
-    // SAFETY: per-CPU slot, used only within this program run on this CPU.
+    // SAFETY: map value pointer, valid for this run (shared: see the module documentation).
     let start = unsafe { (*cur)[at] };
     let mut i = 0;
     while i < EARLY_DROP_PROBES {
@@ -244,7 +249,7 @@ fn drop_one<const V4: bool>() -> bool {
         i += 1;
         let victim = if V4 {
             match RECENT4.get_ptr(pos & (capacity::RECENT - 1)) {
-                // SAFETY: map value pointer, valid for this program run.
+                // SAFETY: map value pointer, valid for this program run (evict4 copies it).
                 Some(rk) => ct::evict4(unsafe { &*rk }),
                 None => continue,
             }

@@ -86,6 +86,13 @@ pub(crate) static SCRATCH_REPLY4: PerCpuArray<CtReply4> = PerCpuArray::with_max_
 /// The same for IPv6.
 #[map(name = "SG_SCRATCH_REPLY6")]
 static SCRATCH_REPLY6: PerCpuArray<CtReply6> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for the copies of the two keys early drop checks and removes
+/// ([`evict4`]; the new-flow paths that call it have no stack to spare).
+#[map(name = "SG_SCRATCH_EVICT4")]
+static SCRATCH_EVICT4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// The same for IPv6 ([`evict6`]).
+#[map(name = "SG_SCRATCH_EVICT6")]
+static SCRATCH_EVICT6: PerCpuArray<[FlowKey; 2]> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU scratch space for IPv4 conntrack keys.
 #[map(name = "SG_SCRATCH_KEY4")]
 static SCRATCH_KEY4: PerCpuArray<[FlowKey4; 2]> = PerCpuArray::with_max_entries(1, 0);
@@ -186,72 +193,84 @@ fn replaceable(proto: u8, flags: u8) -> bool {
 
 /// Removes the IPv4 flow whose reply key is `rk` if it may be replaced ([`replaceable`]), or
 /// its reply entry alone if the flow is gone already.
+///
+/// Both keys are copied before anything is removed: `rk` lives in the shared ring of recent
+/// flows, which another CPU may be writing, and the original key in the reply entry, which
+/// another CPU may remove and the table reuse at once; what is removed must be what was
+/// checked.
 #[inline(always)]
 pub(crate) fn evict4(rk: &FlowKey4) -> Option<Victim> {
-    let r = CT_REPLY4.get_ptr(rk)?;
-    // SAFETY: map value pointers, valid for this program run; everything needed is read
-    // before the entries are removed (a removed element may be reused at once).
-    unsafe {
-        let o = &(*r).orig;
-        let Some(e) = CONNTRACK4.get_ptr(o) else {
-            let _ = CT_REPLY4.remove(rk);
-            return Some(Victim {
-                saddr: [0; 16],
-                family: 0,
-                nat: false,
-                counted: false,
-            });
-        };
-        if !replaceable(o.proto, (*e).flags | (*r).state.flags) {
-            return None;
-        }
-        let words = [u32::from_ne_bytes(o.saddr) as u64, 0u64];
-        let v = Victim {
-            // SAFETY: two u64 are 16 plain bytes (the address first on this little-endian
-            // target).
-            saddr: core::mem::transmute::<[u64; 2], [u8; 16]>(words),
-            family: FAMILY_V4,
-            nat: (*e).flags & ct_flags::SNAT != 0,
-            counted: true,
-        };
-        // The key is used where it is, in the reply entry.
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        CONNTRACK4.remove(o).ok()?;
+    let slot = SCRATCH_EVICT4.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot, used only within this program run on this CPU; map value
+    // pointers, valid for this run (their contents may change under us, hence the copies).
+    let (rk, o, reply_flags) = unsafe {
+        (*slot)[0] = *rk;
+        let rk = &(*slot)[0];
+        let r = CT_REPLY4.get_ptr(rk)?;
+        (*slot)[1] = (*r).orig;
+        (rk, &(*slot)[1], (*r).state.flags)
+    };
+    let Some(e) = CONNTRACK4.get_ptr(o) else {
         let _ = CT_REPLY4.remove(rk);
-        Some(v)
+        return Some(Victim {
+            saddr: [0; 16],
+            family: 0,
+            nat: false,
+            counted: false,
+        });
+    };
+    // SAFETY: as above.
+    let flags = unsafe { (*e).flags };
+    if !replaceable(o.proto, flags | reply_flags) {
+        return None;
     }
+    CONNTRACK4.remove(o).ok()?;
+    let _ = CT_REPLY4.remove(rk);
+    let words = [u32::from_ne_bytes(o.saddr) as u64, 0u64];
+    Some(Victim {
+        // SAFETY: two u64 are 16 plain bytes (the address first on this little-endian
+        // target).
+        saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) },
+        family: FAMILY_V4,
+        nat: flags & ct_flags::SNAT != 0,
+        counted: true,
+    })
 }
 
 /// [`evict4`] for IPv6.
 #[inline(always)]
 pub(crate) fn evict6(rk: &FlowKey) -> Option<Victim> {
-    let r = CT_REPLY6.get_ptr(rk)?;
+    let slot = SCRATCH_EVICT6.get_ptr_mut(0)?;
     // SAFETY: as in evict4.
-    unsafe {
-        let o = &(*r).orig;
-        let Some(e) = CONNTRACK6.get_ptr(o) else {
-            let _ = CT_REPLY6.remove(rk);
-            return Some(Victim {
-                saddr: [0; 16],
-                family: 0,
-                nat: false,
-                counted: false,
-            });
-        };
-        if !replaceable(o.proto, (*e).flags | (*r).state.flags) {
-            return None;
-        }
-        let v = Victim {
-            saddr: o.saddr,
-            family: o.family,
-            nat: (*e).flags & ct_flags::SNAT != 0,
-            counted: true,
-        };
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        CONNTRACK6.remove(o).ok()?;
+    let (rk, o, reply_flags) = unsafe {
+        (*slot)[0] = *rk;
+        let rk = &(*slot)[0];
+        let r = CT_REPLY6.get_ptr(rk)?;
+        (*slot)[1] = (*r).orig;
+        (rk, &(*slot)[1], (*r).state.flags)
+    };
+    let Some(e) = CONNTRACK6.get_ptr(o) else {
         let _ = CT_REPLY6.remove(rk);
-        Some(v)
+        return Some(Victim {
+            saddr: [0; 16],
+            family: 0,
+            nat: false,
+            counted: false,
+        });
+    };
+    // SAFETY: as above.
+    let flags = unsafe { (*e).flags };
+    if !replaceable(o.proto, flags | reply_flags) {
+        return None;
     }
+    CONNTRACK6.remove(o).ok()?;
+    let _ = CT_REPLY6.remove(rk);
+    Some(Victim {
+        saddr: o.saddr,
+        family: o.family,
+        nat: flags & ct_flags::SNAT != 0,
+        counted: true,
+    })
 }
 
 /// A flow found by a reply-direction key.

@@ -10,7 +10,7 @@ set -euo pipefail
 EBPF_TOOLCHAIN="${SWIFTGATE_EBPF_TOOLCHAIN:-nightly-2026-06-20}"
 BPF_LINKER_VERSION="${SWIFTGATE_BPF_LINKER_VERSION:-}"
 APT_PACKAGES=(llvm-22-dev iproute2 nftables iputils-ping tcpdump iperf3 bpftool
-  protobuf-compiler libprotobuf-dev wireguard-go wireguard-tools ethtool)
+  protobuf-compiler libprotobuf-dev wireguard-go wireguard-tools ethtool conntrack)
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 

@@ -278,9 +278,35 @@ pub(crate) fn forwarded_datagrams(ns: &str) -> Result<u64> {
     })
 }
 
+/// What an installed path allows and how large swiftgate's conntrack table is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathSpec {
+    /// The UDP destination ports the policy allows (first, last).
+    pub(crate) ports: (u16, u16),
+    /// swiftgate's `[interface] conntrack_capacity` (`None`: the agent's default). Linux's
+    /// table size is the host-wide `nf_conntrack_max`, which the new-flow part sets itself.
+    pub(crate) ct_capacity: Option<u32>,
+}
+
+impl PathSpec {
+    /// The one-flow measurement: UDP to port 9, default table sizes.
+    pub(crate) const ONE_FLOW: PathSpec = PathSpec {
+        ports: (SINK_PORT, SINK_PORT),
+        ct_capacity: None,
+    };
+
+    /// The ports as a policy and nft write them (`9`, `10000-10999`).
+    pub(crate) fn ports_text(&self) -> String {
+        match self.ports {
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}-{b}"),
+        }
+    }
+}
+
 /// The routing peer's configuration for swiftgate: one peer, one masqueraded resource, one
-/// policy (UDP to port 9); with the XDP stage when `xdp`.
-pub(crate) fn gw_config(pin: &Path, xdp: bool) -> String {
+/// policy (UDP to the ports of `spec`); with the XDP stage when `xdp`.
+pub(crate) fn gw_config(pin: &Path, xdp: bool, spec: &PathSpec) -> String {
     format!(
         r#"
 [interface]
@@ -290,7 +316,7 @@ xdp = {xdp}
 addresses = ["100.64.0.1/10"]
 lan = ["gw1"]
 pin_path = "{}"
-
+{}
 [[peers]]
 name = "generator"
 ips = ["{GEN_IP}"]
@@ -309,28 +335,36 @@ name = "clients-to-sink"
 sources = ["bench-clients"]
 destinations = ["bench-sink"]
 protocol = "udp"
-ports = ["{SINK_PORT}"]
+ports = ["{}"]
 "#,
-        pin.display()
+        pin.display(),
+        spec.ct_capacity
+            .map_or(String::new(), |c| format!("conntrack_capacity = {c}\n")),
+        spec.ports_text()
     )
 }
 
 /// What a NetBird routing peer installs for the same policy: a stateful forward filter with a
-/// default drop and one accept rule for the policy, and masquerade from the overlay out of the
-/// LAN interface.
-pub(crate) const NFT_RULES: &str = r#"
-table ip sgbench {
-    chain forward {
+/// default drop and one accept rule for the policy (UDP to the ports of `spec`), and
+/// masquerade from the overlay out of the LAN interface.
+pub(crate) fn nft_rules(spec: &PathSpec) -> String {
+    format!(
+        r#"
+table ip sgbench {{
+    chain forward {{
         type filter hook forward priority filter; policy drop;
         ct state established,related counter accept comment "established"
-        iifname "gw0" oifname "gw1" ip saddr 100.64.0.2 ip daddr 192.0.2.10 udp dport 9 counter accept comment "policy"
-    }
-    chain postrouting {
+        iifname "gw0" oifname "gw1" ip saddr 100.64.0.2 ip daddr 192.0.2.10 udp dport {} counter accept comment "policy"
+    }}
+    chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "gw1" ip saddr 100.64.0.0/10 counter masquerade comment "masquerade"
-    }
+    }}
+}}
+"#,
+        spec.ports_text()
+    )
 }
-"#;
 
 /// A forwarding path set up in the gw namespace; removed on drop.
 pub(crate) struct Installed<'a> {
@@ -345,6 +379,7 @@ impl<'a> Installed<'a> {
         topo: &'a Topology,
         traffic: &mut Traffic,
         system: System,
+        spec: &PathSpec,
     ) -> Result<Installed<'a>> {
         let mut me = Installed {
             topo,
@@ -354,13 +389,13 @@ impl<'a> Installed<'a> {
         match system {
             System::Swiftgate | System::SwiftgateXdp => {
                 let xdp = system == System::SwiftgateXdp;
-                let cfg = AgentConfig::from_toml(&gw_config(&topo.pin, xdp))
+                let cfg = AgentConfig::from_toml(&gw_config(&topo.pin, xdp, spec))
                     .context("gateway configuration")?;
                 // What `swiftgate up` does before its event loop. The links are pinned, so
                 // the programs stay attached after the thread ends.
                 in_netns(&topo.gw, move || run::bring_up(&cfg).map(drop))?;
             }
-            System::Nftables => nft_apply(&topo.gw, NFT_RULES)?,
+            System::Nftables => nft_apply(&topo.gw, &nft_rules(spec))?,
             System::PlainForwarding => {}
             System::BareRedirect => {
                 let ifindex = in_netns(&topo.gw, || {
@@ -498,13 +533,13 @@ pub(crate) struct Fwd {
 
 /// The UDP frame the generator sends (`len` bytes without FCS).
 pub(crate) fn gen_frame(len: usize, sport: u16) -> Vec<u8> {
-    let mut f = pkt::udp(
-        GEN_IP,
-        sport,
-        SINK_IP,
-        SINK_PORT,
-        &vec![0xa5; len - HDR_LEN],
-    );
+    flow_frame(len, sport, SINK_PORT)
+}
+
+/// A UDP frame of `len` bytes (without FCS) from the generator to the sink's port `dport`,
+/// addressed to gw0's MAC.
+pub(crate) fn flow_frame(len: usize, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = pkt::udp(GEN_IP, sport, SINK_IP, dport, &vec![0xa5; len - HDR_LEN]);
     f[0..6].copy_from_slice(&mac(MAC_GW0));
     f[6..12].copy_from_slice(&mac(MAC_G0));
     assert_eq!(f.len(), len);
@@ -596,6 +631,88 @@ pub(crate) fn pin_to(cpu: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Frames per `sendmmsg` call of the packet-socket senders.
+pub(crate) const BATCH: usize = 64;
+
+/// A packet socket bound to g0 (of the calling thread's namespace) that bypasses the qdisc
+/// (PACKET_QDISC_BYPASS).
+pub(crate) fn packet_socket_g0() -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    /// `PACKET_QDISC_BYPASS` (linux/if_packet.h).
+    const PACKET_QDISC_BYPASS: libc::c_int = 20;
+    let ifindex = nix::net::if_::if_nametoindex("g0").context("g0 in the gen namespace")?;
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    ensure!(
+        raw >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `raw` is a new descriptor owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` outlives the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_QDISC_BYPASS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    ensure!(
+        r == 0,
+        "PACKET_QDISC_BYPASS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to fill in.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    ensure!(r == 0, "binding to g0: {}", std::io::Error::last_os_error());
+    Ok(fd)
+}
+
+/// One `sendmmsg` of `msgs` on `fd`: the frames sent, 0 when the device queue was full
+/// (ENOBUFS, EAGAIN) or the call was interrupted (the caller retries).
+///
+/// # Safety
+/// Every header in `msgs` must point at valid iovecs, which point at valid frames; all of
+/// them must stay valid for the call (the kernel only reads them).
+pub(crate) unsafe fn send_some(
+    fd: &std::os::fd::OwnedFd,
+    msgs: &mut [libc::mmsghdr],
+) -> Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: as the caller guarantees.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            0,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
+            _ => Err(anyhow::Error::new(e).context("sendmmsg on g0")),
+        };
+    }
+    Ok(n as u64)
+}
+
 /// Sends `frame` out of g0 through a packet socket, 64 frames per `sendmmsg`, until `until`
 /// (and at most `MAX_CALLS` calls). A full device queue (ENOBUFS, EAGAIN) is retried.
 pub(crate) fn generate_packet_socket(
@@ -604,53 +721,10 @@ pub(crate) fn generate_packet_socket(
     until: Instant,
     pin_cpu: Option<usize>,
 ) -> Result<(u64, Duration)> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    const BATCH: usize = 64;
     const MAX_CALLS: u64 = 1 << 28;
-    /// `PACKET_QDISC_BYPASS` (linux/if_packet.h).
-    const PACKET_QDISC_BYPASS: libc::c_int = 20;
     in_netns(ns, || {
         pin_to(pin_cpu)?;
-        let ifindex = nix::net::if_::if_nametoindex("g0").context("g0 in the gen namespace")?;
-        // SAFETY: socket(2) with constant arguments; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        anyhow::ensure!(
-            raw >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: `raw` is a new descriptor owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let one: libc::c_int = 1;
-        // SAFETY: `one` outlives the call and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                PACKET_QDISC_BYPASS,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        anyhow::ensure!(
-            r == 0,
-            "PACKET_QDISC_BYPASS: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to fill in.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        anyhow::ensure!(r == 0, "binding to g0: {}", std::io::Error::last_os_error());
+        let fd = packet_socket_g0()?;
         let mut iov = libc::iovec {
             iov_base: frame.as_ptr() as *mut libc::c_void,
             iov_len: frame.len(),
@@ -669,18 +743,8 @@ pub(crate) fn generate_packet_socket(
                 break;
             }
             // SAFETY: `msgs` holds BATCH valid headers, each pointing at `iov`, which points at
-            // `frame`; all of them outlive the call, and the kernel only reads them.
-            let n = unsafe {
-                libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), BATCH as libc::c_uint, 0)
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                    _ => return Err(anyhow::Error::new(e).context("sendmmsg on g0")),
-                }
-            }
-            sent += n as u64;
+            // `frame`; all of them outlive the call.
+            sent += unsafe { send_some(&fd, &mut msgs)? };
         }
         Ok((sent, start.elapsed()))
     })
@@ -811,7 +875,7 @@ pub(crate) fn forward_once(
         .hdr
         .set(0, h, 0)
         .context("writing the generator's header")?;
-    let installed = Installed::new(topo, traffic, system)?;
+    let installed = Installed::new(topo, traffic, system, &PathSpec::ONE_FLOW)?;
     // Totals from here to after the traffic stops prove the path (the path's counters start
     // at zero: fresh pins, fresh nft table).
     let gw1_start = link_stats(&topo.gw, "gw1")?;

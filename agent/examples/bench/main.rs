@@ -17,6 +17,11 @@
 //! measured path (the path's own counters and the kernel's IP forwarding counter against the
 //! packets leaving the LAN interface) and records how much CPU other processes used.
 //!
+//! Part 2b counts new flows per second through the same topology: every frame a new UDP flow
+//! (sent by an AF_PACKET sender that writes each frame's ports), every flow allowed and
+//! masqueraded, swiftgate beside Linux forwarding + nftables (conntrack + masquerade), with
+//! the connection tables below capacity and at capacity (full of unreplied flows first).
+//!
 //! Only namespaces created here carry traffic; addresses are 100.64.0.0/10 and TEST-NET. All
 //! namespaces, links and pins are removed on exit, also on failure (RAII guards).
 //!
@@ -46,10 +51,12 @@ use clap::Parser;
 mod cpu;
 mod forwarding;
 mod micro;
+mod newflows;
 
 use cpu::*;
 use forwarding::*;
 use micro::*;
+use newflows::*;
 use swiftgate::{
     config::{
         AgentConfig, ConntrackConfig, FileConfig, FlowEvents, InterfaceConfig, NetworkConfig,
@@ -82,15 +89,19 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only part 1 (BPF_PROG_TEST_RUN).
-    #[arg(long, conflicts_with = "only_forwarding")]
+    #[arg(long, conflicts_with_all = ["only_forwarding", "only_new_flows"])]
     only_micro: bool,
-    /// Only part 2 (namespace forwarding).
-    #[arg(long)]
+    /// Only part 2 (namespace forwarding, one flow per run).
+    #[arg(long, conflicts_with = "only_new_flows")]
     only_forwarding: bool,
+    /// Only part 2b (new flows per second, tables below and at capacity).
+    #[arg(long)]
+    only_new_flows: bool,
     /// Run the generator and the forwarding on the same CPU (no RPS, no pinning).
     #[arg(long)]
     same_cpu: bool,
-    /// Forwarding paths of part 2 (repeatable; default: all four).
+    /// Forwarding paths of parts 2 and 2b (repeatable; default: all of them in part 2;
+    /// swiftgate, nftables and plain in part 2b, which has no use for redirect).
     #[arg(long = "system", value_enum)]
     systems: Vec<System>,
 }
@@ -178,18 +189,23 @@ fn main() -> Result<()> {
     )?;
     print!("{out}");
 
-    if !args.only_forwarding {
+    if !args.only_forwarding && !args.only_new_flows {
         let s = micro_benchmarks(&p)?;
         print!("{s}");
         out.push_str(&s);
     }
-    if !args.only_micro {
+    if !args.only_micro && !args.only_new_flows {
         let systems = if args.systems.is_empty() {
             System::ALL.to_vec()
         } else {
             args.systems.clone()
         };
         let s = forwarding_benchmark(&p, args.same_cpu, &systems)?;
+        print!("{s}");
+        out.push_str(&s);
+    }
+    if !args.only_micro && !args.only_forwarding {
+        let s = new_flow_benchmark(&p, args.same_cpu, &args.systems)?;
         print!("{s}");
         out.push_str(&s);
     }

@@ -283,7 +283,7 @@ pub(crate) fn forwarded_datagrams(ns: &str) -> Result<u64> {
 pub(crate) struct PathSpec {
     /// The UDP destination ports the policy allows (first, last).
     pub(crate) ports: (u16, u16),
-    /// swiftgate's `[interface] conntrack_capacity` (`None`: the agent's default). Linux's
+    /// swiftgate's `[conntrack] capacity` (`None`: the agent's default). Linux's
     /// table size is the host-wide `nf_conntrack_max`, which the new-flow part sets itself.
     pub(crate) ct_capacity: Option<u32>,
 }
@@ -316,7 +316,11 @@ xdp = {xdp}
 addresses = ["100.64.0.1/10"]
 lan = ["gw1"]
 pin_path = "{}"
-{}
+
+[conntrack]
+{}# Every flow comes from the one generator: no per-source share (Linux has none either).
+source_share = 100
+
 [[peers]]
 name = "generator"
 ips = ["{GEN_IP}"]
@@ -339,7 +343,7 @@ ports = ["{}"]
 "#,
         pin.display(),
         spec.ct_capacity
-            .map_or(String::new(), |c| format!("conntrack_capacity = {c}\n")),
+            .map_or(String::new(), |c| format!("capacity = {c}\n")),
         spec.ports_text()
     )
 }

@@ -28,10 +28,9 @@ pub(crate) const AT_CAPACITY: u32 = 65_536;
 pub(crate) const PREFILL_FACTOR: u64 = 2;
 /// Prefill rate in flows per second: well below what either gateway takes, so none is lost.
 pub(crate) const PREFILL_RATE: f64 = 100_000.0;
-/// Share of its size a table must hold to count as full: swiftgate's LRU map keeps a few free
-/// entries per CPU and may evict before the last one is used, and Linux's conntrack garbage
-/// collector may drop unreplied entries of a full table in the background (one run ended with
-/// 65,535 of 65,536).
+/// Share of its size a table must hold to count as full: Linux's conntrack garbage collector
+/// may drop unreplied entries of a full table in the background (one run ended with 65,535 of
+/// 65,536), and a flow whose two entries were not both made leaves a hole.
 pub(crate) const FULL_SHARE: f64 = 0.95;
 /// Share of its size a table may be filled to in a below-capacity run.
 pub(crate) const BELOW_MAX_FILL: f64 = 0.9;
@@ -179,32 +178,45 @@ pub(crate) fn generate_flows(
     })
 }
 
-/// `net.netfilter.nf_conntrack_max`, set for a Linux run and put back when dropped. Linux lets
-/// only the initial namespace set it, and it bounds every namespace's table (each counts its
-/// own entries): lowering it for the at-capacity runs lowers it for the host too while they
-/// last.
+/// `net.netfilter.nf_conntrack_max`, set for a Linux run, with the conntrack hash table's
+/// buckets (`nf_conntrack` `hashsize`) set to as many, as swiftgate's hash maps have (their
+/// buckets are their entries rounded up to a power of two): both systems then meet chains of
+/// the same length. Both are put back when dropped. Linux lets only the initial namespace set
+/// them, and they bound every namespace's table (each counts its own entries): lowering them
+/// for the at-capacity runs lowers them for the host too while they last.
 pub(crate) struct ConntrackMax {
     old: String,
+    old_buckets: String,
 }
 
 const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+const CT_BUCKETS: &str = "/sys/module/nf_conntrack/parameters/hashsize";
 
 impl ConntrackMax {
-    /// Sets the limit (from the calling thread, which must be in the initial namespace).
+    /// Sets the limit and the buckets (from the calling thread, which must be in the initial
+    /// namespace).
     pub(crate) fn set(max: u32) -> Result<ConntrackMax> {
         let old = std::fs::read_to_string(CT_MAX)
             .with_context(|| format!("reading {CT_MAX} (is nf_conntrack loaded?)"))?;
-        std::fs::write(CT_MAX, max.to_string()).with_context(|| format!("writing {CT_MAX}"))?;
-        Ok(ConntrackMax {
+        let old_buckets =
+            std::fs::read_to_string(CT_BUCKETS).with_context(|| format!("reading {CT_BUCKETS}"))?;
+        let restore = ConntrackMax {
             old: old.trim().to_string(),
-        })
+            old_buckets: old_buckets.trim().to_string(),
+        };
+        std::fs::write(CT_MAX, max.to_string()).with_context(|| format!("writing {CT_MAX}"))?;
+        std::fs::write(CT_BUCKETS, max.to_string())
+            .with_context(|| format!("writing {CT_BUCKETS}"))?;
+        Ok(restore)
     }
 }
 
 impl Drop for ConntrackMax {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::write(CT_MAX, &self.old) {
-            eprintln!("warning: restoring {CT_MAX} to {}: {e}", self.old);
+        for (path, value) in [(CT_MAX, &self.old), (CT_BUCKETS, &self.old_buckets)] {
+            if let Err(e) = std::fs::write(path, value) {
+                eprintln!("warning: restoring {path} to {value}: {e}");
+            }
         }
     }
 }
@@ -482,8 +494,8 @@ pub(crate) fn new_flow_once(
         table,
         fps: out as f64 / secs,
         refused: installed.refused(&window_delta).map(|n| n as f64 / secs),
-        early_dropped: (system == System::Nftables)
-            .then(|| value(&window_delta, "ct_early_drop") as f64 / secs),
+        // Linux's conntrack statistics and swiftgate's counters share the name.
+        early_dropped: opened_here.map(|_| value(&window_delta, "ct_early_drop") as f64 / secs),
         offered: sent.0 as f64 / sent.1.as_secs_f64().max(1e-6),
         reached: (gw0b.rx_packets - gw0a.rx_packets) as f64 / secs,
         busy: busy_between(&cpua.cpus, &cpub.cpus),
@@ -524,9 +536,8 @@ pub(crate) fn new_flow_once(
         system.name(),
         r.counters
     );
-    // The table state held: below capacity nothing made room (swiftgate: the run opened too
-    // few flows for its LRU to evict; Linux: no early drop, no refusal); at capacity the
-    // table was still full at the end.
+    // The table state held: below capacity nothing made room (no early drop, no refusal, on
+    // either system); at capacity the table was still full at the end.
     match table {
         TableState::Below => {
             let made_room = value(&r.counters, "ct_early_drop") + value(&r.counters, "ct_drop");
@@ -655,15 +666,16 @@ pub(crate) fn new_flow_benchmark(
          flow's first packet passes, count every packet out of gw1). Refused = new flows the \
          path dropped for want of room in its table in the window (swiftgate: its drop \
          counters; Linux: conntrack's `drop` + `insert_failed`). Tables: below capacity both \
-         hold {} entries (swiftgate `conntrack_capacity`, Linux `nf_conntrack_max`), emptied \
+         hold {} entries (swiftgate `[conntrack] capacity`, Linux `nf_conntrack_max`), emptied \
          before every run (swiftgate's maps are new, Linux's are flushed with `conntrack -F`) and \
          never filled (checked); at capacity both hold {} entries and are filled with unreplied \
          flows by a first pass of distinct flows ({}× the size, at {} flows/s) before the \
          window, so every new flow needs an old one's place (Linux: early drop of an \
-         unreplied entry; swiftgate: its LRU evicts). `nf_conntrack_max` is host-wide (only \
+         unreplied entry, on both systems; swiftgate counts it in `ct_early_drop`). `nf_conntrack_max` is host-wide (only \
          the initial namespace may set it): the benchmark sets it for the Linux runs and puts \
-         it back after each; the conntrack hash table has {buckets} buckets (host-wide, \
-         left alone). {} round(s), order rotated between rounds. {setup}. CPU busy in the last \
+         it back after each, and gives Linux's conntrack hash table as many buckets as entries \
+         for those runs (`hashsize`, host-wide; {buckets} otherwise), as swiftgate's hash maps \
+         have. {} round(s), order rotated between rounds. {setup}. CPU busy in the last \
          second before the runs: {} (after waiting {waited} s for the machine to settle).\n",
         DPORT_BASE + DPORTS - 1,
         if same_cpu {
@@ -771,7 +783,7 @@ pub(crate) fn new_flow_benchmark(
     }
     writeln!(
         o,
-        "Every run: new flows forwarded, refused and (Linux) early-dropped per second in the \
+        "Every run: new flows forwarded, refused and early-dropped per second in the \
          window, generator rate, rate reaching gw0, CPU busy, table entries before the window \
          (after the flush or prefill) and after the run, the path's new-flow count and the \
          kernel's IP forwarding count over gw1's (proof of the path), and the path's counters \

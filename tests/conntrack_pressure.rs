@@ -250,18 +250,21 @@ fn talk(listener: &TcpListener, log: &Mutex<TalkerLog>, stop: &AtomicBool) {
                     }
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if transient(&e) => {}
             Err(e) => {
                 lock(log).error = Some(format!("reading: {e}"));
                 return;
             }
         }
     }
+}
+
+/// A read error that only means "nothing yet" (read timeout, signal).
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 /// What the overlay client of the established flow received.
@@ -362,12 +365,7 @@ fn listen(mut stream: TcpStream, log: &Mutex<ClientLog>, stop: &AtomicBool) {
                     }
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if transient(&e) => {}
             Err(e) => {
                 lock(log).error = Some(format!("reading: {e}"));
                 return;

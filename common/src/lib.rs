@@ -109,6 +109,9 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/swiftgate";
 pub mod capacity {
     /// Conntrack entries (and reply entries).
     pub const CONNTRACK: u32 = 262_144;
+    /// Sources whose flows are counted for their shares at most (overlay peers and LAN hosts
+    /// with flows); further sources are admitted uncounted.
+    pub const SOURCES: u32 = 262_144;
     /// Recently created IPv4 flows (of all CPUs) that early drop looks through for an
     /// unreplied one to replace (a power of two; IPv6: a quarter).
     pub const RECENT: u32 = 16_384;

@@ -34,11 +34,11 @@ use crate::{ct, metrics::count};
 /// that stays valid (the count is lost, never another source's).
 #[map(name = "SG_CT_SOURCES")]
 pub(crate) static SOURCES: HashMap<SourceKey, SourceUse> =
-    HashMap::pinned(capacity::CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+    HashMap::pinned(capacity::SOURCES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 /// Flows of each source the agent removed.
 #[map(name = "SG_CT_FREED")]
 pub(crate) static FREED: HashMap<SourceKey, SourceFreed> =
-    HashMap::pinned(capacity::CONNTRACK, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+    HashMap::pinned(capacity::SOURCES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 /// Reply keys of the IPv4 flows created lately, by any CPU (a ring, [`capacity::RECENT`]
 /// slots).
 #[map(name = "SG_CT_RECENT4")]

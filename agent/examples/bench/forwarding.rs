@@ -1078,17 +1078,7 @@ pub(crate) fn forwarding_benchmark(
     writeln!(
         o,
         "Median (best) over the rounds{}:\n",
-        if disturbed > 0 {
-            format!(
-                "; {disturbed} of {} runs were disturbed by other processes (their CPU time \
-                 above {:.0}% of the machine in the window, marked ⚠ below) and are left out \
-                 wherever an undisturbed run of the same kind exists",
-                runs.len(),
-                DISTURBED * 100.0
-            )
-        } else {
-            String::new()
-        }
+        disturbed_note(disturbed, runs.len())
     )?;
     writeln!(
         o,
@@ -1210,4 +1200,18 @@ pub(crate) fn forwarding_benchmark(
     }
     writeln!(o)?;
     Ok(o)
+}
+
+/// What the report's "Median (best) over the rounds" line adds when `disturbed` of `total`
+/// runs were disturbed (empty when none was).
+pub(crate) fn disturbed_note(disturbed: usize, total: usize) -> String {
+    if disturbed == 0 {
+        return String::new();
+    }
+    format!(
+        "; {disturbed} of {total} runs were disturbed by other processes (their CPU time above \
+         {:.0}% of the machine in the window, marked ⚠ below) and are left out wherever an \
+         undisturbed run of the same kind exists",
+        DISTURBED * 100.0
+    )
 }

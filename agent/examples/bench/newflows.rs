@@ -716,17 +716,7 @@ pub(crate) fn new_flow_benchmark(
     writeln!(
         o,
         "Median (best) over the rounds{}:\n",
-        if disturbed > 0 {
-            format!(
-                "; {disturbed} of {} runs were disturbed by other processes (their CPU time \
-                 above {:.0}% of the machine in the window, marked ⚠ below) and are left out \
-                 wherever an undisturbed run of the same kind exists",
-                runs.len(),
-                DISTURBED * 100.0
-            )
-        } else {
-            String::new()
-        }
+        disturbed_note(disturbed, runs.len())
     )?;
     writeln!(
         o,

@@ -64,6 +64,7 @@ impl Dataplane {
         fs::create_dir_all(link_dir(&opts.pin_path))?;
         check_pinned_layout(&maps_dir)?;
         let (cap, cap6) = (opts.conntrack_capacity, opts.conntrack_capacity_v6);
+        let sources = cap.saturating_add(cap6).min(common::capacity::SOURCES);
         let mut loader = EbpfLoader::new();
         if std::env::var_os("SWIFTGATE_VERIFIER_LOG").is_some() {
             // Developers: the verifier's reasons (and the tail of its trace) on a rejection.
@@ -75,6 +76,10 @@ impl Dataplane {
             .map_max_entries(maps::CT_REPLY4, cap)
             .map_max_entries(maps::CONNTRACK6, cap6)
             .map_max_entries(maps::CT_REPLY6, cap6)
+            // Entries are allocated as used, but the hash buckets are not: a source per flow,
+            // up to capacity::SOURCES (4 MiB of buckets each).
+            .map_max_entries(maps::CT_SOURCES, sources)
+            .map_max_entries(maps::CT_FREED, sources)
             .load(OBJECT)
             .context("loading the eBPF object (a pinned map of another size? run `swiftgate down` first)")?;
         for name in [

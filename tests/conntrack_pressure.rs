@@ -115,6 +115,9 @@ const B_FIRST_AFTER: Duration = Duration::from_millis(500);
 const MAX_LIFETIME: Duration = Duration::from_secs(120);
 /// Read timeout of the talker's sockets: how quickly they notice their stop flag.
 const POLL: Duration = Duration::from_millis(50);
+/// How long after the checks the agent has to log its pressure warning (its garbage
+/// collector runs every 10 s).
+const WARNING_WAIT: Duration = Duration::from_secs(12);
 
 const LOG: &str = "[conntrack_pressure]";
 
@@ -1178,6 +1181,40 @@ fn run_scenario(variant: Variant) {
             }),
         ),
     }
+
+    // The agent's warning: its garbage collector (every 10 s) reports the refusals or early
+    // drops since its last pass, naming A among the sources holding the most; with early drop
+    // alone the table also crossed the warning threshold (90 %).
+    let mut wanted = vec!["conntrack under pressure since the last check"];
+    if variant == Variant::EarlyDropOnly {
+        wanted.push("conntrack table filling up");
+    }
+    let deadline = Instant::now() + WARNING_WAIT;
+    let warned = loop {
+        let agent_log = t.agent().map(|a| a.log()).unwrap_or_default();
+        let pressure_line = agent_log
+            .lines()
+            .find(|l| l.contains(wanted[0]) && l.contains(&a))
+            .map(str::to_owned);
+        let all = wanted.iter().all(|w| agent_log.contains(w));
+        if let (Some(line), true) = (&pressure_line, all) {
+            break Ok(line.clone());
+        }
+        if Instant::now() >= deadline {
+            break Err(format!(
+                "within {} s of the flood's end the log has {:?} (each with {a} for the first): \
+                 {}",
+                WARNING_WAIT.as_secs(),
+                wanted
+                    .iter()
+                    .map(|w| (w, agent_log.contains(w)))
+                    .collect::<Vec<_>>(),
+                pressure_line.as_deref().unwrap_or("no pressure line")
+            ));
+        }
+        thread::sleep(POLL * 4);
+    };
+    checks.check("the agent's log warns of the pressure, naming A", warned);
 
     eprintln!("{log} done in {:.1} s", secs(test_started.elapsed()));
     drop(client);

@@ -104,6 +104,7 @@ fn status_of(e: ServiceError) -> Status {
             tracing::error!(error = %s, "store error in gRPC call");
             Status::internal("internal error")
         }
+        ServiceError::Forbidden(s) => Status::permission_denied(s),
     }
 }
 

@@ -4,7 +4,9 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
+pub mod events;
 pub mod grpc;
 pub mod model;
 pub mod netmap;

@@ -2,6 +2,7 @@
 //! admin CLI over its REST API.
 
 use clap::Parser;
+use swiftgate_management::api::{AllowedHosts, ApiConfig, AuthMode, HttpLimits};
 use swiftgate_management::cli::{Cli, Command, run_client};
 use swiftgate_management::grpc::PeerServices;
 use swiftgate_management::server::{ServeConfig, run};
@@ -18,12 +19,28 @@ fn main() -> std::process::ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .init();
+            if cli.token.is_some() || cli.token_file.is_some() {
+                eprintln!(
+                    "error: --token and --token-file are for client commands; `serve` issues \
+                     tokens itself (its first start writes an admin token to <data-dir>/{})",
+                    swiftgate_management::server::ADMIN_TOKEN_FILE
+                );
+                return std::process::ExitCode::FAILURE;
+            }
             let cfg = ServeConfig {
                 data_dir: args.data_dir.clone(),
                 init: args.init,
                 listen: args.listen,
                 grpc_listen: (!args.no_grpc).then_some(args.grpc_listen),
-                admin_token: cli.token.clone(),
+                api: ApiConfig {
+                    auth: if args.insecure_no_auth {
+                        AuthMode::InsecureNoAuth
+                    } else {
+                        AuthMode::Tokens
+                    },
+                    hosts: AllowedHosts::new(args.api_hosts.iter().cloned()),
+                },
+                limits: HttpLimits::default(),
                 peer_services: PeerServices {
                     signal: args.signal.clone(),
                     signal_tls: args.signal_tls,

@@ -26,8 +26,10 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// gRPC management service address; `None` disables it.
     pub grpc_listen: Option<SocketAddr>,
-    /// Bearer token the admin API requires, if set.
-    pub admin_token: Option<String>,
+    /// Who may call the admin API, under which names.
+    pub api: crate::api::ApiConfig,
+    /// The admin API's connection and time limits.
+    pub limits: crate::api::HttpLimits,
     /// Signal/STUN/relay servers announced to agents.
     pub peer_services: crate::grpc::PeerServices,
 }
@@ -37,6 +39,62 @@ impl ServeConfig {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join(DB_FILE)
     }
+
+    /// The file the first start's admin token is written to.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join(ADMIN_TOKEN_FILE)
+    }
+}
+
+/// Name of the admin token file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Lifetime of the admin token a first start issues, in days (the longest a token may have).
+pub const ADMIN_TOKEN_DAYS: u64 = 365;
+
+/// On a server without users, or without its admin token file: creates the owner user (once)
+/// and a new token for it, and writes the token to `path`, readable only by this user. An
+/// existing file is left alone while the server has users. Returns whether a token was
+/// written.
+pub fn ensure_admin_token(svc: &Service, path: &std::path::Path) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.exists() && !svc.users().is_empty() {
+        return Ok(false);
+    }
+    let owner = svc.bootstrap_owner().context("creating the owner user")?;
+    let (t, clear) = svc
+        .create_token(
+            &owner,
+            &owner,
+            "admin token (first start)",
+            ADMIN_TOKEN_DAYS,
+        )
+        .context("issuing the admin token")?;
+    // A stale file (from a database that is gone) is replaced.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(format!("{clear}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(
+        file = %path.display(),
+        token = %t.id,
+        expires_in_days = ADMIN_TOKEN_DAYS,
+        "issued an admin access token for the owner user; it is in this file, readable only \
+         by this user (use `swiftgate-management --token-file <file> ...`, or send \
+         `Authorization: Token <token>`); delete the file and restart for a new one"
+    );
+    Ok(true)
 }
 
 async fn shutdown_signal() {
@@ -81,8 +139,22 @@ pub async fn run_until(
     cfg: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    if !cfg.data_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    }
+    if cfg.api.auth == crate::api::AuthMode::InsecureNoAuth {
+        anyhow::ensure!(
+            cfg.listen.ip().is_loopback(),
+            "--insecure-no-auth serves the admin API without authentication and is allowed on \
+             a loopback address only (not {})",
+            cfg.listen
+        );
+    }
     let db = cfg.db_path();
     let svc = {
         let db2 = db.clone();
@@ -94,6 +166,21 @@ pub async fn run_until(
     };
     let svc = Arc::new(svc);
     tracing::info!(db = %db.display(), serial = svc.account().serial, "store open");
+    match cfg.api.auth {
+        crate::api::AuthMode::Tokens => {
+            let svc2 = svc.clone();
+            let path = cfg.admin_token_path();
+            tokio::task::spawn_blocking(move || ensure_admin_token(&svc2, &path))
+                .await
+                .context("issuing the admin token")??;
+        }
+        crate::api::AuthMode::InsecureNoAuth => tracing::warn!(
+            listen = %cfg.listen,
+            "THE ADMIN API IS UNAUTHENTICATED (--insecure-no-auth): anyone who can reach {} \
+             controls this network; for development only",
+            cfg.listen
+        ),
+    }
     let housekeeping = svc.spawn_housekeeping(Duration::from_secs(30));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -107,8 +194,8 @@ pub async fn run_until(
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the admin API to {}", cfg.listen))?;
-    let app = crate::api::router(svc.clone(), cfg.admin_token.clone());
-    let mut rest = tokio::spawn(crate::api::serve(listener, app, stopped()));
+    let app = crate::api::router(svc.clone(), cfg.api.clone());
+    let mut rest = tokio::spawn(crate::api::serve(listener, app, cfg.limits, stopped()));
 
     let grpc = match cfg.grpc_listen {
         Some(addr) => {

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use swiftgate_management::api;
+use swiftgate_management::api::ApiConfig;
 use swiftgate_management::service::Service;
 use swiftgate_management::store::{DB_FILE, Store};
 use tower::ServiceExt as _;
@@ -19,33 +20,63 @@ fn wg_key(i: u8) -> String {
     base64::engine::general_purpose::STANDARD.encode([i; 32])
 }
 
-async fn call(
-    app: &Router,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    call_raw(app, method, path, body.map(|b| b.to_string()), None).await
+/// The router and an owner's token, which every helper but [`call_as`] sends.
+#[derive(Clone)]
+struct Api {
+    router: Router,
+    token: String,
+}
+
+impl Api {
+    /// The API over `svc` with its default configuration (tokens required), and a token of
+    /// the first start's owner.
+    fn new(svc: Arc<Service>) -> Api {
+        let owner = svc.bootstrap_owner().unwrap();
+        let (_, token) = svc.create_token(&owner, &owner, "tests", 1).unwrap();
+        Api {
+            router: api::router(svc, ApiConfig::default()),
+            token,
+        }
+    }
+}
+
+async fn call(app: &Api, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    call_raw(app, method, path, body.map(|b| b.to_string())).await
 }
 
 async fn call_raw(
-    app: &Router,
+    app: &Api,
     method: Method,
     path: &str,
     body: Option<String>,
-    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let auth = format!("Token {}", app.token);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    call_as(app, method, path, body, &headers).await
+}
+
+/// A request with exactly `headers` (and `Host: 127.0.0.1:8080` unless they have a Host).
+async fn call_as(
+    app: &Api,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
 ) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", "127.0.0.1:8080");
     }
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let req = req
         .body(body.map(Body::from).unwrap_or_else(Body::empty))
         .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let v = if bytes.is_empty() {
@@ -56,14 +87,14 @@ async fn call_raw(
     (status, v)
 }
 
-async fn ok(app: &Router, method: Method, path: &str, body: Option<Value>) -> Value {
+async fn ok(app: &Api, method: Method, path: &str, body: Option<Value>) -> Value {
     let (s, v) = call(app, method.clone(), path, body).await;
     assert!(s.is_success(), "{method} {path}: {s} {v}");
     v
 }
 
 /// The Berlin Office set-up through the API: groups, keys, peers, Network, resources, router.
-async fn berlin(app: &Router) -> (Value, Value) {
+async fn berlin(app: &Api) -> (Value, Value) {
     ok(app, Method::DELETE, "/api/policies/Default", None).await;
     ok(
         app,
@@ -141,9 +172,9 @@ async fn berlin(app: &Router) -> (Value, Value) {
     (alice, gw)
 }
 
-fn app() -> (Router, Arc<Service>) {
+fn app() -> (Api, Arc<Service>) {
     let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
-    (api::router(svc.clone(), None), svc)
+    (Api::new(svc.clone()), svc)
 }
 
 #[tokio::test]
@@ -184,7 +215,7 @@ async fn berlin_office_walkthrough_through_the_api() {
         })),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{pol}");
+    assert_eq!(s, StatusCode::OK, "{pol}");
 
     let m = ok(
         &app,
@@ -278,7 +309,7 @@ async fn validation_matrix_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join(DB_FILE);
     let svc = Arc::new(Service::open(&db).unwrap());
-    let app = api::router(svc.clone(), None);
+    let app = Api::new(svc.clone());
     berlin(&app).await;
     ok(
         &app,
@@ -616,14 +647,7 @@ async fn validation_matrix_changes_nothing() {
         assert_eq!(svc.account(), before, "{method} {path} changed the account");
     }
     // Malformed JSON.
-    let (s, v) = call_raw(
-        &app,
-        Method::POST,
-        "/api/groups",
-        Some("{not json".into()),
-        None,
-    )
-    .await;
+    let (s, v) = call_raw(&app, Method::POST, "/api/groups", Some("{not json".into())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(
         v["error"]
@@ -646,7 +670,7 @@ async fn restart_keeps_everything() {
     let db = dir.path().join(DB_FILE);
     let before = {
         let svc = Arc::new(Service::open(&db).unwrap());
-        let app = api::router(svc.clone(), None);
+        let app = Api::new(svc.clone());
         berlin(&app).await;
         ok(
             &app,
@@ -672,7 +696,7 @@ async fn restart_keeps_everything() {
     };
     let svc = Arc::new(Service::open(&db).unwrap());
     assert_eq!(svc.account(), before);
-    let app = api::router(svc.clone(), None);
+    let app = Api::new(svc.clone());
     let m = ok(
         &app,
         Method::GET,
@@ -684,17 +708,447 @@ async fn restart_keeps_everything() {
     assert_eq!(m["serial"].as_u64(), Some(before.serial));
 }
 
+/// Every route of the API, with a method it answers (for the "no token, no answer" check).
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/health"),
+    ("GET", "/api/peers"),
+    ("POST", "/api/peers"),
+    ("GET", "/api/peers/x"),
+    ("PUT", "/api/peers/x"),
+    ("DELETE", "/api/peers/x"),
+    ("POST", "/api/peers/x/approve"),
+    ("GET", "/api/peers/x/network-map"),
+    ("GET", "/api/peers/x/posture"),
+    ("GET", "/api/groups"),
+    ("POST", "/api/groups"),
+    ("PUT", "/api/groups/x"),
+    ("DELETE", "/api/groups/x"),
+    ("GET", "/api/settings"),
+    ("PUT", "/api/settings"),
+    ("GET", "/api/networks"),
+    ("GET", "/api/networks/routers"),
+    ("POST", "/api/networks"),
+    ("PUT", "/api/networks/x"),
+    ("GET", "/api/resources"),
+    ("POST", "/api/networks/x/resources"),
+    ("DELETE", "/api/networks/x/resources/y"),
+    ("POST", "/api/networks/x/routers"),
+    ("DELETE", "/api/networks/x/routers/y"),
+    ("GET", "/api/policies"),
+    ("POST", "/api/policies"),
+    ("POST", "/api/policies/x/enable"),
+    ("DELETE", "/api/policies/x"),
+    ("GET", "/api/setup-keys"),
+    ("POST", "/api/setup-keys"),
+    ("POST", "/api/setup-keys/x/revoke"),
+    ("GET", "/api/posture-checks"),
+    ("POST", "/api/posture-checks"),
+    ("GET", "/api/users"),
+    ("POST", "/api/users"),
+    ("GET", "/api/users/current"),
+    ("PUT", "/api/users/x"),
+    ("DELETE", "/api/users/x"),
+    ("GET", "/api/users/x/tokens"),
+    ("POST", "/api/users/x/tokens"),
+    ("DELETE", "/api/users/x/tokens/y"),
+    ("GET", "/api/events/audit"),
+    ("GET", "/api/events"),
+    ("GET", "/api/no-such-route"),
+];
+
 #[tokio::test]
-async fn bearer_token_is_required_when_configured() {
-    let svc = Arc::new(Service::new(Store::open_in_memory().unwrap()).unwrap());
-    let app = api::router(svc, Some("s3cret".into()));
-    let (s, v) = call_raw(&app, Method::GET, "/api/peers", None, None).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(v["error"].as_str().unwrap().contains("bearer token"));
-    let (s, _) = call_raw(&app, Method::GET, "/api/peers", None, Some("wrong")).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = call_raw(&app, Method::GET, "/api/peers", None, Some("s3cret")).await;
-    assert_eq!(s, StatusCode::OK);
+async fn no_valid_token_no_answer_on_any_route() {
+    let (app, svc) = app();
+    let before = svc.account();
+    let forged = "nbp_".to_string() + &"A".repeat(36);
+    let other_server = swiftgate_management::auth::token::generate();
+    let bearer = format!("Bearer {}", app.token);
+    let bad: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("no header", vec![]),
+        (
+            "basic auth",
+            vec![("authorization", "Basic YWRtaW46YWRtaW4=")],
+        ),
+        ("empty token", vec![("authorization", "Token ")]),
+        ("forged token", vec![("authorization", forged.as_str())]),
+        (
+            "token of another server",
+            vec![("authorization", "Token x")],
+        ),
+    ];
+    let unknown = format!("Token {other_server}");
+    for (method, path) in ROUTES {
+        let m: Method = method.parse().unwrap();
+        for (what, headers) in bad
+            .iter()
+            .map(|(w, h)| (*w, h.clone()))
+            .chain([("unknown token", vec![("authorization", unknown.as_str())])])
+        {
+            let (s, v) = call_as(&app, m.clone(), path, None, &headers).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {method} {path}: {v}");
+            assert_eq!(v["code"], 401, "{v}");
+        }
+        // Both header forms of a valid token get past authentication.
+        for h in [bearer.as_str(), &format!("Token {}", app.token)] {
+            let (s, v) = call_as(&app, m.clone(), path, None, &[("authorization", h)]).await;
+            assert_ne!(s, StatusCode::UNAUTHORIZED, "{method} {path}: {v}");
+        }
+    }
+    assert_eq!(svc.account().groups, before.groups);
+}
+
+#[tokio::test]
+async fn roles_tokens_blocking_and_revocation() {
+    let (app, svc) = app();
+    let group = ok(
+        &app,
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "Ops"})),
+    )
+    .await;
+    // An auditor (service user) and a token for it, made by the owner.
+    let auditor = ok(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!({"name": "ci-audit", "role": "auditor", "is_service_user": true, "auto_groups": []})),
+    )
+    .await;
+    let aid = auditor["id"].as_str().unwrap();
+    let made = ok(
+        &app,
+        Method::POST,
+        &format!("/api/users/{aid}/tokens"),
+        Some(json!({"name": "ci", "expires_in": 30})),
+    )
+    .await;
+    let plain = made["plain_token"].as_str().unwrap().to_string();
+    assert!(plain.starts_with("nbp_") && plain.len() == 40, "{made}");
+    let tid = made["personal_access_token"]["id"].as_str().unwrap();
+    let listed = ok(&app, Method::GET, &format!("/api/users/{aid}/tokens"), None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(
+        !listed.to_string().contains(&plain),
+        "the secret is shown once"
+    );
+    let aud = Api {
+        router: app.router.clone(),
+        token: plain.clone(),
+    };
+    // Read-only: reads pass, every write is 403 and changes nothing.
+    assert_eq!(
+        call(&aud, Method::GET, "/api/groups", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&aud, Method::GET, "/api/events/audit", None).await.0,
+        StatusCode::OK
+    );
+    let before = svc.account();
+    for (m, path, body) in [
+        (Method::POST, "/api/groups", json!({"name": "Sneaky"})),
+        (
+            Method::PUT,
+            &*format!("/api/groups/{}", group["id"].as_str().unwrap()),
+            json!({"name": "X"}),
+        ),
+        (Method::POST, "/api/setup-keys", json!({"name": "k"})),
+        (
+            Method::PUT,
+            "/api/settings",
+            json!({"peer_approval_required": true}),
+        ),
+        (
+            Method::POST,
+            "/api/users",
+            json!({"name": "x", "role": "owner", "is_service_user": true}),
+        ),
+    ] {
+        let (s, v) = call(&aud, m.clone(), path, Some(body)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{m} {path}: {v}");
+    }
+    assert_eq!(svc.account(), before);
+    // It may manage its own tokens, not the owner's.
+    let me = ok(&aud, Method::GET, "/api/users/current", None).await;
+    assert_eq!(me["id"], aid);
+    assert_eq!(me["permissions"]["modules"]["groups"]["create"], false);
+    let owner = svc.bootstrap_owner().unwrap();
+    let (s, _) = call(
+        &aud,
+        Method::GET,
+        &format!("/api/users/{owner}/tokens"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "auditors read everything");
+    let (s, _) = call(
+        &aud,
+        Method::POST,
+        &format!("/api/users/{owner}/tokens"),
+        Some(json!({"name": "steal", "expires_in": 1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Bad lifetimes are refused.
+    let (s, v) = call(
+        &aud,
+        Method::POST,
+        &format!("/api/users/{aid}/tokens"),
+        Some(json!({"name": "long", "expires_in": 366})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // Blocking the user refuses its token at once; unblocking restores it.
+    ok(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{aid}"),
+        Some(json!({"role": "auditor", "auto_groups": [], "is_blocked": true})),
+    )
+    .await;
+    assert_eq!(
+        call(&aud, Method::GET, "/api/groups", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    ok(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{aid}"),
+        Some(json!({"is_blocked": false})),
+    )
+    .await;
+    assert_eq!(
+        call(&aud, Method::GET, "/api/groups", None).await.0,
+        StatusCode::OK
+    );
+    // Deleting the token refuses it from the next request on.
+    ok(
+        &app,
+        Method::DELETE,
+        &format!("/api/users/{aid}/tokens/{tid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        call(&aud, Method::GET, "/api/groups", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The last owner stays.
+    let (s, v) = call(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{owner}"),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // A plain user sees only itself.
+    let u = ok(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!({"email": "eve@example.com", "role": "user"})),
+    )
+    .await;
+    let uid = u["id"].as_str().unwrap();
+    let t = ok(
+        &app,
+        Method::POST,
+        &format!("/api/users/{uid}/tokens"),
+        Some(json!({"name": "t", "expires_in": 1})),
+    )
+    .await;
+    let eve = Api {
+        router: app.router.clone(),
+        token: t["plain_token"].as_str().unwrap().into(),
+    };
+    assert_eq!(
+        call(&eve, Method::GET, "/api/peers", None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&eve, Method::GET, "/api/users/current", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&eve, Method::GET, &format!("/api/users/{uid}/tokens"), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Deleting a user takes its tokens.
+    ok(&app, Method::DELETE, &format!("/api/users/{uid}"), None).await;
+    assert_eq!(
+        call(&eve, Method::GET, "/api/users/current", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn browser_attacks_and_oversize_bodies_are_refused() {
+    let (app, svc) = app();
+    let before = svc.account();
+    let auth = format!("Token {}", app.token);
+    let form = Some("name=Evil".to_string());
+    type Case<'a> = (
+        &'a str,
+        Method,
+        Option<String>,
+        Vec<(&'a str, &'a str)>,
+        StatusCode,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "cross-site form post",
+            Method::POST,
+            form.clone(),
+            vec![
+                ("authorization", &auth),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "text/plain post (no preflight)",
+            Method::POST,
+            Some(r#"{"name":"Evil"}"#.into()),
+            vec![("authorization", &auth), ("content-type", "text/plain")],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "foreign Host (DNS rebinding)",
+            Method::POST,
+            Some(r#"{"name":"Evil"}"#.into()),
+            vec![
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("host", "rebind.attacker.example"),
+            ],
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+        (
+            "foreign Origin",
+            Method::POST,
+            Some(r#"{"name":"Evil"}"#.into()),
+            vec![
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("origin", "https://attacker.example"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "Sec-Fetch-Site cross-site",
+            Method::POST,
+            Some(r#"{"name":"Evil"}"#.into()),
+            vec![
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (what, m, body, headers, want) in cases {
+        let (s, v) = call_as(&app, m, "/api/groups", body, &headers).await;
+        assert_eq!(s, want, "{what}: {v}");
+    }
+    // A body over the limit: 413, nothing changed.
+    let big = json!({"name": "x".repeat(api::MAX_BODY + 10)}).to_string();
+    let (s, v) = call_raw(&app, Method::POST, "/api/groups", Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(svc.account(), before);
+}
+
+#[tokio::test]
+async fn every_change_is_in_the_activity_log() {
+    let (app, svc) = app();
+    let g = ok(
+        &app,
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "Ops"})),
+    )
+    .await;
+    let gid = g["id"].as_str().unwrap();
+    ok(
+        &app,
+        Method::PUT,
+        &format!("/api/groups/{gid}"),
+        Some(json!({"name": "Ops2"})),
+    )
+    .await;
+    // A refused change is not an activity.
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "Ops2"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let k = ok(
+        &app,
+        Method::POST,
+        "/api/setup-keys",
+        Some(json!({"name": "k1"})),
+    )
+    .await;
+    let owner = svc.bootstrap_owner().unwrap();
+    let t = ok(
+        &app,
+        Method::POST,
+        &format!("/api/users/{owner}/tokens"),
+        Some(json!({"name": "t", "expires_in": 1})),
+    )
+    .await;
+    let ev = ok(&app, Method::GET, "/api/events/audit", None).await;
+    let ev = ev.as_array().unwrap();
+    let codes: Vec<&str> = ev
+        .iter()
+        .map(|e| e["activity_code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "personal.access.token.create",
+            "setupkey.add",
+            "group.update",
+            "group.add"
+        ],
+        "newest first"
+    );
+    assert_eq!(ev[3]["target_id"], gid);
+    assert_eq!(ev[3]["meta"]["name"], "Ops");
+    assert_eq!(ev[3]["initiator_id"], owner.as_str());
+    assert_eq!(ev[3]["activity"], "Group created");
+    assert!(ev[3]["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(ev[1]["target_id"], k["id"]);
+    // NetBird's tokens events name the user; the token is in the details.
+    assert_eq!(ev[0]["target_id"], owner.as_str());
+    assert_eq!(ev[0]["meta"]["token_id"], t["personal_access_token"]["id"]);
+    assert!(
+        !ev[0]
+            .to_string()
+            .contains(t["plain_token"].as_str().unwrap())
+    );
+    assert!(
+        !serde_json::to_string(&ev)
+            .unwrap()
+            .contains(k["key"].as_str().unwrap()),
+        "no secrets in the log"
+    );
+    // Filters (swiftgate's addition).
+    let only = ok(
+        &app,
+        Method::GET,
+        &format!("/api/events/audit?target_id={gid}&limit=1"),
+        None,
+    )
+    .await;
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert_eq!(only[0]["activity_code"], "group.update");
 }
 
 #[tokio::test]

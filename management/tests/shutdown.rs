@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use swiftgate_management::api::{ApiConfig, HttpLimits};
 use swiftgate_management::cli::Client;
 use swiftgate_management::grpc::PeerServices;
 use swiftgate_management::server::{ServeConfig, run_until};
@@ -35,7 +36,8 @@ fn config(dir: &Path, grpc: bool, init: bool) -> ServeConfig {
         init,
         listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         grpc_listen: grpc.then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap()),
-        admin_token: None,
+        api: ApiConfig::default(),
+        limits: HttpLimits::default(),
         peer_services: PeerServices::default(),
     }
 }
@@ -69,8 +71,9 @@ async fn shutdown_with_a_sync_stream_open_stops_within_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
     let setup_key = tokio::task::spawn_blocking(move || {
-        Client::new(&api, None)
+        Client::new(&api, Some(token.trim().to_string()))
             .post(
                 "/api/setup-keys",
                 Some(&serde_json::json!({ "name": "test" })),

@@ -22,6 +22,8 @@ pub struct Mgmt {
     pub rest: String,
     /// gRPC (management and Signal) URL.
     pub grpc: String,
+    /// An owner's personal access token, which [`Mgmt::call`] sends.
+    pub token: String,
     ns_path: PathBuf,
     stop: Option<std_mpsc::Sender<()>>,
 }
@@ -45,6 +47,10 @@ impl Mgmt {
                 .unwrap();
             rt.block_on(async move {
                 let svc = Arc::new(Service::open(&db).expect("store"));
+                let owner = svc.bootstrap_owner().expect("owner user");
+                let (_, token) = svc
+                    .create_token(&owner, &owner, "tests", 1)
+                    .expect("admin token");
                 let (stop_w, stop_r) = tokio::sync::watch::channel(false);
                 let stopped = move || {
                     let mut r = stop_r.clone();
@@ -54,8 +60,13 @@ impl Mgmt {
                 };
                 let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let rest_addr = rest.local_addr().unwrap();
-                let app = swiftgate_management::api::router(svc.clone(), None);
-                tokio::spawn(swiftgate_management::api::serve(rest, app, stopped()));
+                let app = swiftgate_management::api::router(svc.clone(), Default::default());
+                tokio::spawn(swiftgate_management::api::serve(
+                    rest,
+                    app,
+                    Default::default(),
+                    stopped(),
+                ));
                 let g = tokio::net::TcpListener::bind(format!("{underlay}:0"))
                     .await
                     .unwrap();
@@ -66,19 +77,24 @@ impl Mgmt {
                 };
                 let server = grpc::Grpc::new(svc.clone(), services).expect("gRPC service");
                 grpc::serve_on(server, g, stopped()).unwrap();
-                tx.send((format!("http://{rest_addr}"), format!("http://{g_addr}")))
-                    .unwrap();
+                tx.send((
+                    format!("http://{rest_addr}"),
+                    format!("http://{g_addr}"),
+                    token,
+                ))
+                .unwrap();
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 let _ = stop_w.send(true);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             });
         });
-        let (rest, grpc) = rx
+        let (rest, grpc, token) = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("management server up");
         Mgmt {
             rest,
             grpc,
+            token,
             ns_path,
             stop: Some(stop_tx),
         }
@@ -88,17 +104,18 @@ impl Mgmt {
     pub fn call(&self, method: &str, path: &str, body: Option<Value>, expect_error: bool) -> Value {
         let url = format!("{}{path}", self.rest);
         let method = method.to_string();
+        let auth = format!("Token {}", self.token);
         super::netns::run_in(&self.ns_path, move || {
             let agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .build()
                 .new_agent();
             let mut resp = match (method.as_str(), body) {
-                ("GET", _) => agent.get(&url).call(),
-                ("DELETE", _) => agent.delete(&url).call(),
-                ("POST", Some(b)) => agent.post(&url).send_json(b),
-                ("POST", None) => agent.post(&url).send_empty(),
-                ("PUT", Some(b)) => agent.put(&url).send_json(b),
+                ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+                ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
+                ("POST", Some(b)) => agent.post(&url).header("authorization", &auth).send_json(b),
+                ("POST", None) => agent.post(&url).header("authorization", &auth).send_empty(),
+                ("PUT", Some(b)) => agent.put(&url).header("authorization", &auth).send_json(b),
                 (m, _) => panic!("method {m}"),
             }
             .expect("HTTP");

@@ -20,9 +20,12 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON shape of every error.
+/// The JSON shape of every error: NetBird's `message` and `code`, and `error` (the same
+/// message, the name this API used first).
 #[derive(Serialize)]
 struct ErrorBody<'a> {
+    message: &'a str,
+    code: u16,
     error: &'a str,
 }
 
@@ -49,6 +52,8 @@ impl IntoResponse for ApiError {
         (
             self.status,
             Json(ErrorBody {
+                message: &self.message,
+                code: self.status.as_u16(),
                 error: &self.message,
             }),
         )
@@ -78,6 +83,7 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %s, "store error");
                 ApiError::internal()
             }
+            ServiceError::Forbidden(s) => ApiError::new(StatusCode::FORBIDDEN, s),
         }
     }
 }
@@ -102,6 +108,9 @@ where
             Err(rej) => {
                 let status = match &rej {
                     JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
                     _ => StatusCode::BAD_REQUEST,
                 };
                 Err(ApiError::new(

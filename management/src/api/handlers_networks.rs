@@ -39,7 +39,7 @@ pub async fn create(
     })
     .await?;
     let a = svc.account();
-    Ok((StatusCode::CREATED, Json(NetworkView::new(&a, &n))))
+    Ok((StatusCode::OK, Json(NetworkView::new(&a, &n))))
 }
 
 /// `PUT /api/networks/{id}`.
@@ -143,7 +143,7 @@ pub async fn create_resource(
     })
     .await?;
     let a = svc.account();
-    Ok((StatusCode::CREATED, Json(ResourceView::new(&a, &r))))
+    Ok((StatusCode::OK, Json(ResourceView::new(&a, &r))))
 }
 
 /// `PUT /api/networks/{id}/resources/{rid}`.
@@ -177,6 +177,12 @@ pub async fn delete_resource(
         })
         .await?,
     ))
+}
+
+/// `GET /api/networks/routers`: every routing peer of every Network.
+pub async fn all_routers(State(svc): State<AppState>) -> Json<Vec<RouterView>> {
+    let a = svc.account();
+    Json(a.routers.values().map(|r| RouterView::new(&a, r)).collect())
 }
 
 /// `GET /api/networks/{id}/routers`.
@@ -216,7 +222,7 @@ pub async fn create_router(
     })
     .await?;
     let a = svc.account();
-    Ok((StatusCode::CREATED, Json(RouterView::new(&a, &r))))
+    Ok((StatusCode::OK, Json(RouterView::new(&a, &r))))
 }
 
 /// `PUT /api/networks/{id}/routers/{rid}`.

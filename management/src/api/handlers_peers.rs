@@ -47,7 +47,7 @@ pub async fn register(
     })
     .await?;
     let a = svc.account();
-    Ok((StatusCode::CREATED, Json(PeerView::new(&a, &p))))
+    Ok((StatusCode::OK, Json(PeerView::new(&a, &p))))
 }
 
 /// `PUT /api/peers/{id}`: name, groups, approved.
@@ -121,7 +121,7 @@ pub async fn create_group(
     })
     .await?;
     let a = svc.account();
-    Ok((StatusCode::CREATED, Json(GroupView::new(&a, &g))))
+    Ok((StatusCode::OK, Json(GroupView::new(&a, &g))))
 }
 
 /// `PUT /api/groups/{id}`.

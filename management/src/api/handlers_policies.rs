@@ -30,7 +30,7 @@ pub async fn create(
         s.mutate("create_policy", |a, _| a.create_policy(&input))
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(p)))
+    Ok((StatusCode::OK, Json(p)))
 }
 
 /// `PUT /api/policies/{id}`.
@@ -118,7 +118,7 @@ pub async fn create_key(
     })
     .await?;
     Ok((
-        StatusCode::CREATED,
+        StatusCode::OK,
         Json(CreatedSetupKey {
             view: SetupKeyView::new(&k, now_secs()),
             key: text,
@@ -176,7 +176,7 @@ pub async fn create_posture(
         })
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(p)))
+    Ok((StatusCode::OK, Json(p)))
 }
 
 /// `PUT /api/posture-checks/{id}`.

@@ -1,25 +1,33 @@
-//! The admin REST API (JSON over HTTP, axum). Every object is addressed by id or unique name.
-//! Every refused request gets a 4xx `{ "error": "..." }` naming the problem and changes
-//! nothing. Bind it to loopback (the default) or put it behind an authenticating proxy; an
-//! optional bearer token is checked when configured.
+//! The admin REST API (JSON over HTTP/1.1, axum), shaped as NetBird's where it models the
+//! same things. Every object is addressed by id or unique name. Every refused request gets a
+//! 4xx `{ "message": "...", "code": 4xx }` naming the problem and changes nothing.
+//!
+//! Every request is authenticated with a personal access token (`Authorization: Token ...`,
+//! or `Bearer`) and authorised by its user's role; Host, cross-site and content-type checks
+//! come first ([`guard`]); connection and time limits are those of [`serve`]. Successful
+//! changes are recorded in the activity log ([`audit`]).
 
+mod audit;
 mod error;
+pub mod guard;
 mod handlers_networks;
 mod handlers_peers;
 mod handlers_policies;
+mod handlers_users;
+pub mod serve;
 pub mod views;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{get, post};
 
 pub use error::{ApiError, ApiResult, JsonBody};
+pub use guard::{AllowedHosts, AuthMode};
+pub use serve::{HttpLimits, serve};
 
 use crate::service::{Service, ServiceError};
 
@@ -49,34 +57,40 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint")
 }
 
-async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-    if ok {
-        next.run(req).await
-    } else {
-        axum::response::IntoResponse::into_response(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ))
+/// The largest request body accepted (413 beyond it).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Who may call the API and under which names.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Token authentication, or the insecure development mode.
+    pub auth: AuthMode,
+    /// Names the `Host` header may carry besides IP literals and `localhost`.
+    pub hosts: AllowedHosts,
+}
+
+impl Default for ApiConfig {
+    /// Tokens required; IP literals and `localhost` accepted as Host.
+    fn default() -> Self {
+        ApiConfig {
+            auth: AuthMode::Tokens,
+            hosts: AllowedHosts::default(),
+        }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The API's routes over a service; with `token`, every request needs
-/// `Authorization: Bearer <token>`.
-pub fn router(svc: AppState, token: Option<String>) -> Router {
+/// The API's routes over a service, behind the guards of [`guard`] and the activity log.
+pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
     use handlers_networks as n;
     use handlers_peers as p;
     use handlers_policies as pol;
-    let r = Router::new()
+    use handlers_users as u;
+    let guards = guard::GuardState {
+        svc: svc.clone(),
+        mode: cfg.auth,
+        hosts: Arc::new(cfg.hosts),
+    };
+    Router::new()
         .route("/api/health", get(p::health))
         .route("/api/peers", get(p::list).post(p::register))
         .route(
@@ -98,6 +112,7 @@ pub fn router(svc: AppState, token: Option<String>) -> Router {
             get(p::get_settings).put(p::update_settings),
         )
         .route("/api/networks", get(n::list).post(n::create))
+        .route("/api/networks/routers", get(n::all_routers))
         .route(
             "/api/networks/{id}",
             get(n::get).put(n::update).delete(n::delete),
@@ -146,23 +161,32 @@ pub fn router(svc: AppState, token: Option<String>) -> Router {
                 .put(pol::update_posture)
                 .delete(pol::delete_posture),
         )
+        .route("/api/users", get(u::list).post(u::create))
+        .route("/api/users/current", get(u::current))
+        .route(
+            "/api/users/{id}",
+            get(u::get).put(u::update).delete(u::delete),
+        )
+        .route(
+            "/api/users/{id}/tokens",
+            get(u::list_tokens).post(u::create_token),
+        )
+        .route(
+            "/api/users/{id}/tokens/{tid}",
+            get(u::get_token).delete(u::delete_token),
+        )
+        .route("/api/events/audit", get(u::events))
+        .route("/api/events", get(u::events))
+        // Inner to outer: the log sees the caller and the route; authorisation needs the
+        // route; authentication and the header checks cover unknown paths too.
+        .route_layer(middleware::from_fn_with_state(svc.clone(), audit::record))
+        .route_layer(middleware::from_fn(guard::authorize))
         .fallback(not_found)
-        .with_state(svc);
-    match token {
-        Some(t) => r.layer(middleware::from_fn_with_state(Arc::new(t), require_token)),
-        None => r,
-    }
-}
-
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "admin REST API listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            guards.clone(),
+            guard::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(guards, guard::check_request))
+        .with_state(svc)
 }

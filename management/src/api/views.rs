@@ -214,3 +214,42 @@ pub struct CreatedSetupKey {
     /// The key text; store it now, it cannot be shown again.
     pub key: String,
 }
+
+/// Unix seconds as RFC 3339 UTC (`2026-12-07T10:00:00Z`), the form NetBird's API uses; 0 is
+/// NetBird's "never", `0001-01-01T00:00:00Z`.
+pub fn rfc3339(secs: u64) -> String {
+    if secs == 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "0001-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_644_800), "2026-12-07T12:00:00Z");
+    }
+}

@@ -45,7 +45,8 @@ pub fn segment(s: &str) -> String {
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080`), with an optional bearer token.
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`) that sends `token` (a personal
+    /// access token) as `Authorization: Token <token>`.
     pub fn new(base: &str, token: Option<String>) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -85,7 +86,8 @@ impl Client {
             Ok(v)
         } else {
             let message = v
-                .get("error")
+                .get("message")
+                .or_else(|| v.get("error"))
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or(text);
@@ -98,7 +100,7 @@ impl Client {
     }
 
     fn auth(&self) -> Option<String> {
-        self.token.as_ref().map(|t| format!("Bearer {t}"))
+        self.token.as_ref().map(|t| format!("Token {t}"))
     }
 
     /// GET.

@@ -26,7 +26,8 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub api: String,
-    /// Bearer token for the admin API (`serve`: require it).
+    /// Personal access token for the admin API (client commands). Prefer --token-file: a
+    /// token on the command line is visible to other users of the machine.
     #[arg(
         long,
         global = true,
@@ -34,6 +35,11 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// File holding the personal access token (client commands). Default: `admin-token` in
+    /// $SWIFTGATE_DATA_DIR (or the current directory), where `serve` writes the first
+    /// start's admin token, if that file exists.
+    #[arg(long, global = true, env = "SWIFTGATE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -108,6 +114,14 @@ pub struct ServeArgs {
     /// Relay URL announced to agents, e.g. rels://relay.example.org:443 (repeat).
     #[arg(long = "relay")]
     pub relays: Vec<String>,
+    /// A DNS name clients reach the admin API under (repeat). Requests whose `Host` is
+    /// neither one of these, `localhost`, nor an IP address are refused (DNS rebinding).
+    #[arg(long = "api-host")]
+    pub api_hosts: Vec<String>,
+    /// Serve the admin API WITHOUT AUTHENTICATION (development only; loopback addresses
+    /// only; logged loudly). Without it every request needs a personal access token.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 /// `peers` commands.
@@ -484,6 +498,14 @@ pub enum CliError {
         /// What it takes.
         expected: &'static str,
     },
+    /// A token file that cannot be read.
+    #[error("token file {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
     /// A policy file that cannot be read or is not JSON.
     #[error("{path}: {why}")]
     PolicyFile {
@@ -779,9 +801,39 @@ fn group_names(c: &Client, v: &mut Value, fields: &[&str]) -> Result<(), ClientE
     Ok(())
 }
 
+/// The token the client sends: `--token`, else the contents of `--token-file`, else of
+/// `admin-token` in `$SWIFTGATE_DATA_DIR` (default `.`) if it exists, else none.
+fn client_token(cli: &Cli) -> Result<Option<String>, CliError> {
+    if let Some(t) = &cli.token {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let (path, must_exist) = match &cli.token_file {
+        Some(p) => (p.clone(), true),
+        None => (
+            std::env::var_os("SWIFTGATE_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(crate::server::ADMIN_TOKEN_FILE),
+            false,
+        ),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+        Ok(_) => Err(CliError::TokenFile {
+            path: path.display().to_string(),
+            why: "the file is empty".into(),
+        }),
+        Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::TokenFile {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        }),
+    }
+}
+
 /// Runs a client command against the API; `serve` is handled by the binary.
 pub fn run_client(cli: &Cli) -> Result<(), CliError> {
-    let c = Client::new(&cli.api, cli.token.clone());
+    let c = Client::new(&cli.api, client_token(cli)?);
     let out = Out { json: cli.json };
     let e = CliError::Api;
     match &cli.command {

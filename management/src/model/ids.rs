@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The OS random source does not fail on Linux once booted; if it ever does, ids must
     // still be unique, so fall back to time and a counter rather than panic.

@@ -17,7 +17,7 @@ mod types;
 pub mod version;
 
 pub use account::Account;
-pub use error::{ModelError, ModelResult};
+pub use error::{ModelError, ModelResult, conflict, invalid};
 pub use ops_peers::{check_ssh_key, validate_wg_key};
 pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
 pub use ports::{PortRange, Protocol, RuleError};

@@ -70,6 +70,31 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     );
     "#,
+    // 3: users and their personal access tokens (only the tokens' hashes), and the activity
+    // log, which only grows.
+    r#"
+    CREATE TABLE users (
+        id    TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        body  TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id      TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        hash    TEXT NOT NULL UNIQUE,
+        body    TEXT NOT NULL
+    );
+    CREATE INDEX tokens_user ON tokens (user_id);
+    CREATE TABLE events (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        timestamp     INTEGER NOT NULL,
+        activity_code TEXT NOT NULL,
+        initiator_id  TEXT NOT NULL,
+        target_id     TEXT NOT NULL,
+        body          TEXT NOT NULL
+    );
+    CREATE INDEX events_timestamp ON events (timestamp);
+    "#,
 ];
 
 /// The schema version a fresh database ends at.

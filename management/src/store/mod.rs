@@ -2,6 +2,7 @@
 //! the difference between two versions of the account in one transaction, so a change is
 //! stored completely or not at all.
 
+mod auth;
 pub mod migrations;
 
 use std::collections::BTreeMap;
@@ -157,6 +158,57 @@ macro_rules! table {
     };
 }
 
+/// Creates an empty file only its owner may read and write (SQLite then opens it as a new
+/// database, and gives its WAL and shared-memory files the same mode).
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Takes group and other access away from an existing database file (it holds the server's
+/// private key), saying so when it had any.
+fn keep_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for (f, must_exist) in [
+        (path.to_path_buf(), true),
+        (wal.into(), false),
+        (shm.into(), false),
+    ] {
+        let f: PathBuf = f;
+        let io = |source| StoreError::Io {
+            path: f.clone(),
+            source,
+        };
+        let mode = match std::fs::metadata(&f) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            tracing::warn!(
+                file = %f.display(),
+                was = format!("{:o}", mode & 0o777),
+                "a database file was readable by others; made it 0600"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the database at `path` and brings its schema up to date, without permission to
     /// initialise an existing file: `Store::open_with(path, false)`.
@@ -200,8 +252,10 @@ impl Store {
             }
             conn
         } else {
+            create_private(path)?;
             Connection::open(path)?
         };
+        keep_private(path)?;
         let mut store = Self::init(conn)?;
         store.path = Some(path.to_path_buf());
         store.may_create_account = !exists || init;

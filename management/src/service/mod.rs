@@ -4,11 +4,16 @@
 //! gRPC Sync streams) learn of every new serial through a `watch` channel.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+mod auth;
+
+pub use auth::{BOOTSTRAP_USER, LAST_USED_EVERY, UserInput, UserUpdate};
+
+use crate::auth::Directory;
 use crate::model::{Account, ModelError, PeerMeta};
 use crate::netmap::{Netmapper, NetworkMap};
 use crate::store::{Store, StoreError};
@@ -22,6 +27,9 @@ pub enum ServiceError {
     /// Storing failed; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller's role does not allow this (HTTP 403); nothing changed.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 struct State {
@@ -32,6 +40,8 @@ struct State {
 /// The management service.
 pub struct Service {
     state: Mutex<State>,
+    /// Users and tokens; taken after `state` when both are needed.
+    directory: RwLock<Directory>,
     changes: watch::Sender<u64>,
 }
 
@@ -72,12 +82,14 @@ impl Service {
                 a
             }
         };
+        let (users, tokens) = store.load_directory()?;
         let (changes, _) = watch::channel(account.serial);
         Ok(Service {
             state: Mutex::new(State {
                 account: Arc::new(account),
                 store,
             }),
+            directory: RwLock::new(Directory::new(users, tokens)),
             changes,
         })
     }

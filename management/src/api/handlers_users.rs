@@ -1,0 +1,349 @@
+//! Users, their personal access tokens and the activity log, shaped as NetBird's API
+//! (`/api/users`, `/api/users/{id}/tokens`, `/api/events/audit`).
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::views::rfc3339;
+use super::{ApiResult, AppState, JsonBody, blocking};
+use crate::auth::{AccessToken, Principal, Role, User, UserStatus};
+use crate::events::{Event, EventQuery};
+use crate::service::{UserInput, UserUpdate};
+
+/// A user as NetBird's API shows it.
+#[derive(Serialize)]
+pub struct UserView {
+    id: String,
+    email: String,
+    name: String,
+    role: &'static str,
+    status: &'static str,
+    auto_groups: Vec<String>,
+    is_blocked: bool,
+    pending_approval: bool,
+    last_login: String,
+    is_current: bool,
+    is_service_user: bool,
+    issued: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permissions: Option<Value>,
+}
+
+impl UserView {
+    fn new(u: &User, me: &Principal) -> Self {
+        UserView {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role.as_str(),
+            status: match u.status {
+                UserStatus::Active => "active",
+                UserStatus::Blocked => "blocked",
+            },
+            auto_groups: u.auto_groups.clone(),
+            is_blocked: u.status == UserStatus::Blocked,
+            pending_approval: false,
+            last_login: rfc3339(u.last_login.unwrap_or(0)),
+            is_current: u.id == me.user_id,
+            is_service_user: u.is_service_user,
+            issued: u.issued.clone(),
+            permissions: None,
+        }
+    }
+}
+
+/// What a role may do, per area, in NetBird's `permissions` shape.
+fn permissions(role: Role) -> Value {
+    let ops = |read: bool, write: bool| json!({ "read": read, "create": write, "update": write, "delete": write });
+    let net = ops(role.reads_all(), role.writes_network());
+    let users = ops(role.reads_all(), role.manages_users());
+    json!({
+        "is_restricted": role == Role::User,
+        "modules": {
+            "peers": net, "groups": net, "networks": net, "policies": net, "routes": net,
+            "dns": net, "setup_keys": net, "nameservers": net,
+            "users": users, "accounts": users,
+            "events": ops(role.reads_all(), false),
+        }
+    })
+}
+
+/// A token without its secret.
+#[derive(Serialize)]
+pub struct TokenView {
+    id: String,
+    name: String,
+    expiration_date: String,
+    created_by: String,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_used: Option<String>,
+}
+
+impl From<&AccessToken> for TokenView {
+    fn from(t: &AccessToken) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            expiration_date: rfc3339(t.expires_at),
+            created_by: t.created_by.clone(),
+            created_at: rfc3339(t.created_at),
+            last_used: t.last_used.map(rfc3339),
+        }
+    }
+}
+
+/// `GET /api/users` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    /// Only service users (`true`) or only the others (`false`).
+    service_user: Option<bool>,
+}
+
+/// `GET /api/users`.
+pub async fn list(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Query(f): Query<UserFilter>,
+) -> Json<Vec<UserView>> {
+    Json(
+        svc.users()
+            .iter()
+            .filter(|u| f.service_user.is_none_or(|s| u.is_service_user == s))
+            .map(|u| UserView::new(u, &me))
+            .collect(),
+    )
+}
+
+/// `GET /api/users/current`: the caller, with what its role may do.
+pub async fn current(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+) -> Json<UserView> {
+    let mut v = match svc.user(&me.user_id) {
+        Ok(u) => UserView::new(&u, &me),
+        // The insecure development mode's caller is nobody in the directory.
+        Err(_) => UserView {
+            id: me.user_id.clone(),
+            email: me.email.clone(),
+            name: me.name.clone(),
+            role: me.role.as_str(),
+            status: "active",
+            auto_groups: vec![],
+            is_blocked: false,
+            pending_approval: false,
+            last_login: rfc3339(0),
+            is_current: true,
+            is_service_user: true,
+            issued: "insecure-no-auth".into(),
+            permissions: None,
+        },
+    };
+    v.permissions = Some(permissions(me.role));
+    Json(v)
+}
+
+/// `GET /api/users/{id}` (NetBird has no such route; its Python client calls it).
+pub async fn get(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(UserView::new(&svc.user(&id)?, &me)))
+}
+
+/// `POST /api/users` body (NetBird's `UserCreateRequest`; `role` defaults to `user`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    auto_groups: Option<Vec<String>>,
+    #[serde(default)]
+    is_service_user: bool,
+    /// Accepted (the Python client may send it): creates the user blocked.
+    #[serde(default)]
+    is_blocked: bool,
+}
+
+/// `POST /api/users`.
+pub async fn create(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+    JsonBody(b): JsonBody<CreateUser>,
+) -> ApiResult<Json<UserView>> {
+    let input = UserInput {
+        email: b.email,
+        name: b.name,
+        role: b.role.unwrap_or_else(|| Role::User.as_str().into()),
+        auto_groups: b.auto_groups.unwrap_or_default(),
+        is_service_user: b.is_service_user,
+    };
+    let by = me.clone();
+    let u = blocking(&svc, move |s| {
+        let u = s.create_user(&by, &input)?;
+        if b.is_blocked {
+            let up = UserUpdate {
+                role: u.role.as_str().into(),
+                auto_groups: u.auto_groups.clone(),
+                is_blocked: true,
+            };
+            return s.update_user(&by, &u.id, &up);
+        }
+        Ok(u)
+    })
+    .await?;
+    Ok(Json(UserView::new(&u, &me)))
+}
+
+/// `PUT /api/users/{id}` body (NetBird's `UserRequest`; a missing field keeps its value).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    auto_groups: Option<Vec<String>>,
+    #[serde(default)]
+    is_blocked: Option<bool>,
+    /// Accepted and ignored when unchanged (NetBird does not rename users).
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `PUT /api/users/{id}`.
+pub async fn update(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<UpdateUser>,
+) -> ApiResult<Json<UserView>> {
+    let by = me.clone();
+    let u = blocking(&svc, move |s| {
+        let cur = s.user(&id)?;
+        if b.name.as_ref().is_some_and(|n| *n != cur.name) {
+            return Err(crate::model::invalid("name: users cannot be renamed").into());
+        }
+        let up = UserUpdate {
+            role: b.role.unwrap_or_else(|| cur.role.as_str().into()),
+            auto_groups: b.auto_groups.unwrap_or(cur.auto_groups),
+            is_blocked: b.is_blocked.unwrap_or(cur.status == UserStatus::Blocked),
+        };
+        s.update_user(&by, &id, &up)
+    })
+    .await?;
+    Ok(Json(UserView::new(&u, &me)))
+}
+
+/// `DELETE /api/users/{id}`: the user and its tokens.
+pub async fn delete(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    blocking(&svc, move |s| s.delete_user(&me, &id)).await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /api/users/{id}/tokens`.
+pub async fn list_tokens(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    Ok(Json(svc.tokens(&id)?.iter().map(TokenView::from).collect()))
+}
+
+/// `GET /api/users/{id}/tokens/{tid}`.
+pub async fn get_token(
+    State(svc): State<AppState>,
+    Path((id, tid)): Path<(String, String)>,
+) -> ApiResult<Json<TokenView>> {
+    Ok(Json(TokenView::from(&svc.token(&id, &tid)?)))
+}
+
+/// `POST /api/users/{id}/tokens` body: a name and a lifetime in days (1..=365).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    expires_in: u64,
+}
+
+/// `POST /api/users/{id}/tokens`: the token in clear text, this once.
+pub async fn create_token(
+    State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<CreateToken>,
+) -> ApiResult<Json<Value>> {
+    let (t, clear) = blocking(&svc, move |s| {
+        s.create_token(&me.user_id, &id, &b.name, b.expires_in)
+    })
+    .await?;
+    Ok(Json(json!({
+        "plain_token": clear,
+        "personal_access_token": TokenView::from(&t),
+    })))
+}
+
+/// `DELETE /api/users/{id}/tokens/{tid}`: refused from the next request on.
+pub async fn delete_token(
+    State(svc): State<AppState>,
+    Path((id, tid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    blocking(&svc, move |s| s.delete_token(&id, &tid)).await?;
+    Ok(Json(json!({})))
+}
+
+/// An event as NetBird's API shows it (`id` a decimal string, RFC 3339 time), plus
+/// `token_id`.
+#[derive(Serialize)]
+pub struct EventView {
+    id: String,
+    timestamp: String,
+    activity: String,
+    activity_code: String,
+    initiator_id: String,
+    initiator_name: String,
+    initiator_email: String,
+    target_id: String,
+    meta: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<String>,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            id: e.id.to_string(),
+            timestamp: rfc3339(e.timestamp),
+            activity: e.activity,
+            activity_code: e.activity_code,
+            initiator_id: e.initiator_id,
+            initiator_name: e.initiator_name,
+            initiator_email: e.initiator_email,
+            target_id: e.target_id,
+            meta: e.meta,
+            token_id: e.token_id,
+        }
+    }
+}
+
+/// `GET /api/events/audit` (and `/api/events`): newest first; filters `since`, `until`
+/// (Unix seconds), `activity_code`, `initiator_id`, `target_id`, `limit` (swiftgate's; NetBird
+/// has none).
+pub async fn events(
+    State(svc): State<AppState>,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Json<Vec<EventView>>> {
+    let list = blocking(&svc, move |s| s.events(&q)).await?;
+    Ok(Json(list.into_iter().map(EventView::from).collect()))
+}

@@ -1,0 +1,343 @@
+//! The service's users, tokens and activity log. These live beside the account, not in it:
+//! a token's use or a new user changes no network map, so none of it raises the serial or
+//! wakes the Sync streams. Every change is stored first and then applied to the in-memory
+//! [`Directory`], so a failed write changes nothing.
+
+use serde::Deserialize;
+
+use super::{Service, ServiceError, now_secs};
+use crate::auth::{
+    AccessToken, AuthFailure, DAY, Directory, Principal, Role, TOKEN_DAYS, User, UserStatus, token,
+};
+use crate::events::{Event, EventQuery};
+use crate::model::ids::new_id;
+use crate::model::{conflict, invalid};
+
+/// How often a token's `last_used` is written back (it is exact in memory).
+pub const LAST_USED_EVERY: u64 = 60;
+
+/// Name of the first start's admin user.
+pub const BOOTSTRAP_USER: &str = "admin";
+
+/// A new user (NetBird's `UserCreateRequest`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    /// E-mail (required unless a service user).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Display name (default: the e-mail).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Role name.
+    pub role: String,
+    /// Group ids given to peers the user adds.
+    #[serde(default)]
+    pub auto_groups: Vec<String>,
+    /// A machine user.
+    #[serde(default)]
+    pub is_service_user: bool,
+}
+
+/// A change to a user (NetBird's `UserRequest`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    /// Role name.
+    pub role: String,
+    /// Group ids given to peers the user adds.
+    #[serde(default)]
+    pub auto_groups: Vec<String>,
+    /// Blocked users are refused everywhere, at once.
+    #[serde(default)]
+    pub is_blocked: bool,
+}
+
+fn forbidden(msg: impl Into<String>) -> ServiceError {
+    ServiceError::Forbidden(msg.into())
+}
+
+impl Service {
+    fn directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        // Changes are applied after they are stored and cannot panic half-way.
+        self.directory.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks a presented token and returns who it belongs to. A valid use updates the
+    /// token's `last_used` (stored at most every [`LAST_USED_EVERY`] seconds).
+    pub fn authenticate(&self, presented: &str) -> Result<Principal, AuthFailure> {
+        let now = now_secs();
+        let p = self.directory().authenticate(presented, now)?;
+        if let Some(id) = &p.token_id {
+            let stale = self
+                .directory()
+                .token_by_id(id)
+                .is_some_and(|t| t.last_used.is_none_or(|l| now >= l + LAST_USED_EVERY));
+            if stale {
+                let mut st = self.lock();
+                let mut d = self.directory_mut();
+                if d.touch(id, now, LAST_USED_EVERY) {
+                    let t = d.token_by_id(id).cloned();
+                    let u = d.user(&p.user_id).ok().cloned();
+                    drop(d);
+                    // Bookkeeping: a failed write is logged, the request goes on.
+                    if let Some(t) = t
+                        && let Err(e) = st.store.save_token(&t)
+                    {
+                        tracing::warn!(error = %e, token = %t.id, "storing a token's last use failed");
+                    }
+                    if let Some(u) = u
+                        && let Err(e) = st.store.save_user(&u)
+                    {
+                        tracing::warn!(error = %e, user = %u.id, "storing a user's last login failed");
+                    }
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The first start's admin: creates the owner user [`BOOTSTRAP_USER`] if the server has no
+    /// user yet, and returns its id (or the id of the bootstrap owner made earlier, or of any
+    /// active owner).
+    pub fn bootstrap_owner(&self) -> Result<String, ServiceError> {
+        let mut st = self.lock();
+        let d = self.directory();
+        if let Some(u) = d
+            .users()
+            .find(|u| u.issued == "bootstrap" && u.status == UserStatus::Active)
+            .or_else(|| {
+                d.users()
+                    .find(|u| u.role == Role::Owner && u.status == UserStatus::Active)
+            })
+        {
+            return Ok(u.id.clone());
+        }
+        if !d.is_empty() {
+            return Err(conflict(
+                "no active owner to issue an admin token for; unblock an owner first",
+            )
+            .into());
+        }
+        drop(d);
+        let u = User {
+            id: new_id("usr"),
+            email: String::new(),
+            name: BOOTSTRAP_USER.into(),
+            role: Role::Owner,
+            status: UserStatus::Active,
+            is_service_user: true,
+            auto_groups: vec![],
+            created_at: now_secs(),
+            last_login: None,
+            issued: "bootstrap".into(),
+        };
+        st.store.save_user(&u)?;
+        let id = u.id.clone();
+        self.directory_mut().put_user(u);
+        tracing::info!(user = %id, "created the owner user {BOOTSTRAP_USER:?}");
+        Ok(id)
+    }
+
+    /// All users.
+    pub fn users(&self) -> Vec<User> {
+        self.directory().users().cloned().collect()
+    }
+
+    /// One user.
+    pub fn user(&self, id: &str) -> Result<User, ServiceError> {
+        Ok(self.directory().user(id)?.clone())
+    }
+
+    fn check_groups(&self, groups: &[String]) -> Result<(), ServiceError> {
+        let a = self.account();
+        for g in groups {
+            if !a.groups.contains_key(g) {
+                return Err(invalid(format!("auto_groups: no group with id {g:?}")).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a user.
+    pub fn create_user(&self, by: &Principal, input: &UserInput) -> Result<User, ServiceError> {
+        let role = Role::parse(&input.role)?;
+        if role == Role::Owner && by.role != Role::Owner {
+            return Err(forbidden("only an owner may make another owner"));
+        }
+        let email = input.email.clone().unwrap_or_default().trim().to_string();
+        if !input.is_service_user && (email.is_empty() || !email.contains('@')) {
+            return Err(
+                invalid("email: a user who is not a service user needs an e-mail address").into(),
+            );
+        }
+        let name = input
+            .name
+            .clone()
+            .unwrap_or_else(|| email.clone())
+            .trim()
+            .to_string();
+        if name.is_empty() {
+            return Err(invalid("name: a service user needs a name").into());
+        }
+        self.check_groups(&input.auto_groups)?;
+        let mut st = self.lock();
+        let d = self.directory();
+        if !email.is_empty() && d.users().any(|u| u.email.eq_ignore_ascii_case(&email)) {
+            return Err(conflict(format!("a user with e-mail {email:?} exists")).into());
+        }
+        drop(d);
+        let u = User {
+            id: new_id("usr"),
+            email,
+            name,
+            role,
+            status: UserStatus::Active,
+            is_service_user: input.is_service_user,
+            auto_groups: input.auto_groups.clone(),
+            created_at: now_secs(),
+            last_login: None,
+            issued: "api".into(),
+        };
+        st.store.save_user(&u)?;
+        self.directory_mut().put_user(u.clone());
+        Ok(u)
+    }
+
+    /// Changes a user's role, auto groups or blocked state.
+    pub fn update_user(
+        &self,
+        by: &Principal,
+        id: &str,
+        up: &UserUpdate,
+    ) -> Result<User, ServiceError> {
+        let role = Role::parse(&up.role)?;
+        self.check_groups(&up.auto_groups)?;
+        let mut st = self.lock();
+        let d = self.directory();
+        let mut u = d.user(id)?.clone();
+        if (role == Role::Owner || u.role == Role::Owner)
+            && role != u.role
+            && by.role != Role::Owner
+        {
+            return Err(forbidden("only an owner may give or take the owner role"));
+        }
+        let status = if up.is_blocked {
+            UserStatus::Blocked
+        } else {
+            UserStatus::Active
+        };
+        if id == by.user_id && (status == UserStatus::Blocked || role != u.role) {
+            return Err(conflict("you cannot block yourself or change your own role").into());
+        }
+        if u.role == Role::Owner
+            && u.status == UserStatus::Active
+            && (role != Role::Owner || status == UserStatus::Blocked)
+            && d.owners() <= 1
+        {
+            return Err(conflict("the account needs at least one active owner").into());
+        }
+        drop(d);
+        u.role = role;
+        u.status = status;
+        u.auto_groups = up.auto_groups.clone();
+        st.store.save_user(&u)?;
+        self.directory_mut().put_user(u.clone());
+        Ok(u)
+    }
+
+    /// Deletes a user and its tokens (they stop working at once).
+    pub fn delete_user(&self, by: &Principal, id: &str) -> Result<(), ServiceError> {
+        let mut st = self.lock();
+        let d = self.directory();
+        let u = d.user(id)?.clone();
+        if id == by.user_id {
+            return Err(conflict("you cannot delete yourself").into());
+        }
+        if u.role == Role::Owner && by.role != Role::Owner {
+            return Err(forbidden("only an owner may delete an owner"));
+        }
+        if u.role == Role::Owner && u.status == UserStatus::Active && d.owners() <= 1 {
+            return Err(conflict("the account needs at least one active owner").into());
+        }
+        drop(d);
+        st.store.delete_user(id)?;
+        self.directory_mut().remove_user(id);
+        Ok(())
+    }
+
+    /// A user's tokens.
+    pub fn tokens(&self, user_id: &str) -> Result<Vec<AccessToken>, ServiceError> {
+        let d = self.directory();
+        d.user(user_id)?;
+        Ok(d.tokens_of(user_id).cloned().collect())
+    }
+
+    /// One token of a user.
+    pub fn token(&self, user_id: &str, token_id: &str) -> Result<AccessToken, ServiceError> {
+        Ok(self.directory().token(user_id, token_id)?.clone())
+    }
+
+    /// Issues a token for `user_id`, valid `days` days ([`TOKEN_DAYS`]); returns it and its
+    /// clear text, which is never stored nor shown again.
+    pub fn create_token(
+        &self,
+        created_by: &str,
+        user_id: &str,
+        name: &str,
+        days: u64,
+    ) -> Result<(AccessToken, String), ServiceError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(invalid("name: a token needs a name").into());
+        }
+        if !TOKEN_DAYS.contains(&days) {
+            return Err(invalid(format!(
+                "expires_in: {days} days is outside {}..={} days",
+                TOKEN_DAYS.start(),
+                TOKEN_DAYS.end()
+            ))
+            .into());
+        }
+        let mut st = self.lock();
+        self.directory().user(user_id)?;
+        let clear = token::generate();
+        let now = now_secs();
+        let t = AccessToken {
+            id: new_id("tok"),
+            user_id: user_id.to_string(),
+            name: name.to_string(),
+            hash: token::hash(&clear),
+            created_at: now,
+            expires_at: now + days * DAY,
+            created_by: created_by.to_string(),
+            last_used: None,
+        };
+        st.store.save_token(&t)?;
+        self.directory_mut().put_token(t.clone());
+        Ok((t, clear))
+    }
+
+    /// Deletes a token: it is refused from the next request on.
+    pub fn delete_token(&self, user_id: &str, token_id: &str) -> Result<(), ServiceError> {
+        let mut st = self.lock();
+        self.directory().token(user_id, token_id)?;
+        st.store.delete_token(token_id)?;
+        self.directory_mut().remove_token(token_id);
+        Ok(())
+    }
+
+    /// Appends to the activity log.
+    pub fn record_event(&self, e: &Event) -> Result<u64, ServiceError> {
+        Ok(self.lock().store.append_event(e)?)
+    }
+
+    /// The activity log, filtered, newest first.
+    pub fn events(&self, q: &EventQuery) -> Result<Vec<Event>, ServiceError> {
+        Ok(self.lock().store.events(q)?)
+    }
+}

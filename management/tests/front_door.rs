@@ -1,0 +1,224 @@
+//! The admin API's front door on a real socket (`run_until`, in process): the first start's
+//! admin token file and the files' modes, the token working from the CLI client, stalled and
+//! idle connections closed by the header-read timeout, and the development mode's loopback
+//! rule.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use swiftgate_management::api::{ApiConfig, AuthMode, HttpLimits};
+use swiftgate_management::cli::Client;
+use swiftgate_management::grpc::PeerServices;
+use swiftgate_management::server::{ADMIN_TOKEN_FILE, ServeConfig, run_until};
+use swiftgate_management::store::DB_FILE;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(dir: &Path) -> ServeConfig {
+    ServeConfig {
+        data_dir: dir.to_path_buf(),
+        init: false,
+        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        grpc_listen: None,
+        api: ApiConfig::default(),
+        limits: HttpLimits {
+            header_read_timeout: Duration::from_secs(1),
+            ..HttpLimits::default()
+        },
+        peer_services: PeerServices::default(),
+    }
+}
+
+/// Runs the server until the returned sender fires; waits until it answers HTTP.
+async fn start(
+    cfg: ServeConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = cfg.listen;
+    let server = tokio::spawn(run_until(cfg, async {
+        let _ = stopped.await;
+    }));
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "server not up");
+        assert!(!server.is_finished(), "server ended early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (stop, server)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_issues_an_admin_token_only_its_owner_reads() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let cfg = config(&dir);
+    let api = format!("http://{}", cfg.listen);
+    let (stop, server) = start(cfg.clone()).await;
+    let file = dir.join(ADMIN_TOKEN_FILE);
+    assert_eq!(mode(&dir), 0o700, "data directory");
+    assert_eq!(mode(&file), 0o600, "admin token file");
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600, "database");
+    for side in ["-wal", "-shm"] {
+        let p = dir.join(format!("{DB_FILE}{side}"));
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{side}");
+        }
+    }
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("nbp_") && token.len() == 40);
+    let (a, t) = (api.clone(), token.clone());
+    let me =
+        tokio::task::spawn_blocking(move || Client::new(&a, Some(t)).get("/api/users/current"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(me["role"], "owner");
+    let a = api.clone();
+    let refused = tokio::task::spawn_blocking(move || Client::new(&a, None).get("/api/groups"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    // A restart keeps the file and the token.
+    let (stop, server) = start(config(&dir)).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    // Without the file, a restart issues a new one (the old token stays valid until deleted).
+    std::fs::remove_file(&file).unwrap();
+    let (stop, server) = start(config(&dir)).await;
+    let second = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_ne!(second, token);
+    assert_eq!(mode(&file), 0o600);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_readable_database_is_made_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stop, server) = start(config(dir.path())).await;
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let db = dir.path().join(DB_FILE);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (stop, server) = start(config(dir.path())).await;
+    assert_eq!(mode(&db), 0o600);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let addr = cfg.listen;
+    let (stop, server) = start(cfg).await;
+    // 200 connections: half send nothing, half send a request line and stop mid-headers.
+    let mut conns = Vec::new();
+    for i in 0..200 {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        if i % 2 == 1 {
+            c.write_all(b"GET /api/groups HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+        }
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conns.push(c);
+    }
+    let t0 = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut closed = 0;
+        for mut c in conns {
+            let mut buf = [0u8; 512];
+            // Closed: EOF, a reset, or an error answer followed by EOF; not a read timeout.
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => {
+                        closed += 1;
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        break;
+                    }
+                    Err(_) => {
+                        closed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        closed
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        closed, 200,
+        "connections closed by the 1 s header-read timeout"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // A keep-alive connection idle after its request is closed too.
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("idle connection still open after {:?}: {e}", t0.elapsed()),
+        }
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 401"));
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unauthenticated_mode_is_for_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.api.auth = AuthMode::InsecureNoAuth;
+    cfg.listen = format!("0.0.0.0:{}", free_port()).parse().unwrap();
+    let err = run_until(cfg, std::future::pending())
+        .await
+        .expect_err("refused off loopback");
+    assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+    // On loopback it runs, issues no token file, and answers without a token.
+    let mut cfg = config(dir.path());
+    cfg.api.auth = AuthMode::InsecureNoAuth;
+    let api = format!("http://{}", cfg.listen);
+    let (stop, server) = start(cfg).await;
+    assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists());
+    let groups = tokio::task::spawn_blocking(move || Client::new(&api, None).get("/api/groups"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(groups.is_array());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

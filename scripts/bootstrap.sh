@@ -5,12 +5,15 @@
 #   - the pinned eBPF toolchain (nightly, LLVM 22) with rust-src
 #   - llvm-22-dev and bpf-linker built against it
 #   - the system tools the tests and benchmarks drive (iproute2, nftables, ...)
+#   - a Python virtual environment with the outside clients the tests drive
+#     (scripts/python-requirements.txt: the PyPI `netbird` REST client)
 set -euo pipefail
 
 EBPF_TOOLCHAIN="${SWIFTGATE_EBPF_TOOLCHAIN:-nightly-2026-06-20}"
 BPF_LINKER_VERSION="${SWIFTGATE_BPF_LINKER_VERSION:-}"
 APT_PACKAGES=(llvm-22-dev iproute2 nftables iputils-ping tcpdump iperf3 bpftool
-  protobuf-compiler libprotobuf-dev wireguard-go wireguard-tools ethtool conntrack)
+  protobuf-compiler libprotobuf-dev wireguard-go wireguard-tools ethtool conntrack
+  python3 python3-venv)
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
@@ -50,5 +53,17 @@ if ! "$CARGO_BIN/bpf-linker" --version >/dev/null 2>&1; then
   ver=(); [ -n "$BPF_LINKER_VERSION" ] && ver=(--version "$BPF_LINKER_VERSION")
   PATH=/usr/lib/llvm-22/bin:$PATH cargo +"$STABLE_TOOLCHAIN" install bpf-linker --locked \
     --no-default-features --features llvm-22 "${ver[@]}"
+fi
+# 4. The Python clients the tests drive, pinned, in a virtual environment of their own
+#    (rebuilt when the requirements change).
+PYENV="${SWIFTGATE_PYENV:-${XDG_CACHE_HOME:-$HOME/.cache}/swiftgate/pyenv}"
+REQS="$(dirname "$0")/python-requirements.txt"
+want=$(sha256sum "$REQS" | cut -d' ' -f1)
+if [ "$(cat "$PYENV/.requirements-sha256" 2>/dev/null)" != "$want" ]; then
+  log "installing the Python test clients into $PYENV"
+  rm -rf "$PYENV"
+  /usr/bin/python3 -m venv "$PYENV"
+  "$PYENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
+  echo "$want" >"$PYENV/.requirements-sha256"
 fi
 log "ready"

@@ -71,6 +71,12 @@ pub struct Activity {
     pub text: &'static str,
 }
 
+/// What a handler knows better than its route: the activity it made (a setup key's PUT that
+/// revoked it, a user's PUT that blocked it). Put into the answer's extensions, it replaces
+/// [`activity`]'s guess in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActivityHint(pub Activity);
+
 /// The activity of a successful `method` on the route `path` (axum's matched path, e.g.
 /// `/api/groups/{id}`), if it is a change.
 pub fn activity(method: &str, path: &str) -> Option<Activity> {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::auth::Principal;
-use crate::events::{Event, activity};
+use crate::events::{ActivityHint, Event, activity};
 use crate::service::now_secs;
 
 /// The largest answer whose id and name are read for the log (answers of changes are small).
@@ -46,6 +46,7 @@ pub async fn record(
         return resp;
     }
     let (parts, body) = resp.into_parts();
+    let hint = parts.extensions.get::<ActivityHint>().copied();
     let bytes = match axum::body::to_bytes(body, MAX_READ).await {
         Ok(b) => b,
         Err(e) => {
@@ -61,6 +62,9 @@ pub async fn record(
         meta.insert("name".to_string(), n);
     }
     let (mut code, mut text) = (act.code, act.text);
+    if let Some(ActivityHint(h)) = hint {
+        (code, text) = (h.code, h.text);
+    }
     let target = match route.as_str() {
         // NetBird's token events name the token's user; the token goes into the details.
         "/api/users/{id}/tokens" | "/api/users/{id}/tokens/{tid}" => {
@@ -78,12 +82,11 @@ pub async fn record(
             if route == "/api/users" && answer["is_service_user"] == true {
                 (code, text) = ("service.user.create", "Service user created");
             }
-            if route == "/api/users/{id}" && method == "PUT" {
-                if answer["is_blocked"] == true {
-                    (code, text) = ("user.block", "User blocked");
-                } else if let Some(r) = text_of(&answer, "role") {
-                    meta.insert("role".into(), r);
-                }
+            if route == "/api/users/{id}"
+                && method == "PUT"
+                && let Some(r) = text_of(&answer, "role")
+            {
+                meta.insert("role".into(), r);
             }
             // Where a route is nested, its parent (a resource's Network).
             if let (Some(parent), Some(_)) = (param("id"), param("rid")) {

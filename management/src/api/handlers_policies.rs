@@ -1,36 +1,50 @@
 //! Handlers for policies, setup keys and posture checks.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 
-use super::views::{CreatedSetupKey, SetupKeyView};
+use serde_json::Value;
+
+use super::views::{PostureCheckView, SetupKeyView, policy_view};
 use super::{ApiResult, AppState, JsonBody, blocking};
+use crate::events::{Activity, ActivityHint};
 use crate::model::*;
 use crate::service::now_secs;
 
 /// `GET /api/policies`.
-pub async fn list(State(svc): State<AppState>) -> Json<Vec<Policy>> {
-    Json(svc.account().policies.values().cloned().collect())
+pub async fn list(State(svc): State<AppState>) -> Json<Vec<Value>> {
+    let a = svc.account();
+    Json(a.policies.values().map(|p| policy_view(&a, p)).collect())
 }
 
 /// `GET /api/policies/{id}`.
-pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Policy>> {
+pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let a = svc.account();
     let id = a.policy_id(&id)?;
-    Ok(Json(a.policies[&id].clone()))
+    Ok(Json(policy_view(&a, &a.policies[&id])))
+}
+
+/// The view of a policy just changed (its groups as they are now), or of the one deleted.
+async fn changed(
+    svc: &AppState,
+    op: &'static str,
+    f: impl FnOnce(&mut Account) -> Result<Policy, ModelError> + Send + 'static,
+) -> ApiResult<Json<Value>> {
+    let (p, a) = blocking(svc, move |s| {
+        let p = s.mutate(op, |a, _| f(a))?;
+        Ok((p, s.account()))
+    })
+    .await?;
+    Ok(Json(policy_view(&a, &p)))
 }
 
 /// `POST /api/policies`.
 pub async fn create(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<PolicyInput>,
-) -> ApiResult<(StatusCode, Json<Policy>)> {
-    let p = blocking(&svc, move |s| {
-        s.mutate("create_policy", |a, _| a.create_policy(&input))
-    })
-    .await?;
-    Ok((StatusCode::OK, Json(p)))
+) -> ApiResult<Json<Value>> {
+    changed(&svc, "create_policy", move |a| a.create_policy(&input)).await
 }
 
 /// `PUT /api/policies/{id}`.
@@ -38,52 +52,32 @@ pub async fn update(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PolicyInput>,
-) -> ApiResult<Json<Policy>> {
-    Ok(Json(
-        blocking(&svc, move |s| {
-            s.mutate("update_policy", |a, _| a.update_policy(&id, &input))
-        })
-        .await?,
-    ))
+) -> ApiResult<Json<Value>> {
+    changed(&svc, "update_policy", move |a| a.update_policy(&id, &input)).await
 }
 
 /// `DELETE /api/policies/{id}`.
-pub async fn delete(
-    State(svc): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Policy>> {
-    Ok(Json(
-        blocking(&svc, move |s| {
-            s.mutate("delete_policy", |a, _| a.delete_policy(&id))
-        })
-        .await?,
-    ))
+pub async fn delete(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    changed(&svc, "delete_policy", move |a| a.delete_policy(&id)).await
 }
 
 /// `POST /api/policies/{id}/enable`.
-pub async fn enable(
-    State(svc): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Policy>> {
-    Ok(Json(
-        blocking(&svc, move |s| {
-            s.mutate("enable_policy", |a, _| a.set_policy_enabled(&id, true))
-        })
-        .await?,
-    ))
+pub async fn enable(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    changed(&svc, "enable_policy", move |a| {
+        a.set_policy_enabled(&id, true)
+    })
+    .await
 }
 
 /// `POST /api/policies/{id}/disable`.
 pub async fn disable(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Policy>> {
-    Ok(Json(
-        blocking(&svc, move |s| {
-            s.mutate("disable_policy", |a, _| a.set_policy_enabled(&id, false))
-        })
-        .await?,
-    ))
+) -> ApiResult<Json<Value>> {
+    changed(&svc, "disable_policy", move |a| {
+        a.set_policy_enabled(&id, false)
+    })
+    .await
 }
 
 /// `GET /api/setup-keys`.
@@ -112,17 +106,47 @@ pub async fn get_key(
 pub async fn create_key(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<SetupKeyInput>,
-) -> ApiResult<(StatusCode, Json<CreatedSetupKey>)> {
+) -> ApiResult<(StatusCode, Json<SetupKeyView>)> {
     let (k, text) = blocking(&svc, move |s| {
         s.mutate("create_setup_key", |a, now| a.create_setup_key(&input, now))
     })
     .await?;
     Ok((
         StatusCode::OK,
-        Json(CreatedSetupKey {
-            view: SetupKeyView::new(&k, now_secs()),
-            key: text,
-        }),
+        Json(SetupKeyView::created(&k, now_secs(), text)),
+    ))
+}
+
+/// `PUT /api/setup-keys/{id}`: `{revoked?, auto_groups?}` (NetBird's).
+pub async fn update_key(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(up): JsonBody<SetupKeyUpdate>,
+) -> ApiResult<(Extension<ActivityHint>, Json<SetupKeyView>)> {
+    let (k, was_revoked) = blocking(&svc, move |s| {
+        s.mutate("update_setup_key", |a, now| {
+            let was = a
+                .setup_keys
+                .get(&a.setup_key_id(&id)?)
+                .is_some_and(|k| k.revoked);
+            Ok((a.update_setup_key(&id, &up, now)?, was))
+        })
+    })
+    .await?;
+    let act = if k.revoked && !was_revoked {
+        Activity {
+            code: "setupkey.revoke",
+            text: "Setup key revoked",
+        }
+    } else {
+        Activity {
+            code: "setupkey.update",
+            text: "Setup key updated",
+        }
+    };
+    Ok((
+        Extension(ActivityHint(act)),
+        Json(SetupKeyView::new(&k, now_secs())),
     ))
 }
 
@@ -151,32 +175,38 @@ pub async fn delete_key(
 }
 
 /// `GET /api/posture-checks`.
-pub async fn list_posture(State(svc): State<AppState>) -> Json<Vec<PostureCheck>> {
-    Json(svc.account().posture_checks.values().cloned().collect())
+pub async fn list_posture(State(svc): State<AppState>) -> Json<Vec<PostureCheckView>> {
+    Json(
+        svc.account()
+            .posture_checks
+            .values()
+            .map(PostureCheckView::from)
+            .collect(),
+    )
 }
 
 /// `GET /api/posture-checks/{id}`.
 pub async fn get_posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<PostureCheck>> {
+) -> ApiResult<Json<PostureCheckView>> {
     let a = svc.account();
     let id = a.posture_check_id(&id)?;
-    Ok(Json(a.posture_checks[&id].clone()))
+    Ok(Json(PostureCheckView::from(&a.posture_checks[&id])))
 }
 
 /// `POST /api/posture-checks`.
 pub async fn create_posture(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<PostureCheckInput>,
-) -> ApiResult<(StatusCode, Json<PostureCheck>)> {
+) -> ApiResult<(StatusCode, Json<PostureCheckView>)> {
     let p = blocking(&svc, move |s| {
         s.mutate("create_posture_check", |a, _| {
             a.create_posture_check(&input)
         })
     })
     .await?;
-    Ok((StatusCode::OK, Json(p)))
+    Ok((StatusCode::OK, Json(PostureCheckView::from(&p))))
 }
 
 /// `PUT /api/posture-checks/{id}`.
@@ -184,26 +214,24 @@ pub async fn update_posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PostureCheckInput>,
-) -> ApiResult<Json<PostureCheck>> {
-    Ok(Json(
-        blocking(&svc, move |s| {
-            s.mutate("update_posture_check", |a, _| {
-                a.update_posture_check(&id, &input)
-            })
+) -> ApiResult<Json<PostureCheckView>> {
+    let p = blocking(&svc, move |s| {
+        s.mutate("update_posture_check", |a, _| {
+            a.update_posture_check(&id, &input)
         })
-        .await?,
-    ))
+    })
+    .await?;
+    Ok(Json(PostureCheckView::from(&p)))
 }
 
 /// `DELETE /api/posture-checks/{id}`.
 pub async fn delete_posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<PostureCheck>> {
-    Ok(Json(
-        blocking(&svc, move |s| {
-            s.mutate("delete_posture_check", |a, _| a.delete_posture_check(&id))
-        })
-        .await?,
-    ))
+) -> ApiResult<Json<PostureCheckView>> {
+    let p = blocking(&svc, move |s| {
+        s.mutate("delete_posture_check", |a, _| a.delete_posture_check(&id))
+    })
+    .await?;
+    Ok(Json(PostureCheckView::from(&p)))
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::views::rfc3339;
 use super::{ApiResult, AppState, JsonBody, blocking};
 use crate::auth::{AccessToken, Principal, Role, User, UserStatus};
-use crate::events::{Event, EventQuery};
+use crate::events::{Activity, ActivityHint, Event, EventQuery};
 use crate::service::{UserInput, UserUpdate};
 
 /// A user as NetBird's API shows it.
@@ -225,8 +225,9 @@ pub async fn update(
     Extension(me): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<UpdateUser>,
-) -> ApiResult<Json<UserView>> {
+) -> ApiResult<(Extension<ActivityHint>, Json<UserView>)> {
     let by = me.clone();
+    let before = svc.user(&id).ok();
     let u = blocking(&svc, move |s| {
         let cur = s.user(&id)?;
         if b.name.as_ref().is_some_and(|n| *n != cur.name) {
@@ -240,7 +241,24 @@ pub async fn update(
         s.update_user(&by, &id, &up)
     })
     .await?;
-    Ok(Json(UserView::new(&u, &me)))
+    // NetBird's codes for what changed: blocking, unblocking, else the role.
+    let was_blocked = before.is_some_and(|b| b.status == UserStatus::Blocked);
+    let now_blocked = u.status == UserStatus::Blocked;
+    let act = match (was_blocked, now_blocked) {
+        (false, true) => Activity {
+            code: "user.block",
+            text: "User blocked",
+        },
+        (true, false) => Activity {
+            code: "user.unblock",
+            text: "User unblocked",
+        },
+        _ => Activity {
+            code: "user.role.update",
+            text: "User role updated",
+        },
+    };
+    Ok((Extension(ActivityHint(act)), Json(UserView::new(&u, &me))))
 }
 
 /// `DELETE /api/users/{id}`: the user and its tokens.

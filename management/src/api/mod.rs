@@ -10,6 +10,7 @@
 mod audit;
 mod error;
 pub mod guard;
+mod handlers_accounts;
 mod handlers_networks;
 mod handlers_peers;
 mod handlers_policies;
@@ -148,7 +149,9 @@ pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
         .route("/api/setup-keys", get(pol::list_keys).post(pol::create_key))
         .route(
             "/api/setup-keys/{id}",
-            get(pol::get_key).delete(pol::delete_key),
+            get(pol::get_key)
+                .put(pol::update_key)
+                .delete(pol::delete_key),
         )
         .route("/api/setup-keys/{id}/revoke", post(pol::revoke_key))
         .route(
@@ -174,6 +177,11 @@ pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
         .route(
             "/api/users/{id}/tokens/{tid}",
             get(u::get_token).delete(u::delete_token),
+        )
+        .route("/api/accounts", get(handlers_accounts::list))
+        .route(
+            "/api/accounts/{id}",
+            axum::routing::put(handlers_accounts::update),
         )
         .route("/api/events/audit", get(u::events))
         .route("/api/events", get(u::events))

@@ -38,40 +38,87 @@ impl PeerView {
     }
 }
 
-/// A group with its members.
+/// A group as NetBird's API shows it: members as `{id, name}` peers and `{id, type}`
+/// resources, with their counts.
 #[derive(Serialize)]
 pub struct GroupView {
     /// The group.
     #[serde(flatten)]
     pub group: Group,
-    /// Peer ids.
-    pub peers: Vec<PeerId>,
-    /// Resource ids.
-    pub resources: Vec<ResourceId>,
+    /// Member peers (`{id, name}`).
+    pub peers: Vec<serde_json::Value>,
+    /// Number of member peers.
+    pub peers_count: usize,
+    /// Member resources (`{id, type}`).
+    pub resources: Vec<serde_json::Value>,
+    /// Number of member resources.
+    pub resources_count: usize,
+    /// How the group was made (`api`).
+    pub issued: &'static str,
 }
 
 impl GroupView {
     /// The view of a group.
     pub fn new(a: &Account, g: &Group) -> Self {
+        let peers: Vec<serde_json::Value> = a
+            .group_peer_ids(&g.id)
+            .iter()
+            .filter_map(|id| a.peers.get(id))
+            .map(|p| serde_json::json!({ "id": p.id, "name": p.name }))
+            .collect();
+        let resources: Vec<serde_json::Value> = a
+            .group_resource_ids(&g.id)
+            .iter()
+            .filter_map(|id| a.resources.get(id))
+            .map(|r| serde_json::json!({ "id": r.id, "type": r.address.kind() }))
+            .collect();
         GroupView {
             group: g.clone(),
-            peers: a.group_peer_ids(&g.id),
-            resources: a.group_resource_ids(&g.id),
+            peers_count: peers.len(),
+            peers,
+            resources_count: resources.len(),
+            resources,
+            issued: "api",
+        }
+    }
+
+    /// NetBird's `GroupMinimum` of a group: `{id, name, peers_count, resources_count}`.
+    pub fn minimum(a: &Account, id: &str) -> serde_json::Value {
+        match a.groups.get(id) {
+            Some(g) => serde_json::json!({
+                "id": g.id,
+                "name": g.name,
+                "peers_count": a.group_peer_ids(&g.id).len(),
+                "resources_count": a.group_resource_ids(&g.id).len(),
+            }),
+            None => {
+                serde_json::json!({ "id": id, "name": "", "peers_count": 0, "resources_count": 0 })
+            }
         }
     }
 }
 
-/// A resource with its kind and Network name.
-#[derive(Serialize)]
+/// A resource as NetBird's API shows it (`type`, `groups` as group objects), plus its
+/// Network's id and name.
 pub struct ResourceView {
     /// The resource.
-    #[serde(flatten)]
     pub resource: Resource,
     /// host, subnet or domain.
-    #[serde(rename = "type")]
     pub kind: ResourceKind,
     /// Name of its Network.
     pub network_name: String,
+    /// Its groups as `{id, name, peers_count, resources_count}`.
+    pub groups: Vec<serde_json::Value>,
+}
+
+impl Serialize for ResourceView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = serde_json::to_value(&self.resource).map_err(serde::ser::Error::custom)?;
+        v["type"] = serde_json::to_value(self.kind).map_err(serde::ser::Error::custom)?;
+        v["network_name"] = self.network_name.clone().into();
+        v["groups"] = self.groups.clone().into();
+        v.serialize(s)
+    }
 }
 
 impl ResourceView {
@@ -85,6 +132,7 @@ impl ResourceView {
                 .get(&r.network_id)
                 .map(|n| n.name.clone())
                 .unwrap_or_default(),
+            groups: r.groups.iter().map(|g| GroupView::minimum(a, g)).collect(),
         }
     }
 }
@@ -120,12 +168,21 @@ impl RouterView {
     }
 }
 
-/// A Network with its resource and router counts.
+/// A Network as NetBird's API shows it (`routers`, `resources` and `policies` as ids,
+/// `routing_peers_count`), plus the counts of its resources and routers.
 #[derive(Serialize)]
 pub struct NetworkView {
     /// The Network.
     #[serde(flatten)]
     pub network: Network,
+    /// Its resources' ids.
+    pub resources: Vec<ResourceId>,
+    /// Its routers' ids.
+    pub routers: Vec<String>,
+    /// Peers routing it (a router with `peer` counts one; with `peer_groups`, their members).
+    pub routing_peers_count: usize,
+    /// Policies whose rules reach one of its resources (through a group or directly).
+    pub policies: Vec<PolicyId>,
     /// Number of resources.
     pub resources_count: usize,
     /// Number of routers.
@@ -135,23 +192,62 @@ pub struct NetworkView {
 impl NetworkView {
     /// The view of a Network.
     pub fn new(a: &Account, n: &Network) -> Self {
+        let resources: Vec<&Resource> = a
+            .resources
+            .values()
+            .filter(|r| r.network_id == n.id)
+            .collect();
+        let routers: Vec<&Router> = a
+            .routers
+            .values()
+            .filter(|r| r.network_id == n.id)
+            .collect();
+        let routing_peers_count = routers
+            .iter()
+            .map(|r| match &r.peer {
+                Some(_) => 1,
+                None => r
+                    .peer_groups
+                    .iter()
+                    .map(|g| a.group_peer_ids(g).len())
+                    .sum(),
+            })
+            .sum();
+        let policies = a
+            .policies
+            .values()
+            .filter(|p| {
+                p.rules.iter().any(|rule| {
+                    resources.iter().any(|res| {
+                        rule.destination_resource == Some(Target::Resource(res.id.clone()))
+                            || rule.destinations.iter().any(|g| res.groups.contains(g))
+                    })
+                })
+            })
+            .map(|p| p.id.clone())
+            .collect();
         NetworkView {
             network: n.clone(),
-            resources_count: a
-                .resources
-                .values()
-                .filter(|r| r.network_id == n.id)
-                .count(),
-            routers_count: a.routers.values().filter(|r| r.network_id == n.id).count(),
+            resources_count: resources.len(),
+            routers_count: routers.len(),
+            resources: resources.iter().map(|r| r.id.clone()).collect(),
+            routers: routers.iter().map(|r| r.id.clone()).collect(),
+            routing_peers_count,
+            policies,
         }
     }
 }
 
-/// A setup key without its hash, with its state.
+/// A setup key as NetBird's API shows it (`key` masked but on creation, `expires`,
+/// `last_used`, `updated_at` as RFC 3339, `state`), plus swiftgate's own fields (`key_prefix`,
+/// Unix-second times, `invalid_reason`).
 #[derive(Serialize)]
 pub struct SetupKeyView {
     /// Id.
     pub id: SetupKeyId,
+    /// The key: its first 5 characters and `****`, or the whole key in the answer that
+    /// creates it.
+    pub key: String,
     /// Name.
     pub name: String,
     /// First characters of the key.
@@ -163,56 +259,200 @@ pub struct SetupKeyView {
     pub auto_groups: Vec<GroupId>,
     /// Creation time.
     pub created_at: u64,
-    /// Expiry.
+    /// Expiry (Unix seconds), if it expires.
     pub expires_at: Option<u64>,
+    /// Expiry, RFC 3339 (`0001-01-01T00:00:00Z`: never).
+    pub expires: String,
     /// Usage limit (0 = unlimited).
     pub usage_limit: u32,
     /// Registrations so far.
     pub used_times: u32,
-    /// Last registration.
+    /// Last registration (Unix seconds).
     pub last_used_at: Option<u64>,
+    /// Last registration, RFC 3339 (zero time: never).
+    pub last_used: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
     /// Revoked.
     pub revoked: bool,
     /// Registers ephemeral peers.
     pub ephemeral: bool,
+    /// Extra DNS labels (not supported: always false).
+    pub allow_extra_dns_labels: bool,
     /// Can register a peer now.
     pub valid: bool,
-    /// Why not, if not.
+    /// `valid`, `expired`, `revoked` or `overused` (NetBird's order).
+    pub state: &'static str,
+    /// Why not valid, if not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_reason: Option<String>,
 }
 
 impl SetupKeyView {
-    /// The view of a setup key at time `now`.
+    /// The view of a setup key at time `now`, its key masked.
     pub fn new(k: &SetupKey, now: u64) -> Self {
         let reason = k.unusable_reason(now);
+        let expired = k.expires_at.is_some_and(|e| now >= e);
+        let limit = if k.kind == SetupKeyKind::OneOff {
+            1
+        } else {
+            k.usage_limit
+        };
+        let state = if expired {
+            "expired"
+        } else if k.revoked {
+            "revoked"
+        } else if limit > 0 && k.used_times >= limit {
+            "overused"
+        } else {
+            "valid"
+        };
         SetupKeyView {
             id: k.id.clone(),
+            key: format!("{}****", k.key_prefix.get(..5).unwrap_or(&k.key_prefix)),
             name: k.name.clone(),
             key_prefix: k.key_prefix.clone(),
             kind: k.kind,
             auto_groups: k.auto_groups.clone(),
             created_at: k.created_at,
             expires_at: k.expires_at,
+            expires: rfc3339(k.expires_at.unwrap_or(0)),
             usage_limit: k.usage_limit,
             used_times: k.used_times,
             last_used_at: k.last_used_at,
+            last_used: rfc3339(k.last_used_at.unwrap_or(0)),
+            updated_at: rfc3339(k.updated_at.max(k.created_at)),
             revoked: k.revoked,
             ephemeral: k.ephemeral,
+            allow_extra_dns_labels: false,
             valid: reason.is_none(),
+            state,
             invalid_reason: reason,
+        }
+    }
+
+    /// The view in the answer that creates the key: with the whole key, shown only then.
+    pub fn created(k: &SetupKey, now: u64, text: String) -> Self {
+        SetupKeyView {
+            key: text,
+            ..Self::new(k, now)
         }
     }
 }
 
-/// A new setup key with its text, shown only in this response.
+/// A policy as NetBird's API shows it: rule `sources`/`destinations` as group objects
+/// (`{id, name, peers_count, resources_count}`), single ports in `ports` and ranges in
+/// `port_ranges` (`{start, end}`), a single peer or resource as `sourceResource` /
+/// `destinationResource` `{id, type}` (also under swiftgate's first names
+/// `source_resource` / `destination_resource`).
+pub fn policy_view(a: &Account, p: &Policy) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let target = |t: &Option<Target>| -> Value {
+        match t {
+            None => Value::Null,
+            Some(Target::Peer(id)) => json!({ "id": id, "type": "peer" }),
+            Some(Target::Resource(id)) => json!({
+                "id": id,
+                "type": a.resources.get(id).map(|r| r.address.kind()),
+            }),
+        }
+    };
+    let rules: Vec<Value> = p
+        .rules
+        .iter()
+        .map(|r| {
+            let (singles, ranges): (Vec<&PortRange>, Vec<&PortRange>) =
+                r.ports.iter().partition(|p| p.is_single());
+            let mut v = json!({
+                "id": r.id,
+                "name": r.name,
+                "description": r.description,
+                "enabled": r.enabled,
+                "action": r.action,
+                "protocol": r.protocol,
+                "bidirectional": r.bidirectional,
+                "ports": singles.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "port_ranges": ranges.iter().map(|p| json!({"start": p.start, "end": p.end})).collect::<Vec<_>>(),
+                "sources": r.sources.iter().map(|g| GroupView::minimum(a, g)).collect::<Vec<_>>(),
+                "destinations": r.destinations.iter().map(|g| GroupView::minimum(a, g)).collect::<Vec<_>>(),
+            });
+            for (camel, snake, t) in [
+                ("sourceResource", "source_resource", &r.source_resource),
+                ("destinationResource", "destination_resource", &r.destination_resource),
+            ] {
+                if t.is_some() {
+                    v[camel] = target(t);
+                    v[snake] = target(t);
+                }
+            }
+            v
+        })
+        .collect();
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "enabled": p.enabled,
+        "source_posture_checks": p.source_posture_checks,
+        "rules": rules,
+    })
+}
+
+/// A posture check as NetBird's API shows it: its checks under NetBird's names and shapes.
 #[derive(Serialize)]
-pub struct CreatedSetupKey {
-    /// The key.
-    #[serde(flatten)]
-    pub view: SetupKeyView,
-    /// The key text; store it now, it cannot be shown again.
-    pub key: String,
+pub struct PostureCheckView {
+    /// Id.
+    pub id: PostureCheckId,
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// `nb_version_check`, `os_version_check`, `peer_network_range_check`, `process_check`.
+    pub checks: serde_json::Value,
+}
+
+impl From<&PostureCheck> for PostureCheckView {
+    fn from(p: &PostureCheck) -> Self {
+        use serde_json::{Map, Value, json};
+        let c = &p.checks;
+        let mut checks = Map::new();
+        if let Some(v) = &c.client_version {
+            checks.insert(
+                "nb_version_check".into(),
+                json!({ "min_version": v.min_version }),
+            );
+        }
+        if let Some(os) = &c.os_version {
+            let mut m = Map::new();
+            for (name, v, key) in [
+                ("linux", &os.linux, "min_kernel_version"),
+                ("windows", &os.windows, "min_kernel_version"),
+                ("darwin", &os.darwin, "min_version"),
+                ("ios", &os.ios, "min_version"),
+                ("android", &os.android, "min_version"),
+            ] {
+                if let Some(v) = v {
+                    m.insert(name.into(), json!({ key: v }));
+                }
+            }
+            checks.insert("os_version_check".into(), Value::Object(m));
+        }
+        if let Some(r) = &c.peer_network_range {
+            checks.insert(
+                "peer_network_range_check".into(),
+                json!({ "ranges": r.ranges, "action": r.action }),
+            );
+        }
+        if let Some(pr) = &c.process {
+            checks.insert("process_check".into(), json!(pr));
+        }
+        PostureCheckView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            checks: Value::Object(checks),
+        }
+    }
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-12-07T10:00:00Z`), the form NetBird's API uses; 0 is

@@ -738,7 +738,23 @@ fn policies_table(v: &Value) -> String {
                 side("sources", "source_resource"),
                 side("destinations", "destination_resource"),
                 cell(r.get("protocol")),
-                cell(r.get("ports")),
+                {
+                    // Single ports, then ranges (NetBird's `port_ranges`).
+                    let mut ports: Vec<String> = arr(&r["ports"])
+                        .iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect();
+                    ports.extend(
+                        arr(&r["port_ranges"])
+                            .iter()
+                            .map(|p| format!("{}-{}", p["start"], p["end"])),
+                    );
+                    if ports.is_empty() {
+                        "-".to_string()
+                    } else {
+                        ports.join(",")
+                    }
+                },
                 cell(r.get("action")),
                 if r["bidirectional"].as_bool() == Some(true) {
                     "<->"
@@ -783,6 +799,9 @@ fn group_names(c: &Client, v: &mut Value, fields: &[&str]) -> Result<(), ClientE
                 for g in a.iter_mut() {
                     if let Some(id) = g.as_str() {
                         *g = Value::String(name(id));
+                    } else if let Some(n) = g.get("name").and_then(Value::as_str) {
+                        // NetBird's group objects carry their name.
+                        *g = Value::String(n.to_string());
                     }
                 }
             }
@@ -1292,18 +1311,23 @@ pub fn run_client(cli: &Cli) -> Result<(), CliError> {
             } => {
                 let mut checks = json!({});
                 if let Some(v) = min_client_version {
-                    checks["client_version"] = json!({ "min_version": v });
+                    checks["nb_version_check"] = json!({ "min_version": v });
                 }
                 if !min_os.is_empty() {
                     let mut os = json!({});
                     for kv in min_os {
                         let (k, v) = split_kv("--min-os", kv)?;
-                        os[k] = json!(v);
+                        let field = if matches!(k, "linux" | "windows") {
+                            "min_kernel_version"
+                        } else {
+                            "min_version"
+                        };
+                        os[k] = json!({ field: v });
                     }
-                    checks["os_version"] = os;
+                    checks["os_version_check"] = os;
                 }
                 if !network_ranges.is_empty() {
-                    checks["peer_network_range"] =
+                    checks["peer_network_range_check"] =
                         json!({ "ranges": network_ranges, "action": range_action });
                 }
                 if !processes.is_empty() {
@@ -1324,7 +1348,7 @@ pub fn run_client(cli: &Cli) -> Result<(), CliError> {
                         };
                         spec[field] = json!(v);
                     }
-                    checks["process"] = json!({ "processes": [spec] });
+                    checks["process_check"] = json!({ "processes": [spec] });
                 }
                 let v = c
                     .post(

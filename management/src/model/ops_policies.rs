@@ -280,6 +280,11 @@ impl Account {
         now: u64,
     ) -> ModelResult<(SetupKey, String)> {
         let name = check_name("name", &input.name)?;
+        if input.allow_extra_dns_labels {
+            return Err(invalid(
+                "allow_extra_dns_labels: extra DNS labels are not supported by this server",
+            ));
+        }
         check_unique(
             "setup key",
             &name,
@@ -317,6 +322,7 @@ impl Account {
             last_used_at: None,
             revoked: false,
             ephemeral: input.ephemeral,
+            updated_at: now,
         };
         self.setup_keys.insert(key.id.clone(), key.clone());
         Ok((key, text))
@@ -327,6 +333,36 @@ impl Account {
         let id = self.setup_key_id(key)?;
         let k = self.setup_keys.get_mut(&id).expect("resolved above");
         k.revoked = true;
+        Ok(k.clone())
+    }
+
+    /// Changes a setup key's revocation and auto-groups (NetBird's PUT); a revoked key stays
+    /// revoked.
+    pub fn update_setup_key(
+        &mut self,
+        key: &str,
+        up: &SetupKeyUpdate,
+        now: u64,
+    ) -> ModelResult<SetupKey> {
+        let id = self.setup_key_id(key)?;
+        let auto_groups = match &up.auto_groups {
+            Some(g) => Some(self.resolve_member_groups("auto_groups", g, true)?),
+            None => None,
+        };
+        let k = self.setup_keys.get_mut(&id).expect("resolved above");
+        if k.revoked && up.revoked == Some(false) {
+            return Err(invalid("revoked: a revoked setup key cannot be un-revoked"));
+        }
+        let before = k.clone();
+        if up.revoked == Some(true) {
+            k.revoked = true;
+        }
+        if let Some(g) = auto_groups {
+            k.auto_groups = g;
+        }
+        if *k != before {
+            k.updated_at = now;
+        }
         Ok(k.clone())
     }
 

@@ -18,9 +18,38 @@ pub struct GroupInput {
     /// If given, exactly these peers are in the group afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<String>>,
-    /// If given, exactly these resources are in the group afterwards.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// If given, exactly these resources are in the group afterwards: ids or names, or
+    /// NetBird's `{"id": ..., "type": ...}` objects.
+    #[serde(
+        default,
+        deserialize_with = "ids_or_objects",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resources: Option<Vec<String>>,
+}
+
+/// [`ids_or_objects`] for a list that may be missing (empty).
+fn ids_or_objects_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(ids_or_objects(d)?.unwrap_or_default())
+}
+
+/// A list of ids (or names) written as strings or as objects with an `id` (NetBird's
+/// `Resource` and `PeerMinimum`); other fields of an object are not read.
+fn ids_or_objects<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Text(String),
+        Object { id: String },
+    }
+    Ok(Option::<Vec<Item>>::deserialize(d)?.map(|items| {
+        items
+            .into_iter()
+            .map(|i| match i {
+                Item::Text(t) | Item::Object { id: t } => t,
+            })
+            .collect()
+    }))
 }
 
 /// Create or replace a Network.
@@ -45,8 +74,8 @@ pub struct ResourceInput {
     pub description: String,
     /// `10.10.0.5`, `10.10.0.5/32`, `10.10.0.0/16`, `grafana.berlin.internal`, `*.berlin.internal`.
     pub address: String,
-    /// Resource groups.
-    #[serde(default)]
+    /// Resource groups (ids or names, or group objects).
+    #[serde(default, deserialize_with = "ids_or_objects_vec")]
     pub groups: Vec<String>,
     /// Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,8 +89,8 @@ pub struct RouterInput {
     /// One routing peer (exclusive with `peer_groups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
-    /// Groups whose peers all route.
-    #[serde(default)]
+    /// Groups whose peers all route (ids or names, or group objects).
+    #[serde(default, deserialize_with = "ids_or_objects_vec")]
     pub peer_groups: Vec<String>,
     /// 1..=9999, lower preferred; default 9999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,17 +164,33 @@ pub struct RuleInput {
     /// Also destinations -> sources.
     #[serde(default)]
     pub bidirectional: bool,
-    /// Source groups.
-    #[serde(default, alias = "source_groups")]
+    /// Source groups (ids or names, or NetBird's group objects as its answers carry them).
+    #[serde(
+        default,
+        alias = "source_groups",
+        deserialize_with = "ids_or_objects_vec"
+    )]
     pub sources: Vec<String>,
-    /// A single source peer or resource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A single source peer or resource (NetBird's `sourceResource`).
+    #[serde(
+        default,
+        alias = "sourceResource",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_resource: Option<TargetInput>,
-    /// Destination groups.
-    #[serde(default, alias = "destination_groups")]
+    /// Destination groups (ids or names, or group objects).
+    #[serde(
+        default,
+        alias = "destination_groups",
+        deserialize_with = "ids_or_objects_vec"
+    )]
     pub destinations: Vec<String>,
-    /// A single destination peer or resource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A single destination peer or resource (NetBird's `destinationResource`).
+    #[serde(
+        default,
+        alias = "destinationResource",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_resource: Option<TargetInput>,
 }
 
@@ -154,6 +199,9 @@ pub struct RuleInput {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyInput {
+    /// Ignored: the URL names the policy (accepted because clients send back what they read).
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
     /// Unique name.
     pub name: String,
     /// Free text.
@@ -187,6 +235,7 @@ pub struct PolicyInput {
     #[serde(
         default,
         alias = "source_groups",
+        deserialize_with = "ids_or_objects",
         skip_serializing_if = "Option::is_none"
     )]
     pub sources: Option<Vec<String>>,
@@ -197,6 +246,7 @@ pub struct PolicyInput {
     #[serde(
         default,
         alias = "destination_groups",
+        deserialize_with = "ids_or_objects",
         skip_serializing_if = "Option::is_none"
     )]
     pub destinations: Option<Vec<String>>,
@@ -254,8 +304,8 @@ pub struct SetupKeyInput {
     /// Groups given to peers registered with the key.
     #[serde(default)]
     pub auto_groups: Vec<String>,
-    /// Lifetime in seconds; default 30 days; 0 = never expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Lifetime in seconds; default 30 days; 0 = never expires (NetBird's `expires_in`).
+    #[serde(default, alias = "expires_in", skip_serializing_if = "Option::is_none")]
     pub expires_in_secs: Option<u64>,
     /// Most registrations; 0/absent = unlimited (reusable keys only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,6 +313,22 @@ pub struct SetupKeyInput {
     /// Peers registered with it are ephemeral.
     #[serde(default)]
     pub ephemeral: bool,
+    /// NetBird's extra DNS labels for peers registered with the key: not supported, so only
+    /// `false` is accepted.
+    #[serde(default)]
+    pub allow_extra_dns_labels: bool,
+}
+
+/// Change a setup key (NetBird's `SetupKeyRequest`): only the fields given change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupKeyUpdate {
+    /// Revoke it (a revoked key cannot be un-revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<bool>,
+    /// Exactly these auto-groups afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_groups: Option<Vec<String>>,
 }
 
 /// Peer network range check as sent by clients.
@@ -276,24 +342,46 @@ pub struct NetworkRangeInput {
     pub action: Option<String>,
 }
 
-/// The checks of a posture check as sent by clients.
+/// The checks of a posture check as sent by clients, under NetBird's names
+/// (`nb_version_check`, `os_version_check`, `peer_network_range_check`, `process_check`,
+/// `geo_location_check`) or swiftgate's first ones (`client_version`, ...).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostureChecksInput {
     /// Minimum agent version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "nb_version_check",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_version: Option<MinVersionCheck>,
     /// Minimum OS versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "os_version_check",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<OsVersionCheck>,
     /// Local network ranges.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "peer_network_range_check",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub peer_network_range: Option<NetworkRangeInput>,
     /// Running processes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "process_check",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub process: Option<ProcessCheck>,
     /// Refused: needs a GeoIP database this server does not have.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "geo_location_check",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub geo_location: Option<serde_json::Value>,
 }
 

@@ -554,6 +554,9 @@ pub struct SetupKey {
     pub revoked: bool,
     /// Peers registered with it are ephemeral.
     pub ephemeral: bool,
+    /// Last change through the API (unix seconds; 0 in keys stored before it was kept).
+    #[serde(default)]
+    pub updated_at: u64,
 }
 
 /// Minimum agent version.
@@ -564,20 +567,44 @@ pub struct MinVersionCheck {
 }
 
 /// Minimum OS versions. An OS not listed fails the check. For linux and windows the kernel
-/// version is compared (as NetBird does); for darwin, ios and android the OS version.
+/// version is compared (as NetBird does); for darwin, ios and android the OS version. Each
+/// may be written as a string (`"5.10"`) or as NetBird writes it (`{"min_kernel_version":
+/// "5.10"}` for linux and windows, `{"min_version": "14.0"}` for the others).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OsVersionCheck {
     /// Minimum Linux kernel version.
+    #[serde(deserialize_with = "min_version_text")]
     pub linux: Option<String>,
     /// Minimum Windows kernel version.
+    #[serde(deserialize_with = "min_version_text")]
     pub windows: Option<String>,
     /// Minimum macOS version.
+    #[serde(deserialize_with = "min_version_text")]
     pub darwin: Option<String>,
     /// Minimum iOS version.
+    #[serde(deserialize_with = "min_version_text")]
     pub ios: Option<String>,
     /// Minimum Android version.
+    #[serde(deserialize_with = "min_version_text")]
     pub android: Option<String>,
+}
+
+/// A minimum version as a string or as NetBird's `{min_version}` / `{min_kernel_version}`.
+fn min_version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Text(String),
+        Object {
+            #[serde(alias = "min_kernel_version")]
+            min_version: String,
+        },
+    }
+    Ok(match Option::<Form>::deserialize(d)? {
+        None => None,
+        Some(Form::Text(t)) | Some(Form::Object { min_version: t }) => Some(t),
+    })
 }
 
 /// Allow or deny.

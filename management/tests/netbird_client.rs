@@ -1,0 +1,153 @@
+//! NetBird's own tooling against swiftgate-management: the PyPI `netbird` REST client (pinned
+//! in scripts/python-requirements.txt, installed by scripts/bootstrap.sh into its virtual
+//! environment) drives the Berlin Office walkthrough with its default `Token` authentication
+//! against a server on a real socket (`walkthrough.py` asserts each answer), and the result is
+//! checked through swiftgate's own client.
+//!
+//! The test fails, not skips, when the environment is missing: `./x test` installs it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use swiftgate_management::api::{ApiConfig, HttpLimits};
+use swiftgate_management::cli::Client;
+use swiftgate_management::grpc::PeerServices;
+use swiftgate_management::server::{ADMIN_TOKEN_FILE, ServeConfig, run_until};
+
+/// The Python of the test clients' virtual environment (as scripts/bootstrap.sh makes it).
+fn python() -> PathBuf {
+    let env = std::env::var_os("SWIFTGATE_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("swiftgate/pyenv")
+        });
+    let py = env.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/bootstrap.sh (./x test does) to install the PyPI netbird client",
+        py.display()
+    );
+    py
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServeConfig {
+        data_dir: dir.path().to_path_buf(),
+        init: false,
+        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        grpc_listen: None,
+        api: ApiConfig::default(),
+        limits: HttpLimits::default(),
+        peer_services: PeerServices::default(),
+    };
+    let api = format!("http://{}", cfg.listen);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = cfg.listen;
+    let server = tokio::spawn(run_until(cfg, async {
+        let _ = stopped.await;
+    }));
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "server not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE))
+        .unwrap()
+        .trim()
+        .to_string();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/netbird_client/walkthrough.py");
+    let (a, t) = (api.clone(), token.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg(script)
+            .env("NB_HOST", a)
+            .env("NB_PAT", t)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "the walkthrough failed:\n{stderr}");
+    let made: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON summary");
+
+    // What NetBird's client made, as swiftgate's own client sees it.
+    let check = tokio::task::spawn_blocking(move || {
+        let c = Client::new(&api, Some(token));
+        let pol = c
+            .get(&format!(
+                "/api/policies/{}",
+                made["policy"].as_str().unwrap()
+            ))
+            .unwrap();
+        let r = &pol["rules"][0];
+        assert_eq!(r["id"], made["rule"], "rule id kept across the update");
+        assert_eq!(r["protocol"], "tcp");
+        assert_eq!(r["ports"], serde_json::json!(["443", "8443"]));
+        assert_eq!(r["sources"][0]["id"], made["groups"]["dev"]);
+        assert_eq!(pol["source_posture_checks"][0], made["posture_check"]);
+        let net = c
+            .get(&format!(
+                "/api/networks/{}",
+                made["network"].as_str().unwrap()
+            ))
+            .unwrap();
+        assert_eq!(net["resources_count"], 2);
+        assert_eq!(
+            net["routing_peers_count"], 0,
+            "no peer in the routers' group yet"
+        );
+        let keys = c.get("/api/setup-keys").unwrap();
+        let revoked = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == made["revoked_key_id"])
+            .unwrap();
+        assert_eq!(revoked["revoked"], true);
+        let settings = c.get("/api/settings").unwrap();
+        assert_eq!(settings["dns_domain"], "berlin.internal");
+        let users = c.get("/api/users").unwrap();
+        let bot = users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == made["service_user"])
+            .unwrap();
+        assert_eq!(bot["role"], "user");
+        let tokens = c
+            .get(&format!(
+                "/api/users/{}/tokens",
+                made["service_user"].as_str().unwrap()
+            ))
+            .unwrap();
+        assert_eq!(tokens, serde_json::json!([]), "the deleted token is gone");
+        let events = c.get("/api/events/audit?activity_code=policy.add").unwrap();
+        assert_eq!(events.as_array().unwrap().len(), 2);
+    });
+    let checked = check.await;
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    checked.unwrap();
+}

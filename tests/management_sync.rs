@@ -118,18 +118,18 @@ impl ManagementService for Server {
         Ok(Response::new(Box::pin(s)))
     }
     async fn is_healthy(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
-        Ok(Response::new(Empty {}))
+        Ok(Response::new(Empty::default()))
     }
     async fn sync_meta(&self, r: Request<EncryptedMessage>) -> Result<Response<Empty>, Status> {
         let (_, req): (_, SyncMetaRequest) = self.open(r)?;
         if let Some(m) = req.meta {
             self.metas.lock().unwrap().push(m);
         }
-        Ok(Response::new(Empty {}))
+        Ok(Response::new(Empty::default()))
     }
     async fn logout(&self, r: Request<EncryptedMessage>) -> Result<Response<Empty>, Status> {
         let _: (_, Empty) = self.open(r)?;
-        Ok(Response::new(Empty {}))
+        Ok(Response::new(Empty::default()))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use swiftgate_proto::envelope::{SharedKey, decrypt_message};
+use swiftgate_proto::envelope::{NONCE_LEN, SharedKey, decrypt_message};
 use swiftgate_proto::keys::{KeyPair, PrivateKey, PublicKey};
 use swiftgate_proto::management as pb;
 use swiftgate_proto::management::management_service_server::{
@@ -23,14 +23,24 @@ use tonic::{Request, Response, Status};
 
 use crate::model::{ModelError, RegisterPeer, check_ssh_key};
 use crate::netmap::{Netmapper, NetworkMap, proto as conv};
+use crate::replay::{GuessLimiter, ReplayGuard};
 use crate::service::{Service, ServiceError, now_secs};
 
 /// Default gRPC address (NetBird's management port). Agents connect here, so it listens on
 /// every interface; the API behind it only answers sealed requests of registered keys.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:33073";
 
-/// Largest gRPC message either way (NetBird users hit 11.7 MB maps; the default is 4 MiB).
+/// Largest gRPC message the server sends (NetBird users hit 11.7 MB maps; the default is 4
+/// MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest gRPC message the server accepts: requests come from anyone before they are opened,
+/// and a sealed Login with a large system description is a few KiB. A larger one is refused
+/// from its length prefix, before it is read.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Concurrent streams per HTTP/2 connection (an agent uses one Sync and one Signal stream).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 /// How long a shutdown waits for connections to drain after the Sync streams were ended
 /// (other streams, e.g. Signal's, do not end by themselves); then the server stops anyway.
@@ -88,6 +98,40 @@ pub struct Grpc {
     distributor: Arc<Distributor>,
     /// Set to `true` when the server shuts down: every Sync stream ends.
     stopping: watch::Sender<bool>,
+    /// Nonces (and sealed times) of the envelopes received: replays are refused.
+    replay: Arc<Mutex<ReplayGuard>>,
+    /// Failed registrations per source address.
+    guesses: Arc<Mutex<GuessLimiter>>,
+}
+
+/// A sealed request that may carry swiftgate's sealed send time (`swiftgateSentAt`).
+trait SentAt {
+    /// The sealed send time, 0 if the sender did not seal one (NetBird's agents).
+    fn sent_at(&self) -> i64;
+}
+
+impl SentAt for pb::LoginRequest {
+    fn sent_at(&self) -> i64 {
+        self.swiftgate_sent_at
+    }
+}
+
+impl SentAt for pb::SyncRequest {
+    fn sent_at(&self) -> i64 {
+        self.swiftgate_sent_at
+    }
+}
+
+impl SentAt for pb::SyncMetaRequest {
+    fn sent_at(&self) -> i64 {
+        self.swiftgate_sent_at
+    }
+}
+
+impl SentAt for pb::Empty {
+    fn sent_at(&self) -> i64 {
+        self.swiftgate_sent_at
+    }
 }
 
 fn status_of(e: ServiceError) -> Status {
@@ -252,6 +296,8 @@ impl Grpc {
             key: Arc::new(key),
             services,
             streams: Arc::new(Mutex::new(HashMap::new())),
+            replay: Arc::new(Mutex::new(ReplayGuard::new())),
+            guesses: Arc::new(Mutex::new(GuessLimiter::new())),
         })
     }
 
@@ -268,13 +314,28 @@ impl Grpc {
     }
 
     /// Opens a request envelope: the sender's key and the message. Bad keys or bodies are
-    /// `InvalidArgument`, as in NetBird.
-    fn open<M: prost::Message + Default>(
+    /// `InvalidArgument`, as in NetBird. A replayed envelope (its nonce seen before from this
+    /// key, or its sealed send time far from now) is `PermissionDenied` ([`ReplayGuard`]).
+    fn open<M: prost::Message + Default + SentAt>(
         &self,
         req: &pb::EncryptedMessage,
     ) -> Result<(PublicKey, M), Status> {
-        decrypt_message(req, self.key.private())
-            .map_err(|e| Status::invalid_argument(format!("invalid request message: {e}")))
+        let (key, msg): (PublicKey, M) = decrypt_message(req, self.key.private())
+            .map_err(|e| Status::invalid_argument(format!("invalid request message: {e}")))?;
+        // Opened, so the body holds at least a nonce and a tag.
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&req.body[..NONCE_LEN]);
+        let verdict = self.replay.lock().unwrap_or_else(|e| e.into_inner()).check(
+            *key.as_bytes(),
+            nonce,
+            msg.sent_at(),
+            now_secs(),
+        );
+        if let Err(why) = verdict {
+            tracing::warn!(peer_key = %key.to_base64(), %why, "sealed request refused");
+            return Err(Status::permission_denied(why.to_string()));
+        }
+        Ok((key, msg))
     }
 
     fn seal(&self, to: &PublicKey, msg: &impl prost::Message) -> pb::EncryptedMessage {
@@ -369,6 +430,24 @@ impl ManagementService for Grpc {
             .map_err(|e| Status::invalid_argument(format!("peerKeys.sshPubKey: {e}")))?;
         let meta = conv::peer_meta(meta);
         let key_text = peer_key.to_base64();
+        // A registration (unknown key) from an address that failed too often is refused
+        // before the setup key is looked at.
+        let from = req.remote_addr().map(|a| a.ip());
+        let registering = self.svc.account().peer_by_key(&key_text).is_none();
+        if registering
+            && let Some(ip) = from
+            && !self
+                .guesses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allowed(ip, now_secs())
+        {
+            tracing::warn!(%ip, "registration refused: too many failed registrations from this address");
+            return Err(Status::resource_exhausted(format!(
+                "too many failed registrations from {ip}; wait {} s",
+                crate::replay::GUESS_WINDOW_SECS
+            )));
+        }
         let svc = self.svc.clone();
         let setup_key = login.setup_key.clone();
         let peer = blocking(move || {
@@ -401,7 +480,18 @@ impl ManagementService for Grpc {
                 }),
             }
         })
-        .await?;
+        .await;
+        if registering
+            && let (Some(ip), Err(s)) = (from, &peer)
+            && s.code() == tonic::Code::NotFound
+        {
+            // NotFound: the setup key was refused (NetBird's code for it).
+            self.guesses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failed(ip, now_secs());
+        }
+        let peer = peer?;
         tracing::info!(peer = %peer.id, name = %peer.name, approved = peer.approved, "peer logged in");
         let map = {
             let svc = self.svc.clone();
@@ -532,7 +622,7 @@ impl ManagementService for Grpc {
     }
 
     async fn is_healthy(&self, _req: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(pb::Empty::default()))
     }
 
     async fn sync_meta(
@@ -548,7 +638,7 @@ impl ManagementService for Grpc {
         };
         let svc = self.svc.clone();
         blocking(move || svc.peer_meta("sync_meta", &id, &meta)).await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(pb::Empty::default()))
     }
 
     async fn logout(
@@ -559,14 +649,14 @@ impl ManagementService for Grpc {
         let id = peer_of(&self.svc, &peer_key)?;
         let svc = self.svc.clone();
         blocking(move || svc.mutate("logout", |a, _| a.delete_peer(&id))).await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(pb::Empty::default()))
     }
 }
 
 /// The tonic service with NetBird-sized message limits.
 pub fn service(grpc: Grpc) -> ManagementServiceServer<Grpc> {
     ManagementServiceServer::new(grpc)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
@@ -604,12 +694,15 @@ pub fn serve_on(
     Ok(tokio::spawn(async move {
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(16 * 1024))
             .add_service(service(grpc))
             // Signal on the same listener: peers' endpoint offers, relayed unopened.
             .add_service(
                 swiftgate_proto::signalexchange::signal_exchange_server::SignalExchangeServer::new(
                     swiftgate_proto::signal_server::SignalRelay::new(),
-                ),
+                )
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
             )
             .serve_with_incoming_shutdown(incoming, shutdown);
         tokio::pin!(server);

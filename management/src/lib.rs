@@ -10,6 +10,7 @@ pub mod events;
 pub mod grpc;
 pub mod model;
 pub mod netmap;
+pub mod replay;
 pub mod server;
 pub mod service;
 pub mod store;

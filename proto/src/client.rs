@@ -138,7 +138,18 @@ pub fn login_request(
             wg_pub_key: public_key.to_base64().into_bytes(),
         }),
         dns_labels: Vec::new(),
+        swiftgate_sent_at: sent_at(),
     }
+}
+
+/// Now in Unix seconds, for `swiftgateSentAt`: sealed into every request this client sends so
+/// that a swiftgate server can refuse a replay of it later (NetBird's server ignores the
+/// field).
+pub fn sent_at() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A minimal system description for this host: `hostname`, the agent version,
@@ -309,7 +320,7 @@ impl ManagementClient {
         let response = self
             .grpc
             .clone()
-            .get_server_key(self.request(Empty {}))
+            .get_server_key(self.request(Empty::default()))
             .await
             .map_err(rpc_error("GetServerKey"))?
             .into_inner();
@@ -360,7 +371,10 @@ impl ManagementClient {
     ) -> Result<SyncStream, ClientError> {
         let server = self.known_server_key().await?;
         let shared = SharedKey::between(keys.private(), &server);
-        let request = SyncRequest { meta: Some(meta) };
+        let request = SyncRequest {
+            meta: Some(meta),
+            swiftgate_sent_at: sent_at(),
+        };
         let inner = self
             .grpc
             .clone()
@@ -374,7 +388,10 @@ impl ManagementClient {
     /// Sends a new system description (`SyncMeta`) without reopening `Sync`.
     pub async fn sync_meta(&self, keys: &KeyPair, meta: PeerSystemMeta) -> Result<(), ClientError> {
         let server = self.known_server_key().await?;
-        let request = SyncMetaRequest { meta: Some(meta) };
+        let request = SyncMetaRequest {
+            meta: Some(meta),
+            swiftgate_sent_at: sent_at(),
+        };
         let envelope =
             SharedKey::between(keys.private(), &server).encrypted_message(&request, keys.public());
         self.grpc
@@ -388,8 +405,11 @@ impl ManagementClient {
     /// Removes this peer from its account (`Logout`).
     pub async fn logout(&self, keys: &KeyPair) -> Result<(), ClientError> {
         let server = self.known_server_key().await?;
+        let request = Empty {
+            swiftgate_sent_at: sent_at(),
+        };
         let envelope =
-            SharedKey::between(keys.private(), &server).encrypted_message(&Empty {}, keys.public());
+            SharedKey::between(keys.private(), &server).encrypted_message(&request, keys.public());
         self.grpc
             .clone()
             .logout(self.request(envelope))
@@ -402,7 +422,7 @@ impl ManagementClient {
     pub async fn is_healthy(&self) -> Result<(), ClientError> {
         self.grpc
             .clone()
-            .is_healthy(self.request(Empty {}))
+            .is_healthy(self.request(Empty::default()))
             .await
             .map_err(rpc_error("isHealthy"))?;
         Ok(())
@@ -586,7 +606,7 @@ mod tests {
         }
 
         async fn is_healthy(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
-            Ok(Response::new(Empty {}))
+            Ok(Response::new(Empty::default()))
         }
 
         async fn sync_meta(
@@ -598,17 +618,17 @@ mod tests {
             if meta.meta.is_none() {
                 return Err(Status::invalid_argument("no meta"));
             }
-            Ok(Response::new(Empty {}))
+            Ok(Response::new(Empty::default()))
         }
 
         async fn logout(
             &self,
             request: Request<EncryptedMessage>,
         ) -> Result<Response<Empty>, Status> {
-            let (peer, Empty {}) = self.open(request)?;
+            let (peer, Empty { .. }) = self.open(request)?;
             self.check_registered(&peer)?;
             self.registered.lock().unwrap().remove(&peer);
-            Ok(Response::new(Empty {}))
+            Ok(Response::new(Empty::default()))
         }
     }
 

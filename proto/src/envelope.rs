@@ -434,7 +434,7 @@ mod tests {
 
         // Empty message: just nonce and tag.
         let empty = seal(
-            &management::Empty {},
+            &management::Empty::default(),
             peer.private().as_bytes(),
             server.public().as_bytes(),
         );

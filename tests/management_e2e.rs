@@ -87,12 +87,12 @@ fn berlin_office_through_the_admin_api() {
         .unwrap()
         .to_string();
 
-    let router = enrol(&lab, gw, "router", &m.grpc, &router_key, &["--lan", "lan0"]);
+    let router = enrol(&lab, gw, "router", &m, &router_key, &["--lan", "lan0"]);
     let alice = enrol(
         &lab,
         client,
         "alice",
-        &m.grpc,
+        &m,
         &dev_key,
         &["--listen-port", "51821"],
     );
@@ -213,7 +213,7 @@ fn berlin_office_through_the_admin_api() {
         &lab,
         client,
         "second-router",
-        &m.grpc,
+        &m,
         &router_key,
         &["--listen-port", "51822"],
     );
@@ -296,19 +296,12 @@ fn three_tier_through_the_admin_api() {
             .unwrap()
             .to_string()
     };
-    let router = enrol(
-        &lab,
-        gw,
-        "router",
-        &m.grpc,
-        &key("routers"),
-        &["--lan", "lan0"],
-    );
+    let router = enrol(&lab, gw, "router", &m, &key("routers"), &["--lan", "lan0"]);
     let groups = ["peer-devops-prod", "peer-support", "svc-monitoring"];
     let agents: Vec<Agent> = users
         .iter()
         .zip(groups)
-        .map(|((ns, n), g)| enrol(&lab, *ns, n, &m.grpc, &key(g), &["--listen-port", "51821"]))
+        .map(|((ns, n), g)| enrol(&lab, *ns, n, &m, &key(g), &["--listen-port", "51821"]))
         .collect();
     wait_ready(&router);
     for a in &agents {
@@ -452,8 +445,8 @@ fn site_to_site_through_the_admin_api() {
         .as_str()
         .unwrap()
         .to_string();
-    let berlin = enrol(&lab, gw_b, "berlin-gw", &m.grpc, &key, &["--lan", "lan0"]);
-    let hamburg = enrol(&lab, gw_h, "hamburg-gw", &m.grpc, &key, &["--lan", "lan0"]);
+    let berlin = enrol(&lab, gw_b, "berlin-gw", &m, &key, &["--lan", "lan0"]);
+    let hamburg = enrol(&lab, gw_h, "hamburg-gw", &m, &key, &["--lan", "lan0"]);
     wait_ready(&berlin);
     wait_ready(&hamburg);
     let (berlin_id, _) = peer(&m, &berlin.keys);

@@ -56,19 +56,12 @@ fn main() {
             .unwrap()
             .to_string()
     };
-    let router = enrol(
-        &lab,
-        gw,
-        "router",
-        &m.grpc,
-        &key("routers"),
-        &["--lan", "lan0"],
-    );
+    let router = enrol(&lab, gw, "router", &m, &key("routers"), &["--lan", "lan0"]);
     let alice = enrol(
         &lab,
         client,
         "alice",
-        &m.grpc,
+        &m,
         &key("Development"),
         &["--listen-port", "51821"],
     );

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use swiftgate::{
@@ -35,9 +35,15 @@ enum Cmd {
             required_unless_present = "management_url"
         )]
         config: Option<PathBuf>,
-        /// Management server URL (`http://host:port`).
+        /// Management server URL: `https://host:port` (or `host:port`), or `http://host:port`
+        /// for a server without TLS (the agent warns).
         #[arg(long)]
         management_url: Option<String>,
+        /// A certificate (PEM) to trust for the management and Signal servers besides the
+        /// system's roots: their CA, or the server's self-signed certificate
+        /// (`<data-dir>/grpc-cert.pem` of swiftgate-management).
+        #[arg(long, requires = "management_url")]
+        management_ca: Option<PathBuf>,
         /// Setup key for the first login.
         #[arg(long, requires = "management_url")]
         setup_key: Option<String>,
@@ -418,7 +424,29 @@ fn real_main() -> Result<()> {
             control_socket,
             conntrack_capacity,
             conntrack_share,
+            management_ca,
         } => {
+            let trust = swiftgate_proto::client::Trust {
+                extra_pem: match &management_ca {
+                    Some(p) => Some(
+                        std::fs::read(p)
+                            .with_context(|| format!("--management-ca {}", p.display()))?,
+                    ),
+                    None => None,
+                },
+            };
+            if let Some(url) = &management_url {
+                if url.starts_with("http://") {
+                    tracing::warn!(
+                        %url,
+                        "the management URL is http://: Signal messages and request metadata \
+                         travel in clear (use https://)"
+                    );
+                }
+                // Checked now: a bad URL or certificate stops the start.
+                swiftgate_proto::client::endpoint_with(url, &trust)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             let conntrack = swiftgate::config::ConntrackConfig {
                 capacity: conntrack_capacity,
                 source_share: conntrack_share,
@@ -449,6 +477,7 @@ fn real_main() -> Result<()> {
                         control_socket,
                         workers: None,
                         conntrack,
+                        trust,
                     },
                 },
                 (None, None) => anyhow::bail!("give --config FILE or --management-url URL"),

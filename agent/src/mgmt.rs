@@ -37,6 +37,8 @@ pub struct Local {
     pub workers: Option<usize>,
     /// Conntrack sizes, shares and timeouts (defaults unless set).
     pub conntrack: crate::config::ConntrackConfig,
+    /// Whom `https://` connections to management and Signal trust besides the system's roots.
+    pub trust: swiftgate_proto::client::Trust,
 }
 
 /// Loads the peer's key from `dir/key`, creating it (mode 0600) on first start.
@@ -195,7 +197,7 @@ pub async fn sync(
     let mut meta = sysinfo::system_meta(&hostname(), &local.overlay);
     loop {
         let attempt = async {
-            let client = ManagementClient::connect(&url).await?;
+            let client = ManagementClient::connect_with(&url, &local.trust).await?;
             client.server_key().await?;
             // Refreshed at every login: addresses and running processes change.
             let fresh = sysinfo::system_meta(&hostname(), &local.overlay);

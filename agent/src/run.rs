@@ -413,6 +413,10 @@ pub async fn up(source: Source) -> Result<()> {
             .collect()
     };
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
+    let trust = match &source {
+        Source::Management { local, .. } => local.trust.clone(),
+        Source::File(_) => Default::default(),
+    };
     // Started once: taking the keys marks it started.
     let mut start_signal = |url: &Option<String>, running: &Running, cfg: &AgentConfig| {
         if let (Some(url), Some(dev), Some(w)) = (url, &running.wg, &cfg.wireguard)
@@ -420,6 +424,7 @@ pub async fn up(source: Source) -> Result<()> {
         {
             tokio::spawn(signal::run(
                 url.clone(),
+                trust.clone(),
                 keys,
                 dev.listen_port(),
                 w.iface.clone(),

@@ -114,6 +114,7 @@ fn body(kind: Type, payload: String, port: u16) -> Body {
 /// `peers`, answers offers, and gives the device each peer's best candidate.
 pub async fn run(
     url: String,
+    trust: swiftgate_proto::client::Trust,
     keys: KeyPair,
     port: u16,
     overlay: String,
@@ -123,7 +124,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(500);
     loop {
         let local = local_candidates(&overlay);
-        let result = session(&url, &keys, port, &local, &mut peers, &device).await;
+        let result = session(&url, &trust, &keys, port, &local, &mut peers, &device).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, %url, retry_in = ?backoff, "signal unreachable");
         }
@@ -134,13 +135,17 @@ pub async fn run(
 
 async fn session(
     url: &str,
+    trust: &swiftgate_proto::client::Trust,
     keys: &KeyPair,
     port: u16,
     local: &[IpNet],
     peers: &mut watch::Receiver<Vec<String>>,
     device: &Device,
 ) -> anyhow::Result<()> {
-    let mut client = SignalExchangeClient::connect(url.to_string()).await?;
+    let channel = swiftgate_proto::client::endpoint_with(url, trust)?
+        .connect()
+        .await?;
+    let mut client = SignalExchangeClient::new(channel);
     let (tx, rx) = mpsc::channel::<EncryptedMessage>(64);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut()

@@ -660,17 +660,19 @@ pub fn service(grpc: Grpc) -> ManagementServiceServer<Grpc> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// Binds `addr` and serves the gRPC service until `shutdown` resolves.
+/// Binds `addr` and serves the gRPC service (with TLS when `tls` is given) until `shutdown`
+/// resolves.
 pub async fn spawn(
     svc: Arc<Service>,
     addr: SocketAddr,
     services: PeerServices,
+    tls: Option<&crate::tls::Identity>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the gRPC service to {addr}"))?;
-    serve_on(Grpc::new(svc, services)?, listener, shutdown)
+    serve_on(Grpc::new(svc, services)?, listener, tls, shutdown)
 }
 
 /// Serves the gRPC service on a bound listener until `shutdown` resolves. Then it stops
@@ -680,10 +682,26 @@ pub async fn spawn(
 pub fn serve_on(
     grpc: Grpc,
     listener: tokio::net::TcpListener,
+    tls: Option<&crate::tls::Identity>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, "gRPC management service listening");
+    let mut builder = tonic::transport::Server::builder();
+    match tls {
+        Some(id) => {
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(&id.cert_pem, &id.key_pem),
+                ))
+                .context("the gRPC TLS certificate and key")?;
+            tracing::info!(addr = ?local, cert_sha256 = %id.fingerprint, "gRPC management service listening (TLS)");
+        }
+        None => tracing::warn!(
+            addr = ?local,
+            "gRPC management service listening WITHOUT TLS (--grpc-plaintext): Signal messages \
+             and request metadata travel in clear"
+        ),
+    }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let stopper = grpc.stopper();
     let mut stopped = stopper.0.subscribe();
@@ -692,7 +710,7 @@ pub fn serve_on(
         stopper.stop();
     };
     Ok(tokio::spawn(async move {
-        let server = tonic::transport::Server::builder()
+        let server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_max_header_list_size(Some(16 * 1024))

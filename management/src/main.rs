@@ -6,6 +6,7 @@ use swiftgate_management::api::{AllowedHosts, ApiConfig, AuthMode, HttpLimits};
 use swiftgate_management::cli::{Cli, Command, run_client};
 use swiftgate_management::grpc::PeerServices;
 use swiftgate_management::server::{ServeConfig, run};
+use swiftgate_management::tls::GrpcTls;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -41,9 +42,27 @@ fn main() -> std::process::ExitCode {
                     hosts: AllowedHosts::new(args.api_hosts.iter().cloned()),
                 },
                 limits: HttpLimits::default(),
+                grpc_tls: match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+                    _ if args.grpc_plaintext => GrpcTls::Plaintext,
+                    (Some(cert), Some(key)) => GrpcTls::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    _ => {
+                        let mut names: Vec<String> =
+                            vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+                        if !args.grpc_listen.ip().is_unspecified() {
+                            names.push(args.grpc_listen.ip().to_string());
+                        }
+                        names.extend(args.grpc_hosts.iter().cloned());
+                        names.dedup();
+                        GrpcTls::SelfSigned { names }
+                    }
+                },
                 peer_services: PeerServices {
                     signal: args.signal.clone(),
-                    signal_tls: args.signal_tls,
+                    // Signal is served on the gRPC listener, so it speaks what gRPC speaks.
+                    signal_tls: args.signal_tls || !args.grpc_plaintext,
                     stuns: args.stuns.clone(),
                     relays: args.relays.clone(),
                 },

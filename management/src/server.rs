@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub limits: crate::api::HttpLimits,
     /// Signal/STUN/relay servers announced to agents.
     pub peer_services: crate::grpc::PeerServices,
+    /// TLS of the gRPC service.
+    pub grpc_tls: crate::tls::GrpcTls,
 }
 
 impl ServeConfig {
@@ -199,7 +201,17 @@ pub async fn run_until(
 
     let grpc = match cfg.grpc_listen {
         Some(addr) => {
-            Some(crate::grpc::spawn(svc.clone(), addr, cfg.peer_services.clone(), stopped()).await?)
+            let tls = crate::tls::identity(&cfg.grpc_tls, &cfg.data_dir)?;
+            Some(
+                crate::grpc::spawn(
+                    svc.clone(),
+                    addr,
+                    cfg.peer_services.clone(),
+                    tls.as_ref(),
+                    stopped(),
+                )
+                .await?,
+            )
         }
         None => None,
     };

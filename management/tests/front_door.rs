@@ -34,6 +34,7 @@ fn config(dir: &Path) -> ServeConfig {
             ..HttpLimits::default()
         },
         peer_services: PeerServices::default(),
+        grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
     }
 }
 
@@ -219,6 +220,54 @@ async fn the_unauthenticated_mode_is_for_loopback_only() {
         .unwrap()
         .unwrap();
     assert!(groups.is_array());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_speaks_tls_with_a_self_signed_certificate_agents_can_trust() {
+    use swiftgate_management::tls::{CERT_FILE, GrpcTls};
+    use swiftgate_proto::ManagementClient;
+    use swiftgate_proto::client::Trust;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    let grpc: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.grpc_listen = Some(grpc);
+    cfg.grpc_tls = GrpcTls::SelfSigned {
+        names: vec!["localhost".into(), "127.0.0.1".into()],
+    };
+    let (stop, server) = start(cfg).await;
+    let cert = dir.path().join(CERT_FILE);
+    let trust = Trust {
+        extra_pem: Some(std::fs::read(&cert).unwrap()),
+    };
+    let url = format!("https://{grpc}");
+    // Trusting the server's certificate: the TLS handshake and a call succeed.
+    let t0 = Instant::now();
+    let c = loop {
+        match ManagementClient::connect_with(url.clone(), &trust).await {
+            Ok(c) => break c,
+            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    c.is_healthy().await.unwrap();
+    assert!(!c.server_key().await.unwrap().to_base64().is_empty());
+    // Without it the certificate is refused; in clear the server does not answer.
+    let untrusted = ManagementClient::connect_with(url.clone(), &Trust::default()).await;
+    let refused = match untrusted {
+        Err(e) => e.to_string(),
+        Ok(c) => c.is_healthy().await.unwrap_err().to_string(),
+    };
+    assert!(!refused.is_empty());
+    let clear = ManagementClient::connect(format!("http://{grpc}")).await;
+    match clear {
+        Err(_) => {}
+        Ok(c) => assert!(c.is_healthy().await.is_err(), "answered in clear"),
+    }
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

@@ -36,7 +36,7 @@ async fn start(svc: Arc<Service>) -> Server {
     .unwrap();
     let public_key = grpc.public_key().to_base64();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = serve_on(grpc, listener, async {
+    let task = serve_on(grpc, listener, None, async {
         let _ = rx.await;
     })
     .unwrap();

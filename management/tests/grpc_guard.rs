@@ -46,6 +46,7 @@ impl Server {
             api: ApiConfig::default(),
             limits: HttpLimits::default(),
             peer_services: PeerServices::default(),
+            grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
         };
         let api = format!("http://{}", cfg.listen);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

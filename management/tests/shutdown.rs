@@ -39,6 +39,7 @@ fn config(dir: &Path, grpc: bool, init: bool) -> ServeConfig {
         api: ApiConfig::default(),
         limits: HttpLimits::default(),
         peer_services: PeerServices::default(),
+        grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
     }
 }
 

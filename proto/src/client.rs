@@ -200,10 +200,31 @@ impl fmt::Debug for ManagementClient {
     }
 }
 
+/// Whom an `https://` connection trusts: the system's roots, and the extra
+/// certificates (PEM; a CA, or a server's self-signed certificate) given here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Extra trusted certificates, PEM.
+    pub extra_pem: Option<Vec<u8>>,
+}
+
+/// [`endpoint_with`] trusting the system's roots only.
+pub fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
+    endpoint_with(url, &Trust::default())
+}
+
 /// The endpoint settings for `url`: connect timeout, HTTP/2 keepalives (a dead
 /// server ends the `Sync` stream instead of leaving it hanging), and TLS for
-/// `https://` when built with the `tls` feature.
-pub fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
+/// `https://` (when built with the `tls` feature) trusting `trust`. A URL
+/// without a scheme (`host:port`) is `https://`.
+pub fn endpoint_with(url: &str, trust: &Trust) -> Result<Endpoint, ClientError> {
+    let owned;
+    let url = if url.contains("://") {
+        url
+    } else {
+        owned = format!("https://{url}");
+        &owned
+    };
     let invalid = |reason: &str| ClientError::InvalidUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -214,7 +235,7 @@ pub fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| invalid(&e.to_string()))?;
     let endpoint = match &url[..scheme_end] {
         "http" => endpoint,
-        "https" => with_tls(endpoint).map_err(|e| invalid(&e.to_string()))?,
+        "https" => with_tls(endpoint, trust).map_err(|e| invalid(&e.to_string()))?,
         _ => return Err(invalid("the scheme must be http or https")),
     };
     Ok(endpoint
@@ -240,14 +261,16 @@ enum TlsError {
 }
 
 #[cfg(feature = "tls")]
-fn with_tls(endpoint: Endpoint) -> Result<Endpoint, TlsError> {
-    endpoint
-        .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
-        .map_err(TlsError::Setup)
+fn with_tls(endpoint: Endpoint, trust: &Trust) -> Result<Endpoint, TlsError> {
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+    if let Some(pem) = &trust.extra_pem {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    endpoint.tls_config(tls).map_err(TlsError::Setup)
 }
 
 #[cfg(not(feature = "tls"))]
-fn with_tls(_endpoint: Endpoint) -> Result<Endpoint, TlsError> {
+fn with_tls(_endpoint: Endpoint, _trust: &Trust) -> Result<Endpoint, TlsError> {
     Err(TlsError::NotBuilt)
 }
 
@@ -255,8 +278,13 @@ impl ManagementClient {
     /// Connects to `url` (`http://host:port`, or `https://` with the `tls`
     /// feature) and fails if the server cannot be reached.
     pub async fn connect(url: impl Into<String>) -> Result<Self, ClientError> {
+        Self::connect_with(url, &Trust::default()).await
+    }
+
+    /// [`ManagementClient::connect`] trusting `trust` for `https://`.
+    pub async fn connect_with(url: impl Into<String>, trust: &Trust) -> Result<Self, ClientError> {
         let url = url.into();
-        let channel = endpoint(&url)?
+        let channel = endpoint_with(&url, trust)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect {
@@ -732,10 +760,14 @@ mod tests {
 
     #[tokio::test]
     async fn connect_errors_are_clear() {
-        let err = ManagementClient::connect("localhost:33073")
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err}");
+        // No scheme means https: without the `tls` feature that is refused up front.
+        #[cfg(not(feature = "tls"))]
+        {
+            let err = ManagementClient::connect("localhost:33073")
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err}");
+        }
         let err = ManagementClient::connect("ftp://localhost:1")
             .await
             .unwrap_err();

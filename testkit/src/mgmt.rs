@@ -20,8 +20,11 @@ use std::net::Ipv4Addr;
 pub struct Mgmt {
     /// Admin API base URL (loopback in the namespace).
     pub rest: String,
-    /// gRPC (management and Signal) URL.
+    /// gRPC (management and Signal) URL: `https://`, with the server's self-signed
+    /// certificate in [`Mgmt::ca`].
     pub grpc: String,
+    /// The gRPC service's self-signed certificate (agents trust it with `--management-ca`).
+    pub ca: PathBuf,
     /// An owner's personal access token, which [`Mgmt::call`] sends.
     pub token: String,
     ns_path: PathBuf,
@@ -37,6 +40,16 @@ impl Mgmt {
         let path = ns_path.clone();
         let db = lab.dir.join("management.db");
         let underlay = underlay.to_string();
+        let tls_dir = lab.dir.clone();
+        let tls = swiftgate_management::tls::identity(
+            &swiftgate_management::tls::GrpcTls::SelfSigned {
+                names: vec![underlay.clone()],
+            },
+            &tls_dir,
+        )
+        .expect("TLS certificate")
+        .expect("TLS identity");
+        let ca = tls.cert_path.clone();
         std::thread::spawn(move || {
             let f = std::fs::File::open(path).expect("netns");
             nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -73,13 +86,14 @@ impl Mgmt {
                 let g_addr = g.local_addr().unwrap();
                 let services = grpc::PeerServices {
                     signal: Some(g_addr.to_string()),
+                    signal_tls: true,
                     ..Default::default()
                 };
                 let server = grpc::Grpc::new(svc.clone(), services).expect("gRPC service");
-                grpc::serve_on(server, g, stopped()).unwrap();
+                grpc::serve_on(server, g, Some(&tls), stopped()).unwrap();
                 tx.send((
                     format!("http://{rest_addr}"),
-                    format!("http://{g_addr}"),
+                    format!("https://{g_addr}"),
                     token,
                 ))
                 .unwrap();
@@ -94,6 +108,7 @@ impl Mgmt {
         Mgmt {
             rest,
             grpc,
+            ca,
             token,
             ns_path,
             stop: Some(stop_tx),
@@ -174,15 +189,17 @@ impl Drop for Agent {
     }
 }
 
-/// Starts `swiftgate up --management-url ... --setup-key ...` in namespace `ns`.
+/// Starts `swiftgate up --management-url ... --management-ca ... --setup-key ...` in
+/// namespace `ns`: the agent talks TLS to the server, trusting its self-signed certificate.
 pub fn enrol(
     lab: &Lab,
     ns: usize,
     name: &str,
-    url: &str,
+    mgmt: &Mgmt,
     setup_key: &str,
     extra: &[&str],
 ) -> Agent {
+    let url = mgmt.grpc.as_str();
     let state = lab.dir.join(name);
     std::fs::create_dir_all(&state).unwrap();
     let keys = KeyPair::generate();
@@ -201,6 +218,8 @@ pub fn enrol(
             "--interface",
             "sg0",
         ])
+        .arg("--management-ca")
+        .arg(&mgmt.ca)
         .args(extra)
         .arg("--state-dir")
         .arg(&state)

@@ -118,6 +118,19 @@ pub struct ServeArgs {
     /// neither one of these, `localhost`, nor an IP address are refused (DNS rebinding).
     #[arg(long = "api-host")]
     pub api_hosts: Vec<String>,
+    /// TLS certificate chain (PEM) of the gRPC service; with --grpc-tls-key.
+    #[arg(long, requires = "grpc_tls_key", conflicts_with = "grpc_plaintext")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of the gRPC service; with --grpc-tls-cert.
+    #[arg(long, requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// A name agents reach the gRPC service under (repeat): put into the self-signed
+    /// certificate made when no --grpc-tls-cert is given (besides localhost and loopback).
+    #[arg(long = "grpc-host")]
+    pub grpc_hosts: Vec<String>,
+    /// Serve gRPC (management and Signal) WITHOUT TLS.
+    #[arg(long)]
+    pub grpc_plaintext: bool,
     /// Serve the admin API WITHOUT AUTHENTICATION (development only; loopback addresses
     /// only; logged loudly). Without it every request needs a personal access token.
     #[arg(long)]

@@ -478,6 +478,7 @@ fn real_main() -> Result<()> {
                         workers: None,
                         conntrack,
                         trust,
+                        server_key: Default::default(),
                     },
                 },
                 (None, None) => anyhow::bail!("give --config FILE or --management-url URL"),

@@ -39,6 +39,9 @@ pub struct Local {
     pub conntrack: crate::config::ConntrackConfig,
     /// Whom `https://` connections to management and Signal trust besides the system's roots.
     pub trust: swiftgate_proto::client::Trust,
+    /// The management server's public key once a login learnt it; Signal proves the peer's
+    /// key towards it (a swiftgate server's relay checks the proof, others ignore it).
+    pub server_key: std::sync::Arc<std::sync::Mutex<Option<swiftgate_proto::PublicKey>>>,
 }
 
 /// Loads the peer's key from `dir/key`, creating it (mode 0600) on first start.
@@ -198,7 +201,8 @@ pub async fn sync(
     loop {
         let attempt = async {
             let client = ManagementClient::connect_with(&url, &local.trust).await?;
-            client.server_key().await?;
+            let server_key = client.server_key().await?;
+            *local.server_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(server_key);
             // Refreshed at every login: addresses and running processes change.
             let fresh = sysinfo::system_meta(&hostname(), &local.overlay);
             meta = swiftgate_proto::management::PeerSystemMeta {

@@ -413,8 +413,8 @@ pub async fn up(source: Source) -> Result<()> {
             .collect()
     };
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
-    let trust = match &source {
-        Source::Management { local, .. } => local.trust.clone(),
+    let (trust, relay_key) = match &source {
+        Source::Management { local, .. } => (local.trust.clone(), local.server_key.clone()),
         Source::File(_) => Default::default(),
     };
     // Started once: taking the keys marks it started.
@@ -423,8 +423,11 @@ pub async fn up(source: Source) -> Result<()> {
             && let Some(keys) = signal_keys.take()
         {
             tokio::spawn(signal::run(
-                url.clone(),
-                trust.clone(),
+                signal::Server {
+                    url: url.clone(),
+                    trust: trust.clone(),
+                    relay_key: relay_key.clone(),
+                },
                 keys,
                 dev.listen_port(),
                 w.iface.clone(),

@@ -110,11 +110,22 @@ fn body(kind: Type, payload: String, port: u16) -> Body {
     }
 }
 
+/// The Signal server and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// `https://host:port` (or `http://`).
+    pub url: String,
+    /// Whom TLS trusts.
+    pub trust: swiftgate_proto::client::Trust,
+    /// The management server's key once known: registrations prove the peer's key towards it
+    /// (checked by a swiftgate server's relay).
+    pub relay_key: Arc<std::sync::Mutex<Option<PublicKey>>>,
+}
+
 /// Follows the Signal stream forever (reconnecting with backoff): offers to every peer in
 /// `peers`, answers offers, and gives the device each peer's best candidate.
 pub async fn run(
-    url: String,
-    trust: swiftgate_proto::client::Trust,
+    server: Server,
     keys: KeyPair,
     port: u16,
     overlay: String,
@@ -124,9 +135,9 @@ pub async fn run(
     let mut backoff = Duration::from_millis(500);
     loop {
         let local = local_candidates(&overlay);
-        let result = session(&url, &trust, &keys, port, &local, &mut peers, &device).await;
+        let result = session(&server, &keys, port, &local, &mut peers, &device).await;
         if let Err(e) = result {
-            tracing::warn!(error = %e, %url, retry_in = ?backoff, "signal unreachable");
+            tracing::warn!(error = %e, url = %server.url, retry_in = ?backoff, "signal unreachable");
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -134,15 +145,16 @@ pub async fn run(
 }
 
 async fn session(
-    url: &str,
-    trust: &swiftgate_proto::client::Trust,
+    server: &Server,
     keys: &KeyPair,
     port: u16,
     local: &[IpNet],
     peers: &mut watch::Receiver<Vec<String>>,
     device: &Device,
 ) -> anyhow::Result<()> {
-    let channel = swiftgate_proto::client::endpoint_with(url, trust)?
+    let url = server.url.as_str();
+    let relay = *server.relay_key.lock().unwrap_or_else(|e| e.into_inner());
+    let channel = swiftgate_proto::client::endpoint_with(url, &server.trust)?
         .connect()
         .await?;
     let mut client = SignalExchangeClient::new(channel);
@@ -150,6 +162,16 @@ async fn session(
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut()
         .insert(PEER_ID_HEADER, keys.public().to_base64().parse()?);
+    if let Some(relay) = &relay {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        req.metadata_mut().insert(
+            swiftgate_proto::signal_server::PROOF_HEADER,
+            swiftgate_proto::signal_server::key_proof(keys, relay, now).parse()?,
+        );
+    }
     let mut inbound = client.connect_stream(req).await?.into_inner();
     tracing::info!(%url, "signal connected");
     let send_all = |to: &PublicKey, kind: Type| {

@@ -705,6 +705,8 @@ pub fn serve_on(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let stopper = grpc.stopper();
     let mut stopped = stopper.0.subscribe();
+    // Signal on the same listener, checking proofs of keys made towards the server key.
+    let relay = swiftgate_proto::signal_server::SignalRelay::with_key((*grpc.key).clone());
     let shutdown = async move {
         shutdown.await;
         stopper.stop();
@@ -718,7 +720,7 @@ pub fn serve_on(
             // Signal on the same listener: peers' endpoint offers, relayed unopened.
             .add_service(
                 swiftgate_proto::signalexchange::signal_exchange_server::SignalExchangeServer::new(
-                    swiftgate_proto::signal_server::SignalRelay::new(),
+                    relay,
                 )
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             )

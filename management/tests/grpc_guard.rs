@@ -26,6 +26,7 @@ fn free_port() -> u16 {
 
 struct Server {
     grpc: ManagementServiceClient<Channel>,
+    grpc_url: String,
     server_key: PublicKey,
     api: String,
     token: String,
@@ -73,6 +74,7 @@ impl Server {
             .to_string();
         Server {
             grpc,
+            grpc_url: format!("http://{grpc_addr}"),
             server_key: PublicKey::from_base64(&key).unwrap(),
             api,
             token,
@@ -227,5 +229,45 @@ async fn oversize_requests_are_cut_and_guesses_are_bounded() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_registrations_are_bound_to_proof_of_the_key() {
+    use swiftgate_proto::signal_server::{PROOF_HEADER, key_proof};
+    use swiftgate_proto::signalexchange::signal_exchange_client::SignalExchangeClient;
+    use swiftgate_proto::signalexchange::{EncryptedMessage as SignalMessage, PEER_ID_HEADER};
+    let s = Server::start().await;
+    let mut signal = SignalExchangeClient::connect(s.grpc_url.clone())
+        .await
+        .unwrap();
+    let alice = KeyPair::generate();
+    let open = |proof: Option<String>, id: &str| {
+        let (_tx, rx) = tokio::sync::mpsc::channel::<SignalMessage>(1);
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert(PEER_ID_HEADER, id.parse().unwrap());
+        if let Some(p) = proof {
+            req.metadata_mut().insert(PROOF_HEADER, p.parse().unwrap());
+        }
+        (req, _tx)
+    };
+    let id = alice.public().to_base64();
+    let now = sent_at() as u64;
+    // Alice registers with a proof of her key towards the server key.
+    let (req, _keep_alice) = open(Some(key_proof(&alice, &s.server_key, now)), &id);
+    signal.connect_stream(req).await.unwrap();
+    // Mallory names Alice's key: without a proof, and with one made by his own key.
+    let mallory = KeyPair::generate();
+    let (req, _m1) = open(None, &id);
+    let e = signal.connect_stream(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let (req, _m2) = open(Some(key_proof(&mallory, &s.server_key, now)), &id);
+    let e = signal.connect_stream(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    // A peer that never proved itself (a NetBird agent) registers as with NetBird's server.
+    let bob = KeyPair::generate().public().to_base64();
+    let (req, _b) = open(None, &bob);
+    signal.connect_stream(req).await.unwrap();
     s.stop().await;
 }

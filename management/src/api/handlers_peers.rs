@@ -15,10 +15,67 @@ pub async fn health(State(svc): State<AppState>) -> Json<Value> {
     Json(json!({ "status": "ok", "serial": svc.account().serial }))
 }
 
-/// `GET /api/peers`.
-pub async fn list(State(svc): State<AppState>) -> Json<Vec<PeerView>> {
+/// `GET /api/peers` filters (NetBird's): an exact name, an exact overlay address.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerFilter {
+    name: Option<String>,
+    ip: Option<String>,
+}
+
+/// `GET /api/peers[?name=..][&ip=..]`.
+pub async fn list(
+    State(svc): State<AppState>,
+    axum::extract::Query(f): axum::extract::Query<PeerFilter>,
+) -> Json<Vec<PeerView>> {
     let a = svc.account();
-    Json(a.peers.values().map(|p| PeerView::new(&a, p)).collect())
+    Json(
+        a.peers
+            .values()
+            .filter(|p| f.name.as_ref().is_none_or(|n| *n == p.name))
+            .filter(|p| f.ip.as_ref().is_none_or(|ip| *ip == p.ip.to_string()))
+            .map(|p| PeerView::new(&a, p))
+            .collect(),
+    )
+}
+
+/// `GET /api/peers/{id}/accessible-peers`: the peers in the peer's network map (NetBird's
+/// `AccessiblePeer`).
+pub async fn accessible(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let a = svc.account();
+    let id = a.peer_id(&id)?;
+    let map = crate::netmap::Netmapper::new(&a)
+        .map_for(&id)
+        .ok_or_else(|| ModelError::NotFound {
+            kind: "peer",
+            key: id.clone(),
+        })?;
+    Ok(Json(
+        map.remote_peers
+            .iter()
+            .filter_map(|r| a.peers.get(&r.id))
+            .map(|p| {
+                let v = PeerView::new(&a, p);
+                json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "ip": p.ip,
+                    "ipv6": v.ipv6,
+                    "dns_label": v.fqdn,
+                    "user_id": "",
+                    "os": p.meta.os,
+                    "country_code": "",
+                    "city_name": "",
+                    "geoname_id": 0,
+                    "connected": p.connected,
+                    "last_seen": super::views::rfc3339(p.last_seen_at),
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// `GET /api/peers/{id}`.

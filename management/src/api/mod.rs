@@ -99,6 +99,7 @@ pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
             get(p::get).put(p::update).delete(p::delete),
         )
         .route("/api/peers/{id}/approve", post(p::approve))
+        .route("/api/peers/{id}/accessible-peers", get(p::accessible))
         .route("/api/peers/{id}/network-map", get(p::network_map))
         .route("/api/peers/{id}/posture", get(p::posture))
         .route("/api/groups", get(p::list_groups).post(p::create_group))

@@ -5,35 +5,93 @@ use serde::Serialize;
 
 use crate::model::*;
 
-/// A peer with its DNS name and group names.
-#[derive(Serialize)]
+/// A peer as NetBird's API shows it (`groups` as group objects, `dns_label` the FQDN,
+/// `os`, `version`, `last_seen` and `created_at` as RFC 3339, ...), plus swiftgate's own
+/// fields (`fqdn`, `group_names`, `meta`, `approved`, `last_seen_at` in Unix seconds, ...).
 pub struct PeerView {
     /// The peer.
-    #[serde(flatten)]
     pub peer: Peer,
     /// `<dns label>.<dns domain>`.
     pub fqdn: String,
     /// Names of its groups, All first.
     pub group_names: Vec<String>,
+    /// Its groups as `{id, name, peers_count, resources_count}`, All first.
+    pub groups: Vec<serde_json::Value>,
     /// Its IPv6 overlay address, if IPv6 is enabled for one of its groups.
     pub ipv6: Option<std::net::Ipv6Addr>,
+    /// Peers in its network map (NetBird's `accessible_peers_count`).
+    pub accessible_peers_count: Option<usize>,
+}
+
+impl Serialize for PeerView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde_json::json;
+        let p = &self.peer;
+        let mut v = serde_json::to_value(p).map_err(serde::ser::Error::custom)?;
+        let m = &p.meta;
+        let extra = json!({
+            "fqdn": self.fqdn,
+            "group_names": self.group_names,
+            "groups": self.groups,
+            "ipv6": self.ipv6,
+            "dns_label": self.fqdn,
+            "label": p.dns_label,
+            "hostname": m.hostname,
+            "os": format!("{} {}", m.os_name, m.os_version).trim().to_string(),
+            "kernel_version": m.kernel_version,
+            "version": m.client_version,
+            "ui_version": m.ui_version,
+            "last_seen": rfc3339(p.last_seen_at),
+            "created_at": rfc3339(p.created_at),
+            "created_at_unix": p.created_at,
+            "last_login": rfc3339(p.last_seen_at),
+            "connection_ip": "",
+            "geoname_id": 0,
+            "country_code": "",
+            "city_name": "",
+            "serial_number": "",
+            "user_id": "",
+            "ssh_enabled": false,
+            "login_expiration_enabled": false,
+            "login_expired": false,
+            "inactivity_expiration_enabled": false,
+            "approval_required": !p.approved,
+            "extra_dns_labels": [],
+        });
+        for (k, x) in extra.as_object().into_iter().flatten() {
+            v[k] = x.clone();
+        }
+        if let Some(n) = self.accessible_peers_count {
+            v["accessible_peers_count"] = n.into();
+        }
+        v.serialize(s)
+    }
 }
 
 impl PeerView {
     /// The view of a peer.
     pub fn new(a: &Account, p: &Peer) -> Self {
-        let mut group_names = vec![ALL_GROUP_NAME.to_string()];
-        group_names.extend(
-            p.groups
-                .iter()
-                .filter_map(|g| a.groups.get(g))
-                .map(|g| g.name.clone()),
-        );
+        let all = a.groups.values().find(|g| g.built_in).map(|g| g.id.clone());
+        let ids: Vec<&String> = all.iter().chain(p.groups.iter()).collect();
         PeerView {
             peer: p.clone(),
             fqdn: format!("{}.{}", p.dns_label, a.settings.dns_domain),
-            group_names,
+            group_names: ids
+                .iter()
+                .filter_map(|g| a.groups.get(*g))
+                .map(|g| g.name.clone())
+                .collect(),
+            groups: ids.iter().map(|g| GroupView::minimum(a, g)).collect(),
             ipv6: a.peer_ipv6(p),
+            accessible_peers_count: None,
+        }
+    }
+
+    /// The view in a list (NetBird's `PeerBatch`): with how many peers it can reach.
+    pub fn in_list(a: &Account, p: &Peer, accessible: usize) -> Self {
+        PeerView {
+            accessible_peers_count: Some(accessible),
+            ..Self::new(a, p)
         }
     }
 }

@@ -265,6 +265,31 @@ impl Account {
     /// Changes a peer's name, groups or approval.
     pub fn update_peer(&mut self, key: &str, upd: &PeerUpdate) -> ModelResult<Peer> {
         let id = self.peer_id(key)?;
+        for (field, on) in [
+            ("ssh_enabled", upd.ssh_enabled),
+            ("login_expiration_enabled", upd.login_expiration_enabled),
+            (
+                "inactivity_expiration_enabled",
+                upd.inactivity_expiration_enabled,
+            ),
+        ] {
+            if on == Some(true) {
+                return Err(invalid(format!(
+                    "{field}: not supported by this server; only false is accepted"
+                )));
+            }
+        }
+        if let (Some(a), Some(r)) = (upd.approved, upd.approval_required)
+            && a == r
+        {
+            return Err(invalid(
+                "approved and approval_required contradict each other",
+            ));
+        }
+        let upd = &PeerUpdate {
+            approved: upd.approved.or(upd.approval_required.map(|r| !r)),
+            ..upd.clone()
+        };
         let name = match &upd.name {
             Some(n) => {
                 let n = check_name("name", n)?;

@@ -412,6 +412,18 @@ pub struct PeerUpdate {
     /// Approve (true) or un-approve (false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<bool>,
+    /// NetBird's inverse of `approved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_required: Option<bool>,
+    /// NetBird's SSH server switch: not supported, only `false` is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_enabled: Option<bool>,
+    /// NetBird's login expiry: not supported, only `false` is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_expiration_enabled: Option<bool>,
+    /// NetBird's inactivity expiry: not supported, only `false` is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactivity_expiration_enabled: Option<bool>,
 }
 
 /// Register a peer by its WireGuard key with a setup key (what Login does).

@@ -129,6 +129,18 @@ pub fn activity(method: &str, path: &str) -> Option<Activity> {
         ("PUT", "/api/settings") | ("PUT", "/api/accounts/{id}") => {
             a("account.settings.update", "Account settings updated")
         }
+        ("POST", "/api/routes") => a("route.add", "Route created"),
+        ("PUT", "/api/routes/{id}") => a("route.update", "Route updated"),
+        ("DELETE", "/api/routes/{id}") => a("route.delete", "Route deleted"),
+        ("POST", "/api/dns/nameservers") => a("nameserver.group.add", "Nameserver group created"),
+        ("PUT", "/api/dns/nameservers/{id}") => {
+            a("nameserver.group.update", "Nameserver group updated")
+        }
+        ("DELETE", "/api/dns/nameservers/{id}") => {
+            a("nameserver.group.delete", "Nameserver group deleted")
+        }
+        // NetBird records one event per group added or removed; swiftgate one for the change.
+        ("PUT", "/api/dns/settings") => a("dns.setting.update", "DNS settings updated"),
         ("POST", "/api/users") => a("user.invite", "User invited"),
         ("PUT", "/api/users/{id}") => a("user.role.update", "User role updated"),
         ("DELETE", "/api/users/{id}") => a("user.delete", "User deleted"),

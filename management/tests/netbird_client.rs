@@ -144,6 +144,18 @@ async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
             ))
             .unwrap();
         assert_eq!(tokens, serde_json::json!([]), "the deleted token is gone");
+        let routes = c.get("/api/routes").unwrap();
+        assert_eq!(routes.as_array().unwrap().len(), 2);
+        let lan = routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["network_id"] == "berlin-lan")
+            .unwrap();
+        assert_eq!(lan["metric"], 50);
+        let ns = c.get("/api/dns/nameservers").unwrap();
+        assert_eq!(ns[0]["id"], made["nameserver_group"]);
+        assert_eq!(ns[0]["search_domains_enabled"], true);
         let events = c.get("/api/events/audit?activity_code=policy.add").unwrap();
         assert_eq!(events.as_array().unwrap().len(), 2);
     });

@@ -11,6 +11,7 @@ mod audit;
 mod error;
 pub mod guard;
 mod handlers_accounts;
+mod handlers_dns_routes;
 mod handlers_networks;
 mod handlers_peers;
 mod handlers_policies;
@@ -178,6 +179,32 @@ pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
         .route(
             "/api/users/{id}/tokens/{tid}",
             get(u::get_token).delete(u::delete_token),
+        )
+        .route(
+            "/api/routes",
+            get(handlers_dns_routes::list_routes).post(handlers_dns_routes::create_route),
+        )
+        .route(
+            "/api/routes/{id}",
+            get(handlers_dns_routes::get_route)
+                .put(handlers_dns_routes::update_route)
+                .delete(handlers_dns_routes::delete_route),
+        )
+        .route(
+            "/api/dns/nameservers",
+            get(handlers_dns_routes::list_nameservers)
+                .post(handlers_dns_routes::create_nameservers),
+        )
+        .route(
+            "/api/dns/nameservers/{id}",
+            get(handlers_dns_routes::get_nameservers)
+                .put(handlers_dns_routes::update_nameservers)
+                .delete(handlers_dns_routes::delete_nameservers),
+        )
+        .route(
+            "/api/dns/settings",
+            get(handlers_dns_routes::get_dns_settings)
+                .put(handlers_dns_routes::update_dns_settings),
         )
         .route("/api/accounts", get(handlers_accounts::list))
         .route(

@@ -39,6 +39,12 @@ pub struct Account {
     pub setup_keys: BTreeMap<SetupKeyId, SetupKey>,
     /// Posture checks by id.
     pub posture_checks: BTreeMap<PostureCheckId, PostureCheck>,
+    /// Network routes (NetBird's `/api/routes`) by id.
+    #[serde(default)]
+    pub routes: BTreeMap<String, NetworkRoute>,
+    /// Name server groups by id.
+    #[serde(default)]
+    pub nameserver_groups: BTreeMap<String, NameserverGroup>,
 }
 
 /// Looks an entity up by id, then by its unique name.
@@ -84,6 +90,8 @@ impl Account {
             policies: BTreeMap::new(),
             setup_keys: BTreeMap::new(),
             posture_checks: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            nameserver_groups: BTreeMap::new(),
         };
         a.groups.insert(
             ALL_GROUP_ID.into(),

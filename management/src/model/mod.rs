@@ -5,6 +5,7 @@
 mod account;
 mod error;
 pub mod ids;
+mod ops_dns_routes;
 mod ops_groups;
 mod ops_networks;
 mod ops_peers;
@@ -18,6 +19,7 @@ pub mod version;
 
 pub use account::Account;
 pub use error::{ModelError, ModelResult, conflict, invalid};
+pub use ops_dns_routes::MAX_ROUTE_DOMAINS;
 pub use ops_peers::{check_ssh_key, validate_wg_key};
 pub use ops_policies::DEFAULT_SETUP_KEY_LIFETIME_SECS;
 pub use ports::{PortRange, Protocol, RuleError};

@@ -114,6 +114,9 @@ impl Account {
                 )));
             }
         }
+        if let Some(why) = self.group_used_by_dns_or_routes(&id, &group.name) {
+            return Err(conflict(why));
+        }
         for k in self.setup_keys.values() {
             if k.auto_groups.contains(&id) {
                 return Err(conflict(format!(

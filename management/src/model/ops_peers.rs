@@ -348,6 +348,9 @@ impl Account {
     /// Why a peer cannot be deleted: a router or a policy rule names it.
     fn peer_in_use(&self, id: &str) -> Option<String> {
         let name = &self.peers[id].name;
+        if let Some(why) = self.peer_used_by_routes(id, name) {
+            return Some(why);
+        }
         for r in self.routers.values() {
             if r.peer.as_deref() == Some(id) {
                 let net = self

@@ -468,3 +468,100 @@ pub struct SettingsInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6_enabled_groups: Option<Vec<String>>,
 }
+
+/// Create or replace a network route (NetBird's `RouteRequest`). Group fields take ids or
+/// names.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteInput {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Route name, 1..=40 characters.
+    pub network_id: String,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// One routing peer (id or name; exclusive with `peer_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Groups whose peers route it.
+    #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    pub peer_groups: Vec<String>,
+    /// The prefix (exclusive with `domains`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The domains (exclusive with `network`), at most 32.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// 1..=9999; default 9999.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<i64>,
+    /// Default false (NetBird's zero value).
+    #[serde(default)]
+    pub masquerade: bool,
+    /// Distribution groups (at least one).
+    #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    pub groups: Vec<String>,
+    /// Keep resolved routes of domains.
+    #[serde(default)]
+    pub keep_route: bool,
+    /// Groups policies must name for traffic through the route.
+    #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    pub access_control_groups: Vec<String>,
+    /// Exit nodes: clients apply it only when chosen.
+    #[serde(default)]
+    pub skip_auto_apply: bool,
+    /// What NetBird's answers carry (`IPv4`, `IPv6`, `Domain`, any case); when sent it must
+    /// agree with `network`/`domains`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_type: Option<String>,
+    /// Ignored: the URL names the route (clients send back what they read).
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
+}
+
+/// One server of a name server group as sent by clients.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameserverInput {
+    /// Address (brackets allowed for IPv6).
+    pub ip: String,
+    /// `udp` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_type: Option<String>,
+    /// Default 53.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+/// Create or replace a name server group (NetBird's `NameserverGroupRequest`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameserverGroupInput {
+    /// Unique name, 1..=40 characters.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// 1..=3 servers.
+    pub nameservers: Vec<NameserverInput>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Peers of these groups use it (at least one).
+    #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    pub groups: Vec<String>,
+    /// The resolver for every name.
+    #[serde(default)]
+    pub primary: bool,
+    /// The domains it resolves (required unless primary).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Add the domains to search domains (not with primary).
+    #[serde(default)]
+    pub search_domains_enabled: bool,
+    /// Ignored: the URL names the group.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
+}

@@ -68,6 +68,10 @@ pub struct Settings {
     /// start empty.
     #[serde(default)]
     pub ipv6_enabled_groups: Vec<GroupId>,
+    /// Groups whose peers get no DNS configuration from the server (NetBird's
+    /// `disabled_management_groups`).
+    #[serde(default)]
+    pub dns_disabled_management_groups: Vec<GroupId>,
 }
 
 impl Default for Settings {
@@ -79,6 +83,7 @@ impl Default for Settings {
             dns_domain: "swiftgate.internal".into(),
             overlay_range_v6: None,
             ipv6_enabled_groups: Vec::new(),
+            dns_disabled_management_groups: Vec::new(),
         }
     }
 }
@@ -420,6 +425,77 @@ pub struct Resource {
     pub groups: Vec<GroupId>,
     /// Disabled resources are routed to nobody.
     pub enabled: bool,
+}
+
+/// A network route in NetBird's older form (`/api/routes`): a prefix (or domains) routed
+/// through one peer or the peers of some groups, to the peers of the distribution `groups`.
+/// Without `access_control_groups` every distribution peer may use it; with them, only what
+/// the policies towards those groups allow (as NetBird). `0.0.0.0/0` makes an exit node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRoute {
+    /// Id.
+    pub id: String,
+    /// Free text.
+    pub description: String,
+    /// NetBird's route name (1..=40 characters); routes sharing it are one HA route.
+    pub network_id: String,
+    /// Disabled routes are not distributed.
+    pub enabled: bool,
+    /// One routing peer (exclusive with `peer_groups`).
+    pub peer: Option<PeerId>,
+    /// Groups whose peers all route it.
+    pub peer_groups: Vec<GroupId>,
+    /// The routed prefix (exclusive with `domains`).
+    pub network: Option<IpNet>,
+    /// The routed domains (exclusive with `network`).
+    pub domains: Vec<String>,
+    /// Priority: lower is preferred (1..=9999).
+    pub metric: u16,
+    /// Rewrite the source to the routing peer's LAN address.
+    pub masquerade: bool,
+    /// Distribution groups: their peers get the route.
+    pub groups: Vec<GroupId>,
+    /// Keep the resolved routes of a domain route when the domain stops resolving to them.
+    pub keep_route: bool,
+    /// Groups that policies must name as destination to allow traffic through the route.
+    pub access_control_groups: Vec<GroupId>,
+    /// Exit nodes: not applied by clients until chosen.
+    pub skip_auto_apply: bool,
+}
+
+/// One upstream DNS server of a name server group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nameserver {
+    /// Address.
+    pub ip: IpAddr,
+    /// `udp` (NetBird's only type).
+    pub ns_type: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// DNS servers for the peers of some groups (NetBird's name server group): the primary
+/// resolver, or the resolver of some domains.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameserverGroup {
+    /// Id.
+    pub id: String,
+    /// Unique name (1..=40 characters).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// 1..=3 servers.
+    pub nameservers: Vec<Nameserver>,
+    /// Disabled groups are not distributed.
+    pub enabled: bool,
+    /// Peers of these groups use it.
+    pub groups: Vec<GroupId>,
+    /// The resolver for every name (then no `domains`).
+    pub primary: bool,
+    /// The domains it resolves (when not primary).
+    pub domains: Vec<String>,
+    /// Add `domains` to the peers' search domains.
+    pub search_domains_enabled: bool,
 }
 
 /// A routing peer of a Network: one peer, or every peer of some groups.

@@ -29,8 +29,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::types::*;
 use crate::model::posture::{evaluate, process_path_for_os};
 use crate::model::{
-    ALL_GROUP_ID, Account, Action, GroupId, Peer, Policy, PolicyRule, PortRange, Resource,
-    ResourceAddress, Target,
+    ALL_GROUP_ID, Account, Action, GroupId, Peer, Policy, PolicyRule, PortRange, Protocol,
+    Resource, ResourceAddress, Target,
 };
 
 /// A peer that routes a Network, with the router entry's settings.
@@ -301,6 +301,136 @@ impl<'a> Netmapper<'a> {
             masquerade: rp.masquerade,
             // NetBird's server keeps every route generated from a Networks resource.
             keep_route: true,
+        }
+    }
+
+    /// Network routes (NetBird's `/api/routes`): a distribution peer gets the route through
+    /// each of its routing peers (and them as remote peers); a routing peer serves it, with
+    /// route rules admitting every distribution peer (no access-control groups) or what the
+    /// policies towards the access-control groups allow.
+    fn network_routes(
+        &self,
+        me: &'a Peer,
+        routes: &mut BTreeMap<String, Route>,
+        rfw: &mut Vec<RouteFirewallRule>,
+        remote: &mut BTreeMap<&'a str, &'a Peer>,
+    ) {
+        let a = self.account;
+        for r in a.routes.values().filter(|r| r.enabled) {
+            let mut routers: Vec<&'a Peer> = Vec::new();
+            if let Some(p) = r.peer.as_deref().and_then(|id| a.peers.get(id)) {
+                routers.push(p);
+            }
+            for g in &r.peer_groups {
+                for p in self.group_peers.get(g.as_str()).into_iter().flatten() {
+                    if !routers.iter().any(|x| x.id == p.id) {
+                        routers.push(p);
+                    }
+                }
+            }
+            routers.retain(|p| p.approved);
+            let distribution = self.side_peers(&r.groups, &None);
+            let (network_type, domains) = match r.network {
+                Some(IpNet::V4(_)) => (NetworkType::Ipv4, vec![]),
+                Some(IpNet::V6(_)) => (NetworkType::Ipv6, vec![]),
+                None => (NetworkType::Domain, r.domains.clone()),
+            };
+            let route = |rp: &Peer| Route {
+                id: format!("{}:{}", r.id, rp.id),
+                network_id: r.id.clone(),
+                net_id: r.network_id.clone(),
+                resource_id: r.id.clone(),
+                network: r.network,
+                domains: domains.clone(),
+                network_type,
+                router_peer_id: rp.id.clone(),
+                router_wg_pubkey: rp.wg_pubkey.clone(),
+                metric: r.metric,
+                masquerade: r.masquerade,
+                keep_route: r.keep_route,
+            };
+            if routers.iter().any(|p| p.id == me.id) {
+                let rt = route(me);
+                let mut admit = |sources: Vec<&'a Peer>,
+                                 protocol: Protocol,
+                                 ports: &[Option<PortRange>],
+                                 action: Action,
+                                 policy_id: &str| {
+                    let ranges: Vec<IpNet> = {
+                        // Sources of the destination's family (a v6 prefix: their v6
+                        // addresses).
+                        let v6 = matches!(r.network, Some(IpNet::V6(_)));
+                        let mut v: Vec<IpNet> = sources
+                            .iter()
+                            .filter(|p| p.id != me.id)
+                            .filter_map(|p| if v6 { self.host6(p) } else { Some(host(p)) })
+                            .collect();
+                        v.sort();
+                        v
+                    };
+                    if ranges.is_empty() {
+                        return;
+                    }
+                    for port in ports {
+                        rfw.push(RouteFirewallRule {
+                            route_id: rt.id.clone(),
+                            source_ranges: ranges.clone(),
+                            destination: r.network,
+                            domains: domains.clone(),
+                            is_dynamic: r.network.is_none(),
+                            protocol,
+                            port: *port,
+                            action,
+                            policy_id: policy_id.to_string(),
+                        });
+                    }
+                    if action == Action::Accept {
+                        for p in sources.into_iter().filter(|p| p.id != me.id) {
+                            remote.insert(&p.id, p);
+                        }
+                    }
+                };
+                if r.access_control_groups.is_empty() {
+                    admit(
+                        distribution.clone(),
+                        Protocol::All,
+                        &[None],
+                        Action::Accept,
+                        &r.id,
+                    );
+                } else {
+                    for policy in &self.policies {
+                        for rule in policy.rules.iter().filter(|x| x.enabled) {
+                            if !rule
+                                .destinations
+                                .iter()
+                                .any(|g| r.access_control_groups.contains(g))
+                            {
+                                continue;
+                            }
+                            let sources: Vec<&'a Peer> = self
+                                .side_peers(&rule.sources, &rule.source_resource)
+                                .into_iter()
+                                .filter(|p| self.passes(p, policy))
+                                .collect();
+                            admit(
+                                sources,
+                                rule.protocol,
+                                &ports_of(rule),
+                                rule.action,
+                                &policy.id,
+                            );
+                        }
+                    }
+                }
+                routes.insert(rt.id.clone(), rt);
+            } else if distribution.iter().any(|p| p.id == me.id) {
+                for rp in &routers {
+                    let rt = route(rp);
+                    routes.insert(rt.id.clone(), rt);
+                    remote.insert(&rp.id, rp);
+                }
+            }
         }
     }
 
@@ -677,6 +807,8 @@ impl<'a> Netmapper<'a> {
                 }
             }
         }
+
+        self.network_routes(me, &mut routes, &mut rfw, &mut remote);
 
         map.remote_peers = remote
             .into_values()

@@ -1157,3 +1157,98 @@ fn ssh_public_keys_reach_other_peers() {
     // Bad keys are refused.
     assert!(w.a.set_peer_ssh_key(&id, "line\nbreak").is_err());
 }
+
+/// NetBird's network routes (`/api/routes`): distribution peers get the route through the
+/// routing peers; the routing peer admits every distribution peer (no access-control groups)
+/// or what the policies towards the access-control groups allow; others get nothing.
+#[test]
+fn network_routes_reach_distribution_peers_and_admit_what_they_should() {
+    let mut w = World::zero_trust();
+    for g in ["Dev", "Routers", "LAN access"] {
+        w.group(g);
+    }
+    let alice = w.peer("alice", &["Dev"]);
+    let bob = w.peer("bob", &[]);
+    let gw = w.peer("gw", &["Routers"]);
+    let route =
+        w.a.create_route(&RouteInput {
+            network_id: "office".into(),
+            peer_groups: vec!["Routers".into()],
+            network: Some("198.51.100.0/24".into()),
+            metric: Some(100),
+            masquerade: true,
+            groups: vec!["Dev".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let m = w.map("alice");
+    let r = m
+        .routes
+        .iter()
+        .find(|r| r.resource_id == route.id)
+        .expect("alice gets the route");
+    assert_eq!(
+        (r.router_peer_id.as_str(), r.metric, r.net_id.as_str()),
+        (gw.id.as_str(), 100, "office")
+    );
+    assert_eq!(r.network, Some(net("198.51.100.0/24")));
+    assert_eq!(names(&m), vec!["gw"]);
+    assert!(
+        w.map("bob").routes.is_empty(),
+        "bob is not in the distribution groups"
+    );
+    let g = w.map("gw");
+    assert!(
+        g.routes
+            .iter()
+            .any(|r| r.resource_id == route.id && r.router_peer_id == gw.id)
+    );
+    let rules: Vec<_> = g
+        .route_firewall_rules
+        .iter()
+        .filter(|f| f.route_id == format!("{}:{}", route.id, gw.id))
+        .collect();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].source_ranges, vec![ip_of(&alice)]);
+    assert_eq!(
+        (rules[0].protocol, rules[0].action, rules[0].port),
+        (Protocol::All, Action::Accept, None)
+    );
+    assert_eq!(names(&g), vec!["alice"]);
+
+    // With access-control groups, only what a policy towards them allows: tcp 443 from Dev.
+    let mut up = RouteInput {
+        network_id: "office".into(),
+        peer_groups: vec!["Routers".into()],
+        network: Some("198.51.100.0/24".into()),
+        groups: vec!["Dev".into()],
+        access_control_groups: vec!["LAN access".into()],
+        ..Default::default()
+    };
+    w.a.update_route(&route.id, &up).unwrap();
+    assert!(
+        w.map("gw").route_firewall_rules.is_empty(),
+        "no policy yet: nothing admitted"
+    );
+    w.policy("dev-lan", &["Dev"], &["LAN access"], "tcp", &["443"]);
+    let g = w.map("gw");
+    let f = &g.route_firewall_rules[0];
+    assert_eq!(
+        (f.protocol, f.port),
+        (Protocol::Tcp, Some(PortRange::single(443)))
+    );
+    assert_eq!(f.source_ranges, vec![ip_of(&alice)]);
+    let _ = bob;
+
+    // Disabled: nobody gets it; exit-node selection is refused rather than ignored.
+    up.enabled = Some(false);
+    w.a.update_route(&route.id, &up).unwrap();
+    assert!(w.map("alice").routes.is_empty() && w.map("gw").routes.is_empty());
+    up.skip_auto_apply = true;
+    assert!(w.a.update_route(&route.id, &up).is_err());
+    // The groups and the routing peer are in use.
+    assert!(matches!(
+        w.a.delete_group("Dev"),
+        Err(ModelError::Conflict(_))
+    ));
+}

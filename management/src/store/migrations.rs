@@ -95,6 +95,18 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_timestamp ON events (timestamp);
     "#,
+    // 4: network routes (NetBird's /api/routes) and name server groups.
+    r#"
+    CREATE TABLE routes (
+        id   TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE nameserver_groups (
+        id   TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version a fresh database ends at.

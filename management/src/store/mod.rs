@@ -324,6 +324,8 @@ impl Store {
             policies: load_table(&self.conn, "policies")?,
             setup_keys: load_table(&self.conn, "setup_keys")?,
             posture_checks: load_table(&self.conn, "posture_checks")?,
+            routes: load_table(&self.conn, "routes")?,
+            nameserver_groups: load_table(&self.conn, "nameserver_groups")?,
         }))
     }
 
@@ -408,6 +410,22 @@ impl Store {
             ),
             old.map(|o| &o.setup_keys),
             &new.setup_keys,
+        )?;
+        sync_table(
+            &tx,
+            &table!("routes", [], |_e: crate::model::NetworkRoute| []),
+            old.map(|o| &o.routes),
+            &new.routes,
+        )?;
+        sync_table(
+            &tx,
+            &table!(
+                "nameserver_groups",
+                ["name"],
+                |e: crate::model::NameserverGroup| [e.name.clone()]
+            ),
+            old.map(|o| &o.nameserver_groups),
+            &new.nameserver_groups,
         )?;
         sync_table(
             &tx,

@@ -21,6 +21,7 @@ from netbird.exceptions import (
 )
 from netbird.models import (
     GroupCreate,
+    RouteCreate,
     GroupUpdate,
     NetworkCreate,
     PolicyCreate,
@@ -163,6 +164,44 @@ with APIClient(host=HOST, api_token=PAT, timeout=20.0) as c:
     out["rule"] = r0["id"]
     out["policy_wiki"] = pol3["id"]
 
+    step("network routes: a LAN and an exit node")
+    lan_route = c.routes.create(RouteCreate(
+        description="Berlin LAN", network_id="berlin-lan", network="198.51.100.0/24",
+        network_type="ipv4", peer_groups=[routers["id"]], groups=[dev["id"]], enabled=True,
+        metric=100, masquerade=True, keep_route=False, access_control_groups=[]))
+    assert lan_route["network_type"] == "IPv4" and lan_route["peer"] == "", lan_route
+    exit_node = c.routes.create(RouteCreate(
+        description="exit", network_id="exit", network="0.0.0.0/0", network_type="ipv4",
+        peer_groups=[routers["id"]], groups=[dev["id"]], enabled=True, metric=9999,
+        masquerade=True, keep_route=False))
+    upd = c.routes.update(lan_route["id"], RouteCreate(
+        description="Berlin LAN", network_id="berlin-lan", network="198.51.100.0/24",
+        network_type="ipv4", peer_groups=[routers["id"]], groups=[dev["id"]], enabled=True,
+        metric=50, masquerade=True, keep_route=False, access_control_groups=[apps["id"]]))
+    assert upd["metric"] == 50 and upd["access_control_groups"] == [apps["id"]], upd
+    assert {r["id"] for r in c.routes.list()} == {lan_route["id"], exit_node["id"]}
+    out["routes"] = [lan_route["id"], exit_node["id"]]
+
+    step("DNS: a name server group and the settings")
+    ns = c.dns.create_nameserver_group({
+        "name": "office-dns", "description": "office resolver",
+        "nameservers": [{"ip": "192.0.2.53", "ns_type": "udp", "port": 53}],
+        "enabled": True, "groups": [dev["id"]], "primary": False,
+        "domains": ["berlin.internal"], "search_domains_enabled": True})
+    assert ns["nameservers"][0]["ip"] == "192.0.2.53" and ns["domains"] == ["berlin.internal"], ns
+    try:
+        c.dns.create_nameserver_group({
+            "name": "bad", "description": "", "nameservers": [], "enabled": True,
+            "groups": [dev["id"]], "primary": True, "domains": [],
+            "search_domains_enabled": False})
+        raise AssertionError("a group without servers was accepted")
+    except NetBirdValidationError:
+        pass
+    settings = c.dns.update_settings({"disabled_management_groups": [routers["id"]]})
+    assert settings["disabled_management_groups"] == [routers["id"]], settings
+    assert c.dns.get_settings()["disabled_management_groups"] == [routers["id"]]
+    out["nameserver_group"] = ns["id"]
+
     step("refusals are NetBird's error classes")
     try:
         c.groups.create(GroupCreate(name="Development"))
@@ -219,7 +258,8 @@ with APIClient(host=HOST, api_token=PAT, timeout=20.0) as c:
                  "network.create", "network.resource.create", "network.router.create",
                  "policy.add", "policy.update", "service.user.create",
                  "personal.access.token.create", "personal.access.token.delete",
-                 "user.role.update", "account.settings.update"]:
+                 "user.role.update", "account.settings.update", "route.add", "route.update",
+                 "nameserver.group.add"]:
         assert want in codes, (want, codes)
     assert all(e["initiator_id"] for e in events), events
     out["events"] = len(events)

@@ -134,6 +134,30 @@ impl From<serde_json::Error> for Error {
 /// Result type of the harness.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The Python of the outside clients' virtual environment (PyPI `netbird` client and what
+/// it needs), as scripts/bootstrap.sh makes it (`$SWIFTGATE_PYENV`, default
+/// `~/.cache/swiftgate/pyenv`). Panics, naming the fix, when it is missing: the tests that
+/// use it must run, not skip.
+pub fn pyenv_python() -> PathBuf {
+    let env = std::env::var_os("SWIFTGATE_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                })
+                .join("swiftgate/pyenv")
+        });
+    let py = env.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/bootstrap.sh (./x test does) to install the PyPI netbird client",
+        py.display()
+    );
+    py
+}
+
 /// Panics with a clear message unless the test runs as root. The e2e tests never skip
 /// silently: without privileges they fail.
 pub fn require_root() {

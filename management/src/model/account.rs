@@ -1,7 +1,9 @@
 //! The account: every entity of one tenant, its serial, lookups by id or name, and the shared
 //! validation helpers the operations use. Operations live in the sibling `ops_*` modules.
 
-use std::collections::BTreeMap;
+/// The maps of an account: persistent (structure-sharing) ordered maps, so copying an account
+/// for a change costs nothing and comparing two versions visits only what differs.
+pub type Map<K, V> = imbl::OrdMap<K, V>;
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv4Net;
@@ -24,27 +26,27 @@ pub struct Account {
     /// Settings.
     pub settings: Settings,
     /// Peers by id.
-    pub peers: BTreeMap<PeerId, Peer>,
+    pub peers: Map<PeerId, Peer>,
     /// Groups by id (the built-in All included).
-    pub groups: BTreeMap<GroupId, Group>,
+    pub groups: Map<GroupId, Group>,
     /// Networks by id.
-    pub networks: BTreeMap<NetworkId, Network>,
+    pub networks: Map<NetworkId, Network>,
     /// Resources by id.
-    pub resources: BTreeMap<ResourceId, Resource>,
+    pub resources: Map<ResourceId, Resource>,
     /// Routers by id.
-    pub routers: BTreeMap<RouterId, Router>,
+    pub routers: Map<RouterId, Router>,
     /// Policies by id.
-    pub policies: BTreeMap<PolicyId, Policy>,
+    pub policies: Map<PolicyId, Policy>,
     /// Setup keys by id.
-    pub setup_keys: BTreeMap<SetupKeyId, SetupKey>,
+    pub setup_keys: Map<SetupKeyId, SetupKey>,
     /// Posture checks by id.
-    pub posture_checks: BTreeMap<PostureCheckId, PostureCheck>,
+    pub posture_checks: Map<PostureCheckId, PostureCheck>,
     /// Network routes (NetBird's `/api/routes`) by id.
     #[serde(default)]
-    pub routes: BTreeMap<String, NetworkRoute>,
+    pub routes: Map<String, NetworkRoute>,
     /// Name server groups by id.
     #[serde(default)]
-    pub nameserver_groups: BTreeMap<String, NameserverGroup>,
+    pub nameserver_groups: Map<String, NameserverGroup>,
 }
 
 /// Looks an entity up by id, then by its unique name.
@@ -82,16 +84,16 @@ impl Account {
             id: id.to_string(),
             serial: 1,
             settings,
-            peers: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            networks: BTreeMap::new(),
-            resources: BTreeMap::new(),
-            routers: BTreeMap::new(),
-            policies: BTreeMap::new(),
-            setup_keys: BTreeMap::new(),
-            posture_checks: BTreeMap::new(),
-            routes: BTreeMap::new(),
-            nameserver_groups: BTreeMap::new(),
+            peers: Map::new(),
+            groups: Map::new(),
+            networks: Map::new(),
+            resources: Map::new(),
+            routers: Map::new(),
+            policies: Map::new(),
+            setup_keys: Map::new(),
+            posture_checks: Map::new(),
+            routes: Map::new(),
+            nameserver_groups: Map::new(),
         };
         a.groups.insert(
             ALL_GROUP_ID.into(),

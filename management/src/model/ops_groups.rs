@@ -62,14 +62,31 @@ impl Account {
             built_in: false,
         };
         self.groups.insert(id.to_string(), group.clone());
+        // Only the members that change are touched (the maps share the rest).
         if let Some(peers) = peers {
-            for p in self.peers.values_mut() {
-                set_member(&mut p.groups, id, peers.contains(&p.id));
+            let change: Vec<PeerId> = self
+                .peers
+                .values()
+                .filter(|p| p.groups.iter().any(|g| g == id) != peers.contains(&p.id))
+                .map(|p| p.id.clone())
+                .collect();
+            for pid in change {
+                if let Some(p) = self.peers.get_mut(&pid) {
+                    set_member(&mut p.groups, id, peers.contains(&p.id));
+                }
             }
         }
         if let Some(resources) = resources {
-            for r in self.resources.values_mut() {
-                set_member(&mut r.groups, id, resources.contains(&r.id));
+            let change: Vec<ResourceId> = self
+                .resources
+                .values()
+                .filter(|r| r.groups.iter().any(|g| g == id) != resources.contains(&r.id))
+                .map(|r| r.id.clone())
+                .collect();
+            for rid in change {
+                if let Some(r) = self.resources.get_mut(&rid) {
+                    set_member(&mut r.groups, id, resources.contains(&r.id));
+                }
             }
         }
         Ok(group)
@@ -126,11 +143,27 @@ impl Account {
             }
         }
         self.groups.remove(&id);
-        for p in self.peers.values_mut() {
-            p.groups.retain(|g| g != &id);
+        let members: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.groups.contains(&id))
+            .map(|p| p.id.clone())
+            .collect();
+        for pid in members {
+            if let Some(p) = self.peers.get_mut(&pid) {
+                p.groups.retain(|g| g != &id);
+            }
         }
-        for r in self.resources.values_mut() {
-            r.groups.retain(|g| g != &id);
+        let members: Vec<ResourceId> = self
+            .resources
+            .values()
+            .filter(|r| r.groups.contains(&id))
+            .map(|r| r.id.clone())
+            .collect();
+        for rid in members {
+            if let Some(r) = self.resources.get_mut(&rid) {
+                r.groups.retain(|g| g != &id);
+            }
         }
         Ok(group)
     }

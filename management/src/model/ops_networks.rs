@@ -113,7 +113,15 @@ impl Account {
         for r in &res {
             self.resources.remove(r);
         }
-        self.routers.retain(|_, r| r.network_id != id);
+        let routers: Vec<RouterId> = self
+            .routers
+            .values()
+            .filter(|r| r.network_id == id)
+            .map(|r| r.id.clone())
+            .collect();
+        for r in routers {
+            self.routers.remove(&r);
+        }
         Ok(self.networks.remove(&id).expect("resolved above"))
     }
 

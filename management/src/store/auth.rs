@@ -11,10 +11,12 @@ impl Store {
     /// Every stored user and token.
     pub fn load_directory(&self) -> Result<(Vec<User>, Vec<AccessToken>), StoreError> {
         let users = super::load_table::<User>(&self.conn, "users")?
-            .into_values()
+            .values()
+            .cloned()
             .collect();
         let tokens = super::load_table::<AccessToken>(&self.conn, "tokens")?
-            .into_values()
+            .values()
+            .cloned()
             .collect();
         Ok((users, tokens))
     }

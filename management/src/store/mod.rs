@@ -5,14 +5,13 @@
 mod auth;
 pub mod migrations;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{Account, PeerMeta};
+use crate::model::{Account, Map, PeerMeta};
 
 /// Default database file name (in the data directory).
 pub const DB_FILE: &str = "swiftgate-management.db";
@@ -90,18 +89,12 @@ struct Table<T> {
     values: fn(&T) -> Vec<String>,
 }
 
-fn sync_table<T: Serialize + PartialEq>(
+fn sync_table<T: Serialize + PartialEq + Clone>(
     tx: &Transaction<'_>,
     table: &Table<T>,
-    old: Option<&BTreeMap<String, T>>,
-    new: &BTreeMap<String, T>,
+    old: Option<&Map<String, T>>,
+    new: &Map<String, T>,
 ) -> Result<(), StoreError> {
-    if let Some(old) = old {
-        let mut del = tx.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name))?;
-        for id in old.keys().filter(|id| !new.contains_key(*id)) {
-            del.execute([id])?;
-        }
-    }
     let cols = table.columns.join(", ");
     let marks: Vec<String> = (1..=table.columns.len() + 2)
         .map(|i| format!("?{i}"))
@@ -121,26 +114,46 @@ fn sync_table<T: Serialize + PartialEq>(
         marks = marks.join(", "),
         updates = updates.join(", "),
     );
-    let mut up = tx.prepare_cached(&sql)?;
-    for (id, e) in new {
-        if old.and_then(|o| o.get(id)) == Some(e) {
-            continue;
-        }
+    let upsert = |id: &String, e: &T| -> Result<(), StoreError> {
+        let mut up = tx.prepare_cached(&sql)?;
         let mut vals = vec![id.clone()];
         vals.extend((table.values)(e));
         vals.push(serde_json::to_string(e)?);
         up.execute(params_from_iter(vals.iter()))?;
+        Ok(())
+    };
+    let Some(old) = old else {
+        for (id, e) in new {
+            upsert(id, e)?;
+        }
+        return Ok(());
+    };
+    // The maps share every node the change did not touch; the diff visits only the rest.
+    // Deletions first, so a name freed and taken in one change does not collide.
+    let mut del = tx.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name))?;
+    let mut changed = Vec::new();
+    for d in old.diff(new) {
+        match d {
+            imbl::ordmap::DiffItem::Remove(id, _) => {
+                del.execute([id])?;
+            }
+            imbl::ordmap::DiffItem::Add(id, e) => changed.push((id, e)),
+            imbl::ordmap::DiffItem::Update { new: (id, e), .. } => changed.push((id, e)),
+        }
+    }
+    for (id, e) in changed {
+        upsert(id, e)?;
     }
     Ok(())
 }
 
-fn load_table<T: DeserializeOwned>(
+fn load_table<T: DeserializeOwned + Clone>(
     conn: &Connection,
     table: &str,
-) -> Result<BTreeMap<String, T>, StoreError> {
+) -> Result<Map<String, T>, StoreError> {
     let mut st = conn.prepare(&format!("SELECT id, body FROM {table}"))?;
     let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = BTreeMap::new();
+    let mut out = Map::new();
     for row in rows {
         let (id, body) = row?;
         out.insert(id, serde_json::from_str(&body)?);

@@ -325,15 +325,21 @@ impl Grpc {
         // Opened, so the body holds at least a nonce and a tag.
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&req.body[..NONCE_LEN]);
+        // Registered peers' nonces are kept apart from those of keys anyone can make.
+        let registered = self.svc.account().peer_by_key(&key.to_base64()).is_some();
         let verdict = self.replay.lock().unwrap_or_else(|e| e.into_inner()).check(
             *key.as_bytes(),
             nonce,
             msg.sent_at(),
             now_secs(),
+            registered,
         );
         if let Err(why) = verdict {
             tracing::warn!(peer_key = %key.to_base64(), %why, "sealed request refused");
-            return Err(Status::permission_denied(why.to_string()));
+            return Err(match why {
+                crate::replay::Replay::Busy => Status::resource_exhausted(why.to_string()),
+                _ => Status::permission_denied(why.to_string()),
+            });
         }
         Ok((key, msg))
     }

@@ -42,6 +42,7 @@ fn main() -> std::process::ExitCode {
                     hosts: AllowedHosts::new(args.api_hosts.iter().cloned()),
                 },
                 limits: HttpLimits::default(),
+                reissue_admin_token: args.reissue_admin_token,
                 grpc_tls: match (&args.grpc_tls_cert, &args.grpc_tls_key) {
                     _ if args.grpc_plaintext => GrpcTls::Plaintext,
                     (Some(cert), Some(key)) => GrpcTls::Files {

@@ -23,8 +23,13 @@ pub const WINDOW_SECS: u64 = 15 * 60;
 pub const MAX_SKEW_SECS: u64 = 5 * 60;
 /// Nonces remembered per peer key (a peer sends a few requests a minute).
 pub const MAX_PER_KEY: usize = 4_096;
-/// Peer keys remembered at once; beyond it the oldest key's nonces are forgotten.
+/// Registered peers' keys remembered at once; beyond it the least recently used key's nonces
+/// are forgotten.
 pub const MAX_KEYS: usize = 65_536;
+/// Unregistered keys (registrations) remembered at once. Anyone can make keys, so they have a
+/// table of their own that cannot push registered peers' nonces out; when it is full of
+/// unexpired entries, further registrations are refused until it drains.
+pub const MAX_STRANGERS: usize = 16_384;
 
 /// Why an envelope is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +37,9 @@ pub enum Replay {
     /// This nonce came from this key before.
     #[error("this sealed request was received before (replayed)")]
     SeenNonce,
+    /// Too many unregistered keys at once: refused rather than forgetting a nonce.
+    #[error("too many registrations at once; try again in a few minutes")]
+    Busy,
     /// The sealed send time is too far from now.
     #[error(
         "this sealed request was sent at {sent_at}, more than {MAX_SKEW_SECS} s from the \
@@ -45,12 +53,15 @@ pub enum Replay {
     },
 }
 
-/// Nonces seen per peer key, in arrival order.
+/// Nonces seen per peer key, in arrival order: registered peers' keys and unregistered keys
+/// apart.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
     keys: HashMap<[u8; 32], VecDeque<(u64, [u8; 24])>>,
     /// Keys in the order they were last used (oldest first), for the key bound.
     order: VecDeque<([u8; 32], u64)>,
+    /// Unregistered keys' nonces, with the time each key was last seen.
+    strangers: HashMap<[u8; 32], (u64, Vec<[u8; 24]>)>,
 }
 
 impl ReplayGuard {
@@ -60,16 +71,29 @@ impl ReplayGuard {
     }
 
     /// Checks one opened envelope of `key` under `nonce`, sealed at `sent_at` (0: not
-    /// sent) and received at `now`; remembers the nonce if it passes.
+    /// sent) and received at `now`; remembers the nonce if it passes. `registered`: the key
+    /// is a peer of the account.
     pub fn check(
         &mut self,
         key: [u8; 32],
         nonce: [u8; 24],
         sent_at: i64,
         now: u64,
+        registered: bool,
     ) -> Result<(), Replay> {
         if sent_at != 0 && sent_at.abs_diff(now as i64) > MAX_SKEW_SECS {
             return Err(Replay::Stale { sent_at, now });
+        }
+        if !registered {
+            return self.check_stranger(key, nonce, now);
+        }
+        // A key seen while unregistered keeps its nonces when it registers.
+        if let Some((_, old)) = self.strangers.remove(&key) {
+            if old.contains(&nonce) {
+                return Err(Replay::SeenNonce);
+            }
+            let q = self.keys.entry(key).or_default();
+            q.extend(old.into_iter().map(|n| (now, n)));
         }
         let seen = self.keys.entry(key).or_default();
         while seen.front().is_some_and(|(t, _)| now >= t + WINDOW_SECS) {
@@ -84,6 +108,35 @@ impl ReplayGuard {
         seen.push_back((now, nonce));
         self.order.push_back((key, now));
         self.forget(now);
+        Ok(())
+    }
+
+    fn check_stranger(&mut self, key: [u8; 32], nonce: [u8; 24], now: u64) -> Result<(), Replay> {
+        if self
+            .keys
+            .get(&key)
+            .is_some_and(|q| q.iter().any(|(_, n)| *n == nonce))
+        {
+            return Err(Replay::SeenNonce);
+        }
+        if let Some((t, seen)) = self.strangers.get_mut(&key) {
+            if seen.contains(&nonce) {
+                return Err(Replay::SeenNonce);
+            }
+            if seen.len() >= 64 {
+                return Err(Replay::Busy);
+            }
+            *t = now;
+            seen.push(nonce);
+            return Ok(());
+        }
+        if self.strangers.len() >= MAX_STRANGERS {
+            self.strangers.retain(|_, (t, _)| now < *t + WINDOW_SECS);
+            if self.strangers.len() >= MAX_STRANGERS {
+                return Err(Replay::Busy);
+            }
+        }
+        self.strangers.insert(key, (now, vec![nonce]));
         Ok(())
     }
 
@@ -175,29 +228,48 @@ mod tests {
     fn a_nonce_is_accepted_once_per_key_within_the_window() {
         let mut g = ReplayGuard::new();
         let (k1, k2, n) = ([1u8; 32], [2u8; 32], [7u8; 24]);
-        assert_eq!(g.check(k1, n, 0, 1000), Ok(()));
-        assert_eq!(g.check(k1, n, 0, 1001), Err(Replay::SeenNonce));
-        assert_eq!(g.check(k2, n, 0, 1001), Ok(()), "another key's nonce space");
-        assert_eq!(g.check(k1, [8u8; 24], 0, 1002), Ok(()));
+        assert_eq!(g.check(k1, n, 0, 1000, true), Ok(()));
+        assert_eq!(g.check(k1, n, 0, 1001, true), Err(Replay::SeenNonce));
+        assert_eq!(
+            g.check(k2, n, 0, 1001, true),
+            Ok(()),
+            "another key's nonce space"
+        );
+        assert_eq!(g.check(k1, [8u8; 24], 0, 1002, true), Ok(()));
         // After the window the nonce is forgotten (only a sealed time can refuse it then).
-        assert_eq!(g.check(k1, n, 0, 1000 + WINDOW_SECS), Ok(()));
+        assert_eq!(g.check(k1, n, 0, 1000 + WINDOW_SECS, true), Ok(()));
     }
 
     #[test]
     fn a_sealed_time_far_from_now_is_refused() {
         let mut g = ReplayGuard::new();
         let now = 1_000_000;
-        assert_eq!(g.check([1; 32], [1; 24], now as i64 - 60, now), Ok(()));
         assert_eq!(
-            g.check([1; 32], [2; 24], (now - MAX_SKEW_SECS - 1) as i64, now),
+            g.check([1; 32], [1; 24], now as i64 - 60, now, true),
+            Ok(())
+        );
+        assert_eq!(
+            g.check(
+                [1; 32],
+                [2; 24],
+                (now - MAX_SKEW_SECS - 1) as i64,
+                now,
+                true
+            ),
             Err(Replay::Stale {
                 sent_at: (now - MAX_SKEW_SECS - 1) as i64,
                 now
             })
         );
         assert!(
-            g.check([1; 32], [3; 24], (now + MAX_SKEW_SECS + 1) as i64, now)
-                .is_err()
+            g.check(
+                [1; 32],
+                [3; 24],
+                (now + MAX_SKEW_SECS + 1) as i64,
+                now,
+                true
+            )
+            .is_err()
         );
     }
 
@@ -205,11 +277,36 @@ mod tests {
     fn idle_keys_are_forgotten() {
         let mut g = ReplayGuard::new();
         for i in 0..100u8 {
-            g.check([i; 32], [0; 24], 0, 10).unwrap();
+            g.check([i; 32], [0; 24], 0, 10, true).unwrap();
         }
         assert_eq!(g.keys(), 100);
-        g.check([200; 32], [0; 24], 0, 10 + WINDOW_SECS).unwrap();
+        g.check([200; 32], [0; 24], 0, 10 + WINDOW_SECS, true)
+            .unwrap();
         assert_eq!(g.keys(), 1);
+    }
+
+    #[test]
+    fn unregistered_keys_cannot_push_registered_nonces_out() {
+        let mut g = ReplayGuard::new();
+        let peer = [1u8; 32];
+        g.check(peer, [9; 24], 0, 100, true).unwrap();
+        for i in 0..MAX_STRANGERS {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64 + 10).to_le_bytes());
+            g.check(k, [0; 24], 0, 100, false).unwrap();
+        }
+        let mut extra = [0u8; 32];
+        extra[31] = 7;
+        assert_eq!(g.check(extra, [0; 24], 0, 100, false), Err(Replay::Busy));
+        assert_eq!(g.check(peer, [9; 24], 0, 101, true), Err(Replay::SeenNonce));
+        // A registration's nonce stays refused once the key is registered.
+        let newcomer = [5u8; 32];
+        let mut g = ReplayGuard::new();
+        g.check(newcomer, [4; 24], 0, 100, false).unwrap();
+        assert_eq!(
+            g.check(newcomer, [4; 24], 0, 101, true),
+            Err(Replay::SeenNonce)
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub peer_services: crate::grpc::PeerServices,
     /// TLS of the gRPC service.
     pub grpc_tls: crate::tls::GrpcTls,
+    /// Issue a new admin token for the owner and write it to the token file, though the server
+    /// has users (`--reissue-admin-token`; recovery of a lost token).
+    pub reissue_admin_token: bool,
 }
 
 impl ServeConfig {
@@ -54,14 +57,19 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Lifetime of the admin token a first start issues, in days (the longest a token may have).
 pub const ADMIN_TOKEN_DAYS: u64 = 365;
 
-/// On a server without users, or without its admin token file: creates the owner user (once)
-/// and a new token for it, and writes the token to `path`, readable only by this user. An
-/// existing file is left alone while the server has users. Returns whether a token was
-/// written.
-pub fn ensure_admin_token(svc: &Service, path: &std::path::Path) -> anyhow::Result<bool> {
+/// On a server without users (its first start), or when `reissue` asks for it: creates the
+/// owner user (once) and a new token for it, and writes the token to `path`, readable only by
+/// this user. Otherwise nothing is issued, also when the file was deleted (an operator who
+/// moved the token elsewhere does not get a new owner credential on every restart). Returns
+/// whether a token was written.
+pub fn ensure_admin_token(
+    svc: &Service,
+    path: &std::path::Path,
+    reissue: bool,
+) -> anyhow::Result<bool> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    if path.exists() && !svc.users().is_empty() {
+    if !svc.users().is_empty() && !reissue {
         return Ok(false);
     }
     let owner = svc.bootstrap_owner().context("creating the owner user")?;
@@ -94,7 +102,7 @@ pub fn ensure_admin_token(svc: &Service, path: &std::path::Path) -> anyhow::Resu
         expires_in_days = ADMIN_TOKEN_DAYS,
         "issued an admin access token for the owner user; it is in this file, readable only \
          by this user (use `swiftgate-management --token-file <file> ...`, or send \
-         `Authorization: Token <token>`); delete the file and restart for a new one"
+         `Authorization: Token <token>`); `serve --reissue-admin-token` issues a new one"
     );
     Ok(true)
 }
@@ -172,7 +180,8 @@ pub async fn run_until(
         crate::api::AuthMode::Tokens => {
             let svc2 = svc.clone();
             let path = cfg.admin_token_path();
-            tokio::task::spawn_blocking(move || ensure_admin_token(&svc2, &path))
+            let reissue = cfg.reissue_admin_token;
+            tokio::task::spawn_blocking(move || ensure_admin_token(&svc2, &path, reissue))
                 .await
                 .context("issuing the admin token")??;
         }

@@ -1336,3 +1336,74 @@ async fn resource_addresses_agents_cannot_honour_are_refused() {
         .await;
     }
 }
+
+/// An admin cannot act as an owner: no tokens for owners, no changes to them, no owner role.
+#[tokio::test]
+async fn admins_cannot_become_owners() {
+    let (app, svc) = app();
+    let owner = svc.bootstrap_owner().unwrap();
+    let admin = ok(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!({"name": "ops", "role": "admin", "is_service_user": true})),
+    )
+    .await;
+    let aid = admin["id"].as_str().unwrap();
+    let t = ok(
+        &app,
+        Method::POST,
+        &format!("/api/users/{aid}/tokens"),
+        Some(json!({"name": "t", "expires_in": 1})),
+    )
+    .await;
+    let adm = Api {
+        router: app.router.clone(),
+        token: t["plain_token"].as_str().unwrap().into(),
+    };
+    // A second owner, so that the last-owner rule is not what refuses.
+    ok(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!({"name": "owner2", "role": "owner", "is_service_user": true})),
+    )
+    .await;
+    for (m, path, body) in [
+        (
+            Method::POST,
+            format!("/api/users/{owner}/tokens"),
+            Some(json!({"name": "x", "expires_in": 1})),
+        ),
+        (
+            Method::PUT,
+            format!("/api/users/{owner}"),
+            Some(json!({"is_blocked": true})),
+        ),
+        (
+            Method::PUT,
+            format!("/api/users/{aid}"),
+            Some(json!({"role": "owner"})),
+        ),
+        (
+            Method::POST,
+            "/api/users".to_string(),
+            Some(json!({"name": "o3", "role": "owner", "is_service_user": true})),
+        ),
+    ] {
+        let (s, v) = call(&adm, m.clone(), &path, body).await;
+        assert!(
+            s == StatusCode::FORBIDDEN || s == StatusCode::CONFLICT,
+            "{m} {path}: {s} {v}"
+        );
+    }
+    assert_eq!(
+        svc.user(&owner).unwrap().status,
+        swiftgate_management::auth::UserStatus::Active
+    );
+    assert_eq!(
+        svc.tokens(&owner).unwrap().len(),
+        1,
+        "only the test's own token"
+    );
+}

@@ -35,6 +35,7 @@ fn config(dir: &Path) -> ServeConfig {
         },
         peer_services: PeerServices::default(),
         grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
+        reissue_admin_token: false,
     }
 }
 
@@ -103,9 +104,16 @@ async fn first_start_issues_an_admin_token_only_its_owner_reads() {
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-    // Without the file, a restart issues a new one (the old token stays valid until deleted).
+    // Without the file, a restart issues nothing (the operator may have moved the token);
+    // --reissue-admin-token issues a new one (the old one stays valid until deleted).
     std::fs::remove_file(&file).unwrap();
     let (stop, server) = start(config(&dir)).await;
+    assert!(!file.exists(), "no new owner credential without asking");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let mut again = config(&dir);
+    again.reissue_admin_token = true;
+    let (stop, server) = start(again).await;
     let second = std::fs::read_to_string(&file).unwrap().trim().to_string();
     assert_ne!(second, token);
     assert_eq!(mode(&file), 0o600);

@@ -48,6 +48,7 @@ impl Server {
             limits: HttpLimits::default(),
             peer_services: PeerServices::default(),
             grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
+            reissue_admin_token: false,
         };
         let api = format!("http://{}", cfg.listen);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -58,6 +58,7 @@ async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
         limits: HttpLimits::default(),
         peer_services: PeerServices::default(),
         grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
+        reissue_admin_token: false,
     };
     let api = format!("http://{}", cfg.listen);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

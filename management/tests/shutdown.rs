@@ -40,6 +40,7 @@ fn config(dir: &Path, grpc: bool, init: bool) -> ServeConfig {
         limits: HttpLimits::default(),
         peer_services: PeerServices::default(),
         grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
+        reissue_admin_token: false,
     }
 }
 

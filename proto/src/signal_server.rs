@@ -40,8 +40,10 @@ pub const PROOF_HEADER: &str = "x-swiftgate-key-proof";
 /// How far a proof's send time may be from the relay's clock, in seconds.
 pub const PROOF_SKEW_SECS: u64 = 300;
 
-/// Keys remembered as proven, at most.
+/// Keys remembered as proven, at most (beyond it the longest-proven are forgotten first).
 const MAX_PROVEN: usize = 262_144;
+/// Proof nonces remembered, at most (they expire after twice the skew anyway).
+const MAX_NONCES: usize = 262_144;
 
 /// The proof header value for `keys` towards a relay whose key is `relay` (sent at `now`).
 pub fn key_proof(keys: &crate::KeyPair, relay: &crate::PublicKey, now: u64) -> String {
@@ -49,11 +51,13 @@ pub fn key_proof(keys: &crate::KeyPair, relay: &crate::PublicKey, now: u64) -> S
     base64::engine::general_purpose::STANDARD.encode(body)
 }
 
-/// Keys that proved themselves, and the proofs' nonces seen lately.
+/// Keys that proved themselves (in the order they did), and the proofs' nonces seen lately.
 #[derive(Default)]
 struct Proven {
     keys: HashSet<String>,
-    nonces: VecDeque<(u64, [u8; 24])>,
+    key_order: VecDeque<String>,
+    nonces: HashSet<[u8; 24]>,
+    nonce_order: VecDeque<(u64, [u8; 24])>,
 }
 
 fn now_secs() -> u64 {
@@ -122,19 +126,24 @@ impl SignalRelay {
         }
         let mut nonce = [0u8; 24];
         nonce.copy_from_slice(&body[..24]);
-        while proven
-            .nonces
-            .front()
-            .is_some_and(|(t, _)| now >= t + 2 * PROOF_SKEW_SECS)
-        {
-            proven.nonces.pop_front();
+        while let Some(&(t, n)) = proven.nonce_order.front() {
+            if now < t + 2 * PROOF_SKEW_SECS && proven.nonce_order.len() < MAX_NONCES {
+                break;
+            }
+            proven.nonce_order.pop_front();
+            proven.nonces.remove(&n);
         }
-        if proven.nonces.iter().any(|(_, n)| *n == nonce) {
+        if !proven.nonces.insert(nonce) {
             return Err(bad("seen before (replayed)"));
         }
-        proven.nonces.push_back((now, nonce));
-        if proven.keys.len() < MAX_PROVEN {
-            proven.keys.insert(id.to_string());
+        proven.nonce_order.push_back((now, nonce));
+        if proven.keys.insert(id.to_string()) {
+            proven.key_order.push_back(id.to_string());
+            while proven.keys.len() > MAX_PROVEN {
+                if let Some(old) = proven.key_order.pop_front() {
+                    proven.keys.remove(&old);
+                }
+            }
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ use crate::service::now_secs;
 /// The largest answer whose id and name are read for the log (answers of changes are small).
 const MAX_READ: usize = 4 << 20;
 
-/// The middleware.
+/// The middleware. The request and its record run in a task of their own, so a change whose
+/// client went away or timed out is still recorded once it is stored.
 pub async fn record(
     State(svc): State<AppState>,
     matched: Option<MatchedPath>,
@@ -28,19 +29,38 @@ pub async fn record(
     req: Request,
     next: Next,
 ) -> Response {
-    let method = req.method().as_str().to_string();
     let route = matched
         .as_ref()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let Some(act) = activity(&method, &route) else {
+    if activity(req.method().as_str(), &route).is_none() {
         return next.run(req).await;
-    };
-    let principal = req.extensions().get::<Principal>().cloned();
+    }
     let ids: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    match tokio::spawn(record_change(svc, route, ids, req, next)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            axum::response::IntoResponse::into_response(super::ApiError::internal())
+        }
+    }
+}
+
+async fn record_change(
+    svc: AppState,
+    route: String,
+    ids: Vec<(String, String)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().as_str().to_string();
+    let Some(act) = activity(&method, &route) else {
+        return next.run(req).await;
+    };
+    let principal = req.extensions().get::<Principal>().cloned();
     let resp = next.run(req).await;
     if !resp.status().is_success() {
         return resp;
@@ -50,7 +70,7 @@ pub async fn record(
     let bytes = match axum::body::to_bytes(body, MAX_READ).await {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!(error = %e, route, "reading an answer for the activity log failed");
+            tracing::error!(error = %e, %route, "reading an answer for the activity log failed");
             return Response::from_parts(parts, Body::empty());
         }
     };

@@ -77,6 +77,12 @@ fn host_name(host: &str) -> &str {
     }
 }
 
+/// Whether an origin's authority names the same host and port as a `Host` header (both as
+/// browsers write them: the port only when it is not the scheme's default).
+fn same_authority(origin: &str, host: &str) -> bool {
+    origin.trim().eq_ignore_ascii_case(host.trim())
+}
+
 /// The authority of an `Origin` value (`https://example.com:8443` → `example.com:8443`);
 /// `None` for `null` and anything that is not an origin.
 fn origin_authority(origin: &str) -> Option<&str> {
@@ -131,8 +137,9 @@ fn check_headers(hosts: &AllowedHosts, method: &Method, h: &HeaderMap) -> Result
         ));
     }
     if let Some(origin) = text(header::ORIGIN) {
-        let same = origin_authority(origin)
-            .is_some_and(|a| host_name(a).eq_ignore_ascii_case(host_name(host)) && hosts.allows(a));
+        // The whole authority (port included): another port of the same host is another site.
+        let same =
+            origin_authority(origin).is_some_and(|a| same_authority(a, host) && hosts.allows(a));
         if !same {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -172,7 +179,11 @@ pub async fn request_timeout(
         Ok(r) => r,
         Err(_) => refuse(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the request was not complete within {} s", limit.as_secs()),
+            format!(
+                "the request was not answered within {} s (a change it asked for may still \
+                 complete; check before retrying)",
+                limit.as_secs()
+            ),
         ),
     }
 }

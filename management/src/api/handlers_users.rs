@@ -186,21 +186,10 @@ pub async fn create(
         role: b.role.unwrap_or_else(|| Role::User.as_str().into()),
         auto_groups: b.auto_groups.unwrap_or_default(),
         is_service_user: b.is_service_user,
+        is_blocked: b.is_blocked,
     };
     let by = me.clone();
-    let u = blocking(&svc, move |s| {
-        let u = s.create_user(&by, &input)?;
-        if b.is_blocked {
-            let up = UserUpdate {
-                role: u.role.as_str().into(),
-                auto_groups: u.auto_groups.clone(),
-                is_blocked: true,
-            };
-            return s.update_user(&by, &u.id, &up);
-        }
-        Ok(u)
-    })
-    .await?;
+    let u = blocking(&svc, move |s| s.create_user(&by, &input)).await?;
     Ok(Json(UserView::new(&u, &me)))
 }
 
@@ -303,6 +292,7 @@ pub async fn create_token(
     JsonBody(b): JsonBody<CreateToken>,
 ) -> ApiResult<Json<Value>> {
     let (t, clear) = blocking(&svc, move |s| {
+        s.check_token_access(&me, &id)?;
         s.create_token(&me.user_id, &id, &b.name, b.expires_in)
     })
     .await?;
@@ -315,9 +305,14 @@ pub async fn create_token(
 /// `DELETE /api/users/{id}/tokens/{tid}`: refused from the next request on.
 pub async fn delete_token(
     State(svc): State<AppState>,
+    Extension(me): Extension<Principal>,
     Path((id, tid)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    blocking(&svc, move |s| s.delete_token(&id, &tid)).await?;
+    blocking(&svc, move |s| {
+        s.check_token_access(&me, &id)?;
+        s.delete_token(&id, &tid)
+    })
+    .await?;
     Ok(Json(json!({})))
 }
 

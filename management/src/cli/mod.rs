@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// certificate made when no --grpc-tls-cert is given (besides localhost and loopback).
     #[arg(long = "grpc-host")]
     pub grpc_hosts: Vec<String>,
+    /// Issue a new admin token for the owner user and write it to <data-dir>/admin-token (a
+    /// lost token); older tokens stay valid until deleted.
+    #[arg(long)]
+    pub reissue_admin_token: bool,
     /// Serve gRPC (management and Signal) WITHOUT TLS.
     #[arg(long)]
     pub grpc_plaintext: bool,

@@ -37,6 +37,9 @@ pub struct UserInput {
     /// A machine user.
     #[serde(default)]
     pub is_service_user: bool,
+    /// Created blocked.
+    #[serde(default)]
+    pub is_blocked: bool,
 }
 
 /// A change to a user (NetBird's `UserRequest`).
@@ -196,7 +199,11 @@ impl Service {
             email,
             name,
             role,
-            status: UserStatus::Active,
+            status: if input.is_blocked {
+                UserStatus::Blocked
+            } else {
+                UserStatus::Active
+            },
             is_service_user: input.is_service_user,
             auto_groups: input.auto_groups.clone(),
             created_at: now_secs(),
@@ -220,11 +227,10 @@ impl Service {
         let mut st = self.lock();
         let d = self.directory();
         let mut u = d.user(id)?.clone();
-        if (role == Role::Owner || u.role == Role::Owner)
-            && role != u.role
-            && by.role != Role::Owner
-        {
-            return Err(forbidden("only an owner may give or take the owner role"));
+        if (role == Role::Owner || u.role == Role::Owner) && by.role != Role::Owner {
+            return Err(forbidden(
+                "only an owner may change an owner or give the owner role",
+            ));
         }
         let status = if up.is_blocked {
             UserStatus::Blocked
@@ -268,6 +274,31 @@ impl Service {
         st.store.delete_user(id)?;
         self.directory_mut().remove_user(id);
         Ok(())
+    }
+
+    /// Whether `by` may create or delete tokens of `user_id`: its own always; another user's
+    /// only with the users permission and a role above that user's (an owner: any user), so
+    /// nobody can act as someone as powerful as themselves or more.
+    pub fn check_token_access(&self, by: &Principal, user_id: &str) -> Result<(), ServiceError> {
+        if by.user_id == user_id {
+            return Ok(());
+        }
+        let target = self.user(user_id)?;
+        let rank = |r: Role| match r {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::NetworkAdmin => 1,
+            Role::Auditor | Role::BillingAdmin | Role::User => 0,
+        };
+        if by.role.manages_users() && (by.role == Role::Owner || rank(by.role) > rank(target.role))
+        {
+            return Ok(());
+        }
+        Err(forbidden(format!(
+            "the role {} may not manage tokens of a user with the role {}",
+            by.role.as_str(),
+            target.role.as_str()
+        )))
     }
 
     /// A user's tokens.

@@ -10,11 +10,11 @@ use crate::model::*;
 
 /// `GET /api/networks`.
 pub async fn list(State(svc): State<AppState>) -> Json<Vec<NetworkView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_with_members();
     Json(
         a.networks
             .values()
-            .map(|n| NetworkView::new(&a, n))
+            .map(|n| NetworkView::new(&a, &m, n))
             .collect(),
     )
 }
@@ -24,9 +24,9 @@ pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NetworkView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_for_one();
     let id = a.network_id(&id)?;
-    Ok(Json(NetworkView::new(&a, &a.networks[&id])))
+    Ok(Json(NetworkView::new(&a, &m, &a.networks[&id])))
 }
 
 /// `POST /api/networks`.
@@ -38,8 +38,8 @@ pub async fn create(
         s.mutate("create_network", |a, _| a.create_network(&input))
     })
     .await?;
-    let a = svc.account();
-    Ok((StatusCode::OK, Json(NetworkView::new(&a, &n))))
+    let (a, m) = svc.account_for_one();
+    Ok((StatusCode::OK, Json(NetworkView::new(&a, &m, &n))))
 }
 
 /// `PUT /api/networks/{id}`.
@@ -52,8 +52,8 @@ pub async fn update(
         s.mutate("update_network", |a, _| a.update_network(&id, &input))
     })
     .await?;
-    let a = svc.account();
-    Ok(Json(NetworkView::new(&a, &n)))
+    let (a, m) = svc.account_for_one();
+    Ok(Json(NetworkView::new(&a, &m, &n)))
 }
 
 /// `DELETE /api/networks/{id}`: with its resources and routers.
@@ -97,11 +97,11 @@ fn router_in(a: &Account, net: &str, rid: &str) -> Result<String, ModelError> {
 
 /// `GET /api/resources`: every resource of every Network.
 pub async fn all_resources(State(svc): State<AppState>) -> Json<Vec<ResourceView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_with_members();
     Json(
         a.resources
             .values()
-            .map(|r| ResourceView::new(&a, r))
+            .map(|r| ResourceView::new(&a, &m, r))
             .collect(),
     )
 }
@@ -111,13 +111,13 @@ pub async fn list_resources(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ResourceView>>> {
-    let a = svc.account();
+    let (a, m) = svc.account_with_members();
     let id = a.network_id(&id)?;
     Ok(Json(
         a.resources
             .values()
             .filter(|r| r.network_id == id)
-            .map(|r| ResourceView::new(&a, r))
+            .map(|r| ResourceView::new(&a, &m, r))
             .collect(),
     ))
 }
@@ -127,9 +127,9 @@ pub async fn get_resource(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
 ) -> ApiResult<Json<ResourceView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_for_one();
     let id = resource_in(&a, &net, &rid)?;
-    Ok(Json(ResourceView::new(&a, &a.resources[&id])))
+    Ok(Json(ResourceView::new(&a, &m, &a.resources[&id])))
 }
 
 /// `POST /api/networks/{id}/resources`.
@@ -142,8 +142,8 @@ pub async fn create_resource(
         s.mutate("create_resource", |a, _| a.create_resource(&net, &input))
     })
     .await?;
-    let a = svc.account();
-    Ok((StatusCode::OK, Json(ResourceView::new(&a, &r))))
+    let (a, m) = svc.account_for_one();
+    Ok((StatusCode::OK, Json(ResourceView::new(&a, &m, &r))))
 }
 
 /// `PUT /api/networks/{id}/resources/{rid}`.
@@ -159,8 +159,8 @@ pub async fn update_resource(
         })
     })
     .await?;
-    let a = svc.account();
-    Ok(Json(ResourceView::new(&a, &r)))
+    let (a, m) = svc.account_for_one();
+    Ok(Json(ResourceView::new(&a, &m, &r)))
 }
 
 /// `DELETE /api/networks/{id}/resources/{rid}`.

@@ -28,13 +28,13 @@ pub async fn list(
     State(svc): State<AppState>,
     axum::extract::Query(f): axum::extract::Query<PeerFilter>,
 ) -> Json<Vec<PeerView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_with_members();
     Json(
         a.peers
             .values()
             .filter(|p| f.name.as_ref().is_none_or(|n| *n == p.name))
             .filter(|p| f.ip.as_ref().is_none_or(|ip| *ip == p.ip.to_string()))
-            .map(|p| PeerView::new(&a, p))
+            .map(|p| PeerView::new(&a, &m, p))
             .collect(),
     )
 }
@@ -45,7 +45,7 @@ pub async fn accessible(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Value>>> {
-    let a = svc.account();
+    let (a, m) = svc.account_for_one();
     let id = a.peer_id(&id)?;
     let map = crate::netmap::Netmapper::new(&a)
         .map_for(&id)
@@ -58,7 +58,7 @@ pub async fn accessible(
             .iter()
             .filter_map(|r| a.peers.get(&r.id))
             .map(|p| {
-                let v = PeerView::new(&a, p);
+                let v = PeerView::new(&a, &m, p);
                 json!({
                     "id": p.id,
                     "name": p.name,
@@ -80,9 +80,9 @@ pub async fn accessible(
 
 /// `GET /api/peers/{id}`.
 pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PeerView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_for_one();
     let id = a.peer_id(&id)?;
-    Ok(Json(PeerView::new(&a, &a.peers[&id])))
+    Ok(Json(PeerView::new(&a, &m, &a.peers[&id])))
 }
 
 /// `GET /api/peers/{id}/posture`: every posture check of an enabled policy that has the peer
@@ -103,8 +103,8 @@ pub async fn register(
         s.mutate("register_peer", |a, now| a.register_peer(&req, now))
     })
     .await?;
-    let a = svc.account();
-    Ok((StatusCode::OK, Json(PeerView::new(&a, &p))))
+    let (a, m) = svc.account_for_one();
+    Ok((StatusCode::OK, Json(PeerView::new(&a, &m, &p))))
 }
 
 /// `PUT /api/peers/{id}`: name, groups, approved.
@@ -117,8 +117,8 @@ pub async fn update(
         s.mutate("update_peer", |a, _| a.update_peer(&id, &upd))
     })
     .await?;
-    let a = svc.account();
-    Ok(Json(PeerView::new(&a, &p)))
+    let (a, m) = svc.account_for_one();
+    Ok(Json(PeerView::new(&a, &m, &p)))
 }
 
 /// `POST /api/peers/{id}/approve`.
@@ -130,8 +130,8 @@ pub async fn approve(
         s.mutate("approve_peer", |a, _| a.approve_peer(&id))
     })
     .await?;
-    let a = svc.account();
-    Ok(Json(PeerView::new(&a, &p)))
+    let (a, m) = svc.account_for_one();
+    Ok(Json(PeerView::new(&a, &m, &p)))
 }
 
 /// `DELETE /api/peers/{id}`.
@@ -154,8 +154,13 @@ pub async fn network_map(
 
 /// `GET /api/groups`.
 pub async fn list_groups(State(svc): State<AppState>) -> Json<Vec<GroupView>> {
-    let a = svc.account();
-    Json(a.groups.values().map(|g| GroupView::new(&a, g)).collect())
+    let (a, m) = svc.account_with_members();
+    Json(
+        a.groups
+            .values()
+            .map(|g| GroupView::new(&a, &m, g))
+            .collect(),
+    )
 }
 
 /// `GET /api/groups/{id}`.
@@ -163,9 +168,9 @@ pub async fn get_group(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<GroupView>> {
-    let a = svc.account();
+    let (a, m) = svc.account_for_one();
     let id = a.group_id(&id)?;
-    Ok(Json(GroupView::new(&a, &a.groups[&id])))
+    Ok(Json(GroupView::new(&a, &m, &a.groups[&id])))
 }
 
 /// `POST /api/groups`.
@@ -177,8 +182,8 @@ pub async fn create_group(
         s.mutate("create_group", |a, _| a.create_group(&input))
     })
     .await?;
-    let a = svc.account();
-    Ok((StatusCode::OK, Json(GroupView::new(&a, &g))))
+    let (a, m) = svc.account_for_one();
+    Ok((StatusCode::OK, Json(GroupView::new(&a, &m, &g))))
 }
 
 /// `PUT /api/groups/{id}`.
@@ -191,8 +196,8 @@ pub async fn update_group(
         s.mutate("update_group", |a, _| a.update_group(&id, &input))
     })
     .await?;
-    let a = svc.account();
-    Ok(Json(GroupView::new(&a, &g)))
+    let (a, m) = svc.account_for_one();
+    Ok(Json(GroupView::new(&a, &m, &g)))
 }
 
 /// `DELETE /api/groups/{id}`.

@@ -14,15 +14,20 @@ use crate::service::now_secs;
 
 /// `GET /api/policies`.
 pub async fn list(State(svc): State<AppState>) -> Json<Vec<Value>> {
-    let a = svc.account();
-    Json(a.policies.values().map(|p| policy_view(&a, p)).collect())
+    let (a, m) = svc.account_with_members();
+    Json(
+        a.policies
+            .values()
+            .map(|p| policy_view(&a, &m, p))
+            .collect(),
+    )
 }
 
 /// `GET /api/policies/{id}`.
 pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let a = svc.account();
+    let (a, m) = svc.account_for_one();
     let id = a.policy_id(&id)?;
-    Ok(Json(policy_view(&a, &a.policies[&id])))
+    Ok(Json(policy_view(&a, &m, &a.policies[&id])))
 }
 
 /// The view of a policy just changed (its groups as they are now), or of the one deleted.
@@ -31,12 +36,12 @@ async fn changed(
     op: &'static str,
     f: impl FnOnce(&mut Account) -> Result<Policy, ModelError> + Send + 'static,
 ) -> ApiResult<Json<Value>> {
-    let (p, a) = blocking(svc, move |s| {
+    let (p, (a, m)) = blocking(svc, move |s| {
         let p = s.mutate(op, |a, _| f(a))?;
-        Ok((p, s.account()))
+        Ok((p, s.account_for_one()))
     })
     .await?;
-    Ok(Json(policy_view(&a, &p)))
+    Ok(Json(policy_view(&a, &m, &p)))
 }
 
 /// `POST /api/policies`.

@@ -70,7 +70,7 @@ impl Serialize for PeerView {
 
 impl PeerView {
     /// The view of a peer.
-    pub fn new(a: &Account, p: &Peer) -> Self {
+    pub fn new(a: &Account, m: &Members, p: &Peer) -> Self {
         let all = a.groups.values().find(|g| g.built_in).map(|g| g.id.clone());
         let ids: Vec<&String> = all.iter().chain(p.groups.iter()).collect();
         PeerView {
@@ -81,17 +81,17 @@ impl PeerView {
                 .filter_map(|g| a.groups.get(*g))
                 .map(|g| g.name.clone())
                 .collect(),
-            groups: ids.iter().map(|g| GroupView::minimum(a, g)).collect(),
+            groups: ids.iter().map(|g| GroupView::minimum(a, m, g)).collect(),
             ipv6: a.peer_ipv6(p),
             accessible_peers_count: None,
         }
     }
 
     /// The view in a list (NetBird's `PeerBatch`): with how many peers it can reach.
-    pub fn in_list(a: &Account, p: &Peer, accessible: usize) -> Self {
+    pub fn in_list(a: &Account, m: &Members, p: &Peer, accessible: usize) -> Self {
         PeerView {
             accessible_peers_count: Some(accessible),
-            ..Self::new(a, p)
+            ..Self::new(a, m, p)
         }
     }
 }
@@ -117,15 +117,15 @@ pub struct GroupView {
 
 impl GroupView {
     /// The view of a group.
-    pub fn new(a: &Account, g: &Group) -> Self {
-        let peers: Vec<serde_json::Value> = a
-            .group_peer_ids(&g.id)
+    pub fn new(a: &Account, m: &Members, g: &Group) -> Self {
+        let peers: Vec<serde_json::Value> = m
+            .peer_ids(&g.id)
             .iter()
             .filter_map(|id| a.peers.get(id))
             .map(|p| serde_json::json!({ "id": p.id, "name": p.name }))
             .collect();
-        let resources: Vec<serde_json::Value> = a
-            .group_resource_ids(&g.id)
+        let resources: Vec<serde_json::Value> = m
+            .resource_ids(&g.id)
             .iter()
             .filter_map(|id| a.resources.get(id))
             .map(|r| serde_json::json!({ "id": r.id, "type": r.address.kind() }))
@@ -141,13 +141,13 @@ impl GroupView {
     }
 
     /// NetBird's `GroupMinimum` of a group: `{id, name, peers_count, resources_count}`.
-    pub fn minimum(a: &Account, id: &str) -> serde_json::Value {
+    pub fn minimum(a: &Account, m: &Members, id: &str) -> serde_json::Value {
         match a.groups.get(id) {
             Some(g) => serde_json::json!({
                 "id": g.id,
                 "name": g.name,
-                "peers_count": a.group_peer_ids(&g.id).len(),
-                "resources_count": a.group_resource_ids(&g.id).len(),
+                "peers_count": m.peer_count(&g.id),
+                "resources_count": m.resource_count(&g.id),
             }),
             None => {
                 serde_json::json!({ "id": id, "name": "", "peers_count": 0, "resources_count": 0 })
@@ -181,7 +181,7 @@ impl Serialize for ResourceView {
 
 impl ResourceView {
     /// The view of a resource.
-    pub fn new(a: &Account, r: &Resource) -> Self {
+    pub fn new(a: &Account, m: &Members, r: &Resource) -> Self {
         ResourceView {
             resource: r.clone(),
             kind: r.address.kind(),
@@ -190,7 +190,11 @@ impl ResourceView {
                 .get(&r.network_id)
                 .map(|n| n.name.clone())
                 .unwrap_or_default(),
-            groups: r.groups.iter().map(|g| GroupView::minimum(a, g)).collect(),
+            groups: r
+                .groups
+                .iter()
+                .map(|g| GroupView::minimum(a, m, g))
+                .collect(),
         }
     }
 }
@@ -249,7 +253,7 @@ pub struct NetworkView {
 
 impl NetworkView {
     /// The view of a Network.
-    pub fn new(a: &Account, n: &Network) -> Self {
+    pub fn new(a: &Account, m: &Members, n: &Network) -> Self {
         let resources: Vec<&Resource> = a
             .resources
             .values()
@@ -264,11 +268,7 @@ impl NetworkView {
             .iter()
             .map(|r| match &r.peer {
                 Some(_) => 1,
-                None => r
-                    .peer_groups
-                    .iter()
-                    .map(|g| a.group_peer_ids(g).len())
-                    .sum(),
+                None => r.peer_groups.iter().map(|g| m.peer_count(g)).sum(),
             })
             .sum();
         let policies = a
@@ -403,7 +403,7 @@ impl SetupKeyView {
 /// `port_ranges` (`{start, end}`), a single peer or resource as `sourceResource` /
 /// `destinationResource` `{id, type}` (also under swiftgate's first names
 /// `source_resource` / `destination_resource`).
-pub fn policy_view(a: &Account, p: &Policy) -> serde_json::Value {
+pub fn policy_view(a: &Account, m: &Members, p: &Policy) -> serde_json::Value {
     use serde_json::{Value, json};
     let target = |t: &Option<Target>| -> Value {
         match t {
@@ -431,8 +431,8 @@ pub fn policy_view(a: &Account, p: &Policy) -> serde_json::Value {
                 "bidirectional": r.bidirectional,
                 "ports": singles.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                 "port_ranges": ranges.iter().map(|p| json!({"start": p.start, "end": p.end})).collect::<Vec<_>>(),
-                "sources": r.sources.iter().map(|g| GroupView::minimum(a, g)).collect::<Vec<_>>(),
-                "destinations": r.destinations.iter().map(|g| GroupView::minimum(a, g)).collect::<Vec<_>>(),
+                "sources": r.sources.iter().map(|g| GroupView::minimum(a, m, g)).collect::<Vec<_>>(),
+                "destinations": r.destinations.iter().map(|g| GroupView::minimum(a, m, g)).collect::<Vec<_>>(),
             });
             for (camel, snake, t) in [
                 ("sourceResource", "source_resource", &r.source_resource),

@@ -49,6 +49,64 @@ pub struct Account {
     pub nameserver_groups: Map<String, NameserverGroup>,
 }
 
+/// The members of the groups of one version of an account: an index of every group
+/// ([`Account::members`], built once per version for views of many groups), or the account
+/// itself, scanned per group (a view of one object, without building the index).
+#[derive(Clone, Debug)]
+pub enum Members {
+    /// Every group's members, in id order.
+    Index {
+        /// Peer ids per group (every peer for All).
+        peers: std::collections::HashMap<GroupId, Vec<PeerId>>,
+        /// Resource ids per group.
+        resources: std::collections::HashMap<GroupId, Vec<ResourceId>>,
+    },
+    /// Scan this account per group.
+    Scan(std::sync::Arc<Account>),
+}
+
+impl Members {
+    /// Peer ids of a group (every peer for All).
+    pub fn peer_ids(&self, group: &str) -> Vec<PeerId> {
+        match self {
+            Members::Index { peers, .. } => peers.get(group).cloned().unwrap_or_default(),
+            Members::Scan(a) => a.group_peer_ids(group),
+        }
+    }
+
+    /// How many peers a group has.
+    pub fn peer_count(&self, group: &str) -> usize {
+        match self {
+            Members::Index { peers, .. } => peers.get(group).map_or(0, Vec::len),
+            Members::Scan(a) => a
+                .peers
+                .values()
+                .filter(|p| a.peer_in_group(p, group))
+                .count(),
+        }
+    }
+
+    /// Resource ids of a group.
+    pub fn resource_ids(&self, group: &str) -> Vec<ResourceId> {
+        match self {
+            Members::Index { resources, .. } => resources.get(group).cloned().unwrap_or_default(),
+            Members::Scan(a) => a.group_resource_ids(group),
+        }
+    }
+
+    /// How many resources a group has.
+    pub fn resource_count(&self, group: &str) -> usize {
+        match self {
+            Members::Index { resources, .. } => resources.get(group).map_or(0, Vec::len),
+            Members::Scan(a) => a
+                .resources
+                .values()
+                .filter(|r| r.groups.iter().any(|g| g == group))
+                .count(),
+        }
+    }
+}
+
 /// Looks an entity up by id, then by its unique name.
 macro_rules! resolver {
     ($fn_name:ident, $map:ident, $kind:literal) => {
@@ -212,6 +270,28 @@ impl Account {
             .values()
             .filter(|p| self.peer_in_group(p, group))
             .collect()
+    }
+
+    /// Every group's members, indexed once (views of many groups read it instead of scanning
+    /// every peer and resource per group).
+    pub fn members(&self) -> Members {
+        let mut peers: std::collections::HashMap<GroupId, Vec<PeerId>> = Default::default();
+        let mut resources: std::collections::HashMap<GroupId, Vec<ResourceId>> = Default::default();
+        for p in self.peers.values() {
+            peers
+                .entry(ALL_GROUP_ID.to_string())
+                .or_default()
+                .push(p.id.clone());
+            for g in &p.groups {
+                peers.entry(g.clone()).or_default().push(p.id.clone());
+            }
+        }
+        for r in self.resources.values() {
+            for g in &r.groups {
+                resources.entry(g.clone()).or_default().push(r.id.clone());
+            }
+        }
+        Members::Index { peers, resources }
     }
 
     /// Resources of a group.

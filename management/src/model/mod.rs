@@ -17,7 +17,7 @@ pub mod requests;
 mod types;
 pub mod version;
 
-pub use account::{Account, Map};
+pub use account::{Account, Map, Members};
 pub use error::{ModelError, ModelResult, conflict, invalid};
 pub use ops_dns_routes::MAX_ROUTE_DOMAINS;
 pub use ops_peers::{check_ssh_key, validate_wg_key};

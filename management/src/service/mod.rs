@@ -40,6 +40,8 @@ struct State {
 /// The management service.
 pub struct Service {
     state: Mutex<State>,
+    /// Group members of the account version with this serial, built on first use.
+    members: Mutex<Option<(u64, Arc<crate::model::Members>)>>,
     /// Users and tokens; taken after `state` when both are needed.
     directory: RwLock<Directory>,
     changes: watch::Sender<u64>,
@@ -90,6 +92,7 @@ impl Service {
                 store,
             }),
             directory: RwLock::new(Directory::new(users, tokens)),
+            members: Mutex::new(None),
             changes,
         })
     }
@@ -110,6 +113,36 @@ impl Service {
         // A panic while holding the lock cannot leave a half-applied change (changes are made
         // on a copy), so a poisoned lock is safe to use.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current account and its group members (the index is built once per serial).
+    pub fn account_with_members(&self) -> (Arc<Account>, Arc<crate::model::Members>) {
+        let a = self.account();
+        let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((serial, m)) = cache.as_ref()
+            && *serial == a.serial
+        {
+            return (a, m.clone());
+        }
+        let m = Arc::new(a.members());
+        *cache = Some((a.serial, m.clone()));
+        (a, m)
+    }
+
+    /// The current account and its group members for a view of one object: the index if it
+    /// is built for this version, else a scan of the account (building the index would cost a
+    /// write more than the view it serves).
+    pub fn account_for_one(&self) -> (Arc<Account>, Arc<crate::model::Members>) {
+        let a = self.account();
+        let cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((serial, m)) = cache.as_ref()
+            && *serial == a.serial
+        {
+            return (a, m.clone());
+        }
+        drop(cache);
+        let m = Arc::new(crate::model::Members::Scan(a.clone()));
+        (a, m)
     }
 
     /// The current account (a snapshot; cheap).

@@ -165,3 +165,154 @@ async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
     server.await.unwrap().unwrap();
     checked.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pypi_netbird_client_drives_the_three_tier_example() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServeConfig {
+        data_dir: dir.path().to_path_buf(),
+        init: false,
+        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        grpc_listen: None,
+        api: ApiConfig::default(),
+        limits: HttpLimits::default(),
+        peer_services: PeerServices::default(),
+        grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
+        reissue_admin_token: false,
+    };
+    let api = format!("http://{}", cfg.listen);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = cfg.listen;
+    let server = tokio::spawn(run_until(cfg, async {
+        let _ = stopped.await;
+    }));
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "server not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE))
+        .unwrap()
+        .trim()
+        .to_string();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/netbird_client/three_tier.py");
+    let (a, t) = (api.clone(), token.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg(script)
+            .env("NB_HOST", a)
+            .env("NB_PAT", t)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the three-tier script failed:\n{stderr}"
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON summary");
+
+    // Peers registered with the client's setup keys; their maps as computed now.
+    let check = tokio::task::spawn_blocking(move || {
+        use base64::Engine as _;
+        let c = Client::new(&api, Some(token));
+        let key = |i: u8| base64::engine::general_purpose::STANDARD.encode([i; 32]);
+        for (i, (name, group)) in [
+            ("router", "routers"),
+            ("devops", "peer-devops-prod"),
+            ("monitor", "svc-monitoring"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            c.post(
+                "/api/peers",
+                Some(&serde_json::json!({
+                    "setup_key": made["keys"][group], "wg_pubkey": key(i as u8 + 1), "name": name
+                })),
+            )
+            .unwrap();
+        }
+        let ip = |name: &str| {
+            format!(
+                "{}/32",
+                c.get(&format!("/api/peers/{name}")).unwrap()["ip"]
+                    .as_str()
+                    .unwrap()
+            )
+        };
+        let (devops, monitor) = (ip("devops"), ip("monitor"));
+        // The routing peer admits what the policies allow, from whom they allow it.
+        let router = c.get("/api/peers/router/network-map").unwrap();
+        let rules = router["route_firewall_rules"].as_array().unwrap();
+        let admits = |src: &str, dst: &str, proto: &str, port: &str| {
+            rules.iter().any(|r| {
+                r["source_ranges"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == src)
+                    && r["destination"] == dst
+                    && r["protocol"] == proto
+                    && r["port"] == port
+            })
+        };
+        assert!(
+            admits(&devops, "192.0.2.20/32", "tcp", "443"),
+            "devops -> web: {rules:?}"
+        );
+        assert!(
+            admits(&devops, "192.0.2.53/32", "udp", "53"),
+            "devops -> dns udp"
+        );
+        assert!(
+            admits(&devops, "192.0.2.53/32", "tcp", "53"),
+            "devops -> dns tcp"
+        );
+        assert!(
+            admits(&monitor, "192.0.2.22/32", "tcp", "9200"),
+            "monitoring -> db"
+        );
+        assert!(
+            !admits(&devops, "192.0.2.22/32", "tcp", "5432"),
+            "devops -/-> db"
+        );
+        // Clients get routes to what their policies reach, and only that.
+        let routes_of = |name: &str| -> Vec<String> {
+            c.get(&format!("/api/peers/{name}/network-map")).unwrap()["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r["network"].as_str().map(str::to_string))
+                .collect()
+        };
+        let d = routes_of("devops");
+        assert!(
+            d.contains(&"192.0.2.20/32".into()) && d.contains(&"192.0.2.53/32".into()),
+            "{d:?}"
+        );
+        assert!(
+            !d.iter()
+                .any(|r| r == "192.0.2.21/32" || r == "192.0.2.22/32"),
+            "{d:?}"
+        );
+        let m = routes_of("monitor");
+        for r in [
+            "192.0.2.20/32",
+            "192.0.2.21/32",
+            "192.0.2.22/32",
+            "192.0.2.53/32",
+        ] {
+            assert!(m.contains(&r.to_string()), "monitor lacks {r}: {m:?}");
+        }
+    });
+    let checked = check.await;
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    checked.unwrap();
+}

@@ -3,61 +3,39 @@
 //! idle connections closed by the header-read timeout, and the development mode's loopback
 //! rule.
 
+mod common;
+
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use swiftgate_management::api::{ApiConfig, AuthMode, HttpLimits};
+use common::free_port;
+use swiftgate_management::api::{AuthMode, HttpLimits};
 use swiftgate_management::cli::Client;
-use swiftgate_management::grpc::PeerServices;
 use swiftgate_management::server::{ADMIN_TOKEN_FILE, ServeConfig, run_until};
 use swiftgate_management::store::DB_FILE;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// The shared configuration with a 1 s header-read timeout (the stalled-connection test).
 fn config(dir: &Path) -> ServeConfig {
     ServeConfig {
-        data_dir: dir.to_path_buf(),
-        init: false,
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        grpc_listen: None,
-        api: ApiConfig::default(),
         limits: HttpLimits {
             header_read_timeout: Duration::from_secs(1),
             ..HttpLimits::default()
         },
-        peer_services: PeerServices::default(),
-        grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
-        reissue_admin_token: false,
+        ..common::config(dir)
     }
 }
 
-/// Runs the server until the returned sender fires; waits until it answers HTTP.
+/// Runs the server; returns what stops it and its task.
 async fn start(
     cfg: ServeConfig,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = cfg.listen;
-    let server = tokio::spawn(run_until(cfg, async {
-        let _ = stopped.await;
-    }));
-    let t0 = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "server not up");
-        assert!(!server.is_finished(), "server ended early");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (stop, server)
+    let r = common::start(cfg).await;
+    (r.stop, r.task)
 }
 
 fn mode(p: &Path) -> u32 {

@@ -3,10 +3,12 @@
 //! nonce), a replayed Logout cannot delete a re-registered peer, oversize unauthenticated
 //! messages are cut from their length prefix, and setup-key guesses are bounded per address.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use swiftgate_management::api::{ApiConfig, HttpLimits};
-use swiftgate_management::grpc::PeerServices;
+use common::free_port;
+
 use swiftgate_management::replay::MAX_GUESSES;
 use swiftgate_management::server::{ADMIN_TOKEN_FILE, ServeConfig, run_until};
 use swiftgate_proto::client::{basic_meta, login_request, sent_at};
@@ -15,14 +17,6 @@ use swiftgate_proto::management::{Empty, EncryptedMessage, LoginRequest};
 use swiftgate_proto::{KeyPair, PublicKey, SharedKey};
 use tonic::Code;
 use tonic::transport::Channel;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server {
     grpc: ManagementServiceClient<Channel>,
@@ -40,15 +34,8 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let grpc_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let cfg = ServeConfig {
-            data_dir: dir.path().to_path_buf(),
-            init: false,
-            listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             grpc_listen: Some(grpc_addr),
-            api: ApiConfig::default(),
-            limits: HttpLimits::default(),
-            peer_services: PeerServices::default(),
-            grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
-            reissue_admin_token: false,
+            ..common::config(dir.path())
         };
         let api = format!("http://{}", cfg.listen);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -6,27 +6,25 @@
 //!
 //! The test fails, not skips, when the environment is missing: `./x test` installs it.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use swiftgate_management::api::{ApiConfig, HttpLimits};
 use swiftgate_management::cli::Client;
-use swiftgate_management::grpc::PeerServices;
-use swiftgate_management::server::{ADMIN_TOKEN_FILE, ServeConfig, run_until};
 
 /// The Python of the test clients' virtual environment (as scripts/bootstrap.sh makes it).
 fn python() -> PathBuf {
     let env = std::env::var_os("SWIFTGATE_PYENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
+            std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
                     PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("swiftgate/pyenv")
+                })
+                .join("swiftgate/pyenv")
         });
     let py = env.join("bin/python");
     assert!(
@@ -37,50 +35,23 @@ fn python() -> PathBuf {
     py
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
+/// A server on a real socket and one of the scripts in `tests/netbird_client/` run against it
+/// with the admin token; returns the server, its API URL and token, the data directory and
+/// the script's JSON summary (the test fails with the script's output if it fails).
+async fn drive(script: &str) -> (common::Running, String, String, tempfile::TempDir, Value) {
     let py = python();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        data_dir: dir.path().to_path_buf(),
-        init: false,
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        grpc_listen: None,
-        api: ApiConfig::default(),
-        limits: HttpLimits::default(),
-        peer_services: PeerServices::default(),
-        grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
-        reissue_admin_token: false,
-    };
+    let cfg = common::config(dir.path());
     let api = format!("http://{}", cfg.listen);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = cfg.listen;
-    let server = tokio::spawn(run_until(cfg, async {
-        let _ = stopped.await;
-    }));
-    let t0 = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "server not up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE))
-        .unwrap()
-        .trim()
-        .to_string();
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/netbird_client/walkthrough.py");
+    let server = common::start(cfg).await;
+    let token = common::admin_token(dir.path());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/netbird_client")
+        .join(script);
     let (a, t) = (api.clone(), token.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(py)
-            .arg(script)
+            .arg(path)
             .env("NB_HOST", a)
             .env("NB_PAT", t)
             .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -91,8 +62,14 @@ async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
-    assert!(out.status.success(), "the walkthrough failed:\n{stderr}");
+    assert!(out.status.success(), "{script} failed:\n{stderr}");
     let made: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON summary");
+    (server, api, token, dir, made)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
+    let (server, api, token, _dir, made) = drive("walkthrough.py").await;
 
     // What NetBird's client made, as swiftgate's own client sees it.
     let check = tokio::task::spawn_blocking(move || {
@@ -161,61 +138,13 @@ async fn the_pypi_netbird_client_drives_the_berlin_office_walkthrough() {
         assert_eq!(events.as_array().unwrap().len(), 2);
     });
     let checked = check.await;
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     checked.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pypi_netbird_client_drives_the_three_tier_example() {
-    let py = python();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        data_dir: dir.path().to_path_buf(),
-        init: false,
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        grpc_listen: None,
-        api: ApiConfig::default(),
-        limits: HttpLimits::default(),
-        peer_services: PeerServices::default(),
-        grpc_tls: swiftgate_management::tls::GrpcTls::Plaintext,
-        reissue_admin_token: false,
-    };
-    let api = format!("http://{}", cfg.listen);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = cfg.listen;
-    let server = tokio::spawn(run_until(cfg, async {
-        let _ = stopped.await;
-    }));
-    let t0 = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "server not up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE))
-        .unwrap()
-        .trim()
-        .to_string();
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/netbird_client/three_tier.py");
-    let (a, t) = (api.clone(), token.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .env("NB_HOST", a)
-            .env("NB_PAT", t)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the three-tier script failed:\n{stderr}"
-    );
-    let made: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON summary");
+    let (server, api, token, _dir, made) = drive("three_tier.py").await;
 
     // Peers registered with the client's setup keys; their maps as computed now.
     let check = tokio::task::spawn_blocking(move || {
@@ -312,7 +241,6 @@ async fn the_pypi_netbird_client_drives_the_three_tier_example() {
         }
     });
     let checked = check.await;
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     checked.unwrap();
 }

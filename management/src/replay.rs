@@ -177,6 +177,19 @@ pub const GUESS_WINDOW_SECS: u64 = 60;
 /// if still full, new addresses are limited as one.
 pub const MAX_SOURCES: usize = 65_536;
 
+/// What one source is: an IPv4 address, or an IPv6 /64 (one host holds a whole /64, so
+/// counting single v6 addresses would let it rotate past the limit).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+    }
+}
+
 /// Counts failed setup-key registrations per source address and refuses more than
 /// [`MAX_GUESSES`] per window from one address. A setup key is a UUID (122 random bits), so
 /// this only bounds the noise and the work guesses cause; it is not what keeps keys secret.
@@ -210,12 +223,12 @@ impl GuessLimiter {
 
     /// Whether `from` may try a registration now.
     pub fn allowed(&mut self, from: IpAddr, now: u64) -> bool {
-        self.slot(from, now).1 < MAX_GUESSES
+        self.slot(source(from), now).1 < MAX_GUESSES
     }
 
     /// Counts a failed registration from `from`.
     pub fn failed(&mut self, from: IpAddr, now: u64) {
-        let e = self.slot(from, now);
+        let e = self.slot(source(from), now);
         e.1 = e.1.saturating_add(1);
     }
 }
@@ -320,5 +333,13 @@ mod tests {
         assert!(!l.allowed(a, 101));
         assert!(l.allowed(b, 101), "another source");
         assert!(l.allowed(a, 100 + GUESS_WINDOW_SECS), "a new window");
+        // IPv6: one /64 is one source.
+        let mut l = GuessLimiter::new();
+        for i in 0..MAX_GUESSES {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            l.failed(ip, 100);
+        }
+        assert!(!l.allowed("2001:db8:1:2::ffff".parse().unwrap(), 100));
+        assert!(l.allowed("2001:db8:1:3::1".parse().unwrap(), 100));
     }
 }

@@ -1407,3 +1407,27 @@ async fn admins_cannot_become_owners() {
         "only the test's own token"
     );
 }
+
+/// A group a user names as auto-group is not deleted from under it.
+#[tokio::test]
+async fn a_users_auto_group_stays() {
+    let (app, svc) = app();
+    let g = ok(
+        &app,
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "Laptops"})),
+    )
+    .await;
+    let gid = g["id"].as_str().unwrap();
+    ok(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!({"name": "bot", "role": "user", "is_service_user": true, "auto_groups": [gid]})),
+    )
+    .await;
+    let (s, v) = call(&app, Method::DELETE, &format!("/api/groups/{gid}"), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(svc.account().groups.contains_key(gid));
+}

@@ -207,6 +207,15 @@ pub async fn delete_group(
 ) -> ApiResult<Json<Group>> {
     Ok(Json(
         blocking(&svc, move |s| {
+            // Users' auto-groups live beside the account; a group they name stays.
+            let gid = s.account().group_id(&id)?;
+            if let Some(u) = s.users().iter().find(|u| u.auto_groups.contains(&gid)) {
+                return Err(crate::model::conflict(format!(
+                    "group {id:?} is an auto-group of user {:?}",
+                    u.name
+                ))
+                .into());
+            }
             s.mutate("delete_group", |a, _| a.delete_group(&id))
         })
         .await?,

@@ -320,13 +320,48 @@ impl Grpc {
         &self,
         req: &pb::EncryptedMessage,
     ) -> Result<(PublicKey, M), Status> {
+        self.open_from(req, None)
+    }
+
+    /// [`Self::open`] for a request that may come from a key that is not a peer yet (Login):
+    /// such a key is refused if its address `from` failed too many registrations, before
+    /// anything about it is remembered. Other requests from such keys are refused outright
+    /// (they can only fail), without remembering anything either.
+    fn open_from<M: prost::Message + Default + SentAt>(
+        &self,
+        req: &pb::EncryptedMessage,
+        registration_from: Option<Option<std::net::IpAddr>>,
+    ) -> Result<(PublicKey, M), Status> {
         let (key, msg): (PublicKey, M) = decrypt_message(req, self.key.private())
             .map_err(|e| Status::invalid_argument(format!("invalid request message: {e}")))?;
+        let registered = self.svc.account().peer_by_key(&key.to_base64()).is_some();
+        if !registered {
+            match registration_from {
+                None => {
+                    return Err(Status::permission_denied(
+                        "peer is not registered; log in with a setup key first",
+                    ));
+                }
+                Some(Some(ip))
+                    if !self
+                        .guesses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .allowed(ip, now_secs()) =>
+                {
+                    tracing::warn!(%ip, "registration refused: too many failed registrations from this address");
+                    return Err(Status::resource_exhausted(format!(
+                        "too many failed registrations from {ip}; wait {} s",
+                        crate::replay::GUESS_WINDOW_SECS
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         // Opened, so the body holds at least a nonce and a tag.
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&req.body[..NONCE_LEN]);
         // Registered peers' nonces are kept apart from those of keys anyone can make.
-        let registered = self.svc.account().peer_by_key(&key.to_base64()).is_some();
         let verdict = self.replay.lock().unwrap_or_else(|e| e.into_inner()).check(
             *key.as_bytes(),
             nonce,
@@ -412,7 +447,9 @@ impl ManagementService for Grpc {
         &self,
         req: Request<pb::EncryptedMessage>,
     ) -> Result<Response<pb::EncryptedMessage>, Status> {
-        let (peer_key, login): (PublicKey, pb::LoginRequest) = self.open(req.get_ref())?;
+        let from = req.remote_addr().map(|a| a.ip());
+        let (peer_key, login): (PublicKey, pb::LoginRequest) =
+            self.open_from(req.get_ref(), Some(from))?;
         let Some(meta) = login.meta.as_ref() else {
             return Err(Status::failed_precondition(
                 "peer system meta has to be provided to log in",
@@ -436,24 +473,8 @@ impl ManagementService for Grpc {
             .map_err(|e| Status::invalid_argument(format!("peerKeys.sshPubKey: {e}")))?;
         let meta = conv::peer_meta(meta);
         let key_text = peer_key.to_base64();
-        // A registration (unknown key) from an address that failed too often is refused
-        // before the setup key is looked at.
-        let from = req.remote_addr().map(|a| a.ip());
+        // (A registration from an address that failed too often was refused when opened.)
         let registering = self.svc.account().peer_by_key(&key_text).is_none();
-        if registering
-            && let Some(ip) = from
-            && !self
-                .guesses
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .allowed(ip, now_secs())
-        {
-            tracing::warn!(%ip, "registration refused: too many failed registrations from this address");
-            return Err(Status::resource_exhausted(format!(
-                "too many failed registrations from {ip}; wait {} s",
-                crate::replay::GUESS_WINDOW_SECS
-            )));
-        }
         let svc = self.svc.clone();
         let setup_key = login.setup_key.clone();
         let peer = blocking(move || {

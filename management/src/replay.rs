@@ -87,11 +87,9 @@ impl ReplayGuard {
         if !registered {
             return self.check_stranger(key, nonce, now);
         }
-        // A key seen while unregistered keeps its nonces when it registers.
+        // A key seen while unregistered keeps its nonces when it registers (all of them,
+        // before the check below refuses a repeat).
         if let Some((_, old)) = self.strangers.remove(&key) {
-            if old.contains(&nonce) {
-                return Err(Replay::SeenNonce);
-            }
             let q = self.keys.entry(key).or_default();
             q.extend(old.into_iter().map(|n| (now, n)));
         }
@@ -120,13 +118,17 @@ impl ReplayGuard {
             return Err(Replay::SeenNonce);
         }
         if let Some((t, seen)) = self.strangers.get_mut(&key) {
+            // The key's first nonce is older than the window: start its list anew.
+            if now >= *t + WINDOW_SECS {
+                *t = now;
+                seen.clear();
+            }
             if seen.contains(&nonce) {
                 return Err(Replay::SeenNonce);
             }
             if seen.len() >= 64 {
                 return Err(Replay::Busy);
             }
-            *t = now;
             seen.push(nonce);
             return Ok(());
         }
@@ -319,6 +321,24 @@ mod tests {
         assert_eq!(
             g.check(newcomer, [4; 24], 0, 101, true),
             Err(Replay::SeenNonce)
+        );
+        assert_eq!(
+            g.check(newcomer, [4; 24], 0, 102, true),
+            Err(Replay::SeenNonce),
+            "twice"
+        );
+        // A stranger's nonces expire with the window, and its cap with them.
+        let mut g = ReplayGuard::new();
+        for i in 0..64u8 {
+            g.check([6; 32], [i; 24], 0, 100, false).unwrap();
+        }
+        assert_eq!(
+            g.check([6; 32], [200; 24], 0, 101, false),
+            Err(Replay::Busy)
+        );
+        assert_eq!(
+            g.check([6; 32], [200; 24], 0, 100 + WINDOW_SECS, false),
+            Ok(())
         );
     }
 

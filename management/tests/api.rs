@@ -947,7 +947,7 @@ async fn roles_tokens_blocking_and_revocation() {
         &app,
         Method::POST,
         "/api/users",
-        Some(json!({"email": "eve@example.com", "role": "user"})),
+        Some(json!({"email": "eve@example.com", "role": "user", "is_service_user": true})),
     )
     .await;
     let uid = u["id"].as_str().unwrap();
@@ -1430,4 +1430,58 @@ async fn a_users_auto_group_stays() {
     let (s, v) = call(&app, Method::DELETE, &format!("/api/groups/{gid}"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(svc.account().groups.contains_key(gid));
+}
+
+/// Tokens another user made for a service user stop working when its role is raised (they
+/// would carry the new role to their maker); its own tokens stay.
+#[tokio::test]
+async fn raising_a_role_revokes_tokens_others_made() {
+    let (app, svc) = app();
+    let bot = ok(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!({"name": "bot", "role": "user", "is_service_user": true})),
+    )
+    .await;
+    let id = bot["id"].as_str().unwrap();
+    let t = ok(
+        &app,
+        Method::POST,
+        &format!("/api/users/{id}/tokens"),
+        Some(json!({"name": "by-owner", "expires_in": 1})),
+    )
+    .await;
+    let as_bot = Api {
+        router: app.router.clone(),
+        token: t["plain_token"].as_str().unwrap().into(),
+    };
+    // The bot's own token, made with the token the owner gave it.
+    let own = ok(
+        &as_bot,
+        Method::POST,
+        &format!("/api/users/{id}/tokens"),
+        Some(json!({"name": "own", "expires_in": 1})),
+    )
+    .await;
+    let bot_own = Api {
+        router: app.router.clone(),
+        token: own["plain_token"].as_str().unwrap().into(),
+    };
+    ok(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{id}"),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    let (s, _) = call(&as_bot, Method::GET, "/api/groups", None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the owner-made token is revoked"
+    );
+    let (s, _) = call(&bot_own, Method::GET, "/api/groups", None).await;
+    assert_eq!(s, StatusCode::OK, "the bot's own token stays");
+    assert_eq!(svc.tokens(id).unwrap().len(), 1);
 }

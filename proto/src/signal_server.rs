@@ -40,9 +40,10 @@ pub const PROOF_HEADER: &str = "x-swiftgate-key-proof";
 /// How far a proof's send time may be from the relay's clock, in seconds.
 pub const PROOF_SKEW_SECS: u64 = 300;
 
-/// Keys remembered as proven, at most (beyond it the longest-proven are forgotten first).
+/// Keys remembered as proven, at most (beyond it new proofs are refused).
 const MAX_PROVEN: usize = 262_144;
-/// Proof nonces remembered, at most (they expire after twice the skew anyway).
+/// Proof nonces remembered, at most (they expire after twice the skew; beyond it new proofs
+/// are refused).
 const MAX_NONCES: usize = 262_144;
 
 /// The proof header value for `keys` towards a relay whose key is `relay` (sent at `now`).
@@ -51,11 +52,10 @@ pub fn key_proof(keys: &crate::KeyPair, relay: &crate::PublicKey, now: u64) -> S
     base64::engine::general_purpose::STANDARD.encode(body)
 }
 
-/// Keys that proved themselves (in the order they did), and the proofs' nonces seen lately.
+/// Keys that proved themselves, and the proofs' nonces seen lately.
 #[derive(Default)]
 struct Proven {
     keys: HashSet<String>,
-    key_order: VecDeque<String>,
     nonces: HashSet<[u8; 24]>,
     nonce_order: VecDeque<(u64, [u8; 24])>,
 }
@@ -127,24 +127,27 @@ impl SignalRelay {
         let mut nonce = [0u8; 24];
         nonce.copy_from_slice(&body[..24]);
         while let Some(&(t, n)) = proven.nonce_order.front() {
-            if now < t + 2 * PROOF_SKEW_SECS && proven.nonce_order.len() < MAX_NONCES {
+            if now < t + 2 * PROOF_SKEW_SECS {
                 break;
             }
             proven.nonce_order.pop_front();
             proven.nonces.remove(&n);
         }
-        if !proven.nonces.insert(nonce) {
+        if proven.nonces.contains(&nonce) {
             return Err(bad("seen before (replayed)"));
         }
-        proven.nonce_order.push_back((now, nonce));
-        if proven.keys.insert(id.to_string()) {
-            proven.key_order.push_back(id.to_string());
-            while proven.keys.len() > MAX_PROVEN {
-                if let Some(old) = proven.key_order.pop_front() {
-                    proven.keys.remove(&old);
-                }
-            }
+        // Full: refused rather than forgetting a nonce (which would let its proof be replayed)
+        // or a proven key (whose registration could then be taken without a proof).
+        if proven.nonces.len() >= MAX_NONCES
+            || (!proven.keys.contains(id) && proven.keys.len() >= MAX_PROVEN)
+        {
+            return Err(Status::resource_exhausted(
+                "too many key proofs at once; try again in a few minutes",
+            ));
         }
+        proven.nonces.insert(nonce);
+        proven.nonce_order.push_back((now, nonce));
+        proven.keys.insert(id.to_string());
         Ok(())
     }
 

@@ -77,10 +77,30 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-/// Whether an origin's authority names the same host and port as a `Host` header (both as
-/// browsers write them: the port only when it is not the scheme's default).
+/// Whether an `Origin` (`scheme://authority`) names the same site as a `Host` header: the
+/// same host and port, the scheme's default port written or not. A `Host` without a port (a
+/// proxy in front may drop it) is compared by host name only.
 fn same_authority(origin: &str, host: &str) -> bool {
-    origin.trim().eq_ignore_ascii_case(host.trim())
+    let (scheme, auth) = origin.trim().split_once("://").unwrap_or(("", origin));
+    let auth = auth.split('/').next().unwrap_or(auth);
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => "",
+    };
+    let norm = |a: &str| -> String {
+        let a = a.trim().to_ascii_lowercase();
+        match a.strip_suffix(default) {
+            Some(rest) if !default.is_empty() && !rest.ends_with(':') => rest.to_string(),
+            _ => a,
+        }
+    };
+    let (o, h) = (norm(auth), norm(host));
+    if host_name(&h) == h {
+        // No port in Host.
+        return host_name(&o) == h;
+    }
+    o == h
 }
 
 /// The authority of an `Origin` value (`https://example.com:8443` → `example.com:8443`);

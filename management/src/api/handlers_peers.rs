@@ -45,7 +45,7 @@ pub async fn accessible(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Value>>> {
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     let id = a.peer_id(&id)?;
     let map = crate::netmap::Netmapper::new(&a)
         .map_for(&id)

@@ -292,8 +292,7 @@ pub async fn create_token(
     JsonBody(b): JsonBody<CreateToken>,
 ) -> ApiResult<Json<Value>> {
     let (t, clear) = blocking(&svc, move |s| {
-        s.check_token_access(&me, &id)?;
-        s.create_token(&me.user_id, &id, &b.name, b.expires_in)
+        s.create_token_as(Some(&me), &me.user_id, &id, &b.name, b.expires_in)
     })
     .await?;
     Ok(Json(json!({
@@ -308,11 +307,7 @@ pub async fn delete_token(
     Extension(me): Extension<Principal>,
     Path((id, tid)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    blocking(&svc, move |s| {
-        s.check_token_access(&me, &id)?;
-        s.delete_token(&id, &tid)
-    })
-    .await?;
+    blocking(&svc, move |s| s.delete_token(&me, &id, &tid)).await?;
     Ok(Json(json!({})))
 }
 

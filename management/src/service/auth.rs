@@ -112,7 +112,9 @@ impl Service {
         let d = self.directory();
         if let Some(u) = d
             .users()
-            .find(|u| u.issued == "bootstrap" && u.status == UserStatus::Active)
+            .find(|u| {
+                u.issued == "bootstrap" && u.status == UserStatus::Active && u.role == Role::Owner
+            })
             .or_else(|| {
                 d.users()
                     .find(|u| u.role == Role::Owner && u.status == UserStatus::Active)
@@ -247,12 +249,37 @@ impl Service {
         {
             return Err(conflict("the account needs at least one active owner").into());
         }
+        let rank = |r: Role| match r {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::NetworkAdmin => 1,
+            Role::Auditor | Role::BillingAdmin | Role::User => 0,
+        };
+        // Raised: tokens others made for the user would carry the new power to their makers.
+        let revoke: Vec<String> = if rank(role) > rank(u.role) {
+            d.tokens_of(id)
+                .filter(|t| t.created_by != id)
+                .map(|t| t.id.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         drop(d);
         u.role = role;
         u.status = status;
         u.auto_groups = up.auto_groups.clone();
         st.store.save_user(&u)?;
-        self.directory_mut().put_user(u.clone());
+        for t in &revoke {
+            st.store.delete_token(t)?;
+        }
+        let mut d = self.directory_mut();
+        d.put_user(u.clone());
+        for t in &revoke {
+            d.remove_token(t);
+        }
+        if !revoke.is_empty() {
+            tracing::info!(user = %id, tokens = revoke.len(), "role raised: revoked the tokens others made for the user");
+        }
         Ok(u)
     }
 
@@ -277,27 +304,33 @@ impl Service {
     }
 
     /// Whether `by` may create or delete tokens of `user_id`: its own always; another user's
-    /// only with the users permission and a role above that user's (an owner: any user), so
-    /// nobody can act as someone as powerful as themselves or more.
+    /// only a service user's (as NetBird), with the users permission and a role above that
+    /// user's (an owner: any service user), so nobody can act as someone as powerful as
+    /// themselves or more. A user whose role is raised loses the tokens others made for it
+    /// ([`Service::update_user`]).
     pub fn check_token_access(&self, by: &Principal, user_id: &str) -> Result<(), ServiceError> {
         if by.user_id == user_id {
             return Ok(());
         }
-        let target = self.user(user_id)?;
+        let d = self.directory();
+        let target = d.user(user_id)?;
         let rank = |r: Role| match r {
             Role::Owner => 3,
             Role::Admin => 2,
             Role::NetworkAdmin => 1,
             Role::Auditor | Role::BillingAdmin | Role::User => 0,
         };
-        if by.role.manages_users() && (by.role == Role::Owner || rank(by.role) > rank(target.role))
+        if target.is_service_user
+            && by.role.manages_users()
+            && (by.role == Role::Owner || rank(by.role) > rank(target.role))
         {
             return Ok(());
         }
         Err(forbidden(format!(
-            "the role {} may not manage tokens of a user with the role {}",
+            "the role {} may not manage tokens of {} (another user's tokens: only a service \
+             user's, with a role below yours)",
             by.role.as_str(),
-            target.role.as_str()
+            target.name
         )))
     }
 
@@ -322,6 +355,19 @@ impl Service {
         name: &str,
         days: u64,
     ) -> Result<(AccessToken, String), ServiceError> {
+        self.create_token_as(None, created_by, user_id, name, days)
+    }
+
+    /// [`Service::create_token`] on behalf of `by` (checked with
+    /// [`Service::check_token_access`] under the same lock as the creation).
+    pub fn create_token_as(
+        &self,
+        by: Option<&Principal>,
+        created_by: &str,
+        user_id: &str,
+        name: &str,
+        days: u64,
+    ) -> Result<(AccessToken, String), ServiceError> {
         let name = name.trim();
         if name.is_empty() {
             return Err(invalid("name: a token needs a name").into());
@@ -335,6 +381,9 @@ impl Service {
             .into());
         }
         let mut st = self.lock();
+        if let Some(by) = by {
+            self.check_token_access(by, user_id)?;
+        }
         self.directory().user(user_id)?;
         let clear = token::generate();
         let now = now_secs();
@@ -353,9 +402,16 @@ impl Service {
         Ok((t, clear))
     }
 
-    /// Deletes a token: it is refused from the next request on.
-    pub fn delete_token(&self, user_id: &str, token_id: &str) -> Result<(), ServiceError> {
+    /// Deletes a token on behalf of `by` (checked under the same lock): it is refused from the
+    /// next request on.
+    pub fn delete_token(
+        &self,
+        by: &Principal,
+        user_id: &str,
+        token_id: &str,
+    ) -> Result<(), ServiceError> {
         let mut st = self.lock();
+        self.check_token_access(by, user_id)?;
         self.directory().token(user_id, token_id)?;
         st.store.delete_token(token_id)?;
         self.directory_mut().remove_token(token_id);

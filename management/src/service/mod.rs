@@ -125,7 +125,10 @@ impl Service {
             return (a, m.clone());
         }
         let m = Arc::new(a.members());
-        *cache = Some((a.serial, m.clone()));
+        // Kept unless a newer version's index is there already.
+        if cache.as_ref().is_none_or(|(serial, _)| *serial < a.serial) {
+            *cache = Some((a.serial, m.clone()));
+        }
         (a, m)
     }
 

@@ -10,7 +10,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -46,11 +46,9 @@ fn netbird_client(lab: &Lab, ns: usize, m: &Mgmt, phase: &str, env: &[(&str, &st
 }
 
 fn poll(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let done =
+        swiftgate_testkit::poll_until(timeout, Duration::from_millis(200), || f().then_some(()));
+    assert!(done.is_some(), "timed out waiting for {what}");
 }
 
 #[test]

@@ -320,18 +320,19 @@ impl Grpc {
         &self,
         req: &pb::EncryptedMessage,
     ) -> Result<(PublicKey, M), Status> {
-        self.open_from(req, None)
+        self.open_from(req, None).map(|(key, msg, _)| (key, msg))
     }
 
     /// [`Self::open`] for a request that may come from a key that is not a peer yet (Login):
     /// such a key is refused if its address `from` failed too many registrations, before
     /// anything about it is remembered. Other requests from such keys are refused outright
-    /// (they can only fail), without remembering anything either.
+    /// (they can only fail), without remembering anything either. Also returns whether the
+    /// key is a peer's.
     fn open_from<M: prost::Message + Default + SentAt>(
         &self,
         req: &pb::EncryptedMessage,
         registration_from: Option<Option<std::net::IpAddr>>,
-    ) -> Result<(PublicKey, M), Status> {
+    ) -> Result<(PublicKey, M, bool), Status> {
         let (key, msg): (PublicKey, M) = decrypt_message(req, self.key.private())
             .map_err(|e| Status::invalid_argument(format!("invalid request message: {e}")))?;
         let registered = self.svc.account().peer_by_key(&key.to_base64()).is_some();
@@ -376,7 +377,7 @@ impl Grpc {
                 _ => Status::permission_denied(why.to_string()),
             });
         }
-        Ok((key, msg))
+        Ok((key, msg, registered))
     }
 
     fn seal(&self, to: &PublicKey, msg: &impl prost::Message) -> pb::EncryptedMessage {
@@ -448,7 +449,7 @@ impl ManagementService for Grpc {
         req: Request<pb::EncryptedMessage>,
     ) -> Result<Response<pb::EncryptedMessage>, Status> {
         let from = req.remote_addr().map(|a| a.ip());
-        let (peer_key, login): (PublicKey, pb::LoginRequest) =
+        let (peer_key, login, registered): (PublicKey, pb::LoginRequest, bool) =
             self.open_from(req.get_ref(), Some(from))?;
         let Some(meta) = login.meta.as_ref() else {
             return Err(Status::failed_precondition(
@@ -474,7 +475,7 @@ impl ManagementService for Grpc {
         let meta = conv::peer_meta(meta);
         let key_text = peer_key.to_base64();
         // (A registration from an address that failed too often was refused when opened.)
-        let registering = self.svc.account().peer_by_key(&key_text).is_none();
+        let registering = !registered;
         let svc = self.svc.clone();
         let setup_key = login.setup_key.clone();
         let peer = blocking(move || {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod civil;
 pub mod cli;
 pub mod events;
 pub mod grpc;

@@ -33,14 +33,14 @@ pub async fn record(
         .as_ref()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    if activity(req.method().as_str(), &route).is_none() {
+    let Some(act) = activity(req.method().as_str(), &route) else {
         return next.run(req).await;
-    }
+    };
     let ids: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    match tokio::spawn(record_change(svc, route, ids, req, next)).await {
+    match tokio::spawn(record_change(svc, route, act, ids, req, next)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
@@ -52,14 +52,12 @@ pub async fn record(
 async fn record_change(
     svc: AppState,
     route: String,
+    act: crate::events::Activity,
     ids: Vec<(String, String)>,
     req: Request,
     next: Next,
 ) -> Response {
     let method = req.method().as_str().to_string();
-    let Some(act) = activity(&method, &route) else {
-        return next.run(req).await;
-    };
     let principal = req.extensions().get::<Principal>().cloned();
     let resp = next.run(req).await;
     if !resp.status().is_success() {

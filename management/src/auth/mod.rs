@@ -70,6 +70,17 @@ impl Role {
             })
     }
 
+    /// How much the role may do, for comparing two: owner 3, admin 2, network admin 1, the
+    /// read-only roles and user 0.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::NetworkAdmin => 1,
+            Role::Auditor | Role::BillingAdmin | Role::User => 0,
+        }
+    }
+
     /// Manages users, their tokens and the account settings.
     pub fn manages_users(self) -> bool {
         matches!(self, Role::Owner | Role::Admin)

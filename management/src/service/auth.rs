@@ -249,14 +249,8 @@ impl Service {
         {
             return Err(conflict("the account needs at least one active owner").into());
         }
-        let rank = |r: Role| match r {
-            Role::Owner => 3,
-            Role::Admin => 2,
-            Role::NetworkAdmin => 1,
-            Role::Auditor | Role::BillingAdmin | Role::User => 0,
-        };
         // Raised: tokens others made for the user would carry the new power to their makers.
-        let revoke: Vec<String> = if rank(role) > rank(u.role) {
+        let revoke: Vec<String> = if role.rank() > u.role.rank() {
             d.tokens_of(id)
                 .filter(|t| t.created_by != id)
                 .map(|t| t.id.clone())
@@ -314,15 +308,9 @@ impl Service {
         }
         let d = self.directory();
         let target = d.user(user_id)?;
-        let rank = |r: Role| match r {
-            Role::Owner => 3,
-            Role::Admin => 2,
-            Role::NetworkAdmin => 1,
-            Role::Auditor | Role::BillingAdmin | Role::User => 0,
-        };
         if target.is_service_user
             && by.role.manages_users()
-            && (by.role == Role::Owner || rank(by.role) > rank(target.role))
+            && (by.role == Role::Owner || by.role.rank() > target.role.rank())
         {
             return Ok(());
         }

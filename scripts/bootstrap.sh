@@ -6,7 +6,7 @@
 #   - llvm-22-dev and bpf-linker built against it
 #   - the system tools the tests and benchmarks drive (iproute2, nftables, ...)
 #   - a Python virtual environment with the outside clients the tests drive
-#     (scripts/python-requirements.txt: the PyPI `netbird` REST client)
+#     (scripts/python-requirements.txt: the PyPI `netbird` REST client, Schemathesis)
 set -euo pipefail
 
 EBPF_TOOLCHAIN="${SWIFTGATE_EBPF_TOOLCHAIN:-nightly-2026-06-20}"

@@ -33,8 +33,9 @@ pub struct Event {
 }
 
 /// Which events to return: all filters must match; newest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// At or after this Unix second.
     pub since: Option<u64>,
@@ -56,6 +57,20 @@ pub const DEFAULT_LIMIT: usize = 1_000;
 pub const MAX_LIMIT: usize = 10_000;
 
 impl EventQuery {
+    /// Refuses numbers beyond what the store and the API document take (2^63 - 1).
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("since", self.since),
+            ("until", self.until),
+            ("limit", self.limit.map(|l| l as u64)),
+        ] {
+            if v.is_some_and(|v| v > i64::MAX as u64) {
+                return Err(format!("{name}: out of range (at most 2^63 - 1)"));
+            }
+        }
+        Ok(())
+    }
+
     /// The limit in force.
     pub fn limit(&self) -> usize {
         self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)

@@ -14,32 +14,11 @@ use std::process::Command;
 use serde_json::Value;
 use swiftgate_management::cli::Client;
 
-/// The Python of the test clients' virtual environment (as scripts/bootstrap.sh makes it).
-fn python() -> PathBuf {
-    let env = std::env::var_os("SWIFTGATE_PYENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                })
-                .join("swiftgate/pyenv")
-        });
-    let py = env.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/bootstrap.sh (./x test does) to install the PyPI netbird client",
-        py.display()
-    );
-    py
-}
-
 /// A server on a real socket and one of the scripts in `tests/netbird_client/` run against it
 /// with the admin token; returns the server, its API URL and token, the data directory and
 /// the script's JSON summary (the test fails with the script's output if it fails).
 async fn drive(script: &str) -> (common::Running, String, String, tempfile::TempDir, Value) {
-    let py = python();
+    let py = common::python();
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::config(dir.path());
     let api = format!("http://{}", cfg.listen);

@@ -2,9 +2,10 @@
 //! rejections use the same shape.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -22,11 +23,14 @@ pub struct ApiError {
 
 /// The JSON shape of every error: NetBird's `message` and `code`, and `error` (the same
 /// message, the name this API used first).
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: &'a str,
-    code: u16,
-    error: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, naming the field or object.
+    pub message: String,
+    /// The HTTP status.
+    pub code: u16,
+    /// The same as `message`.
+    pub error: String,
 }
 
 impl ApiError {
@@ -52,9 +56,9 @@ impl IntoResponse for ApiError {
         (
             self.status,
             Json(ErrorBody {
-                message: &self.message,
+                error: self.message.clone(),
                 code: self.status.as_u16(),
-                error: &self.message,
+                message: self.message,
             }),
         )
             .into_response()
@@ -91,33 +95,87 @@ impl From<ServiceError> for ApiError {
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// `Json<T>` whose rejections (bad JSON, wrong types, unknown fields, missing content type)
-/// are 400 `{ "error": ... }`.
+/// A JSON object body (`application/json` or `*+json`) as `T`. Refusals are [`ApiError`]s:
+/// 415 without a JSON content type, 413 beyond the body limit, 400 for anything but one JSON
+/// object (serde would take an array as a struct's fields in order), bad JSON, wrong types or
+/// unknown fields.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid request body: expected `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            let status = match rej.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, format!("invalid request body: {}", rej.body_text()))
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid request body: expected a JSON object",
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(rej) => {
-                let status = match &rej {
-                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                        StatusCode::PAYLOAD_TOO_LARGE
-                    }
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                Err(ApiError::new(
-                    status,
-                    format!("invalid request body: {}", rej.body_text()),
-                ))
-            }
+            Err(rej) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {}", rej.body_text()),
+            )),
+        }
+    }
+}
+
+/// `Content-Type: application/json` or `application/<something>+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// Query parameters as `T`, refused as a 400 [`ApiError`] naming the parameter (axum's own
+/// `Query` answers in plain text).
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryParams(v)),
+            Err(rej) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query: {}", rej.body_text()),
+            )),
         }
     }
 }

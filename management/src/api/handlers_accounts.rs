@@ -6,8 +6,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
+use super::openapi::Refusals;
 use super::views::rfc3339;
 use super::{ApiError, ApiResult, AppState, JsonBody, blocking};
 use crate::model::{Account, SettingsInput};
@@ -45,43 +48,149 @@ const EXTRA_OFF: &[&str] = &[
     "network_traffic_packet_counter_enabled",
 ];
 
+/// NetBird's `AccountSettings` as this server shows them: what it has mapped onto its own
+/// settings, and what it does not have switched off (the values of [`OFF`], [`INERT`] and
+/// [`EXTRA_OFF`]; a test holds the two together).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccountSettingsView {
+    /// Not supported: false.
+    pub peer_login_expiration_enabled: bool,
+    /// Shown as given; changes nothing here.
+    pub peer_login_expiration: u64,
+    /// Not supported: false.
+    pub peer_inactivity_expiration_enabled: bool,
+    /// Shown as given; changes nothing here.
+    pub peer_inactivity_expiration: u64,
+    /// Regular users see nothing here: true.
+    pub regular_users_view_blocked: bool,
+    /// Not supported: false.
+    pub peer_expose_enabled: bool,
+    /// Not supported: empty.
+    pub peer_expose_groups: Vec<String>,
+    /// Not supported: false.
+    pub groups_propagation_enabled: bool,
+    /// Not supported: false.
+    pub jwt_groups_enabled: bool,
+    /// Not supported: empty.
+    pub jwt_groups_claim_name: String,
+    /// Not supported: empty.
+    pub jwt_allow_groups: Vec<String>,
+    /// Not supported: false.
+    pub routing_peer_dns_resolution_enabled: bool,
+    /// Not supported: false.
+    pub lazy_connection_enabled: bool,
+    /// DNS domain of peer names.
+    pub dns_domain: String,
+    /// The IPv4 overlay range.
+    pub network_range: String,
+    /// The IPv6 overlay range.
+    pub network_range_v6: Option<String>,
+    /// Groups whose peers get IPv6 overlay addresses.
+    pub ipv6_enabled_groups: Vec<String>,
+    /// NetBird's extra settings.
+    pub extra: AccountExtraView,
+}
+
+/// NetBird's `AccountExtraSettings`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccountExtraView {
+    /// New peers wait for an admin's approval.
+    pub peer_approval_enabled: bool,
+    /// Not supported: false.
+    pub user_approval_required: bool,
+    /// Not supported: false.
+    pub network_traffic_logs_enabled: bool,
+    /// Not supported: false.
+    pub network_traffic_packet_counter_enabled: bool,
+    /// Not supported: empty.
+    pub network_traffic_logs_groups: Vec<String>,
+}
+
+/// NetBird's onboarding state (nothing is pending here).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Onboarding {
+    /// false.
+    pub signup_form_pending: bool,
+    /// false.
+    pub onboarding_flow_pending: bool,
+}
+
 /// The account as NetBird's API shows it.
-fn account_view(a: &Account) -> Value {
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    /// Id.
+    pub id: String,
+    /// Settings.
+    pub settings: AccountSettingsView,
+    /// The DNS domain.
+    pub domain: String,
+    /// `private`.
+    pub domain_category: String,
+    /// Not kept: NetBird's zero time.
+    pub created_at: String,
+    /// Not kept: empty.
+    pub created_by: String,
+    /// Nothing pending.
+    pub onboarding: Onboarding,
+}
+
+/// `PUT /api/accounts/{id}` body: `settings` with any of the fields of
+/// [`AccountSettingsView`] (`extra` also as `extra_settings`).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body the handler reads field by field
+pub struct AccountRequest {
+    /// The settings to change.
+    settings: AccountSettingsView,
+    /// Accepted and ignored.
+    onboarding: Option<Onboarding>,
+}
+
+fn account_view(a: &Account) -> AccountView {
     let s = &a.settings;
-    let mut settings = Map::new();
-    for (k, off) in OFF {
-        settings.insert((*k).into(), off());
+    let inert = |k: &str| INERT.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
+    AccountView {
+        id: a.id.clone(),
+        settings: AccountSettingsView {
+            peer_login_expiration_enabled: false,
+            peer_login_expiration: inert("peer_login_expiration"),
+            peer_inactivity_expiration_enabled: false,
+            peer_inactivity_expiration: inert("peer_inactivity_expiration"),
+            regular_users_view_blocked: true,
+            peer_expose_enabled: false,
+            peer_expose_groups: Vec::new(),
+            groups_propagation_enabled: false,
+            jwt_groups_enabled: false,
+            jwt_groups_claim_name: String::new(),
+            jwt_allow_groups: Vec::new(),
+            routing_peer_dns_resolution_enabled: false,
+            lazy_connection_enabled: false,
+            dns_domain: s.dns_domain.clone(),
+            network_range: s.overlay_range.to_string(),
+            network_range_v6: s.overlay_range_v6.map(|r| r.to_string()),
+            ipv6_enabled_groups: s.ipv6_enabled_groups.clone(),
+            extra: AccountExtraView {
+                peer_approval_enabled: s.peer_approval_required,
+                user_approval_required: false,
+                network_traffic_logs_enabled: false,
+                network_traffic_packet_counter_enabled: false,
+                network_traffic_logs_groups: Vec::new(),
+            },
+        },
+        domain: s.dns_domain.clone(),
+        domain_category: "private".into(),
+        created_at: rfc3339(0),
+        created_by: String::new(),
+        onboarding: Onboarding {
+            signup_form_pending: false,
+            onboarding_flow_pending: false,
+        },
     }
-    for (k, v) in INERT {
-        settings.insert((*k).into(), json!(v));
-    }
-    settings.insert("dns_domain".into(), json!(s.dns_domain));
-    settings.insert("network_range".into(), json!(s.overlay_range));
-    settings.insert("network_range_v6".into(), json!(s.overlay_range_v6));
-    settings.insert("ipv6_enabled_groups".into(), json!(s.ipv6_enabled_groups));
-    let mut extra = Map::new();
-    extra.insert(
-        "peer_approval_enabled".into(),
-        json!(s.peer_approval_required),
-    );
-    for k in EXTRA_OFF {
-        extra.insert((*k).into(), json!(false));
-    }
-    extra.insert("network_traffic_logs_groups".into(), json!([]));
-    settings.insert("extra".into(), Value::Object(extra));
-    json!({
-        "id": a.id,
-        "settings": settings,
-        "domain": s.dns_domain,
-        "domain_category": "private",
-        "created_at": rfc3339(0),
-        "created_by": "",
-        "onboarding": { "signup_form_pending": false, "onboarding_flow_pending": false },
-    })
 }
 
 /// `GET /api/accounts`: the one account.
-pub async fn list(State(svc): State<AppState>) -> Json<Vec<Value>> {
+#[utoipa::path(get, path = "/api/accounts", tag = "accounts",
+    responses((status = 200, body = Vec<AccountView>), Refusals))]
+pub async fn list(State(svc): State<AppState>) -> Json<Vec<AccountView>> {
     Json(vec![account_view(&svc.account())])
 }
 
@@ -141,6 +250,10 @@ fn settings_input(settings: &Map<String, Value>) -> Result<SettingsInput, ApiErr
                     }
                 } else if !INERT.iter().any(|(n, _)| *n == key) {
                     return Err(bad(format!("settings.{key}: unknown setting")));
+                } else if v.as_i64().is_none_or(|n| n < 0) {
+                    return Err(bad(format!(
+                        "settings.{key}: expected a number of seconds (0 to 2^63-1), got {v}"
+                    )));
                 }
             }
         }
@@ -149,11 +262,15 @@ fn settings_input(settings: &Map<String, Value>) -> Result<SettingsInput, ApiErr
 }
 
 /// `PUT /api/accounts/{id}`: `{settings, onboarding?}`; only the settings given change.
+#[utoipa::path(put, path = "/api/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "Id of the account")),
+    request_body = AccountRequest,
+    responses((status = 200, body = AccountView), Refusals))]
 pub async fn update(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccountView>> {
     if id != svc.account().id {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
@@ -185,6 +302,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_view_shows_every_unsupported_setting_off() {
+        let v = serde_json::to_value(account_view(&Account::new("acc"))).unwrap();
+        let settings = &v["settings"];
+        for (k, off) in OFF {
+            assert_eq!(settings[*k], off(), "{k}");
+        }
+        for (k, value) in INERT {
+            assert_eq!(settings[*k], json!(value), "{k}");
+        }
+        for k in EXTRA_OFF {
+            assert_eq!(settings["extra"][*k], json!(false), "{k}");
+        }
+    }
+
+    #[test]
     fn settings_asked_for_are_applied_or_refused_never_dropped() {
         let ok = json!({"dns_domain": "corp.internal", "extra": {"peer_approval_enabled": true},
             "peer_login_expiration_enabled": false, "peer_login_expiration": 3600});
@@ -196,6 +328,8 @@ mod tests {
             json!({"extra_settings": {"user_approval_required": true}}),
             json!({"made_up": 1}),
             json!({"dns_domain": 5}),
+            json!({"peer_login_expiration": 9_223_372_036_854_775_808u64}),
+            json!({"peer_login_expiration": "1h"}),
         ] {
             let e = settings_input(bad_one.as_object().unwrap()).unwrap_err();
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad_one}");

@@ -4,11 +4,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
+use super::openapi::Refusals;
 use super::views::{NetworkView, ResourceView, RouterView};
 use super::{ApiResult, AppState, JsonBody, blocking};
 use crate::model::*;
 
 /// `GET /api/networks`.
+#[utoipa::path(get, path = "/api/networks", tag = "networks",
+    responses((status = 200, body = Vec<NetworkView>), Refusals))]
 pub async fn list(State(svc): State<AppState>) -> Json<Vec<NetworkView>> {
     let (a, m) = svc.account_with_members();
     Json(
@@ -20,6 +23,8 @@ pub async fn list(State(svc): State<AppState>) -> Json<Vec<NetworkView>> {
 }
 
 /// `GET /api/networks/{id}`.
+#[utoipa::path(get, path = "/api/networks/{id}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")),
+    responses((status = 200, body = NetworkView), Refusals))]
 pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -30,6 +35,8 @@ pub async fn get(
 }
 
 /// `POST /api/networks`.
+#[utoipa::path(post, path = "/api/networks", tag = "networks", request_body = NetworkInput,
+    responses((status = 200, body = NetworkView), Refusals))]
 pub async fn create(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<NetworkInput>,
@@ -43,6 +50,8 @@ pub async fn create(
 }
 
 /// `PUT /api/networks/{id}`.
+#[utoipa::path(put, path = "/api/networks/{id}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")), request_body = NetworkInput,
+    responses((status = 200, body = NetworkView), Refusals))]
 pub async fn update(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -57,6 +66,8 @@ pub async fn update(
 }
 
 /// `DELETE /api/networks/{id}`: with its resources and routers.
+#[utoipa::path(delete, path = "/api/networks/{id}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")), 
+    responses((status = 200, description = "The Network as it was (its resources and routers are gone too)", body = Network), Refusals))]
 pub async fn delete(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -96,6 +107,8 @@ fn router_in(a: &Account, net: &str, rid: &str) -> Result<String, ModelError> {
 }
 
 /// `GET /api/resources`: every resource of every Network.
+#[utoipa::path(get, path = "/api/resources", tag = "networks",
+    responses((status = 200, body = Vec<ResourceView>), Refusals))]
 pub async fn all_resources(State(svc): State<AppState>) -> Json<Vec<ResourceView>> {
     let (a, m) = svc.account_with_members();
     Json(
@@ -107,6 +120,8 @@ pub async fn all_resources(State(svc): State<AppState>) -> Json<Vec<ResourceView
 }
 
 /// `GET /api/networks/{id}/resources`.
+#[utoipa::path(get, path = "/api/networks/{id}/resources", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")),
+    responses((status = 200, body = Vec<ResourceView>), Refusals))]
 pub async fn list_resources(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -123,6 +138,8 @@ pub async fn list_resources(
 }
 
 /// `GET /api/networks/{id}/resources/{rid}`.
+#[utoipa::path(get, path = "/api/networks/{id}/resources/{rid}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network"), ("rid" = String, Path, description = "Id or name of the resource")),
+    responses((status = 200, body = ResourceView), Refusals))]
 pub async fn get_resource(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
@@ -133,6 +150,8 @@ pub async fn get_resource(
 }
 
 /// `POST /api/networks/{id}/resources`.
+#[utoipa::path(post, path = "/api/networks/{id}/resources", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")), request_body = ResourceInput,
+    responses((status = 200, body = ResourceView), Refusals))]
 pub async fn create_resource(
     State(svc): State<AppState>,
     Path(net): Path<String>,
@@ -147,6 +166,8 @@ pub async fn create_resource(
 }
 
 /// `PUT /api/networks/{id}/resources/{rid}`.
+#[utoipa::path(put, path = "/api/networks/{id}/resources/{rid}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network"), ("rid" = String, Path, description = "Id or name of the resource")), request_body = ResourceInput,
+    responses((status = 200, body = ResourceView), Refusals))]
 pub async fn update_resource(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
@@ -164,6 +185,8 @@ pub async fn update_resource(
 }
 
 /// `DELETE /api/networks/{id}/resources/{rid}`.
+#[utoipa::path(delete, path = "/api/networks/{id}/resources/{rid}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network"), ("rid" = String, Path, description = "Id or name of the resource")),
+    responses((status = 200, description = "The resource as it was", body = Resource), Refusals))]
 pub async fn delete_resource(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
@@ -180,12 +203,16 @@ pub async fn delete_resource(
 }
 
 /// `GET /api/networks/routers`: every routing peer of every Network.
+#[utoipa::path(get, path = "/api/networks/routers", tag = "networks",
+    responses((status = 200, body = Vec<RouterView>), Refusals))]
 pub async fn all_routers(State(svc): State<AppState>) -> Json<Vec<RouterView>> {
     let a = svc.account();
     Json(a.routers.values().map(|r| RouterView::new(&a, r)).collect())
 }
 
 /// `GET /api/networks/{id}/routers`.
+#[utoipa::path(get, path = "/api/networks/{id}/routers", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")),
+    responses((status = 200, body = Vec<RouterView>), Refusals))]
 pub async fn list_routers(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -202,6 +229,8 @@ pub async fn list_routers(
 }
 
 /// `GET /api/networks/{id}/routers/{rid}`.
+#[utoipa::path(get, path = "/api/networks/{id}/routers/{rid}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network"), ("rid" = String, Path, description = "Id of the router")),
+    responses((status = 200, body = RouterView), Refusals))]
 pub async fn get_router(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
@@ -212,6 +241,8 @@ pub async fn get_router(
 }
 
 /// `POST /api/networks/{id}/routers`.
+#[utoipa::path(post, path = "/api/networks/{id}/routers", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network")), request_body = RouterInput,
+    responses((status = 200, body = RouterView), Refusals))]
 pub async fn create_router(
     State(svc): State<AppState>,
     Path(net): Path<String>,
@@ -226,6 +257,8 @@ pub async fn create_router(
 }
 
 /// `PUT /api/networks/{id}/routers/{rid}`.
+#[utoipa::path(put, path = "/api/networks/{id}/routers/{rid}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network"), ("rid" = String, Path, description = "Id of the router")), request_body = RouterInput,
+    responses((status = 200, body = RouterView), Refusals))]
 pub async fn update_router(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
@@ -243,6 +276,8 @@ pub async fn update_router(
 }
 
 /// `DELETE /api/networks/{id}/routers/{rid}`.
+#[utoipa::path(delete, path = "/api/networks/{id}/routers/{rid}", tag = "networks", params(("id" = String, Path, description = "Id or name of the Network"), ("rid" = String, Path, description = "Id of the router")),
+    responses((status = 200, description = "The router as it was", body = Router), Refusals))]
 pub async fn delete_router(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,

@@ -3,30 +3,49 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
-use super::views::{GroupView, PeerView};
-use super::{ApiResult, AppState, JsonBody, blocking};
+use super::openapi::Refusals;
+use super::views::{AccessiblePeerView, GroupView, PeerView};
+use super::{ApiResult, AppState, JsonBody, QueryParams, blocking};
 use crate::model::*;
 use crate::netmap::NetworkMap;
 
+/// `GET /api/health` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// The account's serial: it grows with every change.
+    pub serial: u64,
+}
+
 /// `GET /api/health`.
-pub async fn health(State(svc): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "serial": svc.account().serial }))
+#[utoipa::path(get, path = "/api/health", tag = "health",
+    responses((status = 200, body = Health), Refusals))]
+pub async fn health(State(svc): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        serial: svc.account().serial,
+    })
 }
 
 /// `GET /api/peers` filters (NetBird's): an exact name, an exact overlay address.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PeerFilter {
+    /// Only the peer of this name.
     name: Option<String>,
+    /// Only the peer of this overlay address.
     ip: Option<String>,
 }
 
 /// `GET /api/peers[?name=..][&ip=..]`.
+#[utoipa::path(get, path = "/api/peers", tag = "peers", params(PeerFilter),
+    responses((status = 200, body = Vec<PeerView>), Refusals))]
 pub async fn list(
     State(svc): State<AppState>,
-    axum::extract::Query(f): axum::extract::Query<PeerFilter>,
+    QueryParams(f): QueryParams<PeerFilter>,
 ) -> Json<Vec<PeerView>> {
     let (a, m) = svc.account_with_members();
     Json(
@@ -41,11 +60,13 @@ pub async fn list(
 
 /// `GET /api/peers/{id}/accessible-peers`: the peers in the peer's network map (NetBird's
 /// `AccessiblePeer`).
+#[utoipa::path(get, path = "/api/peers/{id}/accessible-peers", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
+    responses((status = 200, body = Vec<AccessiblePeerView>), Refusals))]
 pub async fn accessible(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<Value>>> {
-    let (a, m) = svc.account_with_members();
+) -> ApiResult<Json<Vec<AccessiblePeerView>>> {
+    let a = svc.account();
     let id = a.peer_id(&id)?;
     let map = crate::netmap::Netmapper::new(&a)
         .map_for(&id)
@@ -57,28 +78,14 @@ pub async fn accessible(
         map.remote_peers
             .iter()
             .filter_map(|r| a.peers.get(&r.id))
-            .map(|p| {
-                let v = PeerView::new(&a, &m, p);
-                json!({
-                    "id": p.id,
-                    "name": p.name,
-                    "ip": p.ip,
-                    "ipv6": v.ipv6,
-                    "dns_label": v.fqdn,
-                    "user_id": "",
-                    "os": p.meta.os,
-                    "country_code": "",
-                    "city_name": "",
-                    "geoname_id": 0,
-                    "connected": p.connected,
-                    "last_seen": super::views::rfc3339(p.last_seen_at),
-                })
-            })
+            .map(|p| AccessiblePeerView::new(&a, p))
             .collect(),
     ))
 }
 
 /// `GET /api/peers/{id}`.
+#[utoipa::path(get, path = "/api/peers/{id}", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
+    responses((status = 200, body = PeerView), Refusals))]
 pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PeerView>> {
     let (a, m) = svc.account_for_one();
     let id = a.peer_id(&id)?;
@@ -87,6 +94,8 @@ pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResu
 
 /// `GET /api/peers/{id}/posture`: every posture check of an enabled policy that has the peer
 /// as a source, passed or failed, with the reason for each check.
+#[utoipa::path(get, path = "/api/peers/{id}/posture", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
+    responses((status = 200, body = PostureReport), Refusals))]
 pub async fn posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -95,6 +104,8 @@ pub async fn posture(
 }
 
 /// `POST /api/peers`: register a peer by WireGuard key with a setup key (what Login does).
+#[utoipa::path(post, path = "/api/peers", tag = "peers", request_body = RegisterPeer,
+    responses((status = 200, body = PeerView), Refusals))]
 pub async fn register(
     State(svc): State<AppState>,
     JsonBody(req): JsonBody<RegisterPeer>,
@@ -108,6 +119,8 @@ pub async fn register(
 }
 
 /// `PUT /api/peers/{id}`: name, groups, approved.
+#[utoipa::path(put, path = "/api/peers/{id}", tag = "peers", params(("id" = String, Path, description = "Peer id or name")), request_body = PeerUpdate,
+    responses((status = 200, body = PeerView), Refusals))]
 pub async fn update(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -122,6 +135,8 @@ pub async fn update(
 }
 
 /// `POST /api/peers/{id}/approve`.
+#[utoipa::path(post, path = "/api/peers/{id}/approve", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
+    responses((status = 200, body = PeerView), Refusals))]
 pub async fn approve(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -135,6 +150,8 @@ pub async fn approve(
 }
 
 /// `DELETE /api/peers/{id}`.
+#[utoipa::path(delete, path = "/api/peers/{id}", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
+    responses((status = 200, description = "The peer as it was", body = Peer), Refusals))]
 pub async fn delete(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Peer>> {
     Ok(Json(
         blocking(&svc, move |s| {
@@ -145,6 +162,8 @@ pub async fn delete(State(svc): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 /// `GET /api/peers/{id}/network-map`: the map the peer would receive now.
+#[utoipa::path(get, path = "/api/peers/{id}/network-map", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
+    responses((status = 200, description = "The network map the peer would receive now (swiftgate's JSON form)", body = Object), Refusals))]
 pub async fn network_map(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -153,6 +172,8 @@ pub async fn network_map(
 }
 
 /// `GET /api/groups`.
+#[utoipa::path(get, path = "/api/groups", tag = "groups",
+    responses((status = 200, body = Vec<GroupView>), Refusals))]
 pub async fn list_groups(State(svc): State<AppState>) -> Json<Vec<GroupView>> {
     let (a, m) = svc.account_with_members();
     Json(
@@ -164,6 +185,8 @@ pub async fn list_groups(State(svc): State<AppState>) -> Json<Vec<GroupView>> {
 }
 
 /// `GET /api/groups/{id}`.
+#[utoipa::path(get, path = "/api/groups/{id}", tag = "groups", params(("id" = String, Path, description = "Group id or name")),
+    responses((status = 200, body = GroupView), Refusals))]
 pub async fn get_group(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -174,6 +197,8 @@ pub async fn get_group(
 }
 
 /// `POST /api/groups`.
+#[utoipa::path(post, path = "/api/groups", tag = "groups", request_body = GroupInput,
+    responses((status = 200, body = GroupView), Refusals))]
 pub async fn create_group(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<GroupInput>,
@@ -187,6 +212,8 @@ pub async fn create_group(
 }
 
 /// `PUT /api/groups/{id}`.
+#[utoipa::path(put, path = "/api/groups/{id}", tag = "groups", params(("id" = String, Path, description = "Group id or name")), request_body = GroupInput,
+    responses((status = 200, body = GroupView), Refusals))]
 pub async fn update_group(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -201,6 +228,8 @@ pub async fn update_group(
 }
 
 /// `DELETE /api/groups/{id}`.
+#[utoipa::path(delete, path = "/api/groups/{id}", tag = "groups", params(("id" = String, Path, description = "Group id or name")),
+    responses((status = 200, description = "The group as it was", body = Group), Refusals))]
 pub async fn delete_group(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -223,11 +252,15 @@ pub async fn delete_group(
 }
 
 /// `GET /api/settings`.
+#[utoipa::path(get, path = "/api/settings", tag = "settings",
+    responses((status = 200, body = Settings), Refusals))]
 pub async fn get_settings(State(svc): State<AppState>) -> Json<Settings> {
     Json(svc.account().settings.clone())
 }
 
 /// `PUT /api/settings`: only the fields given change.
+#[utoipa::path(put, path = "/api/settings", tag = "settings", request_body = SettingsInput,
+    responses((status = 200, body = Settings), Refusals))]
 pub async fn update_settings(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<SettingsInput>,

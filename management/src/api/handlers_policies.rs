@@ -4,30 +4,36 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 
-use serde_json::Value;
-
-use super::views::{PostureCheckView, SetupKeyView, policy_view};
+use super::openapi::Refusals;
+use super::views::{PolicyView, PostureCheckView, SetupKeyView};
 use super::{ApiResult, AppState, JsonBody, blocking};
 use crate::events::{Activity, ActivityHint};
 use crate::model::*;
 use crate::service::now_secs;
 
 /// `GET /api/policies`.
-pub async fn list(State(svc): State<AppState>) -> Json<Vec<Value>> {
+#[utoipa::path(get, path = "/api/policies", tag = "policies",
+    responses((status = 200, body = Vec<PolicyView>), Refusals))]
+pub async fn list(State(svc): State<AppState>) -> Json<Vec<PolicyView>> {
     let (a, m) = svc.account_with_members();
     Json(
         a.policies
             .values()
-            .map(|p| policy_view(&a, &m, p))
+            .map(|p| PolicyView::new(&a, &m, p))
             .collect(),
     )
 }
 
 /// `GET /api/policies/{id}`.
-pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/policies/{id}", tag = "policies", params(("id" = String, Path, description = "Id or name of the policy")),
+    responses((status = 200, body = PolicyView), Refusals))]
+pub async fn get(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PolicyView>> {
     let (a, m) = svc.account_for_one();
     let id = a.policy_id(&id)?;
-    Ok(Json(policy_view(&a, &m, &a.policies[&id])))
+    Ok(Json(PolicyView::new(&a, &m, &a.policies[&id])))
 }
 
 /// The view of a policy just changed (its groups as they are now), or of the one deleted.
@@ -35,39 +41,53 @@ async fn changed(
     svc: &AppState,
     op: &'static str,
     f: impl FnOnce(&mut Account) -> Result<Policy, ModelError> + Send + 'static,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicyView>> {
     let (p, (a, m)) = blocking(svc, move |s| {
         let p = s.mutate(op, |a, _| f(a))?;
         Ok((p, s.account_for_one()))
     })
     .await?;
-    Ok(Json(policy_view(&a, &m, &p)))
+    Ok(Json(PolicyView::new(&a, &m, &p)))
 }
 
 /// `POST /api/policies`.
+#[utoipa::path(post, path = "/api/policies", tag = "policies", request_body = PolicyInput,
+    responses((status = 200, body = PolicyView), Refusals))]
 pub async fn create(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<PolicyInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicyView>> {
     changed(&svc, "create_policy", move |a| a.create_policy(&input)).await
 }
 
 /// `PUT /api/policies/{id}`.
+#[utoipa::path(put, path = "/api/policies/{id}", tag = "policies", params(("id" = String, Path, description = "Id or name of the policy")), request_body = PolicyInput,
+    responses((status = 200, body = PolicyView), Refusals))]
 pub async fn update(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PolicyInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicyView>> {
     changed(&svc, "update_policy", move |a| a.update_policy(&id, &input)).await
 }
 
 /// `DELETE /api/policies/{id}`.
-pub async fn delete(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(delete, path = "/api/policies/{id}", tag = "policies", params(("id" = String, Path, description = "Id or name of the policy")),
+    responses((status = 200, description = "The policy as it was", body = PolicyView), Refusals))]
+pub async fn delete(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PolicyView>> {
     changed(&svc, "delete_policy", move |a| a.delete_policy(&id)).await
 }
 
 /// `POST /api/policies/{id}/enable`.
-pub async fn enable(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/policies/{id}/enable", tag = "policies", params(("id" = String, Path, description = "Id or name of the policy")),
+    responses((status = 200, body = PolicyView), Refusals))]
+pub async fn enable(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PolicyView>> {
     changed(&svc, "enable_policy", move |a| {
         a.set_policy_enabled(&id, true)
     })
@@ -75,10 +95,12 @@ pub async fn enable(State(svc): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 /// `POST /api/policies/{id}/disable`.
+#[utoipa::path(post, path = "/api/policies/{id}/disable", tag = "policies", params(("id" = String, Path, description = "Id or name of the policy")),
+    responses((status = 200, body = PolicyView), Refusals))]
 pub async fn disable(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicyView>> {
     changed(&svc, "disable_policy", move |a| {
         a.set_policy_enabled(&id, false)
     })
@@ -86,6 +108,8 @@ pub async fn disable(
 }
 
 /// `GET /api/setup-keys`.
+#[utoipa::path(get, path = "/api/setup-keys", tag = "setup-keys",
+    responses((status = 200, body = Vec<SetupKeyView>), Refusals))]
 pub async fn list_keys(State(svc): State<AppState>) -> Json<Vec<SetupKeyView>> {
     let now = now_secs();
     Json(
@@ -98,6 +122,8 @@ pub async fn list_keys(State(svc): State<AppState>) -> Json<Vec<SetupKeyView>> {
 }
 
 /// `GET /api/setup-keys/{id}`.
+#[utoipa::path(get, path = "/api/setup-keys/{id}", tag = "setup-keys", params(("id" = String, Path, description = "Id or name of the setup key")),
+    responses((status = 200, body = SetupKeyView), Refusals))]
 pub async fn get_key(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -108,6 +134,8 @@ pub async fn get_key(
 }
 
 /// `POST /api/setup-keys`: the response carries the key text, once.
+#[utoipa::path(post, path = "/api/setup-keys", tag = "setup-keys", request_body = SetupKeyInput,
+    responses((status = 200, description = "The key, its text shown this once", body = SetupKeyView), Refusals))]
 pub async fn create_key(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<SetupKeyInput>,
@@ -123,6 +151,8 @@ pub async fn create_key(
 }
 
 /// `PUT /api/setup-keys/{id}`: `{revoked?, auto_groups?}` (NetBird's).
+#[utoipa::path(put, path = "/api/setup-keys/{id}", tag = "setup-keys", params(("id" = String, Path, description = "Id or name of the setup key")), request_body = SetupKeyUpdate,
+    responses((status = 200, body = SetupKeyView), Refusals))]
 pub async fn update_key(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -156,6 +186,8 @@ pub async fn update_key(
 }
 
 /// `POST /api/setup-keys/{id}/revoke`.
+#[utoipa::path(post, path = "/api/setup-keys/{id}/revoke", tag = "setup-keys", params(("id" = String, Path, description = "Id or name of the setup key")),
+    responses((status = 200, body = SetupKeyView), Refusals))]
 pub async fn revoke_key(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -168,6 +200,8 @@ pub async fn revoke_key(
 }
 
 /// `DELETE /api/setup-keys/{id}`.
+#[utoipa::path(delete, path = "/api/setup-keys/{id}", tag = "setup-keys", params(("id" = String, Path, description = "Id or name of the setup key")),
+    responses((status = 200, description = "The key as it was", body = SetupKeyView), Refusals))]
 pub async fn delete_key(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -180,6 +214,8 @@ pub async fn delete_key(
 }
 
 /// `GET /api/posture-checks`.
+#[utoipa::path(get, path = "/api/posture-checks", tag = "posture-checks",
+    responses((status = 200, body = Vec<PostureCheckView>), Refusals))]
 pub async fn list_posture(State(svc): State<AppState>) -> Json<Vec<PostureCheckView>> {
     Json(
         svc.account()
@@ -191,6 +227,8 @@ pub async fn list_posture(State(svc): State<AppState>) -> Json<Vec<PostureCheckV
 }
 
 /// `GET /api/posture-checks/{id}`.
+#[utoipa::path(get, path = "/api/posture-checks/{id}", tag = "posture-checks", params(("id" = String, Path, description = "Id or name of the posture check")),
+    responses((status = 200, body = PostureCheckView), Refusals))]
 pub async fn get_posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -201,6 +239,8 @@ pub async fn get_posture(
 }
 
 /// `POST /api/posture-checks`.
+#[utoipa::path(post, path = "/api/posture-checks", tag = "posture-checks", request_body = PostureCheckInput,
+    responses((status = 200, body = PostureCheckView), Refusals))]
 pub async fn create_posture(
     State(svc): State<AppState>,
     JsonBody(input): JsonBody<PostureCheckInput>,
@@ -215,6 +255,8 @@ pub async fn create_posture(
 }
 
 /// `PUT /api/posture-checks/{id}`.
+#[utoipa::path(put, path = "/api/posture-checks/{id}", tag = "posture-checks", params(("id" = String, Path, description = "Id or name of the posture check")), request_body = PostureCheckInput,
+    responses((status = 200, body = PostureCheckView), Refusals))]
 pub async fn update_posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -230,6 +272,8 @@ pub async fn update_posture(
 }
 
 /// `DELETE /api/posture-checks/{id}`.
+#[utoipa::path(delete, path = "/api/posture-checks/{id}", tag = "posture-checks", params(("id" = String, Path, description = "Id or name of the posture check")),
+    responses((status = 200, description = "The posture check as it was", body = PostureCheckView), Refusals))]
 pub async fn delete_posture(
     State(svc): State<AppState>,
     Path(id): Path<String>,

@@ -2,18 +2,20 @@
 //! (`/api/users`, `/api/users/{id}/tokens`, `/api/events/audit`).
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::Refusals;
 use super::views::rfc3339;
-use super::{ApiResult, AppState, JsonBody, blocking};
+use super::{ApiResult, AppState, JsonBody, QueryParams, blocking};
 use crate::auth::{AccessToken, Principal, Role, User, UserStatus};
 use crate::events::{Activity, ActivityHint, Event, EventQuery};
 use crate::service::{UserInput, UserUpdate};
 
 /// A user as NetBird's API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserView {
     id: String,
     email: String,
@@ -71,7 +73,7 @@ fn permissions(role: Role) -> Value {
 }
 
 /// A token without its secret.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenView {
     id: String,
     name: String,
@@ -96,18 +98,21 @@ impl From<&AccessToken> for TokenView {
 }
 
 /// `GET /api/users` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilter {
     /// Only service users (`true`) or only the others (`false`).
     service_user: Option<bool>,
 }
 
 /// `GET /api/users`.
+#[utoipa::path(get, path = "/api/users", tag = "users", params(UserFilter),
+    responses((status = 200, body = Vec<UserView>), Refusals))]
 pub async fn list(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
-    Query(f): Query<UserFilter>,
+    QueryParams(f): QueryParams<UserFilter>,
 ) -> Json<Vec<UserView>> {
     Json(
         svc.users()
@@ -119,6 +124,8 @@ pub async fn list(
 }
 
 /// `GET /api/users/current`: the caller, with what its role may do.
+#[utoipa::path(get, path = "/api/users/current", tag = "users",
+    responses((status = 200, description = "The caller, with what its role may do (`permissions`)", body = UserView), Refusals))]
 pub async fn current(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
@@ -147,6 +154,8 @@ pub async fn current(
 }
 
 /// `GET /api/users/{id}` (NetBird has no such route; its Python client calls it).
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users", params(("id" = String, Path, description = "Id of the user")),
+    responses((status = 200, body = UserView), Refusals))]
 pub async fn get(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
@@ -156,7 +165,7 @@ pub async fn get(
 }
 
 /// `POST /api/users` body (NetBird's `UserCreateRequest`; `role` defaults to `user`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     #[serde(default)]
@@ -175,6 +184,8 @@ pub struct CreateUser {
 }
 
 /// `POST /api/users`.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
+    responses((status = 200, body = UserView), Refusals))]
 pub async fn create(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
@@ -194,7 +205,7 @@ pub async fn create(
 }
 
 /// `PUT /api/users/{id}` body (NetBird's `UserRequest`; a missing field keeps its value).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
@@ -209,6 +220,8 @@ pub struct UpdateUser {
 }
 
 /// `PUT /api/users/{id}`.
+#[utoipa::path(put, path = "/api/users/{id}", tag = "users", params(("id" = String, Path, description = "Id of the user")), request_body = UpdateUser,
+    responses((status = 200, body = UserView), Refusals))]
 pub async fn update(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
@@ -251,16 +264,20 @@ pub async fn update(
 }
 
 /// `DELETE /api/users/{id}`: the user and its tokens.
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = String, Path, description = "Id of the user")),
+    responses((status = 200, body = Empty), Refusals))]
 pub async fn delete(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Empty>> {
     blocking(&svc, move |s| s.delete_user(&me, &id)).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// `GET /api/users/{id}/tokens`.
+#[utoipa::path(get, path = "/api/users/{id}/tokens", tag = "tokens", params(("id" = String, Path, description = "Id of the user")),
+    responses((status = 200, body = Vec<TokenView>), Refusals))]
 pub async fn list_tokens(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -269,6 +286,8 @@ pub async fn list_tokens(
 }
 
 /// `GET /api/users/{id}/tokens/{tid}`.
+#[utoipa::path(get, path = "/api/users/{id}/tokens/{tid}", tag = "tokens", params(("id" = String, Path, description = "Id of the user"), ("tid" = String, Path, description = "Id of the token")),
+    responses((status = 200, body = TokenView), Refusals))]
 pub async fn get_token(
     State(svc): State<AppState>,
     Path((id, tid)): Path<(String, String)>,
@@ -277,43 +296,60 @@ pub async fn get_token(
 }
 
 /// `POST /api/users/{id}/tokens` body: a name and a lifetime in days (1..=365).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     name: String,
     expires_in: u64,
 }
 
+/// A new token: its text, shown this once, and the token.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The token (`nbp_...`); only its hash is kept.
+    plain_token: String,
+    /// The token without its secret.
+    personal_access_token: TokenView,
+}
+
+/// NetBird's answer to a deletion: an empty object.
+#[derive(Serialize, ToSchema)]
+pub struct Empty {}
+
 /// `POST /api/users/{id}/tokens`: the token in clear text, this once.
+#[utoipa::path(post, path = "/api/users/{id}/tokens", tag = "tokens", params(("id" = String, Path, description = "Id of the user")), request_body = CreateToken,
+    responses((status = 200, description = "The token in clear text, this once", body = CreatedToken), Refusals))]
 pub async fn create_token(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<CreateToken>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CreatedToken>> {
     let (t, clear) = blocking(&svc, move |s| {
         s.create_token_as(Some(&me), &me.user_id, &id, &b.name, b.expires_in)
     })
     .await?;
-    Ok(Json(json!({
-        "plain_token": clear,
-        "personal_access_token": TokenView::from(&t),
-    })))
+    Ok(Json(CreatedToken {
+        plain_token: clear,
+        personal_access_token: TokenView::from(&t),
+    }))
 }
 
 /// `DELETE /api/users/{id}/tokens/{tid}`: refused from the next request on.
+#[utoipa::path(delete, path = "/api/users/{id}/tokens/{tid}", tag = "tokens", params(("id" = String, Path, description = "Id of the user"), ("tid" = String, Path, description = "Id of the token")),
+    responses((status = 200, body = Empty), Refusals))]
 pub async fn delete_token(
     State(svc): State<AppState>,
     Extension(me): Extension<Principal>,
     Path((id, tid)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Empty>> {
     blocking(&svc, move |s| s.delete_token(&me, &id, &tid)).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// An event as NetBird's API shows it (`id` a decimal string, RFC 3339 time), plus
 /// `token_id`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EventView {
     id: String,
     timestamp: String,
@@ -348,10 +384,22 @@ impl From<Event> for EventView {
 /// `GET /api/events/audit` (and `/api/events`): newest first; filters `since`, `until`
 /// (Unix seconds), `activity_code`, `initiator_id`, `target_id`, `limit` (swiftgate's; NetBird
 /// has none).
+#[utoipa::path(get, path = "/api/events/audit", tag = "events", params(EventQuery),
+    responses((status = 200, body = Vec<EventView>), Refusals))]
 pub async fn events(
     State(svc): State<AppState>,
-    Query(q): Query<EventQuery>,
+    QueryParams(q): QueryParams<EventQuery>,
 ) -> ApiResult<Json<Vec<EventView>>> {
     let list = blocking(&svc, move |s| s.events(&q)).await?;
     Ok(Json(list.into_iter().map(EventView::from).collect()))
+}
+
+/// `GET /api/events`: the same as [`events`] (NetBird's older path).
+#[utoipa::path(get, path = "/api/events", tag = "events", params(EventQuery),
+    responses((status = 200, body = Vec<EventView>), Refusals))]
+pub async fn events_legacy(
+    state: State<AppState>,
+    query: QueryParams<EventQuery>,
+) -> ApiResult<Json<Vec<EventView>>> {
+    events(state, query).await
 }

@@ -16,6 +16,7 @@ mod handlers_networks;
 mod handlers_peers;
 mod handlers_policies;
 mod handlers_users;
+pub mod openapi;
 pub mod serve;
 pub mod views;
 
@@ -25,9 +26,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub use error::{ApiError, ApiResult, JsonBody};
+pub use error::{ApiError, ApiResult, JsonBody, QueryParams};
 pub use guard::{AllowedHosts, AuthMode};
 pub use serve::{HttpLimits, serve};
 
@@ -81,138 +85,97 @@ impl Default for ApiConfig {
     }
 }
 
-/// The API's routes over a service, behind the guards of [`guard`] and the activity log.
-pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
+/// Every route with its OpenAPI entry: `routes!` groups the handlers of one path (each
+/// handler's `#[utoipa::path]` names its method and path).
+fn routes() -> OpenApiRouter<AppState> {
+    use handlers_accounts as acc;
+    use handlers_dns_routes as dns;
     use handlers_networks as n;
     use handlers_peers as p;
     use handlers_policies as pol;
     use handlers_users as u;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(p::health))
+        .routes(routes!(p::list, p::register))
+        .routes(routes!(p::get, p::update, p::delete))
+        .routes(routes!(p::approve))
+        .routes(routes!(p::accessible))
+        .routes(routes!(p::network_map))
+        .routes(routes!(p::posture))
+        .routes(routes!(p::list_groups, p::create_group))
+        .routes(routes!(p::get_group, p::update_group, p::delete_group))
+        .routes(routes!(p::get_settings, p::update_settings))
+        .routes(routes!(n::list, n::create))
+        .routes(routes!(n::all_routers))
+        .routes(routes!(n::get, n::update, n::delete))
+        .routes(routes!(n::all_resources))
+        .routes(routes!(n::list_resources, n::create_resource))
+        .routes(routes!(
+            n::get_resource,
+            n::update_resource,
+            n::delete_resource
+        ))
+        .routes(routes!(n::list_routers, n::create_router))
+        .routes(routes!(n::get_router, n::update_router, n::delete_router))
+        .routes(routes!(pol::list, pol::create))
+        .routes(routes!(pol::get, pol::update, pol::delete))
+        .routes(routes!(pol::enable))
+        .routes(routes!(pol::disable))
+        .routes(routes!(pol::list_keys, pol::create_key))
+        .routes(routes!(pol::get_key, pol::update_key, pol::delete_key))
+        .routes(routes!(pol::revoke_key))
+        .routes(routes!(pol::list_posture, pol::create_posture))
+        .routes(routes!(
+            pol::get_posture,
+            pol::update_posture,
+            pol::delete_posture
+        ))
+        .routes(routes!(u::list, u::create))
+        .routes(routes!(u::current))
+        .routes(routes!(u::get, u::update, u::delete))
+        .routes(routes!(u::list_tokens, u::create_token))
+        .routes(routes!(u::get_token, u::delete_token))
+        .routes(routes!(dns::list_routes, dns::create_route))
+        .routes(routes!(
+            dns::get_route,
+            dns::update_route,
+            dns::delete_route
+        ))
+        .routes(routes!(dns::list_nameservers, dns::create_nameservers))
+        .routes(routes!(
+            dns::get_nameservers,
+            dns::update_nameservers,
+            dns::delete_nameservers
+        ))
+        .routes(routes!(dns::get_dns_settings, dns::update_dns_settings))
+        .routes(routes!(acc::list))
+        .routes(routes!(acc::update))
+        .routes(routes!(u::events))
+        .routes(routes!(u::events_legacy))
+}
+
+/// The API's OpenAPI document, as [`openapi::OPENAPI_PATH`] serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The API's routes over a service, behind the guards of [`guard`] and the activity log.
+pub fn router(svc: AppState, cfg: ApiConfig) -> Router {
     let guards = guard::GuardState {
         svc: svc.clone(),
         mode: cfg.auth,
         hosts: Arc::new(cfg.hosts),
     };
-    Router::new()
-        .route("/api/health", get(p::health))
-        .route("/api/peers", get(p::list).post(p::register))
+    let (routes, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    routes
         .route(
-            "/api/peers/{id}",
-            get(p::get).put(p::update).delete(p::delete),
+            openapi::OPENAPI_PATH,
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
         )
-        .route("/api/peers/{id}/approve", post(p::approve))
-        .route("/api/peers/{id}/accessible-peers", get(p::accessible))
-        .route("/api/peers/{id}/network-map", get(p::network_map))
-        .route("/api/peers/{id}/posture", get(p::posture))
-        .route("/api/groups", get(p::list_groups).post(p::create_group))
-        .route(
-            "/api/groups/{id}",
-            get(p::get_group)
-                .put(p::update_group)
-                .delete(p::delete_group),
-        )
-        .route(
-            "/api/settings",
-            get(p::get_settings).put(p::update_settings),
-        )
-        .route("/api/networks", get(n::list).post(n::create))
-        .route("/api/networks/routers", get(n::all_routers))
-        .route(
-            "/api/networks/{id}",
-            get(n::get).put(n::update).delete(n::delete),
-        )
-        .route("/api/resources", get(n::all_resources))
-        .route(
-            "/api/networks/{id}/resources",
-            get(n::list_resources).post(n::create_resource),
-        )
-        .route(
-            "/api/networks/{id}/resources/{rid}",
-            get(n::get_resource)
-                .put(n::update_resource)
-                .delete(n::delete_resource),
-        )
-        .route(
-            "/api/networks/{id}/routers",
-            get(n::list_routers).post(n::create_router),
-        )
-        .route(
-            "/api/networks/{id}/routers/{rid}",
-            get(n::get_router)
-                .put(n::update_router)
-                .delete(n::delete_router),
-        )
-        .route("/api/policies", get(pol::list).post(pol::create))
-        .route(
-            "/api/policies/{id}",
-            get(pol::get).put(pol::update).delete(pol::delete),
-        )
-        .route("/api/policies/{id}/enable", post(pol::enable))
-        .route("/api/policies/{id}/disable", post(pol::disable))
-        .route("/api/setup-keys", get(pol::list_keys).post(pol::create_key))
-        .route(
-            "/api/setup-keys/{id}",
-            get(pol::get_key)
-                .put(pol::update_key)
-                .delete(pol::delete_key),
-        )
-        .route("/api/setup-keys/{id}/revoke", post(pol::revoke_key))
-        .route(
-            "/api/posture-checks",
-            get(pol::list_posture).post(pol::create_posture),
-        )
-        .route(
-            "/api/posture-checks/{id}",
-            get(pol::get_posture)
-                .put(pol::update_posture)
-                .delete(pol::delete_posture),
-        )
-        .route("/api/users", get(u::list).post(u::create))
-        .route("/api/users/current", get(u::current))
-        .route(
-            "/api/users/{id}",
-            get(u::get).put(u::update).delete(u::delete),
-        )
-        .route(
-            "/api/users/{id}/tokens",
-            get(u::list_tokens).post(u::create_token),
-        )
-        .route(
-            "/api/users/{id}/tokens/{tid}",
-            get(u::get_token).delete(u::delete_token),
-        )
-        .route(
-            "/api/routes",
-            get(handlers_dns_routes::list_routes).post(handlers_dns_routes::create_route),
-        )
-        .route(
-            "/api/routes/{id}",
-            get(handlers_dns_routes::get_route)
-                .put(handlers_dns_routes::update_route)
-                .delete(handlers_dns_routes::delete_route),
-        )
-        .route(
-            "/api/dns/nameservers",
-            get(handlers_dns_routes::list_nameservers)
-                .post(handlers_dns_routes::create_nameservers),
-        )
-        .route(
-            "/api/dns/nameservers/{id}",
-            get(handlers_dns_routes::get_nameservers)
-                .put(handlers_dns_routes::update_nameservers)
-                .delete(handlers_dns_routes::delete_nameservers),
-        )
-        .route(
-            "/api/dns/settings",
-            get(handlers_dns_routes::get_dns_settings)
-                .put(handlers_dns_routes::update_dns_settings),
-        )
-        .route("/api/accounts", get(handlers_accounts::list))
-        .route(
-            "/api/accounts/{id}",
-            axum::routing::put(handlers_accounts::update),
-        )
-        .route("/api/events/audit", get(u::events))
-        .route("/api/events", get(u::events))
         // Inner to outer: the log sees the caller and the route; authorisation needs the
         // route; authentication and the header checks cover unknown paths too.
         .route_layer(middleware::from_fn_with_state(svc.clone(), audit::record))

@@ -1,71 +1,134 @@
 //! What the API returns: the stored entities plus names and counts that save clients a lookup;
 //! setup keys without their hash.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::model::*;
 
-/// A peer as NetBird's API shows it (`groups` as group objects, `dns_label` the FQDN,
-/// `os`, `version`, `last_seen` and `created_at` as RFC 3339, ...), plus swiftgate's own
-/// fields (`fqdn`, `group_names`, `meta`, `approved`, `last_seen_at` in Unix seconds, ...).
-pub struct PeerView {
-    /// The peer.
-    pub peer: Peer,
-    /// `<dns label>.<dns domain>`.
-    pub fqdn: String,
-    /// Names of its groups, All first.
-    pub group_names: Vec<String>,
-    /// Its groups as `{id, name, peers_count, resources_count}`, All first.
-    pub groups: Vec<serde_json::Value>,
-    /// Its IPv6 overlay address, if IPv6 is enabled for one of its groups.
-    pub ipv6: Option<std::net::Ipv6Addr>,
-    /// Peers in its network map (NetBird's `accessible_peers_count`).
-    pub accessible_peers_count: Option<usize>,
+/// NetBird's `GroupMinimum`: a group as other objects name it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct GroupMinimum {
+    /// Id.
+    pub id: String,
+    /// Name (empty if the group is gone).
+    pub name: String,
+    /// Number of member peers.
+    pub peers_count: usize,
+    /// Number of member resources.
+    pub resources_count: usize,
 }
 
-impl Serialize for PeerView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde_json::json;
-        let p = &self.peer;
-        let mut v = serde_json::to_value(p).map_err(serde::ser::Error::custom)?;
-        let m = &p.meta;
-        let extra = json!({
-            "fqdn": self.fqdn,
-            "group_names": self.group_names,
-            "groups": self.groups,
-            "ipv6": self.ipv6,
-            "dns_label": self.fqdn,
-            "label": p.dns_label,
-            "hostname": m.hostname,
-            "os": format!("{} {}", m.os_name, m.os_version).trim().to_string(),
-            "kernel_version": m.kernel_version,
-            "version": m.client_version,
-            "ui_version": m.ui_version,
-            "last_seen": rfc3339(p.last_seen_at),
-            "created_at": rfc3339(p.created_at),
-            "created_at_unix": p.created_at,
-            "last_login": rfc3339(p.last_seen_at),
-            "connection_ip": "",
-            "geoname_id": 0,
-            "country_code": "",
-            "city_name": "",
-            "serial_number": "",
-            "user_id": "",
-            "ssh_enabled": false,
-            "login_expiration_enabled": false,
-            "login_expired": false,
-            "inactivity_expiration_enabled": false,
-            "approval_required": !p.approved,
-            "extra_dns_labels": [],
-        });
-        for (k, x) in extra.as_object().into_iter().flatten() {
-            v[k] = x.clone();
-        }
-        if let Some(n) = self.accessible_peers_count {
-            v["accessible_peers_count"] = n.into();
-        }
-        v.serialize(s)
-    }
+/// A peer as a group lists it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PeerMinimum {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A single peer or resource as a group or a rule names it: `{id, type}`, the type `peer` or
+/// the resource's `host`, `subnet` or `domain`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TargetView {
+    /// Id.
+    pub id: String,
+    /// `peer`, `host`, `subnet` or `domain` (`resource` if the resource is gone).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A peer as NetBird's API shows it (`groups` as group objects, `dns_label` the FQDN,
+/// `os`, `version`, `last_seen` and `created_at` as RFC 3339, ...), plus swiftgate's own
+/// fields (`fqdn`, `label`, `group_names`, `meta`, `approved`, `last_seen_at` and
+/// `created_at_unix` in Unix seconds, ...). NetBird fields swiftgate has no value for carry
+/// NetBird's empty values.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PeerView {
+    /// Id.
+    pub id: PeerId,
+    /// Unique display name.
+    pub name: String,
+    /// The FQDN, `<label>.<dns domain>` (NetBird's meaning of `dns_label`).
+    pub dns_label: String,
+    /// The bare DNS label.
+    pub label: String,
+    /// `<label>.<dns domain>`.
+    pub fqdn: String,
+    /// WireGuard public key, base64.
+    pub wg_pubkey: String,
+    /// Overlay address.
+    #[schema(value_type = String, format = Ipv4)]
+    pub ip: Ipv4Addr,
+    /// IPv6 overlay address, if IPv6 is enabled for one of its groups.
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// SSH public key the agent reported (empty if none).
+    pub ssh_pubkey: String,
+    /// Its groups, All first.
+    pub groups: Vec<GroupMinimum>,
+    /// Names of its groups, All first.
+    pub group_names: Vec<String>,
+    /// What the peer last reported.
+    pub meta: PeerMeta,
+    /// A Sync stream is open.
+    pub connected: bool,
+    /// Last seen, Unix seconds.
+    pub last_seen_at: u64,
+    /// Last seen, RFC 3339.
+    pub last_seen: String,
+    /// Last login (here: last seen), RFC 3339.
+    pub last_login: String,
+    /// Registration time, RFC 3339.
+    pub created_at: String,
+    /// Registration time, Unix seconds.
+    pub created_at_unix: u64,
+    /// Approved by an admin (or approval not required at registration).
+    pub approved: bool,
+    /// NetBird's inverse of `approved`.
+    pub approval_required: bool,
+    /// Removed automatically after being offline for a while.
+    pub ephemeral: bool,
+    /// Setup key the peer registered with.
+    pub setup_key_id: Option<SetupKeyId>,
+    /// Reported host name.
+    pub hostname: String,
+    /// OS name and version.
+    pub os: String,
+    /// Kernel release.
+    pub kernel_version: String,
+    /// Agent version (the NetBird protocol level it speaks).
+    pub version: String,
+    /// The agent's own version.
+    pub ui_version: String,
+    /// NetBird's; not kept (empty).
+    pub connection_ip: String,
+    /// NetBird's; not kept (0).
+    pub geoname_id: u32,
+    /// NetBird's; not kept (empty).
+    pub country_code: String,
+    /// NetBird's; not kept (empty).
+    pub city_name: String,
+    /// NetBird's; not kept (empty).
+    pub serial_number: String,
+    /// NetBird's owning user; peers here belong to no user (empty).
+    pub user_id: String,
+    /// NetBird's; not supported (false).
+    pub ssh_enabled: bool,
+    /// NetBird's; not supported (false).
+    pub login_expiration_enabled: bool,
+    /// NetBird's; not supported (false).
+    pub login_expired: bool,
+    /// NetBird's; not supported (false).
+    pub inactivity_expiration_enabled: bool,
+    /// NetBird's; not supported (empty).
+    pub extra_dns_labels: Vec<String>,
+    /// Peers in its network map (NetBird's `accessible_peers_count`), in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accessible_peers_count: Option<usize>,
 }
 
 impl PeerView {
@@ -73,16 +136,53 @@ impl PeerView {
     pub fn new(a: &Account, m: &Members, p: &Peer) -> Self {
         let all = a.groups.values().find(|g| g.built_in).map(|g| g.id.clone());
         let ids: Vec<&String> = all.iter().chain(p.groups.iter()).collect();
+        let fqdn = format!("{}.{}", p.dns_label, a.settings.dns_domain);
+        let meta = &p.meta;
         PeerView {
-            peer: p.clone(),
-            fqdn: format!("{}.{}", p.dns_label, a.settings.dns_domain),
+            id: p.id.clone(),
+            name: p.name.clone(),
+            dns_label: fqdn.clone(),
+            label: p.dns_label.clone(),
+            fqdn,
+            wg_pubkey: p.wg_pubkey.clone(),
+            ip: p.ip,
+            ipv6: a.peer_ipv6(p),
+            ssh_pubkey: p.ssh_pubkey.clone(),
+            groups: ids.iter().map(|g| GroupView::minimum(a, m, g)).collect(),
             group_names: ids
                 .iter()
                 .filter_map(|g| a.groups.get(*g))
                 .map(|g| g.name.clone())
                 .collect(),
-            groups: ids.iter().map(|g| GroupView::minimum(a, m, g)).collect(),
-            ipv6: a.peer_ipv6(p),
+            meta: meta.clone(),
+            connected: p.connected,
+            last_seen_at: p.last_seen_at,
+            last_seen: rfc3339(p.last_seen_at),
+            last_login: rfc3339(p.last_seen_at),
+            created_at: rfc3339(p.created_at),
+            created_at_unix: p.created_at,
+            approved: p.approved,
+            approval_required: !p.approved,
+            ephemeral: p.ephemeral,
+            setup_key_id: p.setup_key_id.clone(),
+            hostname: meta.hostname.clone(),
+            os: format!("{} {}", meta.os_name, meta.os_version)
+                .trim()
+                .to_string(),
+            kernel_version: meta.kernel_version.clone(),
+            version: meta.client_version.clone(),
+            ui_version: meta.ui_version.clone(),
+            connection_ip: String::new(),
+            geoname_id: 0,
+            country_code: String::new(),
+            city_name: String::new(),
+            serial_number: String::new(),
+            user_id: String::new(),
+            ssh_enabled: false,
+            login_expiration_enabled: false,
+            login_expired: false,
+            inactivity_expiration_enabled: false,
+            extra_dns_labels: Vec::new(),
             accessible_peers_count: None,
         }
     }
@@ -96,39 +196,96 @@ impl PeerView {
     }
 }
 
+/// A peer another peer can reach (NetBird's `AccessiblePeer`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccessiblePeerView {
+    /// Id.
+    pub id: PeerId,
+    /// Name.
+    pub name: String,
+    /// Overlay address.
+    #[schema(value_type = String, format = Ipv4)]
+    pub ip: Ipv4Addr,
+    /// IPv6 overlay address, if it has one.
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// FQDN.
+    pub dns_label: String,
+    /// NetBird's owning user (empty).
+    pub user_id: String,
+    /// Runtime OS id.
+    pub os: String,
+    /// NetBird's; not kept (empty).
+    pub country_code: String,
+    /// NetBird's; not kept (empty).
+    pub city_name: String,
+    /// NetBird's; not kept (0).
+    pub geoname_id: u32,
+    /// A Sync stream is open.
+    pub connected: bool,
+    /// Last seen, RFC 3339.
+    pub last_seen: String,
+}
+
+impl AccessiblePeerView {
+    /// The view of a reachable peer.
+    pub fn new(a: &Account, p: &Peer) -> Self {
+        AccessiblePeerView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            ip: p.ip,
+            ipv6: a.peer_ipv6(p),
+            dns_label: format!("{}.{}", p.dns_label, a.settings.dns_domain),
+            user_id: String::new(),
+            os: p.meta.os.clone(),
+            country_code: String::new(),
+            city_name: String::new(),
+            geoname_id: 0,
+            connected: p.connected,
+            last_seen: rfc3339(p.last_seen_at),
+        }
+    }
+}
+
 /// A group as NetBird's API shows it: members as `{id, name}` peers and `{id, type}`
 /// resources, with their counts.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct GroupView {
     /// The group.
     #[serde(flatten)]
     pub group: Group,
-    /// Member peers (`{id, name}`).
-    pub peers: Vec<serde_json::Value>,
+    /// Member peers.
+    pub peers: Vec<PeerMinimum>,
     /// Number of member peers.
     pub peers_count: usize,
-    /// Member resources (`{id, type}`).
-    pub resources: Vec<serde_json::Value>,
+    /// Member resources.
+    pub resources: Vec<TargetView>,
     /// Number of member resources.
     pub resources_count: usize,
     /// How the group was made (`api`).
-    pub issued: &'static str,
+    pub issued: String,
 }
 
 impl GroupView {
     /// The view of a group.
     pub fn new(a: &Account, m: &Members, g: &Group) -> Self {
-        let peers: Vec<serde_json::Value> = m
+        let peers: Vec<PeerMinimum> = m
             .peer_ids(&g.id)
             .iter()
             .filter_map(|id| a.peers.get(id))
-            .map(|p| serde_json::json!({ "id": p.id, "name": p.name }))
+            .map(|p| PeerMinimum {
+                id: p.id.clone(),
+                name: p.name.clone(),
+            })
             .collect();
-        let resources: Vec<serde_json::Value> = m
+        let resources: Vec<TargetView> = m
             .resource_ids(&g.id)
             .iter()
             .filter_map(|id| a.resources.get(id))
-            .map(|r| serde_json::json!({ "id": r.id, "type": r.address.kind() }))
+            .map(|r| TargetView {
+                id: r.id.clone(),
+                kind: r.address.kind().as_str().into(),
+            })
             .collect();
         GroupView {
             group: g.clone(),
@@ -136,71 +293,82 @@ impl GroupView {
             peers,
             resources_count: resources.len(),
             resources,
-            issued: "api",
+            issued: "api".into(),
         }
     }
 
-    /// NetBird's `GroupMinimum` of a group: `{id, name, peers_count, resources_count}`.
-    pub fn minimum(a: &Account, m: &Members, id: &str) -> serde_json::Value {
+    /// NetBird's `GroupMinimum` of a group.
+    pub fn minimum(a: &Account, m: &Members, id: &str) -> GroupMinimum {
         match a.groups.get(id) {
-            Some(g) => serde_json::json!({
-                "id": g.id,
-                "name": g.name,
-                "peers_count": m.peer_count(&g.id),
-                "resources_count": m.resource_count(&g.id),
-            }),
-            None => {
-                serde_json::json!({ "id": id, "name": "", "peers_count": 0, "resources_count": 0 })
-            }
+            Some(g) => GroupMinimum {
+                id: g.id.clone(),
+                name: g.name.clone(),
+                peers_count: m.peer_count(&g.id),
+                resources_count: m.resource_count(&g.id),
+            },
+            None => GroupMinimum {
+                id: id.into(),
+                name: String::new(),
+                peers_count: 0,
+                resources_count: 0,
+            },
         }
     }
 }
 
 /// A resource as NetBird's API shows it (`type`, `groups` as group objects), plus its
-/// Network's id and name.
+/// Network's name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ResourceView {
-    /// The resource.
-    pub resource: Resource,
-    /// host, subnet or domain.
-    pub kind: ResourceKind,
+    /// Id.
+    pub id: ResourceId,
+    /// The Network it belongs to.
+    pub network_id: NetworkId,
     /// Name of its Network.
     pub network_name: String,
-    /// Its groups as `{id, name, peers_count, resources_count}`.
-    pub groups: Vec<serde_json::Value>,
-}
-
-impl Serialize for ResourceView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut v = serde_json::to_value(&self.resource).map_err(serde::ser::Error::custom)?;
-        v["type"] = serde_json::to_value(self.kind).map_err(serde::ser::Error::custom)?;
-        v["network_name"] = self.network_name.clone().into();
-        v["groups"] = self.groups.clone().into();
-        v.serialize(s)
-    }
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// An address, a CIDR, a domain or a wildcard domain (`*.example.internal`).
+    #[schema(value_type = String)]
+    pub address: ResourceAddress,
+    /// host, subnet or domain.
+    #[serde(rename = "type")]
+    pub kind: ResourceKind,
+    /// Its groups.
+    pub groups: Vec<GroupMinimum>,
+    /// Disabled resources are routed to nobody.
+    pub enabled: bool,
 }
 
 impl ResourceView {
     /// The view of a resource.
     pub fn new(a: &Account, m: &Members, r: &Resource) -> Self {
         ResourceView {
-            resource: r.clone(),
-            kind: r.address.kind(),
+            id: r.id.clone(),
+            network_id: r.network_id.clone(),
             network_name: a
                 .networks
                 .get(&r.network_id)
                 .map(|n| n.name.clone())
                 .unwrap_or_default(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            address: r.address.clone(),
+            kind: r.address.kind(),
             groups: r
                 .groups
                 .iter()
                 .map(|g| GroupView::minimum(a, m, g))
                 .collect(),
+            enabled: r.enabled,
         }
     }
 }
 
 /// A router with its peer and Network names.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RouterView {
     /// The router.
     #[serde(flatten)]
@@ -232,7 +400,7 @@ impl RouterView {
 
 /// A Network as NetBird's API shows it (`routers`, `resources` and `policies` as ids,
 /// `routing_peers_count`), plus the counts of its resources and routers.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct NetworkView {
     /// The Network.
     #[serde(flatten)]
@@ -299,7 +467,7 @@ impl NetworkView {
 /// A setup key as NetBird's API shows it (`key` masked but on creation, `expires`,
 /// `last_used`, `updated_at` as RFC 3339, `state`), plus swiftgate's own fields (`key_prefix`,
 /// Unix-second times, `invalid_reason`).
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SetupKeyView {
     /// Id.
     pub id: SetupKeyId,
@@ -340,7 +508,7 @@ pub struct SetupKeyView {
     /// Can register a peer now.
     pub valid: bool,
     /// `valid`, `expired`, `revoked` or `overused` (NetBird's order).
-    pub state: &'static str,
+    pub state: String,
     /// Why not valid, if not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_reason: Option<String>,
@@ -384,7 +552,7 @@ impl SetupKeyView {
             ephemeral: k.ephemeral,
             allow_extra_dns_labels: false,
             valid: reason.is_none(),
-            state,
+            state: state.into(),
             invalid_reason: reason,
         }
     }
@@ -398,66 +566,190 @@ impl SetupKeyView {
     }
 }
 
-/// A policy as NetBird's API shows it: rule `sources`/`destinations` as group objects
-/// (`{id, name, peers_count, resources_count}`), single ports in `ports` and ranges in
-/// `port_ranges` (`{start, end}`), a single peer or resource as `sourceResource` /
-/// `destinationResource` `{id, type}` (also under swiftgate's first names
+/// A single port range of a rule (NetBird's `RulePortRange`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PortRangeView {
+    /// First port.
+    pub start: u16,
+    /// Last port.
+    pub end: u16,
+}
+
+/// One rule of a policy as NetBird's API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RuleView {
+    /// Id, stable across updates of the policy.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Disabled rules are ignored.
+    pub enabled: bool,
+    /// `accept` or `drop`.
+    #[schema(value_type = String, example = "accept")]
+    pub action: Action,
+    /// `all`, `tcp`, `udp`, `icmp` (or NetBird's `netbird-ssh`).
+    #[schema(value_type = String, example = "tcp")]
+    pub protocol: Protocol,
+    /// Also destinations -> sources.
+    pub bidirectional: bool,
+    /// Single ports, as strings.
+    pub ports: Vec<String>,
+    /// Port ranges.
+    pub port_ranges: Vec<PortRangeView>,
+    /// Source groups.
+    pub sources: Vec<GroupMinimum>,
+    /// Destination groups.
+    pub destinations: Vec<GroupMinimum>,
+    /// A single source peer or resource (NetBird's name).
+    #[serde(rename = "sourceResource", skip_serializing_if = "Option::is_none")]
+    pub source_resource_nb: Option<TargetView>,
+    /// The same under swiftgate's first name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_resource: Option<TargetView>,
+    /// A single destination peer or resource (NetBird's name).
+    #[serde(
+        rename = "destinationResource",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_resource_nb: Option<TargetView>,
+    /// The same under swiftgate's first name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_resource: Option<TargetView>,
+}
+
+/// A policy as NetBird's API shows it: rule `sources`/`destinations` as group objects,
+/// single ports in `ports` and ranges in `port_ranges`, a single peer or resource as
+/// `sourceResource` / `destinationResource` (also under swiftgate's first names
 /// `source_resource` / `destination_resource`).
-pub fn policy_view(a: &Account, m: &Members, p: &Policy) -> serde_json::Value {
-    use serde_json::{Value, json};
-    let target = |t: &Option<Target>| -> Value {
-        match t {
-            None => Value::Null,
-            Some(Target::Peer(id)) => json!({ "id": id, "type": "peer" }),
-            Some(Target::Resource(id)) => json!({
-                "id": id,
-                "type": a.resources.get(id).map(|r| r.address.kind()),
-            }),
-        }
-    };
-    let rules: Vec<Value> = p
-        .rules
-        .iter()
-        .map(|r| {
-            let (singles, ranges): (Vec<&PortRange>, Vec<&PortRange>) =
-                r.ports.iter().partition(|p| p.is_single());
-            let mut v = json!({
-                "id": r.id,
-                "name": r.name,
-                "description": r.description,
-                "enabled": r.enabled,
-                "action": r.action,
-                "protocol": r.protocol,
-                "bidirectional": r.bidirectional,
-                "ports": singles.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                "port_ranges": ranges.iter().map(|p| json!({"start": p.start, "end": p.end})).collect::<Vec<_>>(),
-                "sources": r.sources.iter().map(|g| GroupView::minimum(a, m, g)).collect::<Vec<_>>(),
-                "destinations": r.destinations.iter().map(|g| GroupView::minimum(a, m, g)).collect::<Vec<_>>(),
-            });
-            for (camel, snake, t) in [
-                ("sourceResource", "source_resource", &r.source_resource),
-                ("destinationResource", "destination_resource", &r.destination_resource),
-            ] {
-                if t.is_some() {
-                    v[camel] = target(t);
-                    v[snake] = target(t);
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    /// Id.
+    pub id: PolicyId,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Disabled policies are ignored.
+    pub enabled: bool,
+    /// Posture checks every source peer must pass.
+    pub source_posture_checks: Vec<PostureCheckId>,
+    /// The rules.
+    pub rules: Vec<RuleView>,
+}
+
+impl PolicyView {
+    /// The view of a policy.
+    pub fn new(a: &Account, m: &Members, p: &Policy) -> Self {
+        let target = |t: &Option<Target>| -> Option<TargetView> {
+            t.as_ref().map(|t| match t {
+                Target::Peer(id) => TargetView {
+                    id: id.clone(),
+                    kind: "peer".into(),
+                },
+                Target::Resource(id) => TargetView {
+                    id: id.clone(),
+                    kind: a
+                        .resources
+                        .get(id)
+                        .map_or("resource", |r| r.address.kind().as_str())
+                        .into(),
+                },
+            })
+        };
+        let groups = |ids: &[GroupId]| -> Vec<GroupMinimum> {
+            ids.iter().map(|g| GroupView::minimum(a, m, g)).collect()
+        };
+        let rules = p
+            .rules
+            .iter()
+            .map(|r| {
+                let (singles, ranges): (Vec<&PortRange>, Vec<&PortRange>) =
+                    r.ports.iter().partition(|p| p.is_single());
+                RuleView {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    description: r.description.clone(),
+                    enabled: r.enabled,
+                    action: r.action,
+                    protocol: r.protocol,
+                    bidirectional: r.bidirectional,
+                    ports: singles.iter().map(|p| p.to_string()).collect(),
+                    port_ranges: ranges
+                        .iter()
+                        .map(|p| PortRangeView {
+                            start: p.start,
+                            end: p.end,
+                        })
+                        .collect(),
+                    sources: groups(&r.sources),
+                    destinations: groups(&r.destinations),
+                    source_resource_nb: target(&r.source_resource),
+                    source_resource: target(&r.source_resource),
+                    destination_resource_nb: target(&r.destination_resource),
+                    destination_resource: target(&r.destination_resource),
                 }
-            }
-            v
-        })
-        .collect();
-    json!({
-        "id": p.id,
-        "name": p.name,
-        "description": p.description,
-        "enabled": p.enabled,
-        "source_posture_checks": p.source_posture_checks,
-        "rules": rules,
-    })
+            })
+            .collect();
+        PolicyView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            enabled: p.enabled,
+            source_posture_checks: p.source_posture_checks.clone(),
+            rules,
+        }
+    }
+}
+
+/// A minimum kernel version as NetBird writes it for linux and windows.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct MinKernelVersion {
+    /// e.g. "5.10".
+    pub min_kernel_version: String,
+}
+
+/// NetBird's `os_version_check`: linux and windows by kernel version, the others by OS
+/// version; an OS not listed fails.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct OsVersionView {
+    /// Minimum Linux kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linux: Option<MinKernelVersion>,
+    /// Minimum Windows kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<MinKernelVersion>,
+    /// Minimum macOS version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub darwin: Option<MinVersionCheck>,
+    /// Minimum iOS version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ios: Option<MinVersionCheck>,
+    /// Minimum Android version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub android: Option<MinVersionCheck>,
+}
+
+/// The checks of a posture check under NetBird's names; only those set are present.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct ChecksView {
+    /// Minimum agent version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nb_version_check: Option<MinVersionCheck>,
+    /// Minimum OS versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_version_check: Option<OsVersionView>,
+    /// Local interface address ranges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_network_range_check: Option<NetworkRangeCheck>,
+    /// Running processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_check: Option<ProcessCheck>,
 }
 
 /// A posture check as NetBird's API shows it: its checks under NetBird's names and shapes.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PostureCheckView {
     /// Id.
     pub id: PostureCheckId,
@@ -465,50 +757,39 @@ pub struct PostureCheckView {
     pub name: String,
     /// Free text.
     pub description: String,
-    /// `nb_version_check`, `os_version_check`, `peer_network_range_check`, `process_check`.
-    pub checks: serde_json::Value,
+    /// The checks.
+    pub checks: ChecksView,
 }
 
 impl From<&PostureCheck> for PostureCheckView {
     fn from(p: &PostureCheck) -> Self {
-        use serde_json::{Map, Value, json};
         let c = &p.checks;
-        let mut checks = Map::new();
-        if let Some(v) = &c.client_version {
-            checks.insert(
-                "nb_version_check".into(),
-                json!({ "min_version": v.min_version }),
-            );
-        }
-        if let Some(os) = &c.os_version {
-            let mut m = Map::new();
-            for (name, v, key) in [
-                ("linux", &os.linux, "min_kernel_version"),
-                ("windows", &os.windows, "min_kernel_version"),
-                ("darwin", &os.darwin, "min_version"),
-                ("ios", &os.ios, "min_version"),
-                ("android", &os.android, "min_version"),
-            ] {
-                if let Some(v) = v {
-                    m.insert(name.into(), json!({ key: v }));
-                }
-            }
-            checks.insert("os_version_check".into(), Value::Object(m));
-        }
-        if let Some(r) = &c.peer_network_range {
-            checks.insert(
-                "peer_network_range_check".into(),
-                json!({ "ranges": r.ranges, "action": r.action }),
-            );
-        }
-        if let Some(pr) = &c.process {
-            checks.insert("process_check".into(), json!(pr));
-        }
+        let kernel = |v: &Option<String>| {
+            v.as_ref().map(|v| MinKernelVersion {
+                min_kernel_version: v.clone(),
+            })
+        };
+        let version = |v: &Option<String>| {
+            v.as_ref().map(|v| MinVersionCheck {
+                min_version: v.clone(),
+            })
+        };
         PostureCheckView {
             id: p.id.clone(),
             name: p.name.clone(),
             description: p.description.clone(),
-            checks: Value::Object(checks),
+            checks: ChecksView {
+                nb_version_check: c.client_version.clone(),
+                os_version_check: c.os_version.as_ref().map(|os| OsVersionView {
+                    linux: kernel(&os.linux),
+                    windows: kernel(&os.windows),
+                    darwin: version(&os.darwin),
+                    ios: version(&os.ios),
+                    android: version(&os.android),
+                }),
+                peer_network_range_check: c.peer_network_range.clone(),
+                process_check: c.process.clone(),
+            },
         }
     }
 }

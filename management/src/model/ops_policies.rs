@@ -548,8 +548,11 @@ impl Account {
             s.peer_approval_required = a;
         }
         if let Some(t) = input.ephemeral_offline_secs {
-            if t < 60 {
-                return Err(invalid("ephemeral_offline_secs: at least 60 seconds"));
+            if !(60..=MAX_EPHEMERAL_OFFLINE_SECS).contains(&t) {
+                return Err(invalid(format!(
+                    "ephemeral_offline_secs: {t} is out of range (60 to \
+                     {MAX_EPHEMERAL_OFFLINE_SECS} seconds, a year)"
+                )));
             }
             s.ephemeral_offline_secs = t;
         }

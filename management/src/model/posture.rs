@@ -19,7 +19,7 @@ use super::version::Version;
 pub use super::version::{compare_versions, parse_version};
 
 /// The outcome of one check of a posture check for one peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verdict {
     /// Which check: `client_version`, `os_version`, `peer_network_range` or `process`.
     pub check: &'static str,

@@ -13,7 +13,7 @@ use super::posture::{Verdict, verdicts};
 use super::types::{Peer, Policy, Target};
 
 /// One posture check as it applies to one peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PostureCheckReport {
     /// Posture check id.
     pub id: String,
@@ -28,7 +28,7 @@ pub struct PostureCheckReport {
 }
 
 /// Every posture check that applies to a peer, and its verdicts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PostureReport {
     /// Peer id.
     pub peer_id: String,

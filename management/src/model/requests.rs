@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::types::{MinVersionCheck, OsVersionCheck, PeerMeta, ProcessCheck};
 
 /// Create or replace a group.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupInput {
     /// Unique name.
@@ -25,7 +25,24 @@ pub struct GroupInput {
         deserialize_with = "ids_or_objects",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<Vec<IdRef>>)]
     pub resources: Option<Vec<String>>,
+}
+
+/// How a request may name another object: its id or name, or an object with its `id` (as
+/// NetBird's answers carry them). Describes the API document; requests are read by
+/// [`ids_or_objects`].
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a schema, never built
+pub enum IdRef {
+    /// An id or a unique name.
+    Name(String),
+    /// An object with an `id`; its other fields are not read.
+    Object {
+        /// The id (or name).
+        id: String,
+    },
 }
 
 /// [`ids_or_objects`] for a list that may be missing (empty).
@@ -53,7 +70,7 @@ fn ids_or_objects<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
 }
 
 /// Create or replace a Network.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkInput {
     /// Unique name.
@@ -64,7 +81,7 @@ pub struct NetworkInput {
 }
 
 /// Create or replace a resource (its Network comes from the URL on create).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceInput {
     /// Unique name.
@@ -76,6 +93,7 @@ pub struct ResourceInput {
     pub address: String,
     /// Resource groups (ids or names, or group objects).
     #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    #[schema(value_type = Vec<IdRef>)]
     pub groups: Vec<String>,
     /// Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,7 +101,7 @@ pub struct ResourceInput {
 }
 
 /// Create or replace a router (its Network comes from the URL on create).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouterInput {
     /// One routing peer (exclusive with `peer_groups`).
@@ -91,6 +109,7 @@ pub struct RouterInput {
     pub peer: Option<String>,
     /// Groups whose peers all route (ids or names, or group objects).
     #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    #[schema(value_type = Vec<IdRef>)]
     pub peer_groups: Vec<String>,
     /// 1..=9999, lower preferred; default 9999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +123,7 @@ pub struct RouterInput {
 }
 
 /// A port as a client may write it: `443`, `"443"`, `"8000-8080"` or `{"start":..,"end":..}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PortSpec {
     /// `443`.
@@ -121,7 +140,7 @@ pub enum PortSpec {
 }
 
 /// A single peer or resource in a rule: `{"type": "peer"|"resource", "id": "<id or name>"}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetInput {
     /// `peer` or `resource` (`host`, `subnet`, `domain` are accepted as `resource`).
@@ -132,7 +151,7 @@ pub struct TargetInput {
 }
 
 /// One rule of a policy.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
     /// On update: the id of the policy's rule this one replaces (it keeps that id). Without
@@ -170,11 +189,13 @@ pub struct RuleInput {
         alias = "source_groups",
         deserialize_with = "ids_or_objects_vec"
     )]
+    #[schema(value_type = Vec<IdRef>)]
     pub sources: Vec<String>,
     /// A single source peer or resource (NetBird's `sourceResource`).
     #[serde(
         default,
-        alias = "sourceResource",
+        rename = "sourceResource",
+        alias = "source_resource",
         skip_serializing_if = "Option::is_none"
     )]
     pub source_resource: Option<TargetInput>,
@@ -184,11 +205,13 @@ pub struct RuleInput {
         alias = "destination_groups",
         deserialize_with = "ids_or_objects_vec"
     )]
+    #[schema(value_type = Vec<IdRef>)]
     pub destinations: Vec<String>,
     /// A single destination peer or resource (NetBird's `destinationResource`).
     #[serde(
         default,
-        alias = "destinationResource",
+        rename = "destinationResource",
+        alias = "destination_resource",
         skip_serializing_if = "Option::is_none"
     )]
     pub destination_resource: Option<TargetInput>,
@@ -196,7 +219,7 @@ pub struct RuleInput {
 
 /// Create or replace a policy: either `rules`, or the fields of one rule at the top level (as
 /// in the seeds' API example).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyInput {
     /// Ignored: the URL names the policy (accepted because clients send back what they read).
@@ -238,6 +261,7 @@ pub struct PolicyInput {
         deserialize_with = "ids_or_objects",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<Vec<IdRef>>)]
     pub sources: Option<Vec<String>>,
     /// Single-rule form: a single source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +273,7 @@ pub struct PolicyInput {
         deserialize_with = "ids_or_objects",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<Vec<IdRef>>)]
     pub destinations: Option<Vec<String>>,
     /// Single-rule form: a single destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,19 +318,29 @@ impl PolicyInput {
 }
 
 /// Create a setup key.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupKeyInput {
     /// Unique name.
     pub name: String,
     /// `reusable` (default) or `one-off`.
-    #[serde(default, alias = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "type",
+        alias = "kind",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// Groups given to peers registered with the key.
     #[serde(default)]
     pub auto_groups: Vec<String>,
     /// Lifetime in seconds; default 30 days; 0 = never expires (NetBird's `expires_in`).
-    #[serde(default, alias = "expires_in", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "expires_in",
+        alias = "expires_in_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_in_secs: Option<u64>,
     /// Most registrations; 0/absent = unlimited (reusable keys only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -320,7 +355,7 @@ pub struct SetupKeyInput {
 }
 
 /// Change a setup key (NetBird's `SetupKeyRequest`): only the fields given change.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupKeyUpdate {
     /// Revoke it (a revoked key cannot be un-revoked).
@@ -332,7 +367,7 @@ pub struct SetupKeyUpdate {
 }
 
 /// Peer network range check as sent by clients.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkRangeInput {
     /// CIDRs.
@@ -345,48 +380,53 @@ pub struct NetworkRangeInput {
 /// The checks of a posture check as sent by clients, under NetBird's names
 /// (`nb_version_check`, `os_version_check`, `peer_network_range_check`, `process_check`,
 /// `geo_location_check`) or swiftgate's first ones (`client_version`, ...).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostureChecksInput {
     /// Minimum agent version.
     #[serde(
         default,
-        alias = "nb_version_check",
+        rename = "nb_version_check",
+        alias = "client_version",
         skip_serializing_if = "Option::is_none"
     )]
     pub client_version: Option<MinVersionCheck>,
     /// Minimum OS versions.
     #[serde(
         default,
-        alias = "os_version_check",
+        rename = "os_version_check",
+        alias = "os_version",
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<OsVersionCheck>,
     /// Local network ranges.
     #[serde(
         default,
-        alias = "peer_network_range_check",
+        rename = "peer_network_range_check",
+        alias = "peer_network_range",
         skip_serializing_if = "Option::is_none"
     )]
     pub peer_network_range: Option<NetworkRangeInput>,
     /// Running processes.
     #[serde(
         default,
-        alias = "process_check",
+        rename = "process_check",
+        alias = "process",
         skip_serializing_if = "Option::is_none"
     )]
     pub process: Option<ProcessCheck>,
     /// Refused: needs a GeoIP database this server does not have.
     #[serde(
         default,
-        alias = "geo_location_check",
+        rename = "geo_location_check",
+        alias = "geo_location",
         skip_serializing_if = "Option::is_none"
     )]
     pub geo_location: Option<serde_json::Value>,
 }
 
 /// Create or replace a posture check.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostureCheckInput {
     /// Unique name.
@@ -400,7 +440,7 @@ pub struct PostureCheckInput {
 }
 
 /// Change a peer: only the fields given change.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerUpdate {
     /// New unique name.
@@ -427,7 +467,7 @@ pub struct PeerUpdate {
 }
 
 /// Register a peer by its WireGuard key with a setup key (what Login does).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterPeer {
     /// The setup key text.
@@ -446,7 +486,7 @@ pub struct RegisterPeer {
 }
 
 /// Change settings: only the fields given change.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsInput {
     /// Overlay range inside 100.64.0.0/10; only while no peer is registered.
@@ -471,7 +511,7 @@ pub struct SettingsInput {
 
 /// Create or replace a network route (NetBird's `RouteRequest`). Group fields take ids or
 /// names.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteInput {
     /// Free text.
@@ -487,6 +527,7 @@ pub struct RouteInput {
     pub peer: Option<String>,
     /// Groups whose peers route it.
     #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    #[schema(value_type = Vec<IdRef>)]
     pub peer_groups: Vec<String>,
     /// The prefix (exclusive with `domains`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -502,12 +543,14 @@ pub struct RouteInput {
     pub masquerade: bool,
     /// Distribution groups (at least one).
     #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    #[schema(value_type = Vec<IdRef>)]
     pub groups: Vec<String>,
     /// Keep resolved routes of domains.
     #[serde(default)]
     pub keep_route: bool,
     /// Groups policies must name for traffic through the route.
     #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    #[schema(value_type = Vec<IdRef>)]
     pub access_control_groups: Vec<String>,
     /// Exit nodes: clients apply it only when chosen.
     #[serde(default)]
@@ -522,7 +565,7 @@ pub struct RouteInput {
 }
 
 /// One server of a name server group as sent by clients.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameserverInput {
     /// Address (brackets allowed for IPv6).
@@ -536,7 +579,7 @@ pub struct NameserverInput {
 }
 
 /// Create or replace a name server group (NetBird's `NameserverGroupRequest`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameserverGroupInput {
     /// Unique name, 1..=40 characters.
@@ -551,6 +594,7 @@ pub struct NameserverGroupInput {
     pub enabled: Option<bool>,
     /// Peers of these groups use it (at least one).
     #[serde(default, deserialize_with = "ids_or_objects_vec")]
+    #[schema(value_type = Vec<IdRef>)]
     pub groups: Vec<String>,
     /// The resolver for every name.
     #[serde(default)]

@@ -44,14 +44,17 @@ pub const LEGACY_OVERLAY_RANGE: &str = "100.64.0.0/10";
 pub const ULA_RANGE: &str = "fc00::/7";
 /// The range every overlay range must lie in (RFC 6598 shared address space).
 pub const CGNAT_RANGE: &str = "100.64.0.0/10";
+/// The longest an ephemeral peer may stay offline before it is removed: a year.
+pub const MAX_EPHEMERAL_OFFLINE_SECS: u64 = 365 * 24 * 3600;
 /// Lowest and highest router metric (lower is preferred), as NetBird.
 pub const METRIC_RANGE: (u16, u16) = (1, 9999);
 
 /// Account-wide settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Settings {
     /// Overlay network peers get their addresses from; inside 100.64.0.0/10 (a random /16 for a
     /// new account). Peers get it as their interface prefix (`PeerConfig.address`).
+    #[schema(value_type = String, example = "100.64.0.0/16")]
     pub overlay_range: Ipv4Net,
     /// New peers start unapproved and take part in nothing until an admin approves them.
     pub peer_approval_required: bool,
@@ -62,6 +65,7 @@ pub struct Settings {
     /// IPv6 overlay network (a ULA /64, NetBird's per-account `NetV6`); `None` only in an
     /// account stored before IPv6 existed, until it is loaded once.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub overlay_range_v6: Option<Ipv6Net>,
     /// Groups whose peers get an IPv6 overlay address (NetBird's `IPv6EnabledGroups`); empty
     /// = IPv6 off. New accounts start with the All group; accounts stored before IPv6 existed
@@ -89,7 +93,7 @@ impl Default for Settings {
 }
 
 /// What a peer reports about itself (NetBird's `PeerSystemMeta`, the parts we use).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PeerMeta {
     /// Host name; the default peer name.
@@ -108,6 +112,7 @@ pub struct PeerMeta {
     /// The agent's own version (`uiVersion`), e.g. "swiftgate/0.1.0"; shown, never compared.
     pub ui_version: String,
     /// Addresses of the peer's local interfaces (for network-range posture checks).
+    #[schema(value_type = Vec<String>)]
     pub network_addresses: Vec<IpNet>,
     /// Answers to process posture checks.
     pub files: Vec<FileStatus>,
@@ -121,7 +126,7 @@ pub struct PeerMeta {
 }
 
 /// One network-map entry an agent did not apply as sent, as it reported it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct MapRefusal {
     /// Serial of the map.
@@ -135,7 +140,7 @@ pub struct MapRefusal {
 }
 
 /// One file/process the agent was asked about by a process posture check.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct FileStatus {
     /// Path of the executable.
@@ -147,7 +152,7 @@ pub struct FileStatus {
 }
 
 /// A device running the agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Peer {
     /// Id.
     pub id: PeerId,
@@ -158,6 +163,7 @@ pub struct Peer {
     /// WireGuard public key, base64.
     pub wg_pubkey: String,
     /// Overlay address.
+    #[schema(value_type = String, format = Ipv4)]
     pub ip: Ipv4Addr,
     /// SSH public key (authorized_keys form) the agent sent at Login (`PeerKeys.sshPubKey`);
     /// empty if none. Other peers receive it in `RemotePeerConfig.sshConfig.sshPubKey`.
@@ -182,7 +188,7 @@ pub struct Peer {
 }
 
 /// A named set of peers and resources. Membership is stored on the members.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Group {
     /// Id.
     pub id: GroupId,
@@ -195,7 +201,7 @@ pub struct Group {
 }
 
 /// A container for the resources and routers of one environment (office LAN, VPC, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Network {
     /// Id.
     pub id: NetworkId,
@@ -219,7 +225,7 @@ pub enum ResourceAddress {
 }
 
 /// The kind of a resource, derived from its address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
     /// One IP.
@@ -228,6 +234,17 @@ pub enum ResourceKind {
     Subnet,
     /// A domain or wildcard domain.
     Domain,
+}
+
+impl ResourceKind {
+    /// `host`, `subnet` or `domain`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Host => "host",
+            ResourceKind::Subnet => "subnet",
+            ResourceKind::Domain => "domain",
+        }
+    }
 }
 
 impl ResourceAddress {
@@ -409,7 +426,7 @@ impl<'de> Deserialize<'de> for ResourceAddress {
 }
 
 /// Something reachable inside a Network: a host, a subnet, or a (wildcard) domain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resource {
     /// Id.
     pub id: ResourceId,
@@ -420,6 +437,7 @@ pub struct Resource {
     /// Free text.
     pub description: String,
     /// What it points at.
+    #[schema(value_type = String)]
     pub address: ResourceAddress,
     /// Resource groups it is in, sorted.
     pub groups: Vec<GroupId>,
@@ -431,7 +449,7 @@ pub struct Resource {
 /// through one peer or the peers of some groups, to the peers of the distribution `groups`.
 /// Without `access_control_groups` every distribution peer may use it; with them, only what
 /// the policies towards those groups allow (as NetBird). `0.0.0.0/0` makes an exit node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkRoute {
     /// Id.
     pub id: String,
@@ -446,6 +464,7 @@ pub struct NetworkRoute {
     /// Groups whose peers all route it.
     pub peer_groups: Vec<GroupId>,
     /// The routed prefix (exclusive with `domains`).
+    #[schema(value_type = Option<String>)]
     pub network: Option<IpNet>,
     /// The routed domains (exclusive with `network`).
     pub domains: Vec<String>,
@@ -464,9 +483,10 @@ pub struct NetworkRoute {
 }
 
 /// One upstream DNS server of a name server group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Nameserver {
     /// Address.
+    #[schema(value_type = String)]
     pub ip: IpAddr,
     /// `udp` (NetBird's only type).
     pub ns_type: String,
@@ -476,7 +496,7 @@ pub struct Nameserver {
 
 /// DNS servers for the peers of some groups (NetBird's name server group): the primary
 /// resolver, or the resolver of some domains.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NameserverGroup {
     /// Id.
     pub id: String,
@@ -499,7 +519,7 @@ pub struct NameserverGroup {
 }
 
 /// A routing peer of a Network: one peer, or every peer of some groups.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Router {
     /// Id.
     pub id: RouterId,
@@ -574,7 +594,7 @@ pub struct Policy {
 }
 
 /// Reusable or one-off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum SetupKeyKind {
     /// Any number of registrations (up to `usage_limit` if set).
     #[serde(rename = "reusable")]
@@ -636,7 +656,7 @@ pub struct SetupKey {
 }
 
 /// Minimum agent version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MinVersionCheck {
     /// e.g. "0.45.0".
     pub min_version: String,
@@ -646,24 +666,49 @@ pub struct MinVersionCheck {
 /// version is compared (as NetBird does); for darwin, ios and android the OS version. Each
 /// may be written as a string (`"5.10"`) or as NetBird writes it (`{"min_kernel_version":
 /// "5.10"}` for linux and windows, `{"min_version": "14.0"}` for the others).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OsVersionCheck {
     /// Minimum Linux kernel version.
     #[serde(deserialize_with = "min_version_text")]
+    #[schema(value_type = Option<VersionRef>)]
     pub linux: Option<String>,
     /// Minimum Windows kernel version.
     #[serde(deserialize_with = "min_version_text")]
+    #[schema(value_type = Option<VersionRef>)]
     pub windows: Option<String>,
     /// Minimum macOS version.
     #[serde(deserialize_with = "min_version_text")]
+    #[schema(value_type = Option<VersionRef>)]
     pub darwin: Option<String>,
     /// Minimum iOS version.
     #[serde(deserialize_with = "min_version_text")]
+    #[schema(value_type = Option<VersionRef>)]
     pub ios: Option<String>,
     /// Minimum Android version.
     #[serde(deserialize_with = "min_version_text")]
+    #[schema(value_type = Option<VersionRef>)]
     pub android: Option<String>,
+}
+
+/// How a request may write a minimum version: as text or as NetBird's objects. Describes the
+/// API document; requests are read by `min_version_text`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a schema, never built
+pub enum VersionRef {
+    /// `"5.10"`.
+    Text(String),
+    /// `{"min_version": "14.0"}`.
+    Version {
+        /// The version.
+        min_version: String,
+    },
+    /// `{"min_kernel_version": "5.10"}`.
+    Kernel {
+        /// The version.
+        min_kernel_version: String,
+    },
 }
 
 /// A minimum version as a string or as NetBird's `{min_version}` / `{min_kernel_version}`.
@@ -684,7 +729,7 @@ fn min_version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
 }
 
 /// Allow or deny.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RangeAction {
     /// Pass only if some local address is in a range.
@@ -694,16 +739,17 @@ pub enum RangeAction {
 }
 
 /// The peer's local interface addresses against a list of ranges.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkRangeCheck {
     /// The ranges.
+    #[schema(value_type = Vec<String>)]
     pub ranges: Vec<IpNet>,
     /// Allow or deny.
     pub action: RangeAction,
 }
 
 /// One process that must run; the path for the peer's OS is checked.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessSpec {
     /// Executable path on Linux.
@@ -715,7 +761,7 @@ pub struct ProcessSpec {
 }
 
 /// Processes that must be running.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessCheck {
     /// The processes.
     pub processes: Vec<ProcessSpec>,

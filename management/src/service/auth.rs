@@ -413,6 +413,7 @@ impl Service {
 
     /// The activity log, filtered, newest first.
     pub fn events(&self, q: &EventQuery) -> Result<Vec<Event>, ServiceError> {
+        q.check().map_err(invalid)?;
         Ok(self.lock().store.events(q)?)
     }
 }

@@ -2,7 +2,7 @@
 //! temporary directory, starting the server and waiting for it, and its admin token.
 #![allow(dead_code)] // each test file uses part of it
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use swiftgate_management::api::{ApiConfig, HttpLimits};
@@ -73,4 +73,25 @@ pub fn admin_token(dir: &Path) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// The Python of the test clients' virtual environment (as scripts/bootstrap.sh makes it).
+pub fn python() -> PathBuf {
+    let env = std::env::var_os("SWIFTGATE_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                })
+                .join("swiftgate/pyenv")
+        });
+    let py = env.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/bootstrap.sh (./x test does) to install the Python test clients",
+        py.display()
+    );
+    py
 }

@@ -231,6 +231,7 @@ fn concurrent(s: &Arc<Server>, clients: usize, write_every: usize, secs: u64, la
             std::thread::spawn(move || {
                 let a = agent();
                 let mut lat = Vec::new();
+                let mut writes = Vec::new();
                 let mut n = c * 7919;
                 while !stop.load(Ordering::Relaxed) {
                     if write_every == usize::MAX {
@@ -238,19 +239,25 @@ fn concurrent(s: &Arc<Server>, clients: usize, write_every: usize, secs: u64, la
                         continue;
                     }
                     let write = write_every > 0 && n % write_every == 0;
-                    lat.push(request(&s, &a, write, n));
+                    let t = request(&s, &a, write, n);
+                    lat.push(t);
+                    if write && write_every > 1 {
+                        writes.push(t);
+                    }
                     n += 1;
                 }
-                lat
+                (lat, writes)
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut all: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("client"))
-        .collect();
+    let (mut all, mut writes) = (Vec::new(), Vec::new());
+    for h in handles {
+        let (l, w) = h.join().expect("client");
+        all.extend(l);
+        writes.extend(w);
+    }
     let took = started.elapsed().as_secs_f64();
     println!(
         "| {label} | {clients} | {:.0} req/s | {:.2} ms | {:.2} ms |",
@@ -258,6 +265,14 @@ fn concurrent(s: &Arc<Server>, clients: usize, write_every: usize, secs: u64, la
         pct(&mut all, 0.5),
         pct(&mut all, 0.99)
     );
+    if !writes.is_empty() {
+        println!(
+            "| ... its writes alone | {clients} | {:.0} req/s | {:.2} ms | {:.2} ms |",
+            writes.len() as f64 / took,
+            pct(&mut writes, 0.5),
+            pct(&mut writes, 0.99)
+        );
+    }
 }
 
 fn main() {

@@ -131,7 +131,7 @@ async fn record_change(
         meta,
     };
     let s = svc.clone();
-    match tokio::task::spawn_blocking(move || s.record_event(&event)).await {
+    match tokio::task::spawn_blocking(move || s.record_event(event)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, route, "recording an activity failed"),
         Err(e) => tracing::error!(error = %e, route, "activity task failed"),

@@ -29,7 +29,7 @@ pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NetworkView>> {
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     let id = a.network_id(&id)?;
     Ok(Json(NetworkView::new(&a, &m, &a.networks[&id])))
 }
@@ -45,7 +45,7 @@ pub async fn create(
         s.mutate("create_network", |a, _| a.create_network(&input))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok((StatusCode::OK, Json(NetworkView::new(&a, &m, &n))))
 }
 
@@ -61,7 +61,7 @@ pub async fn update(
         s.mutate("update_network", |a, _| a.update_network(&id, &input))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok(Json(NetworkView::new(&a, &m, &n)))
 }
 
@@ -144,7 +144,7 @@ pub async fn get_resource(
     State(svc): State<AppState>,
     Path((net, rid)): Path<(String, String)>,
 ) -> ApiResult<Json<ResourceView>> {
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     let id = resource_in(&a, &net, &rid)?;
     Ok(Json(ResourceView::new(&a, &m, &a.resources[&id])))
 }
@@ -161,7 +161,7 @@ pub async fn create_resource(
         s.mutate("create_resource", |a, _| a.create_resource(&net, &input))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok((StatusCode::OK, Json(ResourceView::new(&a, &m, &r))))
 }
 
@@ -180,7 +180,7 @@ pub async fn update_resource(
         })
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok(Json(ResourceView::new(&a, &m, &r)))
 }
 

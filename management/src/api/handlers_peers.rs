@@ -87,7 +87,7 @@ pub async fn accessible(
 #[utoipa::path(get, path = "/api/peers/{id}", tag = "peers", params(("id" = String, Path, description = "Peer id or name")),
     responses((status = 200, body = PeerView), Refusals))]
 pub async fn get(State(svc): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PeerView>> {
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     let id = a.peer_id(&id)?;
     Ok(Json(PeerView::new(&a, &m, &a.peers[&id])))
 }
@@ -114,7 +114,7 @@ pub async fn register(
         s.mutate("register_peer", |a, now| a.register_peer(&req, now))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok((StatusCode::OK, Json(PeerView::new(&a, &m, &p))))
 }
 
@@ -130,7 +130,7 @@ pub async fn update(
         s.mutate("update_peer", |a, _| a.update_peer(&id, &upd))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok(Json(PeerView::new(&a, &m, &p)))
 }
 
@@ -145,7 +145,7 @@ pub async fn approve(
         s.mutate("approve_peer", |a, _| a.approve_peer(&id))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok(Json(PeerView::new(&a, &m, &p)))
 }
 
@@ -191,7 +191,7 @@ pub async fn get_group(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<GroupView>> {
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     let id = a.group_id(&id)?;
     Ok(Json(GroupView::new(&a, &m, &a.groups[&id])))
 }
@@ -207,7 +207,7 @@ pub async fn create_group(
         s.mutate("create_group", |a, _| a.create_group(&input))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok((StatusCode::OK, Json(GroupView::new(&a, &m, &g))))
 }
 
@@ -223,7 +223,7 @@ pub async fn update_group(
         s.mutate("update_group", |a, _| a.update_group(&id, &input))
     })
     .await?;
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     Ok(Json(GroupView::new(&a, &m, &g)))
 }
 

@@ -31,7 +31,7 @@ pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PolicyView>> {
-    let (a, m) = svc.account_for_one();
+    let (a, m) = svc.account_with_members();
     let id = a.policy_id(&id)?;
     Ok(Json(PolicyView::new(&a, &m, &a.policies[&id])))
 }
@@ -44,7 +44,7 @@ async fn changed(
 ) -> ApiResult<Json<PolicyView>> {
     let (p, (a, m)) = blocking(svc, move |s| {
         let p = s.mutate(op, |a, _| f(a))?;
-        Ok((p, s.account_for_one()))
+        Ok((p, s.account_with_members()))
     })
     .await?;
     Ok(Json(PolicyView::new(&a, &m, &p)))

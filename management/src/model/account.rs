@@ -49,17 +49,22 @@ pub struct Account {
     pub nameserver_groups: Map<String, NameserverGroup>,
 }
 
+/// Peer or resource ids per group, in id order. Persistent: a copy shares everything with its
+/// original, so the next version's index is this one plus what changed
+/// ([`Members::advance`]).
+pub type GroupIndex = imbl::HashMap<GroupId, imbl::OrdSet<String>>;
+
 /// The members of the groups of one version of an account: an index of every group
-/// ([`Account::members`], built once per version for views of many groups), or the account
-/// itself, scanned per group (a view of one object, without building the index).
+/// ([`Account::members`], built once and then advanced with each change), or the account
+/// itself, scanned per group (a view of one object when no index is at hand).
 #[derive(Clone, Debug)]
 pub enum Members {
-    /// Every group's members, in id order.
+    /// Every group's members.
     Index {
         /// Peer ids per group (every peer for All).
-        peers: std::collections::HashMap<GroupId, Vec<PeerId>>,
+        peers: GroupIndex,
         /// Resource ids per group.
-        resources: std::collections::HashMap<GroupId, Vec<ResourceId>>,
+        resources: GroupIndex,
     },
     /// Scan this account per group.
     Scan(std::sync::Arc<Account>),
@@ -69,7 +74,10 @@ impl Members {
     /// Peer ids of a group (every peer for All).
     pub fn peer_ids(&self, group: &str) -> Vec<PeerId> {
         match self {
-            Members::Index { peers, .. } => peers.get(group).cloned().unwrap_or_default(),
+            Members::Index { peers, .. } => peers
+                .get(group)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default(),
             Members::Scan(a) => a.group_peer_ids(group),
         }
     }
@@ -77,7 +85,7 @@ impl Members {
     /// How many peers a group has.
     pub fn peer_count(&self, group: &str) -> usize {
         match self {
-            Members::Index { peers, .. } => peers.get(group).map_or(0, Vec::len),
+            Members::Index { peers, .. } => peers.get(group).map_or(0, imbl::OrdSet::len),
             Members::Scan(a) => a
                 .peers
                 .values()
@@ -89,7 +97,10 @@ impl Members {
     /// Resource ids of a group.
     pub fn resource_ids(&self, group: &str) -> Vec<ResourceId> {
         match self {
-            Members::Index { resources, .. } => resources.get(group).cloned().unwrap_or_default(),
+            Members::Index { resources, .. } => resources
+                .get(group)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default(),
             Members::Scan(a) => a.group_resource_ids(group),
         }
     }
@@ -97,13 +108,64 @@ impl Members {
     /// How many resources a group has.
     pub fn resource_count(&self, group: &str) -> usize {
         match self {
-            Members::Index { resources, .. } => resources.get(group).map_or(0, Vec::len),
+            Members::Index { resources, .. } => resources.get(group).map_or(0, imbl::OrdSet::len),
             Members::Scan(a) => a
                 .resources
                 .values()
                 .filter(|r| r.groups.iter().any(|g| g == group))
                 .count(),
         }
+    }
+
+    /// The index of `next` from this index of `prev`: only the peers and resources that
+    /// differ between the two are visited (the maps share everything else), so a change costs
+    /// what it touched, not the account's size. `None` for [`Members::Scan`].
+    pub fn advance(&self, prev: &Account, next: &Account) -> Option<Members> {
+        let Members::Index { peers, resources } = self else {
+            return None;
+        };
+        let (mut peers, mut resources) = (peers.clone(), resources.clone());
+        let peer_groups = |p: &Peer| {
+            std::iter::once(ALL_GROUP_ID.to_string())
+                .chain(p.groups.iter().cloned())
+                .collect::<Vec<_>>()
+        };
+        for d in prev.peers.diff(&next.peers) {
+            let (id, before, after) = match d {
+                imbl::ordmap::DiffItem::Add(id, p) => (id, vec![], peer_groups(p)),
+                imbl::ordmap::DiffItem::Remove(id, p) => (id, peer_groups(p), vec![]),
+                imbl::ordmap::DiffItem::Update { old, new } => {
+                    (old.0, peer_groups(old.1), peer_groups(new.1))
+                }
+            };
+            move_member(&mut peers, id, &before, &after);
+        }
+        for d in prev.resources.diff(&next.resources) {
+            let (id, before, after) = match d {
+                imbl::ordmap::DiffItem::Add(id, r) => (id, vec![], r.groups.clone()),
+                imbl::ordmap::DiffItem::Remove(id, r) => (id, r.groups.clone(), vec![]),
+                imbl::ordmap::DiffItem::Update { old, new } => {
+                    (old.0, old.1.groups.clone(), new.1.groups.clone())
+                }
+            };
+            move_member(&mut resources, id, &before, &after);
+        }
+        Some(Members::Index { peers, resources })
+    }
+}
+
+/// Takes `id` out of the groups it left and into the groups it joined.
+fn move_member(index: &mut GroupIndex, id: &str, before: &[GroupId], after: &[GroupId]) {
+    for g in before.iter().filter(|g| !after.contains(g)) {
+        if let Some(set) = index.get_mut(g) {
+            set.remove(id);
+            if set.is_empty() {
+                index.remove(g);
+            }
+        }
+    }
+    for g in after.iter().filter(|g| !before.contains(g)) {
+        index.entry(g.clone()).or_default().insert(id.to_string());
     }
 }
 
@@ -275,20 +337,20 @@ impl Account {
     /// Every group's members, indexed once (views of many groups read it instead of scanning
     /// every peer and resource per group).
     pub fn members(&self) -> Members {
-        let mut peers: std::collections::HashMap<GroupId, Vec<PeerId>> = Default::default();
-        let mut resources: std::collections::HashMap<GroupId, Vec<ResourceId>> = Default::default();
+        let mut peers = GroupIndex::new();
+        let mut resources = GroupIndex::new();
         for p in self.peers.values() {
             peers
                 .entry(ALL_GROUP_ID.to_string())
                 .or_default()
-                .push(p.id.clone());
+                .insert(p.id.clone());
             for g in &p.groups {
-                peers.entry(g.clone()).or_default().push(p.id.clone());
+                peers.entry(g.clone()).or_default().insert(p.id.clone());
             }
         }
         for r in self.resources.values() {
             for g in &r.groups {
-                resources.entry(g.clone()).or_default().push(r.id.clone());
+                resources.entry(g.clone()).or_default().insert(r.id.clone());
             }
         }
         Members::Index { peers, resources }

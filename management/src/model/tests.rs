@@ -905,3 +905,83 @@ fn overlay_cannot_move_onto_a_resource() {
         .map(drop)
     });
 }
+
+/// Every group's members as the index of `m` lists them.
+fn index_of(a: &Account, m: &Members) -> Vec<(String, Vec<String>, Vec<String>)> {
+    a.groups
+        .keys()
+        .map(|g| (g.clone(), m.peer_ids(g), m.resource_ids(g)))
+        .collect()
+}
+
+#[test]
+fn the_member_index_advanced_by_each_change_equals_one_built_again() {
+    let (mut a, key) = base();
+    let mut m = a.members();
+    let mut step = |a: &mut Account, what: &str, op: &dyn Fn(&mut Account)| {
+        let prev = a.clone();
+        op(a);
+        m = m.advance(&prev, a).expect("an index advances");
+        assert_eq!(index_of(a, &m), index_of(a, &a.members()), "after {what}");
+        assert_eq!(
+            index_of(a, &m),
+            index_of(a, &Members::Scan(std::sync::Arc::new(a.clone()))),
+            "after {what}: the scan agrees"
+        );
+    };
+    step(&mut a, "a peer registers", &|a| {
+        register(a, &key, 2, "bob").unwrap();
+    });
+    step(&mut a, "a peer joins two groups", &|a| {
+        a.update_peer(
+            "bob",
+            &PeerUpdate {
+                groups: Some(vec!["Development".into(), "Internal Apps".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    });
+    step(&mut a, "a group's peers are replaced", &|a| {
+        a.update_group(
+            "Development",
+            &GroupInput {
+                name: "Development".into(),
+                peers: Some(vec!["alice".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    });
+    step(&mut a, "a resource is added to a group", &|a| {
+        a.create_resource(
+            "Berlin Office",
+            &ResourceInput {
+                name: "Grafana".into(),
+                address: "10.10.0.6".into(),
+                groups: vec!["Development".into(), "Internal Apps".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    });
+    step(&mut a, "a resource leaves a group", &|a| {
+        a.update_resource(
+            "Grafana",
+            &ResourceInput {
+                name: "Grafana".into(),
+                address: "10.10.0.6".into(),
+                groups: vec!["Development".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    });
+    step(&mut a, "a peer is deleted", &|a| {
+        a.delete_peer("alice").unwrap();
+    });
+    step(&mut a, "a resource is deleted", &|a| {
+        a.delete_resource("Grafana").unwrap();
+    });
+    step(&mut a, "nothing changes", &|_| {});
+}

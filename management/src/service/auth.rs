@@ -406,9 +406,28 @@ impl Service {
         Ok(())
     }
 
-    /// Appends to the activity log.
-    pub fn record_event(&self, e: &Event) -> Result<u64, ServiceError> {
-        Ok(self.lock().store.append_event(e)?)
+    /// Appends to the activity log. Events recorded while the store is busy are written
+    /// together (group commit): each caller queues its event and, once it holds the store,
+    /// writes everything queued, its own and those of the callers waiting behind it, in one
+    /// transaction. A caller whose event another caller wrote returns at once; a failed write
+    /// is returned to (and logged by) the caller that made it.
+    pub fn record_event(&self, e: Event) -> Result<(), ServiceError> {
+        self.event_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e);
+        let mut st = self.lock();
+        let batch =
+            std::mem::take(&mut *self.event_queue.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len();
+        st.store.append_events(&batch).map_err(|e| {
+            tracing::error!(events = n, error = %e, "activity log write failed");
+            ServiceError::from(e)
+        })?;
+        Ok(())
     }
 
     /// The activity log, filtered, newest first.

@@ -4,7 +4,9 @@
 //! gRPC Sync streams) learn of every new serial through a `watch` channel.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{FairMutex, FairMutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -39,9 +41,16 @@ struct State {
 
 /// The management service.
 pub struct Service {
-    state: Mutex<State>,
+    /// The writer's account and the store. Fair (first come, first served): under many
+    /// writers an unfair lock let some wait behind hundreds of others.
+    state: FairMutex<State>,
+    /// The account as readers see it: replaced (under `state`) once a change is stored, so
+    /// that readers never wait for a write's disk sync.
+    published: RwLock<Arc<Account>>,
     /// Group members of the account version with this serial, built on first use.
     members: Mutex<Option<(u64, Arc<crate::model::Members>)>>,
+    /// Activity-log events waiting for the store ([`Self::record_event`]).
+    event_queue: Mutex<Vec<crate::events::Event>>,
     /// Users and tokens; taken after `state` when both are needed.
     directory: RwLock<Directory>,
     changes: watch::Sender<u64>,
@@ -86,13 +95,13 @@ impl Service {
         };
         let (users, tokens) = store.load_directory()?;
         let (changes, _) = watch::channel(account.serial);
+        let account = Arc::new(account);
         Ok(Service {
-            state: Mutex::new(State {
-                account: Arc::new(account),
-                store,
-            }),
+            published: RwLock::new(account.clone()),
+            state: FairMutex::new(State { account, store }),
             directory: RwLock::new(Directory::new(users, tokens)),
             members: Mutex::new(None),
+            event_queue: Mutex::new(Vec::new()),
             changes,
         })
     }
@@ -109,48 +118,66 @@ impl Service {
         Self::new(Store::open_with(path, init)?)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> FairMutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied change (changes are made
-        // on a copy), so a poisoned lock is safe to use.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        // on a copy), and this lock does not poison.
+        self.state.lock()
     }
 
-    /// The current account and its group members (the index is built once per serial).
+    /// The current account and its group members: the index, built on first use and then
+    /// advanced with every change ([`Self::publish`]); a scan of the account in the moment a
+    /// change is being published.
     pub fn account_with_members(&self) -> (Arc<Account>, Arc<crate::model::Members>) {
+        // The cache before the account: `publish` replaces the account first, so a cached
+        // index never belongs to a newer version than the account read after it.
+        let cached = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let a = self.account();
-        let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((serial, m)) = cache.as_ref()
-            && *serial == a.serial
-        {
-            return (a, m.clone());
+        match cached {
+            Some((serial, m)) if serial == a.serial => (a, m),
+            Some(_) => {
+                let m = Arc::new(crate::model::Members::Scan(a.clone()));
+                (a, m)
+            }
+            None => {
+                let m = Arc::new(a.members());
+                let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.is_none() && self.account().serial == a.serial {
+                    *cache = Some((a.serial, m.clone()));
+                }
+                (a, m)
+            }
         }
-        let m = Arc::new(a.members());
-        // Kept unless a newer version's index is there already.
-        if cache.as_ref().is_none_or(|(serial, _)| *serial < a.serial) {
-            *cache = Some((a.serial, m.clone()));
-        }
-        (a, m)
-    }
-
-    /// The current account and its group members for a view of one object: the index if it
-    /// is built for this version, else a scan of the account (building the index would cost a
-    /// write more than the view it serves).
-    pub fn account_for_one(&self) -> (Arc<Account>, Arc<crate::model::Members>) {
-        let a = self.account();
-        let cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((serial, m)) = cache.as_ref()
-            && *serial == a.serial
-        {
-            return (a, m.clone());
-        }
-        drop(cache);
-        let m = Arc::new(crate::model::Members::Scan(a.clone()));
-        (a, m)
     }
 
     /// The current account (a snapshot; cheap).
     pub fn account(&self) -> Arc<Account> {
-        self.lock().account.clone()
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes a stored version the account: for the writer (`st`), for readers, and for the
+    /// member index, which is advanced by what changed when the previous version's is at
+    /// hand (else it is built again on first use). Called with `state` held.
+    fn publish(&self, st: &mut State, next: Account) {
+        let prev = std::mem::replace(&mut st.account, Arc::new(next));
+        let next = st.account.clone();
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let advanced = match cache.as_ref() {
+            Some((serial, m)) if *serial == prev.serial && next.serial != prev.serial => {
+                m.advance(&prev, &next).map(Arc::new)
+            }
+            // Same serial (a peer's status): membership is unchanged.
+            Some((serial, m)) if *serial == next.serial => Some(m.clone()),
+            _ => None,
+        };
+        *cache = advanced.map(|m| (next.serial, m));
     }
 
     /// Runs `op` on a copy of the account. On success, if anything changed, the serial goes up,
@@ -181,7 +208,7 @@ impl Service {
             tracing::error!(op, error = %e, "storing a change failed; nothing changed");
             return Err(e.into());
         }
-        st.account = Arc::new(next);
+        self.publish(st, next);
         drop(guard);
         tracing::info!(op, serial, "account changed");
         self.changes.send_replace(serial);
@@ -223,7 +250,7 @@ impl Service {
                 return Err(e.into());
             }
         }
-        st.account = Arc::new(next);
+        self.publish(st, next);
         tracing::debug!(op, peer = %peer_id, ?connected, "peer status stored");
         Ok(())
     }
@@ -265,7 +292,7 @@ impl Service {
                 return Err(e.into());
             }
         }
-        st.account = Arc::new(next);
+        self.publish(st, next);
         drop(guard);
         tracing::info!(op, serial, peer = %peer_id, "peer meta changed");
         self.changes.send_replace(serial);

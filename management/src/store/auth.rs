@@ -73,27 +73,32 @@ impl Store {
         Ok(())
     }
 
-    /// Appends an event (its `id` is ignored); returns the id it got.
-    pub fn append_event(&mut self, e: &Event) -> Result<u64, StoreError> {
+    /// Appends events in one transaction, in order (their `id`s are ignored); returns the ids
+    /// they got.
+    pub fn append_events(&mut self, events: &[Event]) -> Result<Vec<u64>, StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO events (timestamp, activity_code, initiator_id, target_id, body) \
-             VALUES (?1, ?2, ?3, ?4, '{}')",
-            params![
-                e.timestamp as i64,
-                e.activity_code,
-                e.initiator_id,
-                e.target_id
-            ],
-        )?;
-        let id = tx.last_insert_rowid() as u64;
-        let stored = Event { id, ..e.clone() };
-        tx.execute(
-            "UPDATE events SET body = ?2 WHERE id = ?1",
-            params![id as i64, serde_json::to_string(&stored)?],
-        )?;
+        let mut ids = Vec::with_capacity(events.len());
+        for e in events {
+            tx.execute(
+                "INSERT INTO events (timestamp, activity_code, initiator_id, target_id, body) \
+                 VALUES (?1, ?2, ?3, ?4, '{}')",
+                params![
+                    e.timestamp as i64,
+                    e.activity_code,
+                    e.initiator_id,
+                    e.target_id
+                ],
+            )?;
+            let id = tx.last_insert_rowid() as u64;
+            let stored = Event { id, ..e.clone() };
+            tx.execute(
+                "UPDATE events SET body = ?2 WHERE id = ?1",
+                params![id as i64, serde_json::to_string(&stored)?],
+            )?;
+            ids.push(id);
+        }
         tx.commit()?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Events matching `q`, newest first.

@@ -13,7 +13,7 @@ EBPF_TOOLCHAIN="${SWIFTGATE_EBPF_TOOLCHAIN:-nightly-2026-06-20}"
 BPF_LINKER_VERSION="${SWIFTGATE_BPF_LINKER_VERSION:-}"
 APT_PACKAGES=(llvm-22-dev iproute2 nftables iputils-ping tcpdump iperf3 bpftool
   protobuf-compiler libprotobuf-dev wireguard-go wireguard-tools ethtool conntrack
-  python3 python3-venv)
+  python3 python3-venv coturn)
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 

@@ -25,6 +25,7 @@ use crate::model::{ModelError, RegisterPeer, check_ssh_key};
 use crate::netmap::{Netmapper, NetworkMap, proto as conv};
 use crate::replay::{GuessLimiter, ReplayGuard};
 use crate::service::{Service, ServiceError, now_secs};
+use crate::turn::{RelayConfig, TurnConfig};
 
 /// Default gRPC address (NetBird's management port). Agents connect here, so it listens on
 /// every interface; the API behind it only answers sealed requests of registered keys.
@@ -55,12 +56,16 @@ pub struct PeerServices {
     pub signal_tls: bool,
     /// STUN URIs (`stun:host:3478`).
     pub stuns: Vec<String>,
-    /// Relay URLs (`rels://host:443`).
-    pub relays: Vec<String>,
+    /// NetBird relay servers and the secret their tokens are signed with.
+    pub relay: Option<RelayConfig>,
+    /// TURN servers and the secret their credentials are derived from.
+    pub turn: Option<TurnConfig>,
 }
 
 impl PeerServices {
-    fn netbird_config(&self) -> pb::NetbirdConfig {
+    /// What a peer is told about the servers at `now` (Unix seconds): TURN servers with
+    /// credentials issued to it now.
+    fn netbird_config(&self, peer_id: &str, now: u64) -> pb::NetbirdConfig {
         pb::NetbirdConfig {
             stuns: self
                 .stuns
@@ -70,7 +75,21 @@ impl PeerServices {
                     protocol: pb::host_config::Protocol::Udp as i32,
                 })
                 .collect(),
-            turns: vec![],
+            turns: self
+                .turn
+                .iter()
+                .flat_map(|t| {
+                    let c = t.issue(peer_id, now);
+                    t.uris.iter().map(move |u| pb::ProtectedHostConfig {
+                        host_config: Some(pb::HostConfig {
+                            uri: u.clone(),
+                            protocol: turn_protocol(u) as i32,
+                        }),
+                        user: c.username.clone(),
+                        password: c.password.clone(),
+                    })
+                })
+                .collect(),
             signal: self.signal.as_ref().map(|s| pb::HostConfig {
                 uri: s.clone(),
                 protocol: if self.signal_tls {
@@ -79,12 +98,51 @@ impl PeerServices {
                     pb::host_config::Protocol::Http as i32
                 },
             }),
-            relay: (!self.relays.is_empty()).then(|| pb::RelayConfig {
-                urls: self.relays.clone(),
-                ..Default::default()
+            relay: self.relay.as_ref().map(|r| {
+                let t = r.issue(now);
+                pb::RelayConfig {
+                    urls: r.urls.clone(),
+                    token_payload: t.payload,
+                    token_signature: t.signature,
+                }
             }),
             metrics: None,
         }
+    }
+}
+
+impl PeerServices {
+    /// How often a Sync stream sends fresh TURN credentials and relay tokens (three quarters
+    /// of the shorter lifetime), if any are handed out.
+    pub fn refresh_in(&self) -> Option<Duration> {
+        let turn = self.turn.as_ref().map(TurnConfig::refresh_in);
+        let relay = self.relay.as_ref().map(RelayConfig::refresh_in);
+        turn.into_iter().chain(relay).min()
+    }
+
+    /// The Sync item that only renews credentials (no map): NetBird agents and swiftgate's
+    /// take the servers' new credentials from it and keep their map.
+    fn credentials_only(&self, peer_id: &str, now: u64) -> pb::SyncResponse {
+        let full = self.netbird_config(peer_id, now);
+        pb::SyncResponse {
+            netbird_config: Some(pb::NetbirdConfig {
+                turns: full.turns,
+                relay: full.relay,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The transport a TURN URI names: TCP for `?transport=tcp` and `turns:` (TLS over TCP),
+/// UDP otherwise.
+fn turn_protocol(uri: &str) -> pb::host_config::Protocol {
+    use pb::host_config::Protocol;
+    if uri.starts_with("turns:") || uri.contains("transport=tcp") {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
     }
 }
 
@@ -404,9 +462,14 @@ fn shutting_down() -> Status {
 }
 
 /// One item of the Sync stream.
-pub(crate) fn sync_response(services: &PeerServices, map: &NetworkMap) -> pb::SyncResponse {
+pub(crate) fn sync_response(
+    services: &PeerServices,
+    peer_id: &str,
+    map: &NetworkMap,
+    now: u64,
+) -> pb::SyncResponse {
     pb::SyncResponse {
-        netbird_config: Some(services.netbird_config()),
+        netbird_config: Some(services.netbird_config(peer_id, now)),
         peer_config: Some(conv::peer_config(&map.peer_config)),
         network_map: Some(conv::network_map(map)),
         checks: conv::checks(map),
@@ -527,7 +590,7 @@ impl ManagementService for Grpc {
             blocking(move || svc.network_map(&id)).await?
         };
         let resp = pb::LoginResponse {
-            netbird_config: Some(self.services.netbird_config()),
+            netbird_config: Some(self.services.netbird_config(&peer.id, now_secs())),
             peer_config: Some(conv::peer_config(&map.peer_config)),
             checks: conv::checks(&map),
             session_expires_at: Some(prost_types::Timestamp::default()),
@@ -581,13 +644,19 @@ impl ManagementService for Grpc {
         tokio::spawn(async move {
             let mut last: Option<Arc<NetworkMap>> = None;
             let mut stopped = false;
+            // Fresh TURN credentials and relay tokens before the last ones expire (every
+            // map sent carries new ones too).
+            let period = services.refresh_in();
+            let mut renew = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+            renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            renew.reset();
             loop {
                 let slot = maps.borrow_and_update().clone();
                 match slot {
                     Slot::Pending => {}
                     Slot::Map(map) => {
                         if last.as_ref().is_none_or(|l| !same_content(l, &map)) {
-                            let resp = sync_response(&services, &map);
+                            let resp = sync_response(&services, &peer_id, &map, now_secs());
                             let msg = shared.encrypted_message(&resp, &server_pub);
                             if tx.send(Ok(msg)).await.is_err() {
                                 break;
@@ -603,14 +672,23 @@ impl ManagementService for Grpc {
                         break;
                     }
                 }
-                tokio::select! {
-                    r = maps.changed() => if r.is_err() { break },
+                let renew_now = tokio::select! {
+                    r = maps.changed() => if r.is_err() { break } else { false },
+                    _ = renew.tick(), if period.is_some() => true,
                     _ = tx.closed() => break,
                     // Also when the service is gone (sender dropped).
                     _ = stopping.wait_for(|s| *s) => {
                         stopped = true;
                         break;
                     }
+                };
+                if renew_now {
+                    let resp = services.credentials_only(&peer_id, now_secs());
+                    let msg = shared.encrypted_message(&resp, &server_pub);
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                    tracing::debug!(peer = %peer_id, "TURN and relay credentials renewed");
                 }
             }
             drop(maps);

@@ -60,12 +60,12 @@ fn main() -> std::process::ExitCode {
                         GrpcTls::SelfSigned { names }
                     }
                 },
-                peer_services: PeerServices {
-                    signal: args.signal.clone(),
-                    // Signal is served on the gRPC listener, so it speaks what gRPC speaks.
-                    signal_tls: args.signal_tls || !args.grpc_plaintext,
-                    stuns: args.stuns.clone(),
-                    relays: args.relays.clone(),
+                peer_services: match peer_services(args) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
                 },
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -98,4 +98,44 @@ fn main() -> std::process::ExitCode {
             }
         },
     }
+}
+
+/// The servers agents are told about, with the secrets their credentials come from.
+fn peer_services(args: &swiftgate_management::cli::ServeArgs) -> Result<PeerServices, String> {
+    use swiftgate_management::turn::{MIN_TTL, RelayConfig, TurnConfig, TurnSecret};
+    let ttl = |flag: &str, secs: u64| {
+        let t = std::time::Duration::from_secs(secs);
+        if t < MIN_TTL {
+            return Err(format!("--{flag}: at least {} seconds", MIN_TTL.as_secs()));
+        }
+        Ok(t)
+    };
+    let secret = |file: &Option<std::path::PathBuf>| {
+        let path = file.as_ref().ok_or("a secret file is required")?;
+        TurnSecret::from_file(path).map_err(|e| e.to_string())
+    };
+    Ok(PeerServices {
+        signal: args.signal.clone(),
+        // Signal is served on the gRPC listener, so it speaks what gRPC speaks.
+        signal_tls: args.signal_tls || !args.grpc_plaintext,
+        stuns: args.stuns.clone(),
+        relay: if args.relays.is_empty() {
+            None
+        } else {
+            Some(RelayConfig {
+                urls: args.relays.clone(),
+                secret: secret(&args.relay_secret_file)?,
+                ttl: ttl("relay-credentials-ttl", args.relay_credentials_ttl)?,
+            })
+        },
+        turn: if args.turns.is_empty() {
+            None
+        } else {
+            Some(TurnConfig {
+                uris: args.turns.clone(),
+                secret: secret(&args.turn_secret_file)?,
+                ttl: ttl("turn-credentials-ttl", args.turn_credentials_ttl)?,
+            })
+        },
+    })
 }

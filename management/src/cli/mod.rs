@@ -111,9 +111,27 @@ pub struct ServeArgs {
     /// STUN URI announced to agents, e.g. stun:stun.example.org:3478 (repeat).
     #[arg(long = "stun")]
     pub stuns: Vec<String>,
-    /// Relay URL announced to agents, e.g. rels://relay.example.org:443 (repeat).
-    #[arg(long = "relay")]
+    /// NetBird relay URL announced to agents, e.g. rels://relay.example.org:443 (repeat);
+    /// needs --relay-secret-file (agents get tokens signed with it).
+    #[arg(long = "relay", requires = "relay_secret_file")]
     pub relays: Vec<String>,
+    /// File holding the secret shared with the NetBird relays (mode 0600).
+    #[arg(long)]
+    pub relay_secret_file: Option<PathBuf>,
+    /// Lifetime of relay tokens, seconds (renewed at three quarters of it).
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub relay_credentials_ttl: u64,
+    /// TURN URI announced to agents, e.g. turn:turn.example.org:3478?transport=udp
+    /// (repeat); needs --turn-secret-file (coturn's `static-auth-secret`).
+    #[arg(long = "turn", requires = "turn_secret_file")]
+    pub turns: Vec<String>,
+    /// File holding the secret shared with the TURN servers (mode 0600); each peer gets
+    /// time-limited credentials derived from it.
+    #[arg(long)]
+    pub turn_secret_file: Option<PathBuf>,
+    /// Lifetime of TURN credentials, seconds (renewed at three quarters of it).
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub turn_credentials_ttl: u64,
     /// A DNS name clients reach the admin API under (repeat). Requests whose `Host` is
     /// neither one of these, `localhost`, nor an IP address are refused (DNS rebinding).
     #[arg(long = "api-host")]

@@ -31,9 +31,21 @@ fn services() -> PeerServices {
         signal: Some("signal.swiftgate.test:443".into()),
         signal_tls: true,
         stuns: vec!["stun:stun.swiftgate.test:3478".into()],
-        relays: vec!["rels://relay.swiftgate.test:443".into()],
+        relay: Some(crate::turn::RelayConfig {
+            urls: vec!["rels://relay.swiftgate.test:443".into()],
+            secret: crate::turn::TurnSecret::new("golden-relay-secret"),
+            ttl: crate::turn::DEFAULT_TTL,
+        }),
+        turn: Some(crate::turn::TurnConfig {
+            uris: vec!["turn:turn.swiftgate.test:3478?transport=udp".into()],
+            secret: crate::turn::TurnSecret::new("golden-turn-secret"),
+            ttl: crate::turn::DEFAULT_TTL,
+        }),
     }
 }
+
+/// The time the golden maps are made at (their TURN credentials depend on it).
+const GOLDEN_NOW: u64 = 1_796_644_800;
 
 /// A well-formed, fixed ed25519 public key in authorized_keys form for a peer.
 fn ssh_key(i: u8, name: &str) -> String {
@@ -237,7 +249,7 @@ fn render() -> BTreeMap<String, (Vec<u8>, String)> {
         use_sequential_ids();
         let w = build();
         for p in w.a.peers.values() {
-            let resp = sync_response(&svc, &w.map(&p.id));
+            let resp = sync_response(&svc, &p.id, &w.map(&p.id), GOLDEN_NOW);
             let bytes = resp.encode_to_vec();
             let decoded = pb::SyncResponse::decode(bytes.as_slice()).expect("own encoding");
             let text = compact_byte_lists(&format!("{decoded:#?}\n"));
@@ -309,7 +321,7 @@ fn golden_berlin_office_says_what_the_walkthrough_promises() {
     use_sequential_ids();
     let w = berlin_office();
     let alice = w.a.peer_id("alice-laptop").unwrap();
-    let resp = sync_response(&services(), &w.map(&alice));
+    let resp = sync_response(&services(), &alice, &w.map(&alice), GOLDEN_NOW);
     let nm = resp.network_map.unwrap();
     let pc = nm.peer_config.unwrap();
     assert!(pc.address.starts_with("100.77.0.") && pc.address.ends_with("/16"));

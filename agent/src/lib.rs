@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod discovery;
 pub mod mgmt;
 pub mod netdev;
 pub mod netmap;
@@ -12,5 +13,6 @@ pub mod policy;
 pub mod routing;
 pub mod run;
 pub mod signal;
+pub mod stun;
 pub mod sysinfo;
 pub mod wg;

@@ -87,6 +87,14 @@ pub struct Update {
     pub converted: Converted,
     /// The Signal server to find peers' endpoints through, if the management server names one.
     pub signal: Option<String>,
+    /// The STUN servers it announces (`stun:host:port`); empty if the response names none.
+    pub stuns: Vec<String>,
+}
+
+/// The `stun:` URIs of a `NetbirdConfig`.
+fn stuns_of(c: Option<&swiftgate_proto::management::NetbirdConfig>) -> Vec<String> {
+    c.map(|c| c.stuns.iter().map(|h| h.uri.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// `http(s)://host:port` of a NetBird `HostConfig`.
@@ -126,6 +134,7 @@ pub fn update_of(
             serial: map.serial,
             converted,
             signal,
+            stuns: stuns_of(r.netbird_config.as_ref()),
         }),
     )
 }
@@ -228,6 +237,9 @@ pub async fn sync(
                     Offer::Apply(mut u) => {
                         report_refusals(&client, &keys, &mut meta, &u).await?;
                         u.signal = u.signal.or_else(|| signal.clone());
+                        if u.stuns.is_empty() {
+                            u.stuns = stuns_of(login.netbird_config.as_ref());
+                        }
                         // Kept with the servers named at login, so a restart without the
                         // management server still finds Signal.
                         let mut keep = resp.clone();

@@ -139,6 +139,7 @@ fn control(
         ("status", Some(d)) => json!({
             "interface": d.iface(),
             "listen_port": d.listen_port(),
+            "reflexive": d.reflexive(),
             "peers": d.status(),
             "drops": d.drops(),
             "tun_writes": d.tun_io(),
@@ -352,6 +353,7 @@ async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<mgmt::Update
 pub async fn up(source: Source) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<mgmt::Update>(4);
     let mut signal_url: Option<String> = None;
+    let mut stun_uris: Vec<String> = Vec::new();
     let mut signal_keys: Option<swiftgate_proto::keys::KeyPair> = None;
     let mut health = Health::default();
     let mut cfg = match &source {
@@ -386,6 +388,7 @@ pub async fn up(source: Source) -> Result<()> {
                 }
             };
             signal_url = u.signal;
+            stun_uris = u.stuns;
             log_refusals(&[], &u.converted.refused, u.serial);
             health.refused = u.converted.refused;
             u.converted.config
@@ -413,6 +416,10 @@ pub async fn up(source: Source) -> Result<()> {
             .collect()
     };
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
+    // STUN servers announced -> discovery -> reflexive addresses -> Signal offers.
+    let (stuns_tx, stuns_rx) = tokio::sync::watch::channel(stun_uris.clone());
+    let (reflexive_tx, reflexive_rx) = tokio::sync::watch::channel(Vec::new());
+    let mut reflexive_tx = Some(reflexive_tx);
     let (trust, relay_key) = match &source {
         Source::Management { local, .. } => (local.trust.clone(), local.server_key.clone()),
         Source::File(_) => Default::default(),
@@ -422,6 +429,9 @@ pub async fn up(source: Source) -> Result<()> {
         if let (Some(url), Some(dev), Some(w)) = (url, &running.wg, &cfg.wireguard)
             && let Some(keys) = signal_keys.take()
         {
+            if let Some(found) = reflexive_tx.take() {
+                tokio::spawn(crate::discovery::run(dev.clone(), stuns_rx.clone(), found));
+            }
             tokio::spawn(signal::run(
                 signal::Server {
                     url: url.clone(),
@@ -432,6 +442,7 @@ pub async fn up(source: Source) -> Result<()> {
                 dev.listen_port(),
                 w.iface.clone(),
                 peers_rx.clone(),
+                reflexive_rx.clone(),
                 dev.clone(),
             ));
         }
@@ -478,7 +489,14 @@ pub async fn up(source: Source) -> Result<()> {
                 }
             }
             Some(u) = rx.recv() => {
-                let mgmt::Update { serial, converted, signal } = u;
+                let mgmt::Update { serial, converted, signal, stuns } = u;
+                if !stuns.is_empty() {
+                    stuns_tx.send_if_modified(|cur| {
+                        let changed = *cur != stuns;
+                        *cur = stuns;
+                        changed
+                    });
+                }
                 log_refusals(&health.refused, &converted.refused, serial);
                 let new = converted.config;
                 if signal.is_some() && signal != signal_url {

@@ -3,8 +3,12 @@
 //! Signal message format. The receiver picks the best candidate (on-link first, then private,
 //! then anything) as the peer's endpoint until WireGuard itself learns a better one (roaming).
 //!
-//! This is the direct-connection part of ICE (host candidates); connectivity checks,
-//! server-reflexive candidates and the relay fallback come with the ICE milestone.
+//! Server-reflexive candidates (the NAT's mapping of the WireGuard port, found through STUN
+//! by [`crate::discovery`]) are offered too, and offered again when they change: two peers
+//! behind NATs that map endpoint-independently reach each other through them (WireGuard's
+//! handshake retries open both NATs' filters). Relay candidates (a NetBird peer's TURN
+//! allocations) are ignored. Connectivity checks and the relay fallback come with the ICE
+//! agent.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -75,6 +79,45 @@ pub fn candidate_line(n: usize, ip: IpAddr, port: u16) -> String {
     format!("candidate:{n} 1 udp 2130706431 {ip} {port} typ host")
 }
 
+/// An ICE server-reflexive candidate line for `addr`, the mapping of local port `base`.
+pub fn srflx_line(n: usize, addr: SocketAddr, base: u16) -> String {
+    let unspecified = if addr.is_ipv4() { "0.0.0.0" } else { "::" };
+    format!(
+        "candidate:{n} 1 udp 1694498815 {} {} typ srflx raddr {unspecified} rport {base}",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// The type of an ICE candidate (`typ ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// A local address.
+    Host,
+    /// A NAT's mapping, as a STUN server saw it.
+    ServerReflexive,
+    /// Learnt from a connectivity check.
+    PeerReflexive,
+    /// A TURN allocation (not usable without TURN on this side).
+    Relay,
+}
+
+/// The type named in a candidate line (`typ host` when it names none).
+pub fn candidate_kind(line: &str) -> CandidateKind {
+    let mut f = line.split_whitespace();
+    while let Some(w) = f.next() {
+        if w == "typ" {
+            return match f.next() {
+                Some("srflx") => CandidateKind::ServerReflexive,
+                Some("prflx") => CandidateKind::PeerReflexive,
+                Some("relay") => CandidateKind::Relay,
+                _ => CandidateKind::Host,
+            };
+        }
+    }
+    CandidateKind::Host
+}
+
 /// The address in an ICE candidate line.
 pub fn parse_candidate(line: &str) -> Option<SocketAddr> {
     let f: Vec<&str> = line
@@ -88,16 +131,24 @@ pub fn parse_candidate(line: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(f[4].parse().ok()?, f[5].parse().ok()?))
 }
 
-/// How good a candidate is from here: on-link 3, same family private 2, other 1.
-pub fn score(c: &SocketAddr, local: &[IpNet]) -> u8 {
+/// How good a candidate is from here: on-link 4, private 3, a NAT's mapping 2, any other
+/// address 1; 0 for relay candidates, which are not used.
+pub fn score(c: &SocketAddr, kind: CandidateKind, local: &[IpNet]) -> u8 {
+    if kind == CandidateKind::Relay {
+        return 0;
+    }
     if local.iter().any(|n| n.contains(&c.ip())) {
-        return 3;
+        return 4;
     }
     let private = match c.ip() {
         IpAddr::V4(v) => v.is_private(),
         IpAddr::V6(v) => v.is_unique_local(),
     };
-    if private { 2 } else { 1 }
+    match (private, kind) {
+        (true, _) => 3,
+        (false, CandidateKind::ServerReflexive | CandidateKind::PeerReflexive) => 2,
+        (false, _) => 1,
+    }
 }
 
 fn body(kind: Type, payload: String, port: u16) -> Body {
@@ -130,12 +181,22 @@ pub async fn run(
     port: u16,
     overlay: String,
     mut peers: watch::Receiver<Vec<String>>,
+    mut reflexive: watch::Receiver<Vec<SocketAddr>>,
     device: Arc<Device>,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let local = local_candidates(&overlay);
-        let result = session(&server, &keys, port, &local, &mut peers, &device).await;
+        let result = session(
+            &server,
+            &keys,
+            port,
+            &local,
+            &mut peers,
+            &mut reflexive,
+            &device,
+        )
+        .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, url = %server.url, retry_in = ?backoff, "signal unreachable");
         }
@@ -150,6 +211,7 @@ async fn session(
     port: u16,
     local: &[IpNet],
     peers: &mut watch::Receiver<Vec<String>>,
+    reflexive: &mut watch::Receiver<Vec<SocketAddr>>,
     device: &Device,
 ) -> anyhow::Result<()> {
     let url = server.url.as_str();
@@ -174,22 +236,26 @@ async fn session(
     }
     let mut inbound = client.connect_stream(req).await?.into_inner();
     tracing::info!(%url, "signal connected");
-    let send_all = |to: &PublicKey, kind: Type| {
+    let send_all = |to: &PublicKey, kind: Type, srflx: &[SocketAddr]| {
         let mut v = vec![encrypt_signal(
             &body(kind, "swiftgate:direct".into(), port),
             keys,
             to,
         )];
-        for (i, n) in local.iter().enumerate() {
-            let line = candidate_line(i, n.addr(), port);
+        let host = local.iter().map(|n| candidate_line(0, n.addr(), port));
+        let mapped = srflx.iter().map(|a| srflx_line(0, *a, port));
+        for (i, line) in host.chain(mapped).enumerate() {
+            // Numbered in order (the foundation field).
+            let line = line.replacen("candidate:0 ", &format!("candidate:{i} "), 1);
             v.push(encrypt_signal(&body(Type::Candidate, line, port), keys, to));
         }
         v
     };
+    let mut srflx: Vec<SocketAddr> = reflexive.borrow_and_update().clone();
     let mut offered: BTreeSet<String> = BTreeSet::new();
     let mut best: HashMap<String, u8> = HashMap::new();
     // Every candidate heard, also from peers not (yet) in our map: maps and offers race.
-    let mut heard: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+    let mut heard: HashMap<String, Vec<(SocketAddr, CandidateKind)>> = HashMap::new();
     loop {
         let current = peers.borrow_and_update().clone();
         // A peer that left the map starts over when it comes back (the device forgot it).
@@ -200,8 +266,8 @@ async fn session(
             let Ok(pk) = PublicKey::from_base64(p) else {
                 continue;
             };
-            for addr in heard.get(p).into_iter().flatten() {
-                let s = score(addr, local);
+            for (addr, kind) in heard.get(p).into_iter().flatten() {
+                let s = score(addr, *kind, local);
                 if best.get(p).is_none_or(|b| s > *b)
                     && device.suggest_endpoint(pk.as_bytes(), *addr)
                 {
@@ -217,7 +283,7 @@ async fn session(
             let Ok(pk) = PublicKey::from_base64(p) else {
                 continue;
             };
-            for m in send_all(&pk, Type::Offer) {
+            for m in send_all(&pk, Type::Offer, &srflx) {
                 tx.send(m).await?;
             }
             offered.insert(p.clone());
@@ -227,6 +293,11 @@ async fn session(
                 if changed.is_err() {
                     return Ok(());
                 }
+            }
+            // New reflexive addresses: offered to every peer again.
+            Ok(()) = reflexive.changed() => {
+                srflx = reflexive.borrow_and_update().clone();
+                offered.clear();
             }
             msg = inbound.next() => {
                 let Some(msg) = msg else { anyhow::bail!("signal stream closed") };
@@ -238,18 +309,19 @@ async fn session(
                 let from_b64 = from.to_base64();
                 match Type::try_from(b.r#type) {
                     Ok(Type::Offer) => {
-                        for m in send_all(&from, Type::Answer) {
+                        for m in send_all(&from, Type::Answer, &srflx) {
                             tx.send(m).await?;
                         }
                     }
                     Ok(Type::Candidate) => {
                         let Some(addr) = parse_candidate(&b.payload) else { continue };
+                        let kind = candidate_kind(&b.payload);
                         let list = heard.entry(from_b64.clone()).or_default();
-                        if !list.contains(&addr) && list.len() < 16 {
-                            list.push(addr);
+                        if !list.contains(&(addr, kind)) && list.len() < 16 {
+                            list.push((addr, kind));
                         }
-                        let s = score(&addr, local);
-                        if best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr) {
+                        let s = score(&addr, kind, local);
+                        if s > 0 && best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr) {
                             best.insert(from_b64, s);
                             tracing::debug!(peer = %from, endpoint = %addr, "endpoint from signal");
                         }
@@ -284,8 +356,40 @@ mod tests {
         );
         assert_eq!(parse_candidate("garbage"), None);
         let local: Vec<IpNet> = vec!["203.0.113.2/24".parse().unwrap()];
-        assert_eq!(score(&"203.0.113.7:1".parse().unwrap(), &local), 3);
-        assert_eq!(score(&"10.1.2.3:1".parse().unwrap(), &local), 2);
-        assert_eq!(score(&"198.51.100.1:1".parse().unwrap(), &local), 1);
+        let host = CandidateKind::Host;
+        assert_eq!(score(&"203.0.113.7:1".parse().unwrap(), host, &local), 4);
+        assert_eq!(score(&"10.1.2.3:1".parse().unwrap(), host, &local), 3);
+        assert_eq!(score(&"198.51.100.1:1".parse().unwrap(), host, &local), 1);
+        // A NAT's mapping beats another site's (unreachable) local address.
+        let srflx = srflx_line(7, "198.51.100.9:40000".parse().unwrap(), 51820);
+        assert_eq!(
+            srflx,
+            "candidate:7 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 0.0.0.0 rport 51820"
+        );
+        assert_eq!(candidate_kind(&srflx), CandidateKind::ServerReflexive);
+        assert_eq!(
+            parse_candidate(&srflx),
+            Some("198.51.100.9:40000".parse().unwrap())
+        );
+        assert_eq!(
+            score(
+                &"198.51.100.9:40000".parse().unwrap(),
+                CandidateKind::ServerReflexive,
+                &local
+            ),
+            2
+        );
+        // A relay candidate (a NetBird peer's TURN allocation) is never used.
+        let relay = "candidate:3 1 udp 16777215 192.0.2.50 61000 typ relay raddr 0.0.0.0 rport 0";
+        assert_eq!(candidate_kind(relay), CandidateKind::Relay);
+        assert_eq!(
+            score(
+                &"192.0.2.50:61000".parse().unwrap(),
+                CandidateKind::Relay,
+                &local
+            ),
+            0
+        );
+        assert_eq!(candidate_kind(pion), CandidateKind::Host);
     }
 }

@@ -34,6 +34,11 @@ pub struct Mgmt {
 impl Mgmt {
     /// Starts the server in namespace `ns`; gRPC binds to `underlay`.
     pub fn start(lab: &Lab, ns: usize, underlay: &str) -> Mgmt {
+        Self::start_with_stuns(lab, ns, underlay, Vec::new())
+    }
+
+    /// [`Mgmt::start`], announcing these STUN URIs (`stun:host:port`) to the agents.
+    pub fn start_with_stuns(lab: &Lab, ns: usize, underlay: &str, stuns: Vec<String>) -> Mgmt {
         let (tx, rx) = std_mpsc::channel();
         let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
         let ns_path = lab.n(ns).path();
@@ -87,6 +92,7 @@ impl Mgmt {
                 let services = grpc::PeerServices {
                     signal: Some(g_addr.to_string()),
                     signal_tls: true,
+                    stuns,
                     ..Default::default()
                 };
                 let server = grpc::Grpc::new(svc.clone(), services).expect("gRPC service");

@@ -92,6 +92,9 @@ pub struct Drops {
     pub malformed: AtomicU64,
     /// Cookie replies sent (handshakes under load).
     pub cookies: AtomicU64,
+    /// STUN datagrams on the WireGuard port nobody took (no discovery running, or its queue
+    /// full).
+    pub stun: AtomicU64,
 }
 
 /// What the workers wrote to the TUN: writes and the packets they carried (more packets than
@@ -113,6 +116,10 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) drops: Drops,
     pub(crate) tun_io: TunIo,
+    /// Where workers hand STUN datagrams (`(from, datagram)`), once discovery runs.
+    pub(crate) stun: std::sync::OnceLock<tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>>,
+    /// Server-reflexive addresses of the WireGuard port, as discovery last saw them.
+    reflexive: Mutex<Vec<SocketAddr>>,
     next_slot: AtomicU32,
 }
 
@@ -193,6 +200,8 @@ impl Shared {
             stop: AtomicBool::new(false),
             drops: Drops::default(),
             tun_io: TunIo::default(),
+            stun: std::sync::OnceLock::new(),
+            reflexive: Mutex::new(Vec::new()),
             next_slot: AtomicU32::new(1),
         }
     }
@@ -351,7 +360,10 @@ impl Device {
     }
 
     /// Offers an endpoint for a peer (from Signal): taken when the peer has none yet or has not
-    /// completed a handshake; an endpoint learnt from authenticated traffic is kept.
+    /// completed a handshake; an endpoint learnt from authenticated traffic is kept. A taken
+    /// endpoint gets a handshake initiation at once (boringtun retries it): behind a NAT that
+    /// filters by address, the other side's packets only get in once this side has sent to
+    /// it, so both sides must send, not only the one with traffic waiting.
     pub fn suggest_endpoint(&self, public: &[u8; 32], addr: SocketAddr) -> bool {
         let table = self.shared.table.load();
         let Some(p) = table.by_key.get(public) else {
@@ -361,6 +373,12 @@ impl Device {
         let connected = st.tunn.time_since_last_handshake().is_some();
         if st.endpoint.is_none() || !connected {
             st.endpoint = Some(addr);
+            let mut buf = [0u8; 256];
+            if let TunnResult::WriteToNetwork(pkt) =
+                st.tunn.format_handshake_initiation(&mut buf, true)
+            {
+                let _ = self.timer_sock.send_to(pkt, to_socket(addr));
+            }
             return true;
         }
         false
@@ -403,7 +421,43 @@ impl Device {
             ("unknown", d.unknown.load(Ordering::Relaxed)),
             ("malformed", d.malformed.load(Ordering::Relaxed)),
             ("cookies", d.cookies.load(Ordering::Relaxed)),
+            ("stun", d.stun.load(Ordering::Relaxed)),
         ])
+    }
+
+    /// STUN datagrams arriving on the WireGuard port, from now on (once; `None` when already
+    /// taken). Workers hand them over without blocking: when the queue is full they are
+    /// dropped and counted (`stun` in [`Self::drops`]).
+    pub fn stun_inbox(
+        &self,
+        capacity: usize,
+    ) -> Option<tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        self.shared.stun.set(tx).ok().map(|()| rx)
+    }
+
+    /// Sends a datagram from the WireGuard port (STUN requests: the NAT maps them as it
+    /// maps WireGuard's own packets).
+    pub fn send_from_port(&self, to: SocketAddr, d: &[u8]) -> std::io::Result<usize> {
+        self.timer_sock.send_to(d, to_socket(to))
+    }
+
+    /// Records the server-reflexive addresses discovery found (shown in the status).
+    pub fn set_reflexive(&self, addrs: Vec<SocketAddr>) {
+        *self
+            .shared
+            .reflexive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = addrs;
+    }
+
+    /// The server-reflexive addresses of the WireGuard port.
+    pub fn reflexive(&self) -> Vec<SocketAddr> {
+        self.shared
+            .reflexive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// TUN writes and the packets they carried.

@@ -322,6 +322,19 @@ impl Worker {
             // Transport data, nearly every datagram: the receiver index names the peer;
             // `decapsulate` authenticates the packet.
             Some(idx) => table.by_index(idx),
+            // STUN on the same port (answers to our Binding requests): to discovery.
+            None if crate::stun::classify(d) == crate::stun::Kind::Stun => {
+                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                let taken = self
+                    .sh
+                    .stun
+                    .get()
+                    .is_some_and(|tx| tx.try_send((from, d.to_vec())).is_ok());
+                if !taken {
+                    self.sh.drops.stun.fetch_add(1, Ordering::Relaxed);
+                }
+                return None;
+            }
             None => {
                 // Handshake messages: MACs first (cheap), and cookies under load, before any
                 // Diffie-Hellman.

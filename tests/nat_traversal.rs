@@ -1,0 +1,227 @@
+//! Peers behind NAT routers (nftables masquerade in network namespaces) finding each other
+//! through server-reflexive candidates: each agent asks a real STUN server (coturn, on the
+//! "internet" namespace beside the management server) where its NAT maps the WireGuard port,
+//! offers that address over Signal, and the two connect directly through both NATs.
+//!
+//! ```text
+//!  home-a 192.0.2.2 ── nat-a ── 203.0.113.2 ┐
+//!                                            inet 203.0.113.1 (management, Signal, coturn)
+//!  home-b 198.51.100.2 ── nat-b ── 203.0.113.18 ┘
+//! ```
+//!
+//! The NATs map endpoint-independently (Linux masquerade keeps the port when it is free) and
+//! filter by address and port (conntrack): neither home is reachable from outside until it
+//! has sent to the other. Needs root; coturn comes from scripts/bootstrap.sh.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use swiftgate_testkit::{
+    mgmt::{Agent, Mgmt, enrol, peer, wait_ready},
+    traffic,
+    wg::{Lab, sh},
+};
+
+/// coturn in a namespace, killed when dropped (before the lab removes the namespace).
+struct Coturn(Child);
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `swiftgate status --json` of an enrolled agent.
+fn status(a: &Agent) -> Value {
+    let out = Command::new(swiftgate_testkit::swiftgate_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(a.log.with_extension("").join("ctl.sock"))
+        .output()
+        .expect("swiftgate status");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn wait(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            let detail: Vec<String> = agents
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}\nstatus: {}",
+                        std::fs::read_to_string(&a.log).unwrap_or_default(),
+                        status(a)
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", detail.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A NAT router between a new home namespace (the router's LAN address and the home's, `lan`)
+/// and `inet` (the router's WAN address and the internet's, `wan`): forwarding on,
+/// masquerade out of the WAN, nothing new in from it. Returns the home namespace.
+fn nat(lab: &mut Lab, name: &str, inet: usize, wan: (&str, &str), lan: (&str, &str)) -> usize {
+    let (nat, home) = (lab.ns(&format!("{name}r")), lab.ns(&format!("{name}h")));
+    lab.link(nat, "wan0", wan.0, inet, &format!("to{name}"), wan.1);
+    lab.link(home, "eth0", lan.1, nat, "lan0", lan.0);
+    lab.n(nat).sysctl("net/ipv4/ip_forward", "1").unwrap();
+    let inet_ip = wan.1.split('/').next().unwrap();
+    let gw_ip = lan.0.split('/').next().unwrap();
+    lab.n(nat)
+        .ip(&["route", "add", "default", "via", inet_ip])
+        .unwrap();
+    lab.n(home)
+        .ip(&["route", "add", "default", "via", gw_ip])
+        .unwrap();
+    let ns = Some(lab.n(nat));
+    sh(ns, &["nft", "add", "table", "ip", "nat"]);
+    sh(
+        ns,
+        &[
+            "nft",
+            "add chain ip nat post { type nat hook postrouting priority 100 ; }",
+        ],
+    );
+    sh(ns, &["nft", "add rule ip nat post oifname wan0 masquerade"]);
+    // A home router's firewall: nothing new gets in from the WAN. (Without it, a peer's
+    // packet that arrives before this side has sent would leave a conntrack entry that
+    // takes the port, and this side's own mapping would then move to another port.)
+    sh(ns, &["nft", "add", "table", "ip", "filter"]);
+    sh(
+        ns,
+        &[
+            "nft",
+            "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }",
+        ],
+    );
+    sh(
+        ns,
+        &[
+            "nft",
+            "add rule ip filter input iifname wan0 ct state new drop",
+        ],
+    );
+    home
+}
+
+#[test]
+fn cone_nat_peers_connect_through_server_reflexive_candidates() {
+    let mut lab = Lab::new();
+    let inet = lab.ns("inet");
+    // The "internet" routes between the two NATs' links.
+    lab.n(inet).sysctl("net/ipv4/ip_forward", "1").unwrap();
+    let home_a = nat(
+        &mut lab,
+        "a",
+        inet,
+        ("203.0.113.2/28", "203.0.113.1/28"),
+        ("192.0.2.1/24", "192.0.2.2/24"),
+    );
+    let home_b = nat(
+        &mut lab,
+        "b",
+        inet,
+        ("203.0.113.18/28", "203.0.113.17/28"),
+        ("198.51.100.1/24", "198.51.100.2/24"),
+    );
+    let log = lab.dir.join("coturn.log");
+    let _coturn = Coturn(
+        lab.n(inet)
+            .spawn(
+                Command::new("turnserver")
+                    .args([
+                        "-n",
+                        "--listening-ip=203.0.113.1",
+                        "--listening-port=3478",
+                        "--no-tls",
+                        "--no-dtls",
+                        "--no-cli",
+                        "--no-auth",
+                        "--simple-log",
+                    ])
+                    .arg(format!("--log-file={}", log.display()))
+                    .arg(format!(
+                        "--pidfile={}",
+                        lab.dir.join("coturn.pid").display()
+                    ))
+                    .arg(format!("--userdb={}", lab.dir.join("coturn.db").display()))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .expect("turnserver (coturn): run scripts/bootstrap.sh"),
+    );
+    let m = Mgmt::start_with_stuns(
+        &lab,
+        inet,
+        "203.0.113.1",
+        vec!["stun:203.0.113.1:3478".into()],
+    );
+    let key = m.post(
+        "/api/setup-keys",
+        json!({"name": "homes", "type": "reusable", "expires_in": 3600}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice = enrol(&lab, home_a, "alice", &m, &key, &[]);
+    let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);
+    wait_ready(&alice);
+    wait_ready(&bob);
+    let (_, alice_ip) = peer(&m, &alice.keys);
+    let (_, bob_ip) = peer(&m, &bob.keys);
+
+    // Each learns its NAT's mapping of its WireGuard port from coturn.
+    let reflexive = |a: &Agent| -> Vec<String> {
+        status(a)["reflexive"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let port = |a: &Agent| status(a)["listen_port"].as_u64().unwrap_or(0);
+    wait(
+        "alice's server-reflexive address",
+        Duration::from_secs(20),
+        &[&alice],
+        || reflexive(&alice) == vec![format!("203.0.113.2:{}", port(&alice))],
+    );
+    wait(
+        "bob's server-reflexive address",
+        Duration::from_secs(20),
+        &[&bob],
+        || reflexive(&bob) == vec![format!("203.0.113.18:{}", port(&bob))],
+    );
+
+    // Through both NATs, directly: WireGuard retries its handshake until both filters
+    // have let the other side in.
+    let ping = |ns: usize, src: Ipv4Addr, dst: Ipv4Addr| {
+        traffic::ping(lab.n(ns), IpAddr::V4(src), IpAddr::V4(dst)).unwrap_or(false)
+    };
+    wait(
+        "alice -> bob across the NATs",
+        Duration::from_secs(40),
+        &[&alice, &bob],
+        || ping(home_a, alice_ip, bob_ip),
+    );
+    assert!(ping(home_b, bob_ip, alice_ip), "bob -> alice");
+    // The endpoint alice uses for bob is bob's NAT mapping (his LAN address is unreachable).
+    let peers = status(&alice)["peers"].clone();
+    let endpoint = peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|p| p["endpoint"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        endpoint.starts_with("203.0.113.18:"),
+        "alice reaches bob at {endpoint}: {peers}"
+    );
+}

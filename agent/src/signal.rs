@@ -131,8 +131,9 @@ pub fn parse_candidate(line: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(f[4].parse().ok()?, f[5].parse().ok()?))
 }
 
-/// How good a candidate is from here: on-link 4, private 3, a NAT's mapping 2, any other
-/// address 1; 0 for relay candidates, which are not used.
+/// How good a candidate is from here: on one of our links 4, a NAT's mapping 3, a private
+/// address on another link 2 (behind its own NAT it is usually unreachable from here), any
+/// other address 1; 0 for relay candidates, which are not used.
 pub fn score(c: &SocketAddr, kind: CandidateKind, local: &[IpNet]) -> u8 {
     if kind == CandidateKind::Relay {
         return 0;
@@ -140,15 +141,17 @@ pub fn score(c: &SocketAddr, kind: CandidateKind, local: &[IpNet]) -> u8 {
     if local.iter().any(|n| n.contains(&c.ip())) {
         return 4;
     }
+    if matches!(
+        kind,
+        CandidateKind::ServerReflexive | CandidateKind::PeerReflexive
+    ) {
+        return 3;
+    }
     let private = match c.ip() {
         IpAddr::V4(v) => v.is_private(),
         IpAddr::V6(v) => v.is_unique_local(),
     };
-    match (private, kind) {
-        (true, _) => 3,
-        (false, CandidateKind::ServerReflexive | CandidateKind::PeerReflexive) => 2,
-        (false, _) => 1,
-    }
+    if private { 2 } else { 1 }
 }
 
 fn body(kind: Type, payload: String, port: u16) -> Body {
@@ -268,7 +271,8 @@ async fn session(
             };
             for (addr, kind) in heard.get(p).into_iter().flatten() {
                 let s = score(addr, *kind, local);
-                if best.get(p).is_none_or(|b| s > *b)
+                if s > 0
+                    && best.get(p).is_none_or(|b| s > *b)
                     && device.suggest_endpoint(pk.as_bytes(), *addr)
                 {
                     best.insert(p.clone(), s);
@@ -308,9 +312,15 @@ async fn session(
                 };
                 let from_b64 = from.to_base64();
                 match Type::try_from(b.r#type) {
-                    Ok(Type::Offer) => {
-                        for m in send_all(&from, Type::Answer, &srflx) {
-                            tx.send(m).await?;
+                    // An offer or answer starts the peer's candidates afresh: a re-offer
+                    // after its mapping changed replaces what was heard before.
+                    Ok(kind @ (Type::Offer | Type::Answer)) => {
+                        heard.remove(&from_b64);
+                        best.remove(&from_b64);
+                        if kind == Type::Offer {
+                            for m in send_all(&from, Type::Answer, &srflx) {
+                                tx.send(m).await?;
+                            }
                         }
                     }
                     Ok(Type::Candidate) => {
@@ -358,9 +368,9 @@ mod tests {
         let local: Vec<IpNet> = vec!["203.0.113.2/24".parse().unwrap()];
         let host = CandidateKind::Host;
         assert_eq!(score(&"203.0.113.7:1".parse().unwrap(), host, &local), 4);
-        assert_eq!(score(&"10.1.2.3:1".parse().unwrap(), host, &local), 3);
+        assert_eq!(score(&"10.1.2.3:1".parse().unwrap(), host, &local), 2);
         assert_eq!(score(&"198.51.100.1:1".parse().unwrap(), host, &local), 1);
-        // A NAT's mapping beats another site's (unreachable) local address.
+        // A NAT's mapping beats another site's local address.
         let srflx = srflx_line(7, "198.51.100.9:40000".parse().unwrap(), 51820);
         assert_eq!(
             srflx,
@@ -377,7 +387,15 @@ mod tests {
                 CandidateKind::ServerReflexive,
                 &local
             ),
-            2
+            3
+        );
+        // ... and a private address behind another NAT.
+        assert!(
+            score(
+                &"203.0.113.99:1".parse().unwrap(),
+                CandidateKind::ServerReflexive,
+                &[]
+            ) > score(&"192.168.1.20:51820".parse().unwrap(), host, &[])
         );
         // A relay candidate (a NetBird peer's TURN allocation) is never used.
         let relay = "candidate:3 1 udp 16777215 192.0.2.50 61000 typ relay raddr 0.0.0.0 rport 0";

@@ -146,6 +146,9 @@ pub enum StunError {
     /// The server refused (error response), with its code.
     #[error("Binding error response {0}")]
     Refused(u16),
+    /// Not an answer to a request in flight to the server it came from.
+    #[error("not an answer to a request of ours")]
+    Unexpected,
 }
 
 /// An answer to one of our Binding requests.
@@ -182,8 +185,9 @@ pub fn parse_binding_response(d: &[u8]) -> Result<BindingResponse, StunError> {
         }
         let v = &d[start..end];
         match aty {
-            ATTR_XOR_MAPPED_ADDRESS => xor = Some(read_address(v, Some(&id))?),
-            ATTR_MAPPED_ADDRESS => plain = Some(read_address(v, None)?),
+            // The first of a repeated attribute counts (RFC 8489 §14).
+            ATTR_XOR_MAPPED_ADDRESS if xor.is_none() => xor = Some(read_address(v, Some(&id))?),
+            ATTR_MAPPED_ADDRESS if plain.is_none() => plain = Some(read_address(v, None)?),
             ATTR_ERROR_CODE if v.len() >= 4 => {
                 error = Some(u16::from(v[2] & 0x07) * 100 + u16::from(v[3]))
             }
@@ -247,38 +251,68 @@ fn read_address(v: &[u8], xor_id: Option<&TransactionId>) -> Result<SocketAddr, 
 /// How often each STUN server is asked again (NAT mappings can change; the answer also
 /// keeps the mapping alive).
 pub const REFRESH: Duration = Duration::from_secs(25);
-/// How long a request waits for its answer before the server is asked again.
+/// How long a request waits for its answer before the server is asked again (doubling with
+/// each unanswered request, up to [`REFRESH`]).
 pub const RETRY: Duration = Duration::from_secs(2);
+/// Unanswered requests in a row after which what a server saw is forgotten.
+pub const FORGET_AFTER: u32 = 3;
+/// The largest STUN answer taken (RFC 8489's 548-byte guidance, rounded up): anything
+/// larger is refused before any work.
+pub const MAX_ANSWER: usize = 576;
+
+/// One server's state.
+#[derive(Debug, Default)]
+struct ServerState {
+    next_ask: Option<Instant>,
+    unanswered: u32,
+    seen: Option<SocketAddr>,
+}
 
 /// The server-reflexive discovery: sans-IO, the caller sends what [`Reflexive::poll`]
-/// returns and feeds answers to [`Reflexive::answer`].
-#[derive(Debug, Default)]
+/// returns and feeds answers to [`Reflexive::answer`]. Transaction ids come from the
+/// caller's random source, 96 bits each (RFC 8489 §5), so an off-path sender cannot answer
+/// for a server.
 pub struct Reflexive {
     servers: Vec<SocketAddr>,
-    next_ask: HashMap<SocketAddr, Instant>,
+    state: HashMap<SocketAddr, ServerState>,
     in_flight: HashMap<TransactionId, SocketAddr>,
-    seen: HashMap<SocketAddr, SocketAddr>,
-    counter: u64,
-    salt: u64,
+    random: Box<dyn FnMut() -> TransactionId + Send>,
+}
+
+impl std::fmt::Debug for Reflexive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reflexive")
+            .field("servers", &self.servers)
+            .field("addresses", &self.addresses())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reflexive {
-    /// Discovery over `servers`; `salt` makes transaction ids unguessable to off-path
-    /// senders (a random number from the caller).
-    pub fn new(servers: Vec<SocketAddr>, salt: u64) -> Self {
-        Reflexive {
-            servers,
-            salt,
-            ..Default::default()
-        }
+    /// Discovery over `servers`, with transaction ids from `random` (a cryptographic
+    /// source; tests pass a fixed one).
+    pub fn new(
+        servers: Vec<SocketAddr>,
+        random: impl FnMut() -> TransactionId + Send + 'static,
+    ) -> Self {
+        let mut r = Reflexive {
+            servers: Vec::new(),
+            state: HashMap::new(),
+            in_flight: HashMap::new(),
+            random: Box::new(random),
+        };
+        r.set_servers(servers);
+        r
     }
 
-    /// Replaces the servers (announced by the management server); what the remaining ones
-    /// saw is kept.
+    /// Replaces the servers (announced by the management server, or their names resolved
+    /// again); what the remaining ones saw is kept.
     pub fn set_servers(&mut self, servers: Vec<SocketAddr>) {
-        self.seen.retain(|s, _| servers.contains(s));
-        self.next_ask.retain(|s, _| servers.contains(s));
+        self.state.retain(|s, _| servers.contains(s));
         self.in_flight.retain(|_, s| servers.contains(s));
+        for s in &servers {
+            self.state.entry(*s).or_default();
+        }
         self.servers = servers;
     }
 
@@ -286,23 +320,29 @@ impl Reflexive {
     pub fn poll(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut out = Vec::new();
         for &s in &self.servers {
-            if self.next_ask.get(&s).is_some_and(|t| *t > now) {
+            let st = self.state.entry(s).or_default();
+            if st.next_ask.is_some_and(|t| t > now) {
                 continue;
             }
-            self.counter += 1;
-            let mut id = [0u8; 12];
-            id[..8].copy_from_slice(&(self.counter ^ self.salt).to_be_bytes());
-            id[8..].copy_from_slice(&((self.salt >> 32) as u32 ^ 0x5347_4154).to_be_bytes());
+            // The previous request went unanswered (if there was one).
+            if st.next_ask.is_some() && self.in_flight.values().any(|srv| *srv == s) {
+                st.unanswered += 1;
+                if st.unanswered >= FORGET_AFTER {
+                    st.seen = None;
+                }
+            }
+            let id = (self.random)();
             self.in_flight.retain(|_, srv| *srv != s);
             self.in_flight.insert(id, s);
-            // Asked again after RETRY unless answered (then after REFRESH).
-            self.next_ask.insert(s, now + RETRY);
+            let backoff = RETRY.saturating_mul(1 << st.unanswered.min(4)).min(REFRESH);
+            st.next_ask = Some(now + backoff);
             out.push((s, BindingRequest::new(id).bytes));
         }
         out
     }
 
-    /// An answer from `from`: taken if it answers a request in flight to that server.
+    /// A datagram from `from`: taken if it answers the request in flight to that server
+    /// (checked before anything costly; larger than [`MAX_ANSWER`] is refused at once).
     /// Returns the mapped address when it is new for that server.
     pub fn answer(
         &mut self,
@@ -310,19 +350,25 @@ impl Reflexive {
         d: &[u8],
         now: Instant,
     ) -> Result<Option<SocketAddr>, StunError> {
-        let r = parse_binding_response(d)?;
-        if self.in_flight.get(&r.id) != Some(&from) {
-            return Err(StunError::NotBindingResponse(0));
+        if d.len() > MAX_ANSWER || classify(d) != Kind::Stun {
+            return Err(StunError::NotStun);
         }
+        let id: TransactionId = d[8..20].try_into().expect("20-byte header");
+        if self.in_flight.get(&id) != Some(&from) {
+            return Err(StunError::Unexpected);
+        }
+        let r = parse_binding_response(d)?;
         self.in_flight.remove(&r.id);
-        self.next_ask.insert(from, now + REFRESH);
-        let changed = self.seen.insert(from, r.mapped) != Some(r.mapped);
+        let st = self.state.entry(from).or_default();
+        st.next_ask = Some(now + REFRESH);
+        st.unanswered = 0;
+        let changed = st.seen.replace(r.mapped) != Some(r.mapped);
         Ok(changed.then_some(r.mapped))
     }
 
     /// The server-reflexive addresses seen, one per distinct address.
     pub fn addresses(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self.seen.values().copied().collect();
+        let mut v: Vec<SocketAddr> = self.state.values().filter_map(|s| s.seen).collect();
         v.sort();
         v.dedup();
         v
@@ -332,7 +378,7 @@ impl Reflexive {
     pub fn next_due(&self) -> Option<Instant> {
         self.servers
             .iter()
-            .map(|s| self.next_ask.get(s).copied())
+            .map(|s| self.state.get(s).and_then(|st| st.next_ask))
             .min()
             .flatten()
     }
@@ -435,7 +481,11 @@ mod tests {
     fn discovery_asks_each_server_and_keeps_what_it_saw() {
         let s1: SocketAddr = "192.0.2.10:3478".parse().unwrap();
         let s2: SocketAddr = "198.51.100.10:3478".parse().unwrap();
-        let mut r = Reflexive::new(vec![s1, s2], 7);
+        let mut n = 0u8;
+        let mut r = Reflexive::new(vec![s1, s2], move || {
+            n += 1;
+            [n; 12]
+        });
         let t0 = Instant::now();
         let sent = r.poll(t0);
         assert_eq!(sent.len(), 2);
@@ -453,10 +503,21 @@ mod tests {
         // A replay of it is no longer in flight.
         assert!(r.answer(*to, &answer, t0).is_err());
         assert_eq!(r.addresses(), vec!["203.0.113.7:40000".parse().unwrap()]);
+        // Too large: refused before any parsing.
+        let mut big = answer.clone();
+        big.resize(MAX_ANSWER + 4, 0);
+        assert_eq!(r.answer(*to, &big, t0), Err(StunError::NotStun));
         // The unanswered server is asked again after RETRY, the answered one after REFRESH.
         let again = r.poll(t0 + RETRY);
         assert_eq!(again.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![s2]);
         assert_eq!(r.poll(t0 + REFRESH).len(), 2);
+        // A server that stops answering: backed off, and forgotten after FORGET_AFTER.
+        let mut t = t0 + REFRESH;
+        for _ in 0..FORGET_AFTER {
+            t += REFRESH;
+            r.poll(t);
+        }
+        assert!(r.addresses().is_empty(), "{r:?}");
         r.set_servers(vec![s2]);
         assert!(r.addresses().is_empty());
     }

@@ -121,8 +121,16 @@ impl PeerServices {
     }
 
     /// The Sync item that only renews credentials (no map): NetBird agents and swiftgate's
-    /// take the servers' new credentials from it and keep their map.
-    fn credentials_only(&self, peer_id: &str, now: u64) -> pb::SyncResponse {
+    /// take the servers' new credentials from it and keep their map. It repeats the last
+    /// map's posture checks: agents answer the checks of every Sync item, and an empty list
+    /// would read as "no checks" (their answers dropped, the peer failing process checks
+    /// until the next map).
+    fn credentials_only(
+        &self,
+        peer_id: &str,
+        now: u64,
+        last: Option<&NetworkMap>,
+    ) -> pb::SyncResponse {
         let full = self.netbird_config(peer_id, now);
         pb::SyncResponse {
             netbird_config: Some(pb::NetbirdConfig {
@@ -130,6 +138,7 @@ impl PeerServices {
                 relay: full.relay,
                 ..Default::default()
             }),
+            checks: last.map(conv::checks).unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -683,7 +692,7 @@ impl ManagementService for Grpc {
                     }
                 };
                 if renew_now {
-                    let resp = services.credentials_only(&peer_id, now_secs());
+                    let resp = services.credentials_only(&peer_id, now_secs(), last.as_deref());
                     let msg = shared.encrypted_message(&resp, &server_pub);
                     if tx.send(Ok(msg)).await.is_err() {
                         break;

@@ -102,17 +102,23 @@ fn main() -> std::process::ExitCode {
 
 /// The servers agents are told about, with the secrets their credentials come from.
 fn peer_services(args: &swiftgate_management::cli::ServeArgs) -> Result<PeerServices, String> {
-    use swiftgate_management::turn::{MIN_TTL, RelayConfig, TurnConfig, TurnSecret};
+    use swiftgate_management::turn::{MAX_TTL, MIN_TTL, RelayConfig, TurnConfig, TurnSecret};
     let ttl = |flag: &str, secs: u64| {
         let t = std::time::Duration::from_secs(secs);
-        if t < MIN_TTL {
-            return Err(format!("--{flag}: at least {} seconds", MIN_TTL.as_secs()));
+        if !(MIN_TTL..=MAX_TTL).contains(&t) {
+            return Err(format!(
+                "--{flag}: {secs} is out of range ({} to {} seconds)",
+                MIN_TTL.as_secs(),
+                MAX_TTL.as_secs()
+            ));
         }
         Ok(t)
     };
-    let secret = |file: &Option<std::path::PathBuf>| {
-        let path = file.as_ref().ok_or("a secret file is required")?;
-        TurnSecret::from_file(path).map_err(|e| e.to_string())
+    let secret = |flag: &str, file: &Option<std::path::PathBuf>| {
+        let path = file
+            .as_ref()
+            .ok_or_else(|| format!("--{flag} is required"))?;
+        TurnSecret::from_file(path).map_err(|e| format!("--{flag}: {e}"))
     };
     Ok(PeerServices {
         signal: args.signal.clone(),
@@ -124,7 +130,7 @@ fn peer_services(args: &swiftgate_management::cli::ServeArgs) -> Result<PeerServ
         } else {
             Some(RelayConfig {
                 urls: args.relays.clone(),
-                secret: secret(&args.relay_secret_file)?,
+                secret: secret("relay-secret-file", &args.relay_secret_file)?,
                 ttl: ttl("relay-credentials-ttl", args.relay_credentials_ttl)?,
             })
         },
@@ -133,7 +139,7 @@ fn peer_services(args: &swiftgate_management::cli::ServeArgs) -> Result<PeerServ
         } else {
             Some(TurnConfig {
                 uris: args.turns.clone(),
-                secret: secret(&args.turn_secret_file)?,
+                secret: secret("turn-secret-file", &args.turn_secret_file)?,
                 ttl: ttl("turn-credentials-ttl", args.turn_credentials_ttl)?,
             })
         },

@@ -29,6 +29,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The shortest lifetime accepted (renewal happens at three quarters of it).
 pub const MIN_TTL: Duration = Duration::from_secs(60);
 
+/// The longest lifetime accepted: a week (credentials are renewed long before; a longer
+/// life only lengthens what a leaked credential is good for).
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A secret shared with the TURN servers. Its `Debug` never shows it.
 #[derive(Clone)]
 pub struct TurnSecret(Vec<u8>);
@@ -39,11 +43,11 @@ impl std::fmt::Debug for TurnSecret {
     }
 }
 
-/// Why a TURN secret file is refused.
+/// Why a secret file (TURN's or the relays') is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// It cannot be read.
-    #[error("TURN secret file {path}: {source}")]
+    #[error("secret file {path}: {source}")]
     Read {
         /// The file.
         path: String,
@@ -51,7 +55,7 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// Others than its owner may read it.
-    #[error("TURN secret file {path} is readable by others (mode {mode:o}); `chmod 600` it first")]
+    #[error("secret file {path} is readable by others (mode {mode:o}); `chmod 600` it first")]
     Exposed {
         /// The file.
         path: String,
@@ -59,7 +63,7 @@ pub enum SecretError {
         mode: u32,
     },
     /// It holds nothing.
-    #[error("TURN secret file {path} is empty")]
+    #[error("secret file {path} is empty")]
     Empty {
         /// The file.
         path: String,
@@ -81,11 +85,14 @@ impl TurnSecret {
             path: shown.clone(),
             source,
         };
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+        // One open file for the check and the read: the file cannot be swapped in between.
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        let mode = file.metadata().map_err(read)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretError::Exposed { path: shown, mode });
         }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(read)?;
         let secret = text.trim();
         if secret.is_empty() {
             return Err(SecretError::Empty { path: shown });
@@ -141,7 +148,11 @@ pub struct TurnConfig {
 impl TurnConfig {
     /// A peer's credentials issued at `now` (Unix seconds).
     pub fn issue(&self, peer_id: &str, now: u64) -> TurnCredentials {
-        credentials(&self.secret, peer_id, now + self.ttl.as_secs())
+        credentials(
+            &self.secret,
+            peer_id,
+            now.saturating_add(self.ttl.as_secs()),
+        )
     }
 
     /// How long after issuing credentials new ones are sent: three quarters of their life,
@@ -183,7 +194,7 @@ impl RelayConfig {
     /// A token issued at `now` (Unix seconds).
     pub fn issue(&self, now: u64) -> RelayToken {
         use sha2::Digest as _;
-        let payload = (now + self.ttl.as_secs()).to_string();
+        let payload = now.saturating_add(self.ttl.as_secs()).to_string();
         let key = sha2::Sha256::digest(&self.secret.0);
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("a 32-byte key");
         mac.update(payload.as_bytes());

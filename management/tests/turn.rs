@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use swiftgate_management::grpc::{Grpc, PeerServices, serve_on};
-use swiftgate_management::model::SetupKeyInput;
+use swiftgate_management::model::{
+    PolicyInput, PostureCheckInput, PostureChecksInput, ProcessCheck, ProcessSpec, SetupKeyInput,
+};
 use swiftgate_management::service::Service;
 use swiftgate_management::store::Store;
 use swiftgate_management::turn::{TurnConfig, TurnSecret, credentials};
@@ -166,6 +168,31 @@ async fn coturn_allocates_with_the_credentials_management_hands_out_and_renews()
     })
     .unwrap();
 
+    // A process check on the All group's traffic: the agent is asked about a file in every
+    // Sync item, renewals included (an empty list would drop its answers).
+    svc.mutate("posture", |a, _| {
+        a.create_posture_check(&PostureCheckInput {
+            name: "edr".into(),
+            checks: PostureChecksInput {
+                process: Some(ProcessCheck {
+                    processes: vec![ProcessSpec {
+                        linux_path: Some("/usr/bin/edr".into()),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        })?;
+        a.create_policy(&PolicyInput {
+            name: "checked".into(),
+            sources: Some(vec!["All".into()]),
+            destinations: Some(vec!["All".into()]),
+            source_posture_checks: vec!["edr".into()],
+            ..Default::default()
+        })
+    })
+    .unwrap();
     let key = svc
         .mutate("key", |a, now| {
             a.create_setup_key(
@@ -199,13 +226,15 @@ async fn coturn_allocates_with_the_credentials_management_hands_out_and_renews()
         .unwrap();
     let first = stream.message().await.unwrap().unwrap();
     assert!(first.network_map.is_some());
-    let (_, sync_user, _) = turn_of(&first.netbird_config.unwrap().turns);
+    let (_, sync_user, _) = turn_of(&first.netbird_config.as_ref().unwrap().turns);
     let renewed = tokio::time::timeout(ttl * 2, stream.message())
         .await
         .expect("renewed credentials within the lifetime")
         .unwrap()
         .unwrap();
     assert!(renewed.network_map.is_none(), "credentials only");
+    assert!(!first.checks.is_empty());
+    assert_eq!(renewed.checks, first.checks, "the map's checks, repeated");
     let cfg = renewed.netbird_config.unwrap();
     assert!(cfg.signal.is_none() && cfg.stuns.is_empty());
     let (_, new_user, new_password) = turn_of(&cfg.turns);

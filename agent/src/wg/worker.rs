@@ -325,11 +325,13 @@ impl Worker {
             // STUN on the same port (answers to our Binding requests): to discovery.
             None if crate::stun::classify(d) == crate::stun::Kind::Stun => {
                 let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                let taken = self
-                    .sh
-                    .stun
-                    .get()
-                    .is_some_and(|tx| tx.try_send((from, d.to_vec())).is_ok());
+                // Oversized: no answer of ours is, and copying it costs.
+                let taken = d.len() <= crate::stun::MAX_ANSWER
+                    && self
+                        .sh
+                        .stun
+                        .get()
+                        .is_some_and(|tx| tx.try_send((from, d.to_vec())).is_ok());
                 if !taken {
                     self.sh.drops.stun.fetch_add(1, Ordering::Relaxed);
                 }

@@ -407,26 +407,39 @@ impl Service {
     }
 
     /// Appends to the activity log. Events recorded while the store is busy are written
-    /// together (group commit): each caller queues its event and, once it holds the store,
-    /// writes everything queued, its own and those of the callers waiting behind it, in one
-    /// transaction. A caller whose event another caller wrote returns at once; a failed write
-    /// is returned to (and logged by) the caller that made it.
+    /// together (group commit): each caller queues its numbered event and, once it holds the
+    /// store, writes everything queued, its own and those of the callers waiting behind it,
+    /// in one transaction. A caller whose event another caller wrote learns that write's
+    /// outcome: a failed shared write is an error for every caller whose event it carried.
     pub fn record_event(&self, e: Event) -> Result<(), ServiceError> {
-        self.event_queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(e);
+        let queue = || self.event_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = {
+            let mut q = queue();
+            let seq = q.next;
+            q.next += 1;
+            q.pending.push((seq, e));
+            seq
+        };
         let mut st = self.lock();
-        let batch =
-            std::mem::take(&mut *self.event_queue.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return Ok(());
+        let batch = std::mem::take(&mut queue().pending);
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            // Written by the caller before us (it held the store until it knew the outcome).
+            return match queue().failed.iter().find(|(r, _)| r.contains(&seq)) {
+                Some((_, msg)) => Err(crate::store::StoreError::SharedWrite(msg.clone()).into()),
+                None => Ok(()),
+            };
+        };
+        let range = first.0..=last.0;
+        let events: Vec<Event> = batch.into_iter().map(|(_, e)| e).collect();
+        if let Err(e) = st.store.append_events(&events) {
+            tracing::error!(events = events.len(), error = %e, "activity log write failed");
+            let mut q = queue();
+            if q.failed.len() == 64 {
+                q.failed.pop_front();
+            }
+            q.failed.push_back((range, e.to_string()));
+            return Err(e.into());
         }
-        let n = batch.len();
-        st.store.append_events(&batch).map_err(|e| {
-            tracing::error!(events = n, error = %e, "activity log write failed");
-            ServiceError::from(e)
-        })?;
         Ok(())
     }
 

@@ -39,6 +39,17 @@ struct State {
     store: Store,
 }
 
+/// Activity-log events waiting to be written together ([`Service::record_event`]).
+#[derive(Default)]
+struct EventQueue {
+    /// The next event's number.
+    next: u64,
+    /// Numbered events not written yet.
+    pending: Vec<(u64, crate::events::Event)>,
+    /// Recent failed writes: the numbers they carried and the error (the last 64).
+    failed: std::collections::VecDeque<(std::ops::RangeInclusive<u64>, String)>,
+}
+
 /// The management service.
 pub struct Service {
     /// The writer's account and the store. Fair (first come, first served): under many
@@ -50,7 +61,7 @@ pub struct Service {
     /// Group members of the account version with this serial, built on first use.
     members: Mutex<Option<(u64, Arc<crate::model::Members>)>>,
     /// Activity-log events waiting for the store ([`Self::record_event`]).
-    event_queue: Mutex<Vec<crate::events::Event>>,
+    event_queue: Mutex<EventQueue>,
     /// Users and tokens; taken after `state` when both are needed.
     directory: RwLock<Directory>,
     changes: watch::Sender<u64>,
@@ -101,7 +112,7 @@ impl Service {
             state: FairMutex::new(State { account, store }),
             directory: RwLock::new(Directory::new(users, tokens)),
             members: Mutex::new(None),
-            event_queue: Mutex::new(Vec::new()),
+            event_queue: Mutex::new(EventQueue::default()),
             changes,
         })
     }

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The schema is not one this server knows.
     #[error("{0}")]
     Schema(String),
+    /// A shared write that carried this caller's data failed (the error it got).
+    #[error("a shared write failed: {0}")]
+    SharedWrite(String),
     /// An existing database file is empty (zero bytes, or no tables at all).
     #[error(
         "database file {} is empty: refusing to create a new account and server key in it \

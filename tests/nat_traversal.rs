@@ -224,4 +224,10 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         endpoint.starts_with("203.0.113.18:"),
         "alice reaches bob at {endpoint}: {peers}"
     );
+    // The connection state the rest of the agent reads.
+    let bob_seen = &peers[0];
+    assert_eq!(bob_seen["state"], "connected", "{peers}");
+    assert_eq!(bob_seen["path"], "direct", "{peers}");
+    assert_eq!(bob_seen["endpoint_origin"], "srflx", "{peers}");
+    assert!(bob_seen["rtt_ms"].as_u64().is_some(), "{peers}");
 }

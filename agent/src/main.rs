@@ -138,16 +138,28 @@ fn print_status(v: &serde_json::Value) {
             .as_f64()
             .map(|s| format!("{s:.0}s ago"))
             .unwrap_or_else(|| "never".into());
+        let rtt = p["rtt_ms"]
+            .as_u64()
+            .map(|ms| format!("rtt {ms} ms"))
+            .unwrap_or_default();
         println!(
-            "  peer {:<20} {}  endpoint {:<24} handshake {:<10} tx {} rx {}  allowed {}",
+            "  peer {:<20} {}  {:<10} {} endpoint {:<24} ({}) handshake {:<10} {} tx {} rx {}  allowed {}",
             p["name"].as_str().unwrap_or(""),
             p["public_key"].as_str().unwrap_or(""),
+            p["state"].as_str().unwrap_or("?"),
+            p["path"].as_str().unwrap_or("-"),
             p["endpoint"].as_str().unwrap_or("-"),
+            p["endpoint_origin"].as_str().unwrap_or("-"),
             hs,
+            rtt,
             p["tx_bytes"],
             p["rx_bytes"],
             p["allowed_ips"]
         );
+    }
+    if let Some(r) = v["reflexive"].as_array().filter(|r| !r.is_empty()) {
+        let addrs: Vec<&str> = r.iter().filter_map(|a| a.as_str()).collect();
+        println!("  server-reflexive {}", addrs.join(", "));
     }
     println!("  drops {}", v["drops"]);
     println!("  tun writes {}", v["tun_writes"]);

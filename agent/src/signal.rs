@@ -102,6 +102,17 @@ pub enum CandidateKind {
     Relay,
 }
 
+impl CandidateKind {
+    /// What a peer's endpoint taken from such a candidate is shown as.
+    pub fn origin(self) -> crate::wg::EndpointOrigin {
+        use crate::wg::EndpointOrigin;
+        match self {
+            CandidateKind::Host | CandidateKind::Relay => EndpointOrigin::Host,
+            CandidateKind::ServerReflexive | CandidateKind::PeerReflexive => EndpointOrigin::Srflx,
+        }
+    }
+}
+
 /// The type named in a candidate line (`typ host` when it names none).
 pub fn candidate_kind(line: &str) -> CandidateKind {
     let mut f = line.split_whitespace();
@@ -273,7 +284,7 @@ async fn session(
                 let s = score(addr, *kind, local);
                 if s > 0
                     && best.get(p).is_none_or(|b| s > *b)
-                    && device.suggest_endpoint(pk.as_bytes(), *addr)
+                    && device.suggest_endpoint(pk.as_bytes(), *addr, kind.origin())
                 {
                     best.insert(p.clone(), s);
                 }
@@ -331,7 +342,7 @@ async fn session(
                             list.push((addr, kind));
                         }
                         let s = score(&addr, kind, local);
-                        if s > 0 && best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr) {
+                        if s > 0 && best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr, kind.origin()) {
                             best.insert(from_b64, s);
                             tracing::debug!(peer = %from, endpoint = %addr, "endpoint from signal");
                         }

@@ -14,6 +14,7 @@
 
 pub mod offload;
 pub mod peers;
+pub use peers::{Connection, EndpointOrigin};
 pub mod tun;
 mod worker;
 
@@ -142,6 +143,14 @@ pub struct PeerStatus {
     pub public_key: String,
     /// Current endpoint.
     pub endpoint: Option<String>,
+    /// Where the endpoint came from (`configured`, `host`, `srflx`, `learnt`, `none`).
+    pub endpoint_origin: peers::EndpointOrigin,
+    /// `connected`, `connecting` or `failed`.
+    pub state: peers::Connection,
+    /// `direct` (the only path until TURN relaying), or none without an endpoint.
+    pub path: Option<&'static str>,
+    /// Round-trip time of the last handshake, milliseconds.
+    pub rtt_ms: Option<u32>,
     /// Seconds since the last completed handshake.
     pub last_handshake_s: Option<f64>,
     /// Bytes sent.
@@ -250,7 +259,10 @@ impl Shared {
                     );
                     {
                         let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-                        st.endpoint = st.endpoint.or(learnt);
+                        if st.endpoint.is_none() && learnt.is_some() {
+                            st.endpoint = learnt;
+                            st.origin = peers::EndpointOrigin::Learnt;
+                        }
                     }
                     Arc::new(peer)
                 }
@@ -364,7 +376,12 @@ impl Device {
     /// endpoint gets a handshake initiation at once (boringtun retries it): behind a NAT that
     /// filters by address, the other side's packets only get in once this side has sent to
     /// it, so both sides must send, not only the one with traffic waiting.
-    pub fn suggest_endpoint(&self, public: &[u8; 32], addr: SocketAddr) -> bool {
+    pub fn suggest_endpoint(
+        &self,
+        public: &[u8; 32],
+        addr: SocketAddr,
+        origin: peers::EndpointOrigin,
+    ) -> bool {
         let table = self.shared.table.load();
         let Some(p) = table.by_key.get(public) else {
             return false;
@@ -373,6 +390,8 @@ impl Device {
         let connected = st.tunn.time_since_last_handshake().is_some();
         if st.endpoint.is_none() || !connected {
             st.endpoint = Some(addr);
+            st.origin = origin;
+            st.trying_since = std::time::Instant::now();
             let mut buf = [0u8; 256];
             if let TunnResult::WriteToNetwork(pkt) =
                 st.tunn.format_handshake_initiation(&mut buf, true)
@@ -392,11 +411,15 @@ impl Device {
             .values()
             .map(|p| {
                 let st = p.state.lock().unwrap_or_else(|e| e.into_inner());
-                let (hs, tx, rx, _, _) = st.tunn.stats();
+                let (hs, tx, rx, _, rtt) = st.tunn.stats();
                 PeerStatus {
                     name: p.name.clone(),
                     public_key: PublicKey::from_bytes(p.public).to_base64(),
                     endpoint: st.endpoint.map(|e| e.to_string()),
+                    endpoint_origin: st.origin,
+                    state: peers::connection(hs, st.trying_since.elapsed()),
+                    path: st.endpoint.map(|_| "direct"),
+                    rtt_ms: rtt,
                     last_handshake_s: hs.map(|d| d.as_secs_f64()),
                     tx_bytes: tx,
                     rx_bytes: rx,

@@ -1,6 +1,7 @@
 //! WireGuard peers and cryptokey routing: which peer a destination belongs to (longest prefix
 //! over allowed IPs), and whether a decrypted packet's source may come from the peer that sent it.
 
+use std::time::Duration;
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
@@ -20,6 +21,48 @@ pub struct PeerState {
     pub tunn: Tunn,
     /// Current endpoint (configured, then roaming with authenticated packets).
     pub endpoint: Option<SocketAddr>,
+    /// Where the endpoint came from.
+    pub origin: EndpointOrigin,
+    /// Since when the peer has been trying its current endpoint (or waiting for one).
+    pub trying_since: std::time::Instant,
+}
+
+/// Where a peer's endpoint came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointOrigin {
+    /// None yet.
+    None,
+    /// The configuration.
+    Configured,
+    /// A host candidate from Signal (a local address of the peer).
+    Host,
+    /// A server-reflexive candidate from Signal (the peer's NAT mapping).
+    Srflx,
+    /// Learnt from the peer's authenticated packets (roaming).
+    Learnt,
+}
+
+/// A peer's connection as the rest of the agent sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connection {
+    /// A handshake completed within the last 180 s (WireGuard's REJECT_AFTER_TIME).
+    Connected,
+    /// Trying an endpoint, or waiting for one, for less than 90 s (REKEY_ATTEMPT_TIME).
+    Connecting,
+    /// No handshake after trying for 90 s.
+    Failed,
+}
+
+/// The connection state from the time since the last handshake and since the current
+/// endpoint has been tried.
+pub fn connection(last_handshake: Option<Duration>, trying_for: Duration) -> Connection {
+    match last_handshake {
+        Some(hs) if hs < Duration::from_secs(180) => Connection::Connected,
+        _ if trying_for < Duration::from_secs(90) => Connection::Connecting,
+        _ => Connection::Failed,
+    }
 }
 
 /// One configured peer.
@@ -177,6 +220,12 @@ pub fn new_peer(
         state: Arc::new(Mutex::new(PeerState {
             tunn,
             endpoint: settings.endpoint,
+            origin: if settings.endpoint.is_some() {
+                EndpointOrigin::Configured
+            } else {
+                EndpointOrigin::None
+            },
+            trying_since: std::time::Instant::now(),
         })),
         settings,
     }
@@ -201,5 +250,21 @@ mod tests {
         assert_eq!(q("198.51.100.1"), Some(5));
         assert_eq!(q("fd00::1"), Some(4));
         assert_eq!(q("2001:db8::1"), None);
+    }
+}
+
+#[cfg(test)]
+mod connection_tests {
+    use super::*;
+
+    #[test]
+    fn connection_states_follow_wireguard_timers() {
+        let s = Duration::from_secs;
+        assert_eq!(connection(Some(s(5)), s(500)), Connection::Connected);
+        assert_eq!(connection(Some(s(179)), s(0)), Connection::Connected);
+        assert_eq!(connection(Some(s(181)), s(10)), Connection::Connecting);
+        assert_eq!(connection(None, s(89)), Connection::Connecting);
+        assert_eq!(connection(None, s(90)), Connection::Failed);
+        assert_eq!(connection(Some(s(400)), s(120)), Connection::Failed);
     }
 }

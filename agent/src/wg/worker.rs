@@ -409,6 +409,7 @@ impl Worker {
         if authenticated && st.endpoint != Some(from) {
             tracing::debug!(peer = %peer.name, endpoint = %from, "endpoint changed");
             st.endpoint = Some(from);
+            st.origin = super::peers::EndpointOrigin::Learnt;
         }
         placed
     }

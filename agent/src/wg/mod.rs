@@ -149,7 +149,7 @@ pub struct PeerStatus {
     pub state: peers::Connection,
     /// `direct` (the only path until TURN relaying), or none without an endpoint.
     pub path: Option<&'static str>,
-    /// Round-trip time of the last handshake, milliseconds.
+    /// Round-trip time of the last handshake this side initiated, milliseconds.
     pub rtt_ms: Option<u32>,
     /// Seconds since the last completed handshake.
     pub last_handshake_s: Option<f64>,

@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use serde_json::Value;
 use swiftgate_management::cli::Client;
 
@@ -18,24 +15,18 @@ use swiftgate_management::cli::Client;
 /// with the admin token; returns the server, its API URL and token, the data directory and
 /// the script's JSON summary (the test fails with the script's output if it fails).
 async fn drive(script: &str) -> (common::Running, String, String, tempfile::TempDir, Value) {
-    let py = common::python();
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::config(dir.path());
     let api = format!("http://{}", cfg.listen);
     let server = common::start(cfg).await;
     let token = common::admin_token(dir.path());
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/netbird_client")
-        .join(script);
-    let (a, t) = (api.clone(), token.clone());
+    let (path, a, t) = (
+        format!("netbird_client/{script}"),
+        api.clone(),
+        token.clone(),
+    );
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(path)
-            .env("NB_HOST", a)
-            .env("NB_PAT", t)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .unwrap()
+        common::run_script(&path, &[("NB_HOST", a), ("NB_PAT", t)])
     })
     .await
     .unwrap();

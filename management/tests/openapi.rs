@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use serde_json::json;
 use swiftgate_management::cli::{Client, ClientError};
 
@@ -77,23 +74,17 @@ async fn every_documented_operation_is_served() {
 /// afterwards the server still answers its own client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_every_answer_as_documented() {
-    let py = common::python();
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::config(dir.path());
     let api = format!("http://{}", cfg.listen);
     let server = common::start(cfg).await;
     let token = common::admin_token(dir.path());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/conformance.py");
     let (a, t) = (api.clone(), token.clone());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .env("NB_HOST", a)
-            .env("NB_PAT", t)
-            .env("ST_SEED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .unwrap()
+        common::run_script(
+            "openapi/conformance.py",
+            &[("NB_HOST", a), ("NB_PAT", t), ("ST_SEED", "1".into())],
+        )
     })
     .await
     .unwrap();

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,14 +107,13 @@ fn coturn(dir: &std::path::Path) -> Coturn {
 
 /// aioice allocating for each case; returns the script's results.
 fn allocate(port: u16, cases: &Value) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/turn/allocate.py");
-    let out = Command::new(common::python())
-        .arg(script)
-        .env("TURN_SERVER", format!("127.0.0.1:{port}"))
-        .env("CASES", cases.to_string())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
+    let out = common::run_script(
+        "turn/allocate.py",
+        &[
+            ("TURN_SERVER", format!("127.0.0.1:{port}")),
+            ("CASES", cases.to_string()),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let results: Value = serde_json::from_str(stdout.trim())

@@ -95,3 +95,19 @@ pub fn python() -> PathBuf {
     );
     py
 }
+
+/// Runs the Python script `tests/<script>` of this crate in the test clients' environment
+/// with `env` (blocking; call it from `spawn_blocking` in async tests). A script that cannot
+/// be started fails the test.
+pub fn run_script(script: &str, env: &[(&str, String)]) -> std::process::Output {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(&path).env("PYTHONDONTWRITEBYTECODE", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()))
+}

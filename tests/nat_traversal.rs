@@ -9,7 +9,9 @@
 //!  home-b 198.51.100.2 ── nat-b ── 203.0.113.18 ┘
 //! ```
 //!
-//! Once connected, the tunnel outlives the STUN server, the management server and Signal.
+//! A NAT that rebinds (new port, mappings forgotten) under a live tunnel is recovered: the new
+//! mapping is discovered and offered, and the other side probes it. Once connected, the tunnel
+//! outlives the STUN server, the management server and Signal.
 //!
 //! The NATs map endpoint-independently (Linux masquerade keeps the port when it is free) and
 //! filter by address and port (conntrack): neither home is reachable from outside until it
@@ -68,8 +70,14 @@ fn wait(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() ->
 
 /// A NAT router between a new home namespace (the router's LAN address and the home's, `lan`)
 /// and `inet` (the router's WAN address and the internet's, `wan`): forwarding on,
-/// masquerade out of the WAN, nothing new in from it. Returns the home namespace.
-fn nat(lab: &mut Lab, name: &str, inet: usize, wan: (&str, &str), lan: (&str, &str)) -> usize {
+/// masquerade out of the WAN, nothing new in from it. Returns the router and the home.
+fn nat(
+    lab: &mut Lab,
+    name: &str,
+    inet: usize,
+    wan: (&str, &str),
+    lan: (&str, &str),
+) -> (usize, usize) {
     let (nat, home) = (lab.ns(&format!("{name}r")), lab.ns(&format!("{name}h")));
     lab.link(nat, "wan0", wan.0, inet, &format!("to{name}"), wan.1);
     lab.link(home, "eth0", lan.1, nat, "lan0", lan.0);
@@ -110,7 +118,7 @@ fn nat(lab: &mut Lab, name: &str, inet: usize, wan: (&str, &str), lan: (&str, &s
             "add rule ip filter input iifname wan0 ct state new drop",
         ],
     );
-    home
+    (nat, home)
 }
 
 #[test]
@@ -119,14 +127,14 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
     let inet = lab.ns("inet");
     // The "internet" routes between the two NATs' links.
     lab.n(inet).sysctl("net/ipv4/ip_forward", "1").unwrap();
-    let home_a = nat(
+    let (nat_a, home_a) = nat(
         &mut lab,
         "a",
         inet,
         ("203.0.113.2/28", "203.0.113.1/28"),
         ("192.0.2.1/24", "192.0.2.2/24"),
     );
-    let home_b = nat(
+    let (_, home_b) = nat(
         &mut lab,
         "b",
         inet,
@@ -236,6 +244,37 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
     assert!(
         bob_seen["rtt_ms"].as_u64().is_some() || alice_seen["rtt_ms"].as_u64().is_some(),
         "{peers} / {alice_seen}"
+    );
+
+    // NAT rebinding: alice's router starts mapping to another port and forgets its mappings
+    // (a router restart, a new upstream). Alice's discovery sees the new mapping and offers
+    // it; bob, still holding the old one, probes the new address, which opens his NAT
+    // towards it; the handshake answer moves his endpoint.
+    sh(Some(lab.n(nat_a)), &["nft", "flush chain ip nat post"]);
+    sh(
+        Some(lab.n(nat_a)),
+        &[
+            "nft",
+            "add rule ip nat post oifname wan0 meta l4proto udp masquerade to :40000",
+        ],
+    );
+    sh(
+        Some(lab.n(nat_a)),
+        &["nft", "add rule ip nat post oifname wan0 masquerade"],
+    );
+    sh(Some(lab.n(nat_a)), &["conntrack", "-F"]);
+    wait(
+        "alice -> bob after alice's NAT rebinds",
+        Duration::from_secs(60),
+        &[&alice, &bob],
+        || ping(home_a, alice_ip, bob_ip),
+    );
+    assert_eq!(reflexive(&alice), vec!["203.0.113.2:40000".to_string()]);
+    wait(
+        "bob's endpoint for alice follows",
+        Duration::from_secs(10),
+        &[&bob],
+        || status(&bob)["peers"][0]["endpoint"] == "203.0.113.2:40000",
     );
 
     // The STUN server, management and Signal going away break nothing that is connected.

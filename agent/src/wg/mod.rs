@@ -372,7 +372,8 @@ impl Device {
     }
 
     /// Offers an endpoint for a peer (from Signal): taken when the peer has none yet or has not
-    /// completed a handshake; an endpoint learnt from authenticated traffic is kept. A taken
+    /// completed a handshake; an endpoint learnt from authenticated traffic is kept (and the
+    /// offered address only probed, see below). A taken
     /// endpoint gets a handshake initiation at once (boringtun retries it): behind a NAT that
     /// filters by address, the other side's packets only get in once this side has sent to
     /// it, so both sides must send, not only the one with traffic waiting.
@@ -399,6 +400,20 @@ impl Device {
                 let _ = self.timer_sock.send_to(pkt, to_socket(addr));
             }
             return true;
+        }
+        if st.endpoint != Some(addr) {
+            // Connected elsewhere: probe the new address with a handshake and keep the
+            // endpoint. If the peer answers from there, the answer moves the endpoint
+            // (roaming); if not, the session goes on as it was. This is how a peer whose NAT
+            // mapping changed (rebinding, a new network) is found again: its re-offer names
+            // the new mapping, and this side's probe opens its own NAT towards it.
+            let mut buf = [0u8; 256];
+            if let TunnResult::WriteToNetwork(pkt) =
+                st.tunn.format_handshake_initiation(&mut buf, true)
+            {
+                tracing::debug!(peer = %p.name, candidate = %addr, "probing a new candidate");
+                let _ = self.timer_sock.send_to(pkt, to_socket(addr));
+            }
         }
         false
     }

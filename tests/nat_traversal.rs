@@ -246,6 +246,50 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         "{peers} / {alice_seen}"
     );
 
+    // Bad input on the shared port (sent from alice's own host, inside her NAT): two Binding
+    // answers to no request of hers (one also with a broken FINGERPRINT) and an oversized
+    // STUN-shaped datagram. Ignored and counted; the tunnel carries on.
+    let alice_port = port(&alice) as u16;
+    let before = status(&alice)["drops"].clone();
+    lab.n(home_a)
+        .run(move || {
+            let sock = std::net::UdpSocket::bind("192.0.2.2:0").unwrap();
+            let to = ("192.0.2.2", alice_port);
+            // Binding success, unknown transaction id, XOR-MAPPED-ADDRESS 198.51.100.66:4242.
+            let mut answer = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+            answer.extend_from_slice(b"not-ours-!!!");
+            answer.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0x31, 0x40]);
+            answer.extend_from_slice(&[198 ^ 0x21, 51 ^ 0x12, 100 ^ 0xa4, 66 ^ 0x42]);
+            sock.send_to(&answer, to).unwrap();
+            // A FINGERPRINT that does not match.
+            let mut bad = answer.clone();
+            bad[3] = 0x14;
+            bad.extend_from_slice(&[0x80, 0x28, 0x00, 0x04, 1, 2, 3, 4]);
+            sock.send_to(&bad, to).unwrap();
+            // STUN-shaped, larger than any answer.
+            let mut big = vec![0x01, 0x01, 0x03, 0xe8, 0x21, 0x12, 0xa4, 0x42];
+            big.resize(20 + 1000, 0);
+            sock.send_to(&big, to).unwrap();
+        })
+        .unwrap();
+    let count = |d: &Value, k: &str| d[k].as_u64().unwrap_or(0);
+    wait(
+        "the bad STUN datagrams counted",
+        Duration::from_secs(5),
+        &[&alice],
+        || {
+            let now = status(&alice)["drops"].clone();
+            count(&now, "stun_ignored") >= count(&before, "stun_ignored") + 2
+                && count(&now, "stun") > count(&before, "stun")
+        },
+    );
+    assert_eq!(
+        reflexive(&alice),
+        vec![format!("203.0.113.2:{alice_port}")],
+        "an answer to no request of ours changes nothing"
+    );
+    assert!(ping(home_a, alice_ip, bob_ip), "the tunnel carries on");
+
     // NAT rebinding: alice's router starts mapping to another port and forgets its mappings
     // (a router restart, a new upstream). Alice's discovery sees the new mapping and offers
     // it; bob, still holding the old one, probes the new address, which opens his NAT

@@ -99,7 +99,10 @@ pub async fn run(
                 match state.answer(from, &d, std::time::Instant::now()) {
                     Ok(Some(mapped)) => tracing::debug!(server = %from, reflexive = %mapped, "mapping seen"),
                     Ok(None) => {}
-                    Err(e) => tracing::debug!(%from, error = %e, "STUN datagram ignored"),
+                    Err(e) => {
+                        device.count_stun_ignored();
+                        tracing::debug!(%from, error = %e, "STUN datagram ignored");
+                    }
                 }
             }
             _ = tokio::time::sleep_until(due) => {

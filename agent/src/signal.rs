@@ -318,6 +318,7 @@ async fn session(
                 let Some(msg) = msg else { anyhow::bail!("signal stream closed") };
                 let msg = msg?;
                 let Ok((from, b)) = decrypt_signal(&msg, keys.private()) else {
+                    device.count_signal_ignored();
                     tracing::debug!("signal: message that does not open, ignored");
                     continue;
                 };
@@ -335,7 +336,10 @@ async fn session(
                         }
                     }
                     Ok(Type::Candidate) => {
-                        let Some(addr) = parse_candidate(&b.payload) else { continue };
+                        let Some(addr) = parse_candidate(&b.payload) else {
+                            device.count_signal_ignored();
+                            continue;
+                        };
                         let kind = candidate_kind(&b.payload);
                         let list = heard.entry(from_b64.clone()).or_default();
                         if !list.contains(&(addr, kind)) && list.len() < 16 {

@@ -93,9 +93,15 @@ pub struct Drops {
     pub malformed: AtomicU64,
     /// Cookie replies sent (handshakes under load).
     pub cookies: AtomicU64,
-    /// STUN datagrams on the WireGuard port nobody took (no discovery running, or its queue
-    /// full).
+    /// STUN datagrams on the WireGuard port nobody took (no discovery running, its queue
+    /// full, or larger than any answer of ours).
     pub stun: AtomicU64,
+    /// STUN datagrams discovery ignored: not an answer to a request in flight to the server
+    /// it came from, or malformed (bad FINGERPRINT, truncated attributes, ...).
+    pub stun_ignored: AtomicU64,
+    /// Signal messages ignored: they do not open (not sealed to this peer's key, or
+    /// tampered with) or cannot be read.
+    pub signal_ignored: AtomicU64,
 }
 
 /// What the workers wrote to the TUN: writes and the packets they carried (more packets than
@@ -460,7 +466,25 @@ impl Device {
             ("malformed", d.malformed.load(Ordering::Relaxed)),
             ("cookies", d.cookies.load(Ordering::Relaxed)),
             ("stun", d.stun.load(Ordering::Relaxed)),
+            ("stun_ignored", d.stun_ignored.load(Ordering::Relaxed)),
+            ("signal_ignored", d.signal_ignored.load(Ordering::Relaxed)),
         ])
+    }
+
+    /// Counts a STUN datagram discovery ignored.
+    pub fn count_stun_ignored(&self) {
+        self.shared
+            .drops
+            .stun_ignored
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a Signal message that was ignored.
+    pub fn count_signal_ignored(&self) {
+        self.shared
+            .drops
+            .signal_ignored
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// STUN datagrams arriving on the WireGuard port, from now on (once; `None` when already

@@ -256,11 +256,16 @@ async fn session(
             keys,
             to,
         )];
-        let host = local.iter().map(|n| candidate_line(0, n.addr(), port));
-        let mapped = srflx.iter().map(|a| srflx_line(0, *a, port));
-        for (i, line) in host.chain(mapped).enumerate() {
-            // Numbered in order (the foundation field).
-            let line = line.replacen("candidate:0 ", &format!("candidate:{i} "), 1);
+        // Numbered in order (the foundation field): local addresses, then the mappings.
+        let host = local
+            .iter()
+            .enumerate()
+            .map(|(i, n)| candidate_line(i, n.addr(), port));
+        let mapped = srflx
+            .iter()
+            .enumerate()
+            .map(|(i, a)| srflx_line(local.len() + i, *a, port));
+        for line in host.chain(mapped) {
             v.push(encrypt_signal(&body(Type::Candidate, line, port), keys, to));
         }
         v

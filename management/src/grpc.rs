@@ -75,21 +75,7 @@ impl PeerServices {
                     protocol: pb::host_config::Protocol::Udp as i32,
                 })
                 .collect(),
-            turns: self
-                .turn
-                .iter()
-                .flat_map(|t| {
-                    let c = t.issue(peer_id, now);
-                    t.uris.iter().map(move |u| pb::ProtectedHostConfig {
-                        host_config: Some(pb::HostConfig {
-                            uri: u.clone(),
-                            protocol: turn_protocol(u) as i32,
-                        }),
-                        user: c.username.clone(),
-                        password: c.password.clone(),
-                    })
-                })
-                .collect(),
+            turns: self.turns(peer_id, now),
             signal: self.signal.as_ref().map(|s| pb::HostConfig {
                 uri: s.clone(),
                 protocol: if self.signal_tls {
@@ -98,20 +84,44 @@ impl PeerServices {
                     pb::host_config::Protocol::Http as i32
                 },
             }),
-            relay: self.relay.as_ref().map(|r| {
-                let t = r.issue(now);
-                pb::RelayConfig {
-                    urls: r.urls.clone(),
-                    token_payload: t.payload,
-                    token_signature: t.signature,
-                }
-            }),
+            relay: self.relay_config(now),
             metrics: None,
         }
     }
 }
 
 impl PeerServices {
+    /// The TURN servers with credentials issued to `peer_id` at `now`.
+    fn turns(&self, peer_id: &str, now: u64) -> Vec<pb::ProtectedHostConfig> {
+        let Some(t) = &self.turn else {
+            return Vec::new();
+        };
+        let c = t.issue(peer_id, now);
+        t.uris
+            .iter()
+            .map(|u| pb::ProtectedHostConfig {
+                host_config: Some(pb::HostConfig {
+                    uri: u.clone(),
+                    protocol: turn_protocol(u) as i32,
+                }),
+                user: c.username.clone(),
+                password: c.password.clone(),
+            })
+            .collect()
+    }
+
+    /// The NetBird relays with a token issued at `now`.
+    fn relay_config(&self, now: u64) -> Option<pb::RelayConfig> {
+        self.relay.as_ref().map(|r| {
+            let t = r.issue(now);
+            pb::RelayConfig {
+                urls: r.urls.clone(),
+                token_payload: t.payload,
+                token_signature: t.signature,
+            }
+        })
+    }
+
     /// How often a Sync stream sends fresh TURN credentials and relay tokens (three quarters
     /// of the shorter lifetime), if any are handed out.
     pub fn refresh_in(&self) -> Option<Duration> {
@@ -131,11 +141,10 @@ impl PeerServices {
         now: u64,
         last: Option<&NetworkMap>,
     ) -> pb::SyncResponse {
-        let full = self.netbird_config(peer_id, now);
         pb::SyncResponse {
             netbird_config: Some(pb::NetbirdConfig {
-                turns: full.turns,
-                relay: full.relay,
+                turns: self.turns(peer_id, now),
+                relay: self.relay_config(now),
                 ..Default::default()
             }),
             checks: last.map(conv::checks).unwrap_or_default(),

@@ -365,15 +365,21 @@ impl Device {
     /// Forces a new handshake with every peer (a rekey).
     pub fn rekey(&self) {
         let table = self.shared.table.load();
-        let mut buf = vec![0u8; 256];
         for p in table.by_slot.values() {
             let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
             let ep = st.endpoint;
-            if let (TunnResult::WriteToNetwork(pkt), Some(ep)) =
-                (st.tunn.format_handshake_initiation(&mut buf, true), ep)
-            {
-                let _ = self.timer_sock.send_to(pkt, to_socket(ep));
-            }
+            self.initiate(&mut st, ep);
+        }
+    }
+
+    /// Starts a new handshake with a peer (boringtun retries it on its timers) and sends
+    /// the initiation to `to`, if given.
+    fn initiate(&self, st: &mut peers::PeerState, to: Option<SocketAddr>) {
+        let mut buf = [0u8; 256];
+        if let (TunnResult::WriteToNetwork(pkt), Some(to)) =
+            (st.tunn.format_handshake_initiation(&mut buf, true), to)
+        {
+            let _ = self.timer_sock.send_to(pkt, to_socket(to));
         }
     }
 
@@ -399,12 +405,7 @@ impl Device {
             st.endpoint = Some(addr);
             st.origin = origin;
             st.trying_since = std::time::Instant::now();
-            let mut buf = [0u8; 256];
-            if let TunnResult::WriteToNetwork(pkt) =
-                st.tunn.format_handshake_initiation(&mut buf, true)
-            {
-                let _ = self.timer_sock.send_to(pkt, to_socket(addr));
-            }
+            self.initiate(&mut st, Some(addr));
             return true;
         }
         if st.endpoint != Some(addr) {
@@ -413,13 +414,8 @@ impl Device {
             // (roaming); if not, the session goes on as it was. This is how a peer whose NAT
             // mapping changed (rebinding, a new network) is found again: its re-offer names
             // the new mapping, and this side's probe opens its own NAT towards it.
-            let mut buf = [0u8; 256];
-            if let TunnResult::WriteToNetwork(pkt) =
-                st.tunn.format_handshake_initiation(&mut buf, true)
-            {
-                tracing::debug!(peer = %p.name, candidate = %addr, "probing a new candidate");
-                let _ = self.timer_sock.send_to(pkt, to_socket(addr));
-            }
+            tracing::debug!(peer = %p.name, candidate = %addr, "probing a new candidate");
+            self.initiate(&mut st, Some(addr));
         }
         false
     }

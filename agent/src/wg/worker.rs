@@ -322,9 +322,9 @@ impl Worker {
             // Transport data, nearly every datagram: the receiver index names the peer;
             // `decapsulate` authenticates the packet.
             Some(idx) => table.by_index(idx),
-            // STUN on the same port (answers to our Binding requests): to discovery.
+            // STUN on the same port (answers to our Binding requests): to discovery. `from` is
+            // already canonical (`from_socket`), as discovery's resolved servers are.
             None if crate::stun::classify(d) == crate::stun::Kind::Stun => {
-                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                 // Oversized: no answer of ours is, and copying it costs.
                 let taken = d.len() <= crate::stun::MAX_ANSWER
                     && self

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -95,7 +95,7 @@ impl From<ServiceError> for ApiError {
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON object body (`application/json` or `*+json`) as `T`. Refusals are [`ApiError`]s:
+/// A JSON object body (`application/json`, as [`super::guard::is_json`] says) as `T`. Refusals are [`ApiError`]s:
 /// 415 without a JSON content type, 413 beyond the body limit, 400 for anything but one JSON
 /// object (serde would take an array as a struct's fields in order), bad JSON, wrong types or
 /// unknown fields.
@@ -109,7 +109,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
+        let ctype = req.headers().get(header::CONTENT_TYPE);
+        if !ctype
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(super::guard::is_json)
+        {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid request body: expected `Content-Type: application/json`",
@@ -136,26 +140,6 @@ where
             )),
         }
     }
-}
-
-/// `Content-Type: application/json` or `application/<something>+json`.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json"))
 }
 
 /// Query parameters as `T`, refused as a 400 [`ApiError`] naming the parameter (axum's own

@@ -173,11 +173,7 @@ fn check_headers(hosts: &AllowedHosts, method: &Method, h: &HeaderMap) -> Result
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
             || h.contains_key(header::TRANSFER_ENCODING);
-        let json = ctype.is_some_and(|c| {
-            c.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
+        let json = ctype.is_some_and(is_json);
         if (ctype.is_some() || has_body) && !json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -187,6 +183,15 @@ fn check_headers(hosts: &AllowedHosts, method: &Method, h: &HeaderMap) -> Result
         }
     }
     Ok(())
+}
+
+/// Whether a `Content-Type` value is `application/json` (parameters such as `charset`
+/// allowed): the one type this API takes.
+pub fn is_json(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Bounds a whole request, reading its body included ([`super::serve::HttpLimits`]).

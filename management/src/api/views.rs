@@ -136,7 +136,7 @@ impl PeerView {
     pub fn new(a: &Account, m: &Members, p: &Peer) -> Self {
         let all = a.groups.values().find(|g| g.built_in).map(|g| g.id.clone());
         let ids: Vec<&String> = all.iter().chain(p.groups.iter()).collect();
-        let fqdn = format!("{}.{}", p.dns_label, a.settings.dns_domain);
+        let fqdn = a.fqdn(p);
         let meta = &p.meta;
         PeerView {
             id: p.id.clone(),
@@ -235,7 +235,7 @@ impl AccessiblePeerView {
             name: p.name.clone(),
             ip: p.ip,
             ipv6: a.peer_ipv6(p),
-            dns_label: format!("{}.{}", p.dns_label, a.settings.dns_domain),
+            dns_label: a.fqdn(p),
             user_id: String::new(),
             os: p.meta.os.clone(),
             country_code: String::new(),

@@ -251,6 +251,11 @@ impl Account {
         a
     }
 
+    /// A peer's DNS name: `<dns label>.<dns domain>`.
+    pub fn fqdn(&self, peer: &Peer) -> String {
+        format!("{}.{}", peer.dns_label, self.settings.dns_domain)
+    }
+
     /// The peer's IPv6 overlay address: `None` unless the account has a v6 range and the peer
     /// is in one of `ipv6_enabled_groups`. Derived, not allocated: the v6 range's network
     /// address with the peer's IPv4 address in the low 32 bits, so it is unique, stable, and

@@ -512,10 +512,6 @@ impl<'a> Netmapper<'a> {
         }
     }
 
-    fn fqdn(&self, p: &Peer) -> String {
-        format!("{}.{}", p.dns_label, self.account.settings.dns_domain)
-    }
-
     /// The network map of one peer; `None` if there is no such peer. Unapproved peers get a
     /// map with only their own settings.
     pub fn map_for(&self, peer_id: &str) -> Option<NetworkMap> {
@@ -537,7 +533,7 @@ impl<'a> Netmapper<'a> {
                 address_v6: my_v6
                     .zip(a.settings.overlay_range_v6)
                     .and_then(|(addr, r)| Ipv6Net::new(addr, r.prefix_len()).ok()),
-                fqdn: self.fqdn(me),
+                fqdn: self.account.fqdn(me),
                 approved: me.approved,
             },
             dns: DnsConfig {
@@ -819,7 +815,7 @@ impl<'a> Netmapper<'a> {
                 allowed_ips: std::iter::once(host(p))
                     .chain(self.host6(p).filter(|_| include_v6))
                     .collect(),
-                fqdn: self.fqdn(p),
+                fqdn: self.account.fqdn(p),
                 ssh_pubkey: p.ssh_pubkey.clone(),
                 agent_version: p.meta.client_version.clone(),
             })

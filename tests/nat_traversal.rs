@@ -18,25 +18,16 @@
 //! has sent to the other. Needs root; coturn comes from scripts/bootstrap.sh.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use swiftgate_testkit::{
     mgmt::{Agent, Mgmt, enrol, peer, wait_ready},
+    nat::{Mapping, TURN_SECRET, coturn, internet, nat},
     traffic,
     wg::{Lab, sh},
 };
-
-/// coturn in a namespace, killed when dropped (before the lab removes the namespace).
-struct Coturn(Child);
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `swiftgate status --json` of an enrolled agent.
 fn status(a: &Agent) -> Value {
@@ -49,7 +40,8 @@ fn status(a: &Agent) -> Value {
 }
 
 fn wait(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
     while !f() {
         if Instant::now() > deadline {
             let detail: Vec<String> = agents
@@ -66,73 +58,20 @@ fn wait(what: &str, timeout: Duration, agents: &[&Agent], mut f: impl FnMut() ->
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// A NAT router between a new home namespace (the router's LAN address and the home's, `lan`)
-/// and `inet` (the router's WAN address and the internet's, `wan`): forwarding on,
-/// masquerade out of the WAN, nothing new in from it. Returns the router and the home.
-fn nat(
-    lab: &mut Lab,
-    name: &str,
-    inet: usize,
-    wan: (&str, &str),
-    lan: (&str, &str),
-) -> (usize, usize) {
-    let (nat, home) = (lab.ns(&format!("{name}r")), lab.ns(&format!("{name}h")));
-    lab.link(nat, "wan0", wan.0, inet, &format!("to{name}"), wan.1);
-    lab.link(home, "eth0", lan.1, nat, "lan0", lan.0);
-    lab.n(nat).sysctl("net/ipv4/ip_forward", "1").unwrap();
-    let inet_ip = wan.1.split('/').next().unwrap();
-    let gw_ip = lan.0.split('/').next().unwrap();
-    lab.n(nat)
-        .ip(&["route", "add", "default", "via", inet_ip])
-        .unwrap();
-    lab.n(home)
-        .ip(&["route", "add", "default", "via", gw_ip])
-        .unwrap();
-    let ns = Some(lab.n(nat));
-    sh(ns, &["nft", "add", "table", "ip", "nat"]);
-    sh(
-        ns,
-        &[
-            "nft",
-            "add chain ip nat post { type nat hook postrouting priority 100 ; }",
-        ],
-    );
-    sh(ns, &["nft", "add rule ip nat post oifname wan0 masquerade"]);
-    // A home router's firewall: nothing new gets in from the WAN. (Without it, a peer's
-    // packet that arrives before this side has sent would leave a conntrack entry that
-    // takes the port, and this side's own mapping would then move to another port.)
-    sh(ns, &["nft", "add", "table", "ip", "filter"]);
-    sh(
-        ns,
-        &[
-            "nft",
-            "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }",
-        ],
-    );
-    sh(
-        ns,
-        &[
-            "nft",
-            "add rule ip filter input iifname wan0 ct state new drop",
-        ],
-    );
-    (nat, home)
+    eprintln!("{what}: {:.1} s", start.elapsed().as_secs_f64());
 }
 
 #[test]
 fn cone_nat_peers_connect_through_server_reflexive_candidates() {
     let mut lab = Lab::new();
-    let inet = lab.ns("inet");
-    // The "internet" routes between the two NATs' links.
-    lab.n(inet).sysctl("net/ipv4/ip_forward", "1").unwrap();
+    let inet = internet(&mut lab);
     let (nat_a, home_a) = nat(
         &mut lab,
         "a",
         inet,
         ("203.0.113.2/28", "203.0.113.1/28"),
         ("192.0.2.1/24", "192.0.2.2/24"),
+        Mapping::Cone,
     );
     let (_, home_b) = nat(
         &mut lab,
@@ -140,33 +79,9 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         inet,
         ("203.0.113.18/28", "203.0.113.17/28"),
         ("198.51.100.1/24", "198.51.100.2/24"),
+        Mapping::Cone,
     );
-    let log = lab.dir.join("coturn.log");
-    let coturn = Coturn(
-        lab.n(inet)
-            .spawn(
-                Command::new("turnserver")
-                    .args([
-                        "-n",
-                        "--listening-ip=203.0.113.1",
-                        "--listening-port=3478",
-                        "--no-tls",
-                        "--no-dtls",
-                        "--no-cli",
-                        "--no-auth",
-                        "--simple-log",
-                    ])
-                    .arg(format!("--log-file={}", log.display()))
-                    .arg(format!(
-                        "--pidfile={}",
-                        lab.dir.join("coturn.pid").display()
-                    ))
-                    .arg(format!("--userdb={}", lab.dir.join("coturn.db").display()))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            )
-            .expect("turnserver (coturn): run scripts/bootstrap.sh"),
-    );
+    let coturn = coturn(&lab, inet, None);
     let m = Mgmt::start_with_stuns(
         &lab,
         inet,
@@ -291,9 +206,9 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
     assert!(ping(home_a, alice_ip, bob_ip), "the tunnel carries on");
 
     // NAT rebinding: alice's router starts mapping to another port and forgets its mappings
-    // (a router restart, a new upstream). Alice's discovery sees the new mapping and offers
-    // it; bob, still holding the old one, probes the new address, which opens his NAT
-    // towards it; the handshake answer moves his endpoint.
+    // (a router restart, a new upstream). The selected pair stops answering consent checks,
+    // the controlling side restarts ICE, and the checks find the new mapping (discovery
+    // offers it, and the checks from it show it as peer-reflexive).
     sh(Some(lab.n(nat_a)), &["nft", "flush chain ip nat post"]);
     sh(
         Some(lab.n(nat_a)),
@@ -336,4 +251,165 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The path and ICE state `a` shows for its one peer.
+fn path_of(a: &Agent) -> (String, String) {
+    let p = &status(a)["peers"][0];
+    (
+        p["path"].as_str().unwrap_or("-").to_string(),
+        p["ice"]["state"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
+#[test]
+fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
+    let mut lab = Lab::new();
+    let inet = internet(&mut lab);
+    // Both NATs map every destination to a new random port: the mapping a STUN server sees
+    // is no use to the peer, and neither side can reach the other directly.
+    let (_, home_a) = nat(
+        &mut lab,
+        "a",
+        inet,
+        ("203.0.113.2/28", "203.0.113.1/28"),
+        ("192.0.2.1/24", "192.0.2.2/24"),
+        Mapping::Symmetric,
+    );
+    let (nat_b, home_b) = nat(
+        &mut lab,
+        "b",
+        inet,
+        ("203.0.113.18/28", "203.0.113.17/28"),
+        ("198.51.100.1/24", "198.51.100.2/24"),
+        Mapping::Symmetric,
+    );
+    let turn_server = coturn(&lab, inet, Some(TURN_SECRET));
+    let m = Mgmt::start_with_servers(
+        &lab,
+        inet,
+        "203.0.113.1",
+        vec!["stun:203.0.113.1:3478".into()],
+        Some(swiftgate_management::turn::TurnConfig {
+            uris: vec!["turn:203.0.113.1:3478?transport=udp".into()],
+            secret: swiftgate_management::turn::TurnSecret::new(TURN_SECRET),
+            ttl: Duration::from_secs(600),
+        }),
+    );
+    let key = m.post(
+        "/api/setup-keys",
+        json!({"name": "homes", "type": "reusable", "expires_in": 3600}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice = enrol(&lab, home_a, "alice", &m, &key, &[]);
+    let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);
+    wait_ready(&alice);
+    wait_ready(&bob);
+    let (_, alice_ip) = peer(&m, &alice.keys);
+    let (_, bob_ip) = peer(&m, &bob.keys);
+    let ping = |ns: usize, src: Ipv4Addr, dst: Ipv4Addr| {
+        traffic::ping(lab.n(ns), IpAddr::V4(src), IpAddr::V4(dst)).unwrap_or(false)
+    };
+
+    // Through coturn: ICE finds only pairs through a relay, and WireGuard rides them in
+    // ChannelData.
+    wait(
+        "alice -> bob through the relay",
+        Duration::from_secs(60),
+        &[&alice, &bob],
+        || ping(home_a, alice_ip, bob_ip),
+    );
+    assert!(ping(home_b, bob_ip, alice_ip), "bob -> alice");
+    let (pa, pb) = (path_of(&alice), path_of(&bob));
+    eprintln!(
+        "relayed: alice {}\nbob {}",
+        status(&alice)["peers"],
+        status(&bob)["peers"]
+    );
+    assert_eq!(
+        (pa.0.as_str(), pb.0.as_str()),
+        ("relayed", "relayed"),
+        "alice {pa:?}, bob {pb:?}"
+    );
+    // One side's selected pair starts at its relayed address (it sends through its own
+    // allocation); the other's ends there or at its own relay.
+    let local_relayed = |a: &Agent| {
+        status(a)["peers"][0]["ice"]["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("203.0.113.1:"))
+    };
+    assert!(
+        local_relayed(&alice) || local_relayed(&bob),
+        "alice {}\nbob {}",
+        status(&alice)["peers"],
+        status(&bob)["peers"]
+    );
+    for a in [&alice, &bob] {
+        assert_eq!(status(a)["peers"][0]["endpoint_origin"], "relay");
+    }
+    // Policy verdicts are those of a direct path: the default policy lets everyone reach
+    // everyone, and a TCP stream runs both ways.
+    let server = traffic::TcpServer::start(
+        lab.n(home_a),
+        std::net::SocketAddr::new(IpAddr::V4(alice_ip), 7000),
+    )
+    .expect("echo server on alice");
+    traffic::bulk_echo(
+        lab.n(home_b),
+        IpAddr::V4(bob_ip),
+        server.addr(),
+        256 * 1024,
+        Duration::from_secs(20),
+    )
+    .expect("256 KiB echoed bob -> alice -> bob through the relay");
+
+    // Bob's router becomes permissive: endpoint-independent mapping and a port forward to
+    // his WireGuard port (what an operator does to get rid of the relay). His next mapping
+    // is found, offered, and checked; the direct pair wins over the relayed one.
+    let nb = Some(lab.n(nat_b));
+    sh(nb, &["nft", "flush chain ip nat post"]);
+    sh(nb, &["nft", "add rule ip nat post oifname wan0 masquerade"]);
+    sh(
+        nb,
+        &[
+            "nft",
+            "add chain ip nat pre { type nat hook prerouting priority -100 ; }",
+        ],
+    );
+    sh(
+        nb,
+        &[
+            "nft",
+            "add rule ip nat pre iifname wan0 udp dport 51820 dnat to 198.51.100.2",
+        ],
+    );
+    sh(nb, &["conntrack", "-F"]);
+    wait(
+        "the direct path after bob's NAT opens",
+        Duration::from_secs(90),
+        &[&alice, &bob],
+        || path_of(&alice).0 == "direct" && path_of(&bob).0 == "direct",
+    );
+    eprintln!(
+        "direct: alice {}\nbob {}",
+        status(&alice)["peers"],
+        status(&bob)["peers"]
+    );
+    assert!(ping(home_a, alice_ip, bob_ip), "alice -> bob, direct");
+    let to_bob = status(&alice)["peers"][0]["endpoint"].clone();
+    assert_eq!(
+        to_bob, "203.0.113.18:51820",
+        "alice sends to bob's forwarded port"
+    );
+
+    // The TURN server going away does not touch a direct tunnel.
+    drop(turn_server);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        ping(home_a, alice_ip, bob_ip),
+        "direct without the TURN server"
+    );
+    drop(m);
 }

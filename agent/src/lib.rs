@@ -4,8 +4,9 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod connect;
 pub mod dataplane;
-pub mod discovery;
+pub mod ice;
 pub mod mgmt;
 pub mod netdev;
 pub mod netmap;
@@ -15,4 +16,5 @@ pub mod run;
 pub mod signal;
 pub mod stun;
 pub mod sysinfo;
+pub mod turn;
 pub mod wg;

@@ -13,9 +13,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use prost::Message as _;
 use swiftgate_proto::{client::ManagementClient, keys::KeyPair, management::SyncResponse};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
+    connect::{Servers, TurnServer},
     netmap::{self, Converted, MapError},
     sysinfo,
 };
@@ -87,14 +88,41 @@ pub struct Update {
     pub converted: Converted,
     /// The Signal server to find peers' endpoints through, if the management server names one.
     pub signal: Option<String>,
-    /// The STUN servers it announces (`stun:host:port`); empty if the response names none.
-    pub stuns: Vec<String>,
+    /// The STUN and TURN servers it announces (empty if the response names none).
+    pub servers: Servers,
 }
 
-/// The `stun:` URIs of a `NetbirdConfig`.
-fn stuns_of(c: Option<&swiftgate_proto::management::NetbirdConfig>) -> Vec<String> {
-    c.map(|c| c.stuns.iter().map(|h| h.uri.clone()).collect())
-        .unwrap_or_default()
+/// Publishes the servers when they changed.
+fn publish(tx: &watch::Sender<Servers>, now: Servers) {
+    tx.send_if_modified(|cur| {
+        let changed = *cur != now;
+        if changed {
+            tracing::info!(stuns = ?now.stuns, turns = now.turns.len(), "STUN/TURN servers");
+            *cur = now;
+        }
+        changed
+    });
+}
+
+/// The STUN and TURN servers of a `NetbirdConfig` (TURN with its credentials).
+pub fn servers_of(c: Option<&swiftgate_proto::management::NetbirdConfig>) -> Servers {
+    let Some(c) = c else {
+        return Servers::default();
+    };
+    Servers {
+        stuns: c.stuns.iter().map(|h| h.uri.clone()).collect(),
+        turns: c
+            .turns
+            .iter()
+            .filter_map(|t| {
+                Some(TurnServer {
+                    uri: t.host_config.as_ref()?.uri.clone(),
+                    username: t.user.clone(),
+                    password: t.password.clone(),
+                })
+            })
+            .collect(),
+    }
 }
 
 /// `http(s)://host:port` of a NetBird `HostConfig`.
@@ -134,7 +162,7 @@ pub fn update_of(
             serial: map.serial,
             converted,
             signal,
-            stuns: stuns_of(r.netbird_config.as_ref()),
+            servers: servers_of(r.netbird_config.as_ref()),
         }),
     )
 }
@@ -199,6 +227,7 @@ pub async fn sync(
     local: Local,
     keys: KeyPair,
     tx: mpsc::Sender<Update>,
+    servers: watch::Sender<Servers>,
 ) {
     let mut follower = Follower::new(
         load_last(&state_dir)
@@ -229,16 +258,36 @@ pub async fn sync(
                 .and_then(|c| c.signal.as_ref())
                 .and_then(host_url);
             tracing::info!(%url, signal = ?signal, "logged in to management");
+            let at_login = servers_of(login.netbird_config.as_ref());
+            publish(&servers, at_login.clone());
             let mut stream = client.sync(&keys, meta.clone()).await?;
             while let Some(resp) = stream.message().await? {
                 backoff = Duration::from_millis(500);
+                if let Some(c) = resp.netbird_config.as_ref() {
+                    let mut now = servers_of(Some(c));
+                    if resp.network_map.is_none() {
+                        // Renewed TURN credentials only: the rest stays as announced.
+                        let cur = servers.borrow().clone();
+                        now = Servers {
+                            stuns: cur.stuns,
+                            turns: if now.turns.is_empty() {
+                                cur.turns
+                            } else {
+                                now.turns
+                            },
+                        };
+                    } else if now.stuns.is_empty() && now.turns.is_empty() {
+                        now = at_login.clone();
+                    }
+                    publish(&servers, now);
+                }
                 answer_checks(&client, &keys, &mut meta, &resp.checks).await?;
                 match follower.offer(&local, &keys, &resp) {
                     Offer::Apply(mut u) => {
                         report_refusals(&client, &keys, &mut meta, &u).await?;
                         u.signal = u.signal.or_else(|| signal.clone());
-                        if u.stuns.is_empty() {
-                            u.stuns = stuns_of(login.netbird_config.as_ref());
+                        if u.servers == Servers::default() {
+                            u.servers = at_login.clone();
                         }
                         // Kept with the servers named at login, so a restart without the
                         // management server still finds Signal.

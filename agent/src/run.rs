@@ -353,7 +353,8 @@ async fn first_map(rx: &mut mpsc::Receiver<mgmt::Update>) -> Result<mgmt::Update
 pub async fn up(source: Source) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<mgmt::Update>(4);
     let mut signal_url: Option<String> = None;
-    let mut stun_uris: Vec<String> = Vec::new();
+    // STUN/TURN servers, as the management server announces them (with fresh credentials).
+    let (servers_tx, servers_rx) = tokio::sync::watch::channel(crate::connect::Servers::default());
     let mut signal_keys: Option<swiftgate_proto::keys::KeyPair> = None;
     let mut health = Health::default();
     let mut cfg = match &source {
@@ -376,6 +377,7 @@ pub async fn up(source: Source) -> Result<()> {
                 local.clone(),
                 keys,
                 tx,
+                servers_tx.clone(),
             ));
             let u = match last {
                 Some(Ok(u)) => {
@@ -388,7 +390,14 @@ pub async fn up(source: Source) -> Result<()> {
                 }
             };
             signal_url = u.signal;
-            stun_uris = u.stuns;
+            // Until the server answers, the servers of the last map.
+            servers_tx.send_if_modified(|cur| {
+                let empty = *cur == crate::connect::Servers::default();
+                if empty {
+                    *cur = u.servers.clone();
+                }
+                empty
+            });
             log_refusals(&[], &u.converted.refused, u.serial);
             health.refused = u.converted.refused;
             u.converted.config
@@ -409,17 +418,13 @@ pub async fn up(source: Source) -> Result<()> {
     let mut running = bring_up_all(&cfg, &underlay)?;
     let mut state = running.dp.state()?;
     // Peers' endpoints through Signal (managed mode with WireGuard).
-    let peer_keys = |c: &AgentConfig| -> Vec<String> {
+    let peer_keys = |c: &AgentConfig| -> Vec<swiftgate_proto::keys::PublicKey> {
         c.wireguard
             .iter()
-            .flat_map(|w| w.peers.iter().map(|p| p.public.to_base64()))
+            .flat_map(|w| w.peers.iter().map(|p| p.public))
             .collect()
     };
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(peer_keys(&cfg));
-    // STUN servers announced -> discovery -> reflexive addresses -> Signal offers.
-    let (stuns_tx, stuns_rx) = tokio::sync::watch::channel(stun_uris.clone());
-    let (reflexive_tx, reflexive_rx) = tokio::sync::watch::channel(Vec::new());
-    let mut reflexive_tx = Some(reflexive_tx);
     let (trust, relay_key) = match &source {
         Source::Management { local, .. } => (local.trust.clone(), local.server_key.clone()),
         Source::File(_) => Default::default(),
@@ -429,9 +434,20 @@ pub async fn up(source: Source) -> Result<()> {
         if let (Some(url), Some(dev), Some(w)) = (url, &running.wg, &cfg.wireguard)
             && let Some(keys) = signal_keys.take()
         {
-            if let Some(found) = reflexive_tx.take() {
-                tokio::spawn(crate::discovery::run(dev.clone(), stuns_rx.clone(), found));
-            }
+            // Signal <-> the connection driver (discovery, relays, ICE) <-> the device.
+            let (events_tx, events_rx) = mpsc::channel(256);
+            let (out_tx, out_rx) = mpsc::channel(1024);
+            tokio::spawn(crate::connect::run(
+                dev.clone(),
+                *keys.public(),
+                w.iface.clone(),
+                crate::connect::Inputs {
+                    peers: peers_rx.clone(),
+                    servers: servers_rx.clone(),
+                    signal_in: events_rx,
+                    signal_out: out_tx,
+                },
+            ));
             tokio::spawn(signal::run(
                 signal::Server {
                     url: url.clone(),
@@ -440,9 +456,8 @@ pub async fn up(source: Source) -> Result<()> {
                 },
                 keys,
                 dev.listen_port(),
-                w.iface.clone(),
-                peers_rx.clone(),
-                reflexive_rx.clone(),
+                events_tx,
+                out_rx,
                 dev.clone(),
             ));
         }
@@ -489,14 +504,7 @@ pub async fn up(source: Source) -> Result<()> {
                 }
             }
             Some(u) = rx.recv() => {
-                let mgmt::Update { serial, converted, signal, stuns } = u;
-                if !stuns.is_empty() {
-                    stuns_tx.send_if_modified(|cur| {
-                        let changed = *cur != stuns;
-                        *cur = stuns;
-                        changed
-                    });
-                }
+                let mgmt::Update { serial, converted, signal, servers: _ } = u;
                 log_refusals(&health.refused, &converted.refused, serial);
                 let new = converted.config;
                 if signal.is_some() && signal != signal_url {

@@ -1,21 +1,11 @@
-//! Finding peers' endpoints through Signal: each side sends an OFFER (or ANSWER) with its
-//! WireGuard listen port and one CANDIDATE per local address, sealed end to end, in NetBird's
-//! Signal message format. The receiver picks the best candidate (on-link first, then private,
-//! then anything) as the peer's endpoint until WireGuard itself learns a better one (roaming).
-//!
-//! Server-reflexive candidates (the NAT's mapping of the WireGuard port, found through STUN
-//! by [`crate::discovery`]) are offered too, and offered again when they change: two peers
-//! behind NATs that map endpoint-independently reach each other through them (WireGuard's
-//! handshake retries open both NATs' filters). Relay candidates (a NetBird peer's TURN
-//! allocations) are ignored. Connectivity checks and the relay fallback come with the ICE
-//! agent.
+//! Signal: the end-to-end sealed channel between peers through NetBird's Signal server, in
+//! its message format. This module is the transport only: it keeps the stream up
+//! (reconnecting with backoff), seals what [`crate::ice`] sends (OFFER/ANSWER with the ICE
+//! credentials as `ufrag:pwd`, CANDIDATE lines) with our WireGuard key to the peer's, and
+//! opens what arrives. A message that does not open, or whose payload does not parse, is
+//! counted (`drops.signal_ignored`) and dropped. What the messages mean is [`crate::ice`]'s.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 use swiftgate_proto::{
@@ -26,10 +16,10 @@ use swiftgate_proto::{
         signal_exchange_client::SignalExchangeClient,
     },
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
-use crate::wg::Device;
+use crate::{ice::Message, wg::Device};
 
 /// Local addresses worth offering (no loopback, link-local or overlay addresses), with their
 /// prefixes (to recognise on-link candidates).
@@ -74,97 +64,6 @@ pub fn local_candidates(exclude_iface: &str) -> Vec<IpNet> {
     out
 }
 
-/// An ICE host candidate line for `ip:port`.
-pub fn candidate_line(n: usize, ip: IpAddr, port: u16) -> String {
-    format!("candidate:{n} 1 udp 2130706431 {ip} {port} typ host")
-}
-
-/// An ICE server-reflexive candidate line for `addr`, the mapping of local port `base`.
-pub fn srflx_line(n: usize, addr: SocketAddr, base: u16) -> String {
-    let unspecified = if addr.is_ipv4() { "0.0.0.0" } else { "::" };
-    format!(
-        "candidate:{n} 1 udp 1694498815 {} {} typ srflx raddr {unspecified} rport {base}",
-        addr.ip(),
-        addr.port()
-    )
-}
-
-/// The type of an ICE candidate (`typ ...`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CandidateKind {
-    /// A local address.
-    Host,
-    /// A NAT's mapping, as a STUN server saw it.
-    ServerReflexive,
-    /// Learnt from a connectivity check.
-    PeerReflexive,
-    /// A TURN allocation (not usable without TURN on this side).
-    Relay,
-}
-
-impl CandidateKind {
-    /// What a peer's endpoint taken from such a candidate is shown as.
-    pub fn origin(self) -> crate::wg::EndpointOrigin {
-        use crate::wg::EndpointOrigin;
-        match self {
-            CandidateKind::Host | CandidateKind::Relay => EndpointOrigin::Host,
-            CandidateKind::ServerReflexive | CandidateKind::PeerReflexive => EndpointOrigin::Srflx,
-        }
-    }
-}
-
-/// The type named in a candidate line (`typ host` when it names none).
-pub fn candidate_kind(line: &str) -> CandidateKind {
-    let mut f = line.split_whitespace();
-    while let Some(w) = f.next() {
-        if w == "typ" {
-            return match f.next() {
-                Some("srflx") => CandidateKind::ServerReflexive,
-                Some("prflx") => CandidateKind::PeerReflexive,
-                Some("relay") => CandidateKind::Relay,
-                _ => CandidateKind::Host,
-            };
-        }
-    }
-    CandidateKind::Host
-}
-
-/// The address in an ICE candidate line.
-pub fn parse_candidate(line: &str) -> Option<SocketAddr> {
-    let f: Vec<&str> = line
-        .trim()
-        .trim_start_matches("a=")
-        .split_whitespace()
-        .collect();
-    if f.len() < 8 || !f[0].starts_with("candidate:") || !f[2].eq_ignore_ascii_case("udp") {
-        return None;
-    }
-    Some(SocketAddr::new(f[4].parse().ok()?, f[5].parse().ok()?))
-}
-
-/// How good a candidate is from here: on one of our links 4, a NAT's mapping 3, a private
-/// address on another link 2 (behind its own NAT it is usually unreachable from here), any
-/// other address 1; 0 for relay candidates, which are not used.
-pub fn score(c: &SocketAddr, kind: CandidateKind, local: &[IpNet]) -> u8 {
-    if kind == CandidateKind::Relay {
-        return 0;
-    }
-    if local.iter().any(|n| n.contains(&c.ip())) {
-        return 4;
-    }
-    if matches!(
-        kind,
-        CandidateKind::ServerReflexive | CandidateKind::PeerReflexive
-    ) {
-        return 3;
-    }
-    let private = match c.ip() {
-        IpAddr::V4(v) => v.is_private(),
-        IpAddr::V6(v) => v.is_unique_local(),
-    };
-    if private { 2 } else { 1 }
-}
-
 fn body(kind: Type, payload: String, port: u16) -> Body {
     Body {
         r#type: kind as i32,
@@ -187,35 +86,57 @@ pub struct Server {
     pub relay_key: Arc<std::sync::Mutex<Option<PublicKey>>>,
 }
 
-/// Follows the Signal stream forever (reconnecting with backoff): offers to every peer in
-/// `peers`, answers offers, and gives the device each peer's best candidate.
+/// What Signal tells the connection driver.
+#[derive(Debug)]
+pub enum Event {
+    /// The stream is (again) up: messages sent while it was down are lost.
+    Connected,
+    /// A message from a peer.
+    Message(PublicKey, Message),
+}
+
+/// Follows the Signal stream forever (reconnecting with backoff): sends what `outbox` holds,
+/// hands what arrives to `events`.
 pub async fn run(
     server: Server,
     keys: KeyPair,
     port: u16,
-    overlay: String,
-    mut peers: watch::Receiver<Vec<String>>,
-    mut reflexive: watch::Receiver<Vec<SocketAddr>>,
+    events: mpsc::Sender<Event>,
+    mut outbox: mpsc::Receiver<(PublicKey, Message)>,
     device: Arc<Device>,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        let local = local_candidates(&overlay);
-        let result = session(
-            &server,
-            &keys,
-            port,
-            &local,
-            &mut peers,
-            &mut reflexive,
-            &device,
-        )
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, url = %server.url, retry_in = ?backoff, "signal unreachable");
+        let result = session(&server, &keys, port, &events, &mut outbox, &device).await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, url = %server.url, retry_in = ?backoff, "signal unreachable")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The Signal body of an ICE message.
+fn to_body(m: &Message, port: u16) -> Body {
+    match m {
+        Message::Offer(c) => body(Type::Offer, Message::creds_payload(c), port),
+        Message::Answer(c) => body(Type::Answer, Message::creds_payload(c), port),
+        Message::Candidate(line) => body(Type::Candidate, line.clone(), port),
+    }
+}
+
+/// The ICE message of a Signal body (`None`: a type ICE does not take, or a payload that
+/// does not parse).
+fn of_body(b: &Body) -> Option<Message> {
+    match Type::try_from(b.r#type).ok()? {
+        Type::Offer => Message::parse_creds(&b.payload).map(Message::Offer),
+        Type::Answer => Message::parse_creds(&b.payload).map(Message::Answer),
+        Type::Candidate => (!b.payload.is_empty() && b.payload.len() <= 512)
+            .then(|| Message::Candidate(b.payload.clone())),
+        _ => None,
     }
 }
 
@@ -223,9 +144,8 @@ async fn session(
     server: &Server,
     keys: &KeyPair,
     port: u16,
-    local: &[IpNet],
-    peers: &mut watch::Receiver<Vec<String>>,
-    reflexive: &mut watch::Receiver<Vec<SocketAddr>>,
+    events: &mpsc::Sender<Event>,
+    outbox: &mut mpsc::Receiver<(PublicKey, Message)>,
     device: &Device,
 ) -> anyhow::Result<()> {
     let url = server.url.as_str();
@@ -234,7 +154,7 @@ async fn session(
         .connect()
         .await?;
     let mut client = SignalExchangeClient::new(channel);
-    let (tx, rx) = mpsc::channel::<EncryptedMessage>(64);
+    let (tx, rx) = mpsc::channel::<EncryptedMessage>(256);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut()
         .insert(PEER_ID_HEADER, keys.public().to_base64().parse()?);
@@ -250,74 +170,14 @@ async fn session(
     }
     let mut inbound = client.connect_stream(req).await?.into_inner();
     tracing::info!(%url, "signal connected");
-    let send_all = |to: &PublicKey, kind: Type, srflx: &[SocketAddr]| {
-        let mut v = vec![encrypt_signal(
-            &body(kind, "swiftgate:direct".into(), port),
-            keys,
-            to,
-        )];
-        // Numbered in order (the foundation field): local addresses, then the mappings.
-        let host = local
-            .iter()
-            .enumerate()
-            .map(|(i, n)| candidate_line(i, n.addr(), port));
-        let mapped = srflx
-            .iter()
-            .enumerate()
-            .map(|(i, a)| srflx_line(local.len() + i, *a, port));
-        for line in host.chain(mapped) {
-            v.push(encrypt_signal(&body(Type::Candidate, line, port), keys, to));
-        }
-        v
-    };
-    let mut srflx: Vec<SocketAddr> = reflexive.borrow_and_update().clone();
-    let mut offered: BTreeSet<String> = BTreeSet::new();
-    let mut best: HashMap<String, u8> = HashMap::new();
-    // Every candidate heard, also from peers not (yet) in our map: maps and offers race.
-    let mut heard: HashMap<String, Vec<(SocketAddr, CandidateKind)>> = HashMap::new();
+    if events.send(Event::Connected).await.is_err() {
+        return Ok(());
+    }
     loop {
-        let current = peers.borrow_and_update().clone();
-        // A peer that left the map starts over when it comes back (the device forgot it).
-        offered.retain(|p| current.contains(p));
-        best.retain(|p, _| current.contains(p));
-        // Candidates heard before the peer was in our map.
-        for p in &current {
-            let Ok(pk) = PublicKey::from_base64(p) else {
-                continue;
-            };
-            for (addr, kind) in heard.get(p).into_iter().flatten() {
-                let s = score(addr, *kind, local);
-                if s > 0
-                    && best.get(p).is_none_or(|b| s > *b)
-                    && device.suggest_endpoint(pk.as_bytes(), *addr, kind.origin())
-                {
-                    best.insert(p.clone(), s);
-                }
-            }
-        }
-        // Offer to peers we have not offered to on this stream.
-        for p in &current {
-            if offered.contains(p) {
-                continue;
-            }
-            let Ok(pk) = PublicKey::from_base64(p) else {
-                continue;
-            };
-            for m in send_all(&pk, Type::Offer, &srflx) {
-                tx.send(m).await?;
-            }
-            offered.insert(p.clone());
-        }
         tokio::select! {
-            changed = peers.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-            }
-            // New reflexive addresses: offered to every peer again.
-            Ok(()) = reflexive.changed() => {
-                srflx = reflexive.borrow_and_update().clone();
-                offered.clear();
+            out = outbox.recv() => {
+                let Some((to, m)) = out else { return Ok(()) };
+                tx.send(encrypt_signal(&to_body(&m, port), keys, &to)).await?;
             }
             msg = inbound.next() => {
                 let Some(msg) = msg else { anyhow::bail!("signal stream closed") };
@@ -327,36 +187,16 @@ async fn session(
                     tracing::debug!("signal: message that does not open, ignored");
                     continue;
                 };
-                let from_b64 = from.to_base64();
-                match Type::try_from(b.r#type) {
-                    // An offer or answer starts the peer's candidates afresh: a re-offer
-                    // after its mapping changed replaces what was heard before.
-                    Ok(kind @ (Type::Offer | Type::Answer)) => {
-                        heard.remove(&from_b64);
-                        best.remove(&from_b64);
-                        if kind == Type::Offer {
-                            for m in send_all(&from, Type::Answer, &srflx) {
-                                tx.send(m).await?;
-                            }
+                match of_body(&b) {
+                    Some(m) => {
+                        if events.send(Event::Message(from, m)).await.is_err() {
+                            return Ok(());
                         }
                     }
-                    Ok(Type::Candidate) => {
-                        let Some(addr) = parse_candidate(&b.payload) else {
-                            device.count_signal_ignored();
-                            continue;
-                        };
-                        let kind = candidate_kind(&b.payload);
-                        let list = heard.entry(from_b64.clone()).or_default();
-                        if !list.contains(&(addr, kind)) && list.len() < 16 {
-                            list.push((addr, kind));
-                        }
-                        let s = score(&addr, kind, local);
-                        if s > 0 && best.get(&from_b64).is_none_or(|b| s > *b) && device.suggest_endpoint(from.as_bytes(), addr, kind.origin()) {
-                            best.insert(from_b64, s);
-                            tracing::debug!(peer = %from, endpoint = %addr, "endpoint from signal");
-                        }
+                    None => {
+                        device.count_signal_ignored();
+                        tracing::debug!(peer = %from, kind = b.r#type, "signal: message ICE does not take, ignored");
                     }
-                    _ => {}
                 }
             }
         }
@@ -368,66 +208,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_round_trip_and_rank() {
-        let line = candidate_line(3, "203.0.113.7".parse().unwrap(), 51820);
-        assert_eq!(
-            parse_candidate(&line),
-            Some("203.0.113.7:51820".parse().unwrap())
-        );
-        // A NetBird/pion style line with extra attributes.
-        let pion = "candidate:2596 1 udp 2130706431 198.51.100.4 40123 typ host generation 0";
-        assert_eq!(
-            parse_candidate(pion),
-            Some("198.51.100.4:40123".parse().unwrap())
-        );
-        assert_eq!(
-            parse_candidate("candidate:1 1 tcp 1 192.0.2.1 1 typ host"),
-            None
-        );
-        assert_eq!(parse_candidate("garbage"), None);
-        let local: Vec<IpNet> = vec!["203.0.113.2/24".parse().unwrap()];
-        let host = CandidateKind::Host;
-        assert_eq!(score(&"203.0.113.7:1".parse().unwrap(), host, &local), 4);
-        assert_eq!(score(&"10.1.2.3:1".parse().unwrap(), host, &local), 2);
-        assert_eq!(score(&"198.51.100.1:1".parse().unwrap(), host, &local), 1);
-        // A NAT's mapping beats another site's local address.
-        let srflx = srflx_line(7, "198.51.100.9:40000".parse().unwrap(), 51820);
-        assert_eq!(
-            srflx,
-            "candidate:7 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 0.0.0.0 rport 51820"
-        );
-        assert_eq!(candidate_kind(&srflx), CandidateKind::ServerReflexive);
-        assert_eq!(
-            parse_candidate(&srflx),
-            Some("198.51.100.9:40000".parse().unwrap())
-        );
-        assert_eq!(
-            score(
-                &"198.51.100.9:40000".parse().unwrap(),
-                CandidateKind::ServerReflexive,
-                &local
-            ),
-            3
-        );
-        // ... and a private address behind another NAT.
-        assert!(
-            score(
-                &"203.0.113.99:1".parse().unwrap(),
-                CandidateKind::ServerReflexive,
-                &[]
-            ) > score(&"192.168.1.20:51820".parse().unwrap(), host, &[])
-        );
-        // A relay candidate (a NetBird peer's TURN allocation) is never used.
-        let relay = "candidate:3 1 udp 16777215 192.0.2.50 61000 typ relay raddr 0.0.0.0 rport 0";
-        assert_eq!(candidate_kind(relay), CandidateKind::Relay);
-        assert_eq!(
-            score(
-                &"192.0.2.50:61000".parse().unwrap(),
-                CandidateKind::Relay,
-                &local
-            ),
-            0
-        );
-        assert_eq!(candidate_kind(pion), CandidateKind::Host);
+    fn ice_messages_map_to_netbird_bodies_and_back() {
+        let creds = is::IceCreds {
+            ufrag: "Uf1x".into(),
+            pass: "pw0123456789abcdefghij".into(),
+        };
+        let offer = to_body(&Message::Offer(creds.clone()), 51820);
+        assert_eq!(offer.r#type, Type::Offer as i32);
+        assert_eq!(offer.payload, "Uf1x:pw0123456789abcdefghij");
+        assert_eq!(offer.wg_listen_port, 51820);
+        assert_eq!(of_body(&offer), Some(Message::Offer(creds.clone())));
+        let answer = to_body(&Message::Answer(creds.clone()), 51820);
+        assert_eq!(of_body(&answer), Some(Message::Answer(creds)));
+        let line = "candidate:1 1 udp 2130706431 192.0.2.1 51820 typ host";
+        let cand = to_body(&Message::Candidate(line.into()), 51820);
+        assert_eq!(cand.payload, line);
+        assert_eq!(of_body(&cand), Some(Message::Candidate(line.into())));
+        // Not ICE's, or not parsable: left out.
+        for (t, payload) in [
+            (Type::Offer, "no-colon"),
+            (Type::Answer, "a:b:c"),
+            (Type::Candidate, ""),
+            (Type::Mode, "x"),
+        ] {
+            assert_eq!(
+                of_body(&body(t, payload.into(), 1)),
+                None,
+                "{t:?} {payload}"
+            );
+        }
     }
 }

@@ -31,8 +31,9 @@ const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_SOFTWARE: u16 = 0x8022;
 const ATTR_FINGERPRINT: u16 = 0x8028;
 /// XORed into the CRC-32 of a message to make its FINGERPRINT.
-const FINGERPRINT_XOR: u32 = 0x5354_554e;
-const HEADER: usize = 20;
+pub(crate) const FINGERPRINT_XOR: u32 = 0x5354_554e;
+/// The size of a STUN header.
+pub(crate) const HEADER: usize = 20;
 
 /// What a datagram on the WireGuard port is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +86,7 @@ impl BindingRequest {
 }
 
 /// Appends an attribute (padded to 4 bytes) and updates the header's length.
-fn put_attr(b: &mut Vec<u8>, ty: u16, value: &[u8]) {
+pub(crate) fn put_attr(b: &mut Vec<u8>, ty: u16, value: &[u8]) {
     b.extend_from_slice(&ty.to_be_bytes());
     b.extend_from_slice(&(value.len() as u16).to_be_bytes());
     b.extend_from_slice(value);
@@ -96,7 +97,7 @@ fn put_attr(b: &mut Vec<u8>, ty: u16, value: &[u8]) {
 
 /// Appends FINGERPRINT: CRC-32 of the message before it (with the length already counting
 /// it), XOR 0x5354554e.
-fn add_fingerprint(b: &mut Vec<u8>) {
+pub(crate) fn add_fingerprint(b: &mut Vec<u8>) {
     let len = (b.len() - HEADER + 8) as u16;
     b[2..4].copy_from_slice(&len.to_be_bytes());
     let crc = crc32(b) ^ FINGERPRINT_XOR;
@@ -104,7 +105,7 @@ fn add_fingerprint(b: &mut Vec<u8>) {
 }
 
 /// CRC-32 (IEEE, reflected), as FINGERPRINT uses.
-fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &byte in data {
         crc ^= u32::from(byte);

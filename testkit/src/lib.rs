@@ -34,6 +34,7 @@ pub mod agent;
 pub mod config;
 pub mod kernel;
 pub mod mgmt;
+pub mod nat;
 pub mod netns;
 pub mod pins;
 pub mod topology;

@@ -39,6 +39,18 @@ impl Mgmt {
 
     /// [`Mgmt::start`], announcing these STUN URIs (`stun:host:port`) to the agents.
     pub fn start_with_stuns(lab: &Lab, ns: usize, underlay: &str, stuns: Vec<String>) -> Mgmt {
+        Self::start_with_servers(lab, ns, underlay, stuns, None)
+    }
+
+    /// [`Mgmt::start`], announcing these STUN URIs and TURN servers (with credentials from
+    /// the TURN configuration's shared secret) to the agents.
+    pub fn start_with_servers(
+        lab: &Lab,
+        ns: usize,
+        underlay: &str,
+        stuns: Vec<String>,
+        turn: Option<swiftgate_management::turn::TurnConfig>,
+    ) -> Mgmt {
         let (tx, rx) = std_mpsc::channel();
         let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
         let ns_path = lab.n(ns).path();
@@ -93,6 +105,7 @@ impl Mgmt {
                     signal: Some(g_addr.to_string()),
                     signal_tls: true,
                     stuns,
+                    turn,
                     ..Default::default()
                 };
                 let server = grpc::Grpc::new(svc.clone(), services).expect("gRPC service");

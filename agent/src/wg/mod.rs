@@ -14,7 +14,7 @@
 
 pub mod offload;
 pub mod peers;
-pub use peers::{Connection, EndpointOrigin};
+pub use peers::{Connection, EndpointOrigin, Via};
 pub mod tun;
 mod worker;
 
@@ -123,11 +123,45 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) drops: Drops,
     pub(crate) tun_io: TunIo,
-    /// Where workers hand STUN datagrams (`(from, datagram)`), once discovery runs.
-    pub(crate) stun: std::sync::OnceLock<tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>>,
+    /// Where workers hand STUN and TURN datagrams, once the connection driver runs.
+    pub(crate) stun: std::sync::OnceLock<tokio::sync::mpsc::Sender<Inbound>>,
+    /// Bound TURN channels: (server, channel) -> the peer address the channel reaches.
+    /// WireGuard inside their ChannelData is taken by the workers as from that address.
+    pub(crate) channels: ArcSwap<HashMap<(SocketAddr, u16), SocketAddr>>,
     /// Server-reflexive addresses of the WireGuard port, as discovery last saw them.
     reflexive: Mutex<Vec<SocketAddr>>,
+    /// Each peer's ICE, as the connection driver last saw it.
+    ice: Mutex<HashMap<[u8; 32], crate::ice::PeerIce>>,
     next_slot: AtomicU32,
+}
+
+/// A STUN or TURN datagram that arrived on the WireGuard port, for the connection driver.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Who sent it.
+    pub from: SocketAddr,
+    /// The local address it was sent to (from `IP_PKTINFO`), when the kernel said.
+    pub to: Option<IpAddr>,
+    /// The datagram.
+    pub data: Vec<u8>,
+}
+
+/// Sends a WireGuard datagram to a peer's endpoint, through its TURN channel if it has one.
+pub(crate) fn send_wire(
+    sock: &UdpSocket,
+    endpoint: SocketAddr,
+    relay: Option<Via>,
+    d: &[u8],
+) -> std::io::Result<usize> {
+    match relay {
+        None => sock.send_to(d, to_socket(endpoint)),
+        Some(v) => {
+            let mut framed = Vec::with_capacity(4 + d.len());
+            framed.extend_from_slice(&v.header(d.len()));
+            framed.extend_from_slice(d);
+            sock.send_to(&framed, to_socket(v.server))
+        }
+    }
 }
 
 /// A running WireGuard device.
@@ -138,6 +172,40 @@ pub struct Device {
     iface: String,
     listen_port: u16,
     cfg: Mutex<WgConfig>,
+}
+
+/// A peer's ICE in the status.
+#[derive(Clone, Debug, Serialize)]
+pub struct IceStatus {
+    /// `new`, `checking`, `connected`, `completed` or `disconnected`.
+    pub state: &'static str,
+    /// The selected pair's local side (our port's address, or our relayed address).
+    pub local: Option<String>,
+    /// The selected pair's remote side.
+    pub remote: Option<String>,
+    /// Whether this side nominates.
+    pub controlling: bool,
+    /// ICE restarts so far.
+    pub restarts: u32,
+}
+
+impl From<&crate::ice::PeerIce> for IceStatus {
+    fn from(p: &crate::ice::PeerIce) -> Self {
+        use is::IceConnectionState as S;
+        IceStatus {
+            state: match p.state {
+                S::New => "new",
+                S::Checking => "checking",
+                S::Connected => "connected",
+                S::Completed => "completed",
+                S::Disconnected => "disconnected",
+            },
+            local: p.nominated.map(|n| n.local.to_string()),
+            remote: p.nominated.map(|n| n.remote.to_string()),
+            controlling: p.controlling,
+            restarts: p.restarts,
+        }
+    }
 }
 
 /// One peer's status.
@@ -153,10 +221,13 @@ pub struct PeerStatus {
     pub endpoint_origin: peers::EndpointOrigin,
     /// `connected`, `connecting` or `failed`.
     pub state: peers::Connection,
-    /// `direct` (the only path until TURN relaying), or none without an endpoint.
+    /// `relayed` (through our TURN allocation, or to the peer's relayed address), `direct`,
+    /// or none without an endpoint.
     pub path: Option<&'static str>,
     /// Round-trip time of the last handshake this side initiated, milliseconds.
     pub rtt_ms: Option<u32>,
+    /// ICE, when peers are found through Signal.
+    pub ice: Option<IceStatus>,
     /// Seconds since the last completed handshake.
     pub last_handshake_s: Option<f64>,
     /// Bytes sent.
@@ -216,7 +287,9 @@ impl Shared {
             drops: Drops::default(),
             tun_io: TunIo::default(),
             stun: std::sync::OnceLock::new(),
+            channels: ArcSwap::from_pointee(HashMap::new()),
             reflexive: Mutex::new(Vec::new()),
+            ice: Mutex::new(HashMap::new()),
             next_slot: AtomicU32::new(1),
         }
     }
@@ -250,11 +323,10 @@ impl Shared {
                 // an endpoint learnt from the peer is kept unless one is configured.
                 Some(existing) => {
                     tracing::debug!(peer = %p.name, "peer session settings changed; new session");
-                    let learnt = existing
-                        .state
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .endpoint;
+                    let (learnt, relay) = {
+                        let st = existing.state.lock().unwrap_or_else(|e| e.into_inner());
+                        (st.endpoint, st.relay)
+                    };
                     let peer = peers::new_peer(
                         existing.slot,
                         p.name.clone(),
@@ -267,6 +339,7 @@ impl Shared {
                         let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
                         if st.endpoint.is_none() && learnt.is_some() {
                             st.endpoint = learnt;
+                            st.relay = relay;
                             st.origin = peers::EndpointOrigin::Learnt;
                         }
                     }
@@ -376,23 +449,22 @@ impl Device {
     /// the initiation to `to`, if given.
     fn initiate(&self, st: &mut peers::PeerState, to: Option<SocketAddr>) {
         let mut buf = [0u8; 256];
+        let relay = if to == st.endpoint { st.relay } else { None };
         if let (TunnResult::WriteToNetwork(pkt), Some(to)) =
             (st.tunn.format_handshake_initiation(&mut buf, true), to)
         {
-            let _ = self.timer_sock.send_to(pkt, to_socket(to));
+            let _ = send_wire(&self.timer_sock, to, relay, pkt);
         }
     }
 
-    /// Offers an endpoint for a peer (from Signal): taken when the peer has none yet or has not
-    /// completed a handshake; an endpoint learnt from authenticated traffic is kept (and the
-    /// offered address only probed, see below). A taken
-    /// endpoint gets a handshake initiation at once (boringtun retries it): behind a NAT that
-    /// filters by address, the other side's packets only get in once this side has sent to
-    /// it, so both sides must send, not only the one with traffic waiting.
-    pub fn suggest_endpoint(
+    /// Sets a peer's path to the pair ICE nominated: `remote` directly, or through the TURN
+    /// channel `relay`. A peer with no session yet gets a handshake at once (both sides
+    /// send, so both NATs open). Whether the peer is known.
+    pub fn set_path(
         &self,
         public: &[u8; 32],
-        addr: SocketAddr,
+        remote: SocketAddr,
+        relay: Option<Via>,
         origin: peers::EndpointOrigin,
     ) -> bool {
         let table = self.shared.table.load();
@@ -400,29 +472,35 @@ impl Device {
             return false;
         };
         let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
-        let connected = st.tunn.time_since_last_handshake().is_some();
-        if st.endpoint.is_none() || !connected {
-            st.endpoint = Some(addr);
+        if st.endpoint == Some(remote) && st.relay == relay {
             st.origin = origin;
-            st.trying_since = std::time::Instant::now();
-            self.initiate(&mut st, Some(addr));
             return true;
         }
-        if st.endpoint != Some(addr) {
-            // Connected elsewhere: probe the new address with a handshake and keep the
-            // endpoint. If the peer answers from there, the answer moves the endpoint
-            // (roaming); if not, the session goes on as it was. This is how a peer whose NAT
-            // mapping changed (rebinding, a new network) is found again: its re-offer names
-            // the new mapping, and this side's probe opens its own NAT towards it.
-            tracing::debug!(peer = %p.name, candidate = %addr, "probing a new candidate");
-            self.initiate(&mut st, Some(addr));
+        tracing::info!(peer = %p.name, endpoint = %remote, relayed = relay.is_some(), "path from ICE");
+        st.endpoint = Some(remote);
+        st.relay = relay;
+        st.origin = origin;
+        let connected = st
+            .tunn
+            .time_since_last_handshake()
+            .is_some_and(|t| t < Duration::from_secs(180));
+        if !connected {
+            st.trying_since = std::time::Instant::now();
+            self.initiate(&mut st, Some(remote));
         }
-        false
+        true
+    }
+
+    /// The TURN channels bound now ((server, channel) -> the peer address it reaches): their
+    /// ChannelData carrying WireGuard is taken as the peer's.
+    pub fn set_channels(&self, channels: HashMap<(SocketAddr, u16), SocketAddr>) {
+        self.shared.channels.store(Arc::new(channels));
     }
 
     /// Per-peer status.
     pub fn status(&self) -> Vec<PeerStatus> {
         let table = self.shared.table.load();
+        let ice = self.shared.ice.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<PeerStatus> = table
             .by_slot
             .values()
@@ -435,8 +513,16 @@ impl Device {
                     endpoint: st.endpoint.map(|e| e.to_string()),
                     endpoint_origin: st.origin,
                     state: peers::connection(hs, st.trying_since.elapsed()),
-                    path: st.endpoint.map(|_| "direct"),
+                    // Relayed: through our TURN allocation, or to the peer's.
+                    path: st.endpoint.map(|_| {
+                        if st.relay.is_some() || st.origin == peers::EndpointOrigin::Relay {
+                            "relayed"
+                        } else {
+                            "direct"
+                        }
+                    }),
                     rtt_ms: rtt,
+                    ice: ice.get(&p.public).map(IceStatus::from),
                     last_handshake_s: hs.map(|d| d.as_secs_f64()),
                     tx_bytes: tx,
                     rx_bytes: rx,
@@ -475,6 +561,21 @@ impl Device {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records each peer's ICE (shown in the status).
+    pub fn set_ice(&self, ice: HashMap<[u8; 32], crate::ice::PeerIce>) {
+        *self.shared.ice.lock().unwrap_or_else(|e| e.into_inner()) = ice;
+    }
+
+    /// Counts `n` Signal messages ICE refused (candidates that do not parse).
+    pub fn add_signal_ignored(&self, n: u64) {
+        if n > 0 {
+            self.shared
+                .drops
+                .signal_ignored
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a Signal message that was ignored.
     pub fn count_signal_ignored(&self) {
         self.shared
@@ -486,10 +587,7 @@ impl Device {
     /// STUN datagrams arriving on the WireGuard port, from now on (once; `None` when already
     /// taken). Workers hand them over without blocking: when the queue is full they are
     /// dropped and counted (`stun` in [`Self::drops`]).
-    pub fn stun_inbox(
-        &self,
-        capacity: usize,
-    ) -> Option<tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>> {
+    pub fn stun_inbox(&self, capacity: usize) -> Option<tokio::sync::mpsc::Receiver<Inbound>> {
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         self.shared.stun.set(tx).ok().map(|()| rx)
     }
@@ -554,11 +652,11 @@ fn timers(sh: Arc<Shared>, sock: UdpSocket) {
         let table = sh.table.load();
         for p in table.by_slot.values() {
             let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
-            let ep = st.endpoint;
+            let (ep, relay) = (st.endpoint, st.relay);
             match st.tunn.update_timers(&mut buf) {
                 TunnResult::WriteToNetwork(pkt) => {
                     if let Some(ep) = ep
-                        && let Err(e) = sock.send_to(pkt, to_socket(ep))
+                        && let Err(e) = send_wire(&sock, ep, relay, pkt)
                     {
                         tracing::debug!(peer = %p.name, error = %e, "timer send");
                     }

@@ -25,6 +25,40 @@ pub struct PeerState {
     pub origin: EndpointOrigin,
     /// Since when the peer has been trying its current endpoint (or waiting for one).
     pub trying_since: std::time::Instant,
+    /// The TURN channel the endpoint is reached through (`None`: directly). The endpoint
+    /// is then the peer's address as the TURN server sees it.
+    pub relay: Option<Via>,
+}
+
+/// A TURN channel: WireGuard datagrams for the peer go to `server` behind a ChannelData
+/// header naming `channel` (RFC 8656 §12.4), and the server's ChannelData on `channel` are the
+/// peer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Via {
+    /// The TURN server (where our allocation is).
+    pub server: SocketAddr,
+    /// The channel number bound to the peer's address (0x4000..=0x4FFF).
+    pub channel: u16,
+}
+
+impl Via {
+    /// The ChannelData header for a payload of `len` bytes.
+    pub fn header(&self, len: usize) -> [u8; 4] {
+        let c = self.channel.to_be_bytes();
+        let l = (len as u16).to_be_bytes();
+        [c[0], c[1], l[0], l[1]]
+    }
+}
+
+/// The channel and payload of a ChannelData message (RFC 8656 §12.4): channel numbers
+/// 0x4000..=0x4FFF, a length that fits (UDP needs no padding, some servers add it).
+pub fn channel_data(d: &[u8]) -> Option<(u16, &[u8])> {
+    let channel = u16::from_be_bytes(d.get(..2)?.try_into().ok()?);
+    let len = u16::from_be_bytes(d.get(2..4)?.try_into().ok()?) as usize;
+    if !(0x4000..=0x4fff).contains(&channel) {
+        return None;
+    }
+    Some((channel, d.get(4..4 + len)?))
 }
 
 /// Where a peer's endpoint came from.
@@ -35,12 +69,14 @@ pub enum EndpointOrigin {
     None,
     /// The configuration.
     Configured,
-    /// A host candidate from Signal (a local address of the peer).
+    /// The pair ICE nominated, to one of the peer's local addresses (a host candidate).
     Host,
-    /// A server-reflexive candidate from Signal (the peer's NAT mapping).
+    /// The pair ICE nominated, to the peer's NAT mapping (server- or peer-reflexive).
     Srflx,
     /// Learnt from the peer's authenticated packets (roaming).
     Learnt,
+    /// The pair ICE nominated, through a TURN relay (ours or the peer's).
+    Relay,
 }
 
 /// A peer's connection as the rest of the agent sees it.
@@ -226,6 +262,7 @@ pub fn new_peer(
                 EndpointOrigin::None
             },
             trying_since: std::time::Instant::now(),
+            relay: None,
         })),
         settings,
     }

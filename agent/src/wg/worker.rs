@@ -18,8 +18,8 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use super::{
     Shared, from_socket,
     offload::{self, VNET_HDR_LEN, VnetHdr},
-    peers::Peer,
-    to_socket,
+    peers::{Peer, Via, channel_data},
+    send_wire, to_socket,
     tun::TunQueue,
 };
 
@@ -160,12 +160,22 @@ impl Worker {
     /// Encrypts one packet for `peer` straight into the send batch.
     fn encrypt(&mut self, peer: &Peer, p: &[u8]) {
         let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-        let dest = st.endpoint;
-        let need = (p.len() + 32).max(148);
+        // Through a TURN channel: to the server, behind the ChannelData header (equal-sized
+        // datagrams stay equal-sized, so GSO batches still form).
+        let relay = st.relay;
+        let dest = relay.map(|v| v.server).or(st.endpoint);
+        let hdr = if relay.is_some() { 4 } else { 0 };
+        let need = (p.len() + 32).max(148) + hdr;
         let start = self.batch.buf.len();
         self.batch.buf.resize(start + need, 0);
-        let len = match st.tunn.encapsulate(p, &mut self.batch.buf[start..]) {
-            TunnResult::WriteToNetwork(d) => d.len(),
+        let len = match st.tunn.encapsulate(p, &mut self.batch.buf[start + hdr..]) {
+            TunnResult::WriteToNetwork(d) => {
+                let n = d.len();
+                if let Some(v) = relay {
+                    self.batch.buf[start..start + 4].copy_from_slice(&v.header(n));
+                }
+                n + hdr
+            }
             TunnResult::Err(e) => {
                 tracing::trace!(peer = %peer.name, error = ?e, "encapsulate");
                 0
@@ -251,6 +261,7 @@ impl Worker {
             };
             for (m, b) in meta.iter().zip(bufs.iter()).take(n) {
                 let from = from_socket(m.addr);
+                let to = m.dst_ip.map(|ip| ip.to_canonical());
                 let stride = if m.stride == 0 { m.len } else { m.stride };
                 for d in b[..m.len].chunks(stride) {
                     if used + d.len() > self.arena.len() {
@@ -258,7 +269,9 @@ impl Worker {
                         spans.clear();
                         used = 0;
                     }
-                    if let Some((off, len)) = self.datagram(&table, from, d, scratch, used) {
+                    if let Some((off, len)) =
+                        self.datagram(&table, (from, to, None), d, scratch, used)
+                    {
                         spans.push((off, len));
                         used = off + len;
                     }
@@ -310,10 +323,12 @@ impl Worker {
         self.sh.tun_io.packets.fetch_add(written, Ordering::Relaxed);
     }
 
+    /// One datagram: `from` the sender, `to` the local address it came to, `via` the TURN
+    /// channel it was unwrapped from (then `from` is the peer's address behind the relay).
     fn datagram(
         &mut self,
         table: &super::peers::PeerTable,
-        from: SocketAddr,
+        (from, to, via): (SocketAddr, Option<IpAddr>, Option<Via>),
         d: &[u8],
         scratch: &mut [u8],
         at: usize,
@@ -324,14 +339,36 @@ impl Worker {
             Some(idx) => table.by_index(idx),
             // STUN on the same port (answers to our Binding requests): to discovery. `from` is
             // already canonical (`from_socket`), as discovery's resolved servers are.
-            None if crate::stun::classify(d) == crate::stun::Kind::Stun => {
-                // Oversized: no answer of ours is, and copying it costs.
+            // ChannelData from a TURN server on a bound channel: WireGuard inside is the
+            // peer's. Anything else from a relay (STUN checks inside, the server's own
+            // messages) goes to the connection driver below.
+            None if via.is_none()
+                && let Some((channel, inner)) = channel_data(d)
+                && crate::stun::classify(inner) != crate::stun::Kind::Stun
+                && let Some(peer_addr) = self.sh.channels.load().get(&(from, channel)).copied() =>
+            {
+                let via = Some(Via {
+                    server: from,
+                    channel,
+                });
+                return self.datagram(table, (peer_addr, None, via), inner, scratch, at);
+            }
+            None if via.is_none()
+                && (crate::stun::classify(d) == crate::stun::Kind::Stun
+                    || channel_data(d).is_some()) =>
+            {
+                // Oversized: no answer or check of ours is, and copying it costs.
+                let inbound = || super::Inbound {
+                    from,
+                    to,
+                    data: d.to_vec(),
+                };
                 let taken = d.len() <= crate::stun::MAX_ANSWER
                     && self
                         .sh
                         .stun
                         .get()
-                        .is_some_and(|tx| tx.try_send((from, d.to_vec())).is_ok());
+                        .is_some_and(|tx| tx.try_send(inbound()).is_ok());
                 if !taken {
                     self.sh.drops.stun.fetch_add(1, Ordering::Relaxed);
                 }
@@ -344,7 +381,7 @@ impl Worker {
                     Ok(p) => p,
                     Err(TunnResult::WriteToNetwork(cookie)) => {
                         self.sh.drops.cookies.fetch_add(1, Ordering::Relaxed);
-                        let _ = self.sock.send_to(cookie, to_socket(from));
+                        let _ = send_wire(&self.sock, from, via, cookie);
                         return None;
                     }
                     Err(_) => {
@@ -379,11 +416,11 @@ impl Worker {
         {
             TunnResult::WriteToNetwork(out) => {
                 authenticated = true;
-                let _ = self.sock.send_to(out, to_socket(from));
+                let _ = send_wire(&self.sock, from, via, out);
                 // Flush packets queued while the handshake was under way.
                 let mut tmp = vec![0u8; MAX_DATAGRAM];
                 while let TunnResult::WriteToNetwork(q) = st.tunn.decapsulate(None, &[], &mut tmp) {
-                    let _ = self.sock.send_to(q, to_socket(from));
+                    let _ = send_wire(&self.sock, from, via, q);
                 }
                 None
             }
@@ -405,8 +442,10 @@ impl Worker {
                 placed = Some((pkt.as_ptr() as usize - base, pkt.len()));
             }
         }
-        // Roaming: an authenticated packet tells us where the peer is now.
-        if authenticated && st.endpoint != Some(from) {
+        // Roaming: an authenticated packet tells us where the peer is now; the way it came
+        // (direct, or which relay channel) is ICE's to choose, so a packet that came the other
+        // way moves nothing (a relayed path is not left for a direct packet, nor the reverse).
+        if authenticated && st.endpoint != Some(from) && st.relay == via {
             tracing::debug!(peer = %peer.name, endpoint = %from, "endpoint changed");
             st.endpoint = Some(from);
             st.origin = super::peers::EndpointOrigin::Learnt;

@@ -1,0 +1,149 @@
+//! NAT labs: home namespaces behind NAT routers (nftables masquerade) on an "internet"
+//! namespace, and coturn on that internet as the STUN and TURN server. Shared by the NAT
+//! traversal tests and the connection benchmark.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::wg::{Lab, sh};
+
+/// coturn in a namespace, killed when dropped (before the lab removes the namespace).
+pub struct Coturn(Child);
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The secret coturn and the management server share for TURN credentials.
+pub const TURN_SECRET: &str = "nat-traversal-test-secret";
+
+/// coturn on the "internet" at 203.0.113.1:3478: STUN only (`secret` `None`), or STUN and
+/// TURN with the TURN REST-API shared secret (relaying from 203.0.113.1).
+pub fn coturn(lab: &Lab, inet: usize, secret: Option<&str>) -> Coturn {
+    let mut cmd = Command::new("turnserver");
+    cmd.args([
+        "-n",
+        "--listening-ip=203.0.113.1",
+        "--listening-port=3478",
+        "--no-tls",
+        "--no-dtls",
+        "--no-cli",
+        "--simple-log",
+    ])
+    .arg(format!(
+        "--log-file={}",
+        lab.dir.join("coturn.log").display()
+    ))
+    .arg(format!(
+        "--pidfile={}",
+        lab.dir.join("coturn.pid").display()
+    ))
+    .arg(format!("--userdb={}", lab.dir.join("coturn.db").display()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    match secret {
+        None => {
+            cmd.arg("--no-auth");
+        }
+        Some(secret) => {
+            cmd.args([
+                "--use-auth-secret",
+                "--realm=swiftgate.test",
+                "--relay-ip=203.0.113.1",
+                "--min-port=49152",
+                "--max-port=49252",
+            ])
+            .arg(format!("--static-auth-secret={secret}"));
+        }
+    }
+    Coturn(
+        lab.n(inet)
+            .spawn(&mut cmd)
+            .expect("turnserver (coturn): run scripts/bootstrap.sh"),
+    )
+}
+
+/// The "internet": a namespace that routes between the NAT routers' WAN links, and drops
+/// what it has no route for (a blackhole default route: the internet does not answer for
+/// private addresses, and coturn, which closes an allocation whose relay socket fails to
+/// send, sees no error for a peer's private host candidate).
+pub fn internet(lab: &mut Lab) -> usize {
+    let inet = lab.ns("inet");
+    lab.n(inet).sysctl("net/ipv4/ip_forward", "1").unwrap();
+    lab.n(inet)
+        .ip(&["route", "add", "blackhole", "default"])
+        .unwrap();
+    inet
+}
+
+/// How a NAT maps a home's UDP port.
+#[derive(Clone, Copy)]
+pub enum Mapping {
+    /// Endpoint-independent: one mapping for every destination (Linux masquerade keeps the
+    /// port when it is free).
+    Cone,
+    /// Address-and-port-dependent: a new random port for every destination, so what a STUN
+    /// server sees is no use to a peer.
+    Symmetric,
+}
+
+/// A NAT router between a new home namespace (the router's LAN address and the home's, `lan`)
+/// and `inet` (the router's WAN address and the internet's, `wan`): forwarding on,
+/// masquerade out of the WAN (mapping as `mapping` says), nothing new in from it. Returns
+/// the router and the home.
+pub fn nat(
+    lab: &mut Lab,
+    name: &str,
+    inet: usize,
+    wan: (&str, &str),
+    lan: (&str, &str),
+    mapping: Mapping,
+) -> (usize, usize) {
+    let (nat, home) = (lab.ns(&format!("{name}r")), lab.ns(&format!("{name}h")));
+    lab.link(nat, "wan0", wan.0, inet, &format!("to{name}"), wan.1);
+    lab.link(home, "eth0", lan.1, nat, "lan0", lan.0);
+    lab.n(nat).sysctl("net/ipv4/ip_forward", "1").unwrap();
+    let inet_ip = wan.1.split('/').next().unwrap();
+    let gw_ip = lan.0.split('/').next().unwrap();
+    lab.n(nat)
+        .ip(&["route", "add", "default", "via", inet_ip])
+        .unwrap();
+    lab.n(home)
+        .ip(&["route", "add", "default", "via", gw_ip])
+        .unwrap();
+    let ns = Some(lab.n(nat));
+    sh(ns, &["nft", "add", "table", "ip", "nat"]);
+    sh(
+        ns,
+        &[
+            "nft",
+            "add chain ip nat post { type nat hook postrouting priority 100 ; }",
+        ],
+    );
+    let rule = match mapping {
+        Mapping::Cone => "add rule ip nat post oifname wan0 masquerade",
+        Mapping::Symmetric => "add rule ip nat post oifname wan0 masquerade random,fully-random",
+    };
+    sh(ns, &["nft", rule]);
+    // A home router's firewall: nothing new gets in from the WAN. (Without it, a peer's
+    // packet that arrives before this side has sent would leave a conntrack entry that
+    // takes the port, and this side's own mapping would then move to another port.)
+    sh(ns, &["nft", "add", "table", "ip", "filter"]);
+    sh(
+        ns,
+        &[
+            "nft",
+            "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }",
+        ],
+    );
+    sh(
+        ns,
+        &[
+            "nft",
+            "add rule ip filter input iifname wan0 ct state new drop",
+        ],
+    );
+    (nat, home)
+}

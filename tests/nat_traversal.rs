@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use swiftgate_testkit::{
     mgmt::{Agent, Mgmt, enrol, peer, wait_ready},
-    nat::{Mapping, TURN_SECRET, coturn, internet, nat},
+    nat::{Mapping, TURN_SECRET, coturn, internet, nat, turn_config},
     traffic,
     wg::{Lab, sh},
 };
@@ -290,11 +290,7 @@ fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
         inet,
         "203.0.113.1",
         vec!["stun:203.0.113.1:3478".into()],
-        Some(swiftgate_management::turn::TurnConfig {
-            uris: vec!["turn:203.0.113.1:3478?transport=udp".into()],
-            secret: swiftgate_management::turn::TurnSecret::new(TURN_SECRET),
-            ttl: Duration::from_secs(600),
-        }),
+        Some(turn_config(Duration::from_secs(600))),
     );
     let key = m.post(
         "/api/setup-keys",

@@ -244,6 +244,8 @@ impl Driver {
         }
         for (addr, t) in wanted {
             match self.relays.iter_mut().find(|r| r.alloc.server() == addr) {
+                // Renewed credentials: for the next allocation (and a probe); a granted one
+                // keeps its own until the server refuses them.
                 Some(r) => {
                     r.alloc
                         .set_credentials(t.username.clone(), t.password.clone());

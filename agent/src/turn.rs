@@ -325,9 +325,16 @@ impl Allocation {
         }
     }
 
-    /// Renewed credentials (the REST-API username expires): used from the next request on;
-    /// requests in flight keep the ones they were sent with.
+    /// Renewed credentials (the REST-API username expires), taken only while the
+    /// allocation is still being requested. A granted allocation keeps the credentials it
+    /// was made with: every request of an allocation must carry the same USERNAME (RFC 8656
+    /// §7.2; coturn answers 441 Wrong Credentials otherwise). When those expire the server
+    /// refuses the next Refresh and the allocation fails; its owner allocates again with
+    /// the newest credentials.
     pub fn set_credentials(&mut self, username: String, password: String) {
+        if !matches!(self.state, AllocationState::Allocating) {
+            return;
+        }
         self.username = username;
         self.password = password;
         self.creds = self.creds.wrapping_add(1);
@@ -1347,7 +1354,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_nonce_is_retried_once_and_credentials_renewed() {
+    fn stale_nonce_is_retried_once_and_credentials_kept_for_the_allocation() {
         let (mut a, t0) = allocated(600);
         let peer: SocketAddr = "198.51.100.9:51820".parse().unwrap();
         a.bind(peer, t0);
@@ -1382,25 +1389,25 @@ mod tests {
             parse(&later).unwrap().get(ATTR_NONCE),
             Some(&b"nonce-3"[..])
         );
-        // New credentials: a 401 to a request sent with the old ones is retried with them.
+        // New credentials: a granted allocation keeps its own (the same USERNAME for every
+        // request of an allocation), so the next request still carries them.
         a.set_credentials("1800000000:alice".into(), "bmV3".into());
-        let unauthorized = |req: &[u8]| {
-            answer(
-                CREATE_PERMISSION | ERROR,
-                req,
-                &[
-                    error_code(401, "Unauthorized"),
-                    (ATTR_NONCE, b"nonce-3".to_vec()),
-                ],
-                None,
-            )
-        };
-        assert_eq!(a.handle(server(), &unauthorized(&later), t0), Ok(None));
-        let renewed = next(&mut a);
-        let m = parse(&renewed).unwrap();
-        assert_eq!(m.get(ATTR_USERNAME), Some(&b"1800000000:alice"[..]));
-        // A 401 to the new credentials: they are wrong.
-        assert_eq!(a.handle(server(), &unauthorized(&renewed), t0), Ok(None));
+        assert_eq!(
+            parse(&later).unwrap().get(ATTR_USERNAME),
+            Some(USER.as_bytes())
+        );
+        // The server refusing them (expired): the allocation is over; its owner allocates
+        // again with the new ones.
+        let unauthorized = answer(
+            CREATE_PERMISSION | ERROR,
+            &later,
+            &[
+                error_code(401, "Unauthorized"),
+                (ATTR_NONCE, b"nonce-3".to_vec()),
+            ],
+            None,
+        );
+        assert_eq!(a.handle(server(), &unauthorized, t0), Ok(None));
         assert_eq!(a.state(), &AllocationState::Failed(TurnError::Unauthorized));
         assert!(!a.encode_to(peer, b"x", &mut Vec::new()));
     }

@@ -218,10 +218,23 @@ pub fn enrol(
     setup_key: &str,
     extra: &[&str],
 ) -> Agent {
+    enrol_as(lab, ns, name, mgmt, setup_key, extra, KeyPair::generate())
+}
+
+/// [`enrol`] with the peer key `keys` (starting an enrolled peer again: it logs in as
+/// itself).
+pub fn enrol_as(
+    lab: &Lab,
+    ns: usize,
+    name: &str,
+    mgmt: &Mgmt,
+    setup_key: &str,
+    extra: &[&str],
+    keys: KeyPair,
+) -> Agent {
     let url = mgmt.grpc.as_str();
     let state = lab.dir.join(name);
     std::fs::create_dir_all(&state).unwrap();
-    let keys = KeyPair::generate();
     std::fs::write(state.join("key"), keys.private().to_base64().as_bytes()).unwrap();
     let pin = PathBuf::from(super::BPFFS).join(format!("sg-test-{}{name}", lab.id));
     let log = lab.dir.join(format!("{name}.log"));

@@ -9,6 +9,13 @@ use crate::wg::{Lab, sh};
 /// coturn in a namespace, killed when dropped (before the lab removes the namespace).
 pub struct Coturn(Child);
 
+impl Coturn {
+    /// The server's process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -18,6 +25,16 @@ impl Drop for Coturn {
 
 /// The secret coturn and the management server share for TURN credentials.
 pub const TURN_SECRET: &str = "nat-traversal-test-secret";
+
+/// The management server's TURN settings for [`coturn`]'s server: credentials from
+/// [`TURN_SECRET`], lasting `ttl`.
+pub fn turn_config(ttl: std::time::Duration) -> swiftgate_management::turn::TurnConfig {
+    swiftgate_management::turn::TurnConfig {
+        uris: vec!["turn:203.0.113.1:3478?transport=udp".into()],
+        secret: swiftgate_management::turn::TurnSecret::new(TURN_SECRET),
+        ttl,
+    }
+}
 
 /// coturn on the "internet" at 203.0.113.1:3478: STUN only (`secret` `None`), or STUN and
 /// TURN with the TURN REST-API shared secret (relaying from 203.0.113.1).
@@ -43,6 +60,10 @@ pub fn coturn(lab: &Lab, inet: usize, secret: Option<&str>) -> Coturn {
     .arg(format!("--userdb={}", lab.dir.join("coturn.db").display()))
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    // For looking into a failure: coturn says what it does with every request.
+    if std::env::var_os("SWIFTGATE_COTURN_VERBOSE").is_some() {
+        cmd.arg("--verbose");
+    }
     match secret {
         None => {
             cmd.arg("--no-auth");

@@ -126,6 +126,33 @@ fn first_answer(
     None
 }
 
+/// Seconds since midnight UTC of a tracing timestamp (`2026-12-07T18:30:55.162549Z`).
+fn log_seconds(line: &str) -> Option<f64> {
+    let t = line.get(11..26)?;
+    let h: f64 = t.get(0..2)?.parse().ok()?;
+    let m: f64 = t.get(3..5)?.parse().ok()?;
+    let sec: f64 = t.get(6..)?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + sec)
+}
+
+/// Seconds since midnight UTC now.
+fn now_seconds() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_secs_f64() % 86_400.0
+}
+
+/// When the agent logging to `log` said it was ready (its fast path, WireGuard and routes
+/// up; seconds since midnight UTC).
+fn ready_at(log: &std::path::Path) -> Option<f64> {
+    std::fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .find(|l| l.contains("swiftgate::run: ready"))
+        .and_then(log_seconds)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -140,11 +167,13 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
     let (_, bob_ip) = peer(&s.m, &s.bob.keys);
     let keys = swiftgate_proto::keys::KeyPair::generate();
     let mut times = Vec::new();
+    let (mut starts, mut connects) = (Vec::new(), Vec::new());
     let mut alice_ip = None;
     let mut last: Option<Agent> = None;
     for i in 0..runs {
         drop(last.take());
         let t0 = Instant::now();
+        let wall0 = now_seconds();
         let a = enrol_as(&s.lab, s.home_a, "alice", &s.m, &s.key, &[], keys.clone());
         let ip = *alice_ip.get_or_insert_with(|| {
             wait_ready(&a);
@@ -153,9 +182,17 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
         match first_answer(&s, ip, bob_ip, t0, Duration::from_secs(60)) {
             Some(t) => {
                 times.push(t.as_secs_f64());
+                // The agent's own start (keys, login, map, eBPF, WireGuard, routes) and what
+                // is left: finding the peer and the first handshake.
+                let ready = ready_at(&a.log).map(|r| (r - wall0).rem_euclid(86_400.0));
+                if let Some(r) = ready {
+                    starts.push(r);
+                    connects.push(t.as_secs_f64() - r);
+                }
                 println!(
-                    "{name} run {i}: first packet after {:.3} s",
-                    t.as_secs_f64()
+                    "{name} run {i}: first packet after {:.3} s (ready after {})",
+                    t.as_secs_f64(),
+                    ready.map_or("?".into(), |r| format!("{r:.3} s"))
                 );
             }
             None => {
@@ -183,6 +220,15 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
     let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
     let path = v["peers"][0]["path"].as_str().unwrap_or("-").to_string();
     times.sort_by(|a, b| a.total_cmp(b));
+    starts.sort_by(|a, b| a.total_cmp(b));
+    connects.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: of which the agent's start (up to ready): median {:.3} s, p95 {:.3} s; from ready to the first packet: median {:.3} s, p95 {:.3} s",
+        percentile(&starts, 0.5),
+        percentile(&starts, 0.95),
+        percentile(&connects, 0.5),
+        percentile(&connects, 0.95),
+    );
     println!(
         "{name}: path {path}; time to first packet over {} runs: median {:.3} s, p95 {:.3} s, min {:.3} s, max {:.3} s",
         times.len(),
@@ -212,7 +258,7 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
         ("coturn", s.turn.pid()),
     ];
     let cpu0: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
-    let out = swiftgate_testkit::run_timeout(
+    let out = match swiftgate_testkit::run_timeout(
         Command::new("iperf3")
             .args(["-c"])
             .arg(bob_ip.to_string())
@@ -221,13 +267,18 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
             .args(["-t", &secs.to_string(), "-J"]),
         Some(&s.lab.n(s.home_a).path()),
         Duration::from_secs(secs + 20),
-    )
-    .expect("iperf3");
+    ) {
+        Ok(o) => o.stdout,
+        Err(e) => {
+            println!("{name}: iperf3 gave no result: {e}");
+            String::new()
+        }
+    };
     let cpu1: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let mut server = server;
     let _ = server.kill();
     let _ = server.wait();
-    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     let bps = j["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);

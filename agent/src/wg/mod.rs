@@ -458,8 +458,8 @@ impl Device {
     }
 
     /// Sets a peer's path to the pair ICE nominated: `remote` directly, or through the TURN
-    /// channel `relay`. A peer with no session yet gets a handshake at once (both sides
-    /// send, so both NATs open). Whether the peer is known.
+    /// channel `relay`, and starts a handshake on it at once (both sides send, so both NATs
+    /// open). Whether the peer is known.
     pub fn set_path(
         &self,
         public: &[u8; 32],
@@ -486,8 +486,10 @@ impl Device {
             .is_some_and(|t| t < Duration::from_secs(180));
         if !connected {
             st.trying_since = std::time::Instant::now();
-            self.initiate(&mut st, Some(remote));
         }
+        // A handshake on the new path at once: it proves the path, and a peer that started
+        // over (a new process, its old session gone) is not left to WireGuard's 5 s retry.
+        self.initiate(&mut st, Some(remote));
         true
     }
 

@@ -224,6 +224,12 @@ async fn grpc_speaks_tls_with_a_self_signed_certificate_agents_can_trust() {
     };
     let (stop, server) = start(cfg).await;
     let cert = dir.path().join(CERT_FILE);
+    // The server writes its certificate as it starts: wait for it (bounded; a loaded
+    // machine takes longer than the start call).
+    let t0 = Instant::now();
+    while !cert.exists() && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let trust = Trust {
         extra_pem: Some(std::fs::read(&cert).unwrap()),
     };

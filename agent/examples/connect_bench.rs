@@ -25,10 +25,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
 use swiftgate_testkit::{
     mgmt::{Agent, Mgmt, enrol, enrol_as, peer, wait_ready},
-    nat::{Coturn, Mapping, TURN_SECRET, coturn, internet, nat, turn_config},
+    nat::{Coturn, Homes, Mapping, TURN_SECRET, coturn, management, two_homes},
     wg::Lab,
 };
 
@@ -56,38 +55,14 @@ struct Site {
 /// A lab with both NATs mapping as `mapping`, bob up and enrolled.
 fn site(mapping: Mapping) -> Site {
     let mut lab = Lab::new();
-    let inet = internet(&mut lab);
-    let (_, home_a) = nat(
-        &mut lab,
-        "a",
+    let Homes {
         inet,
-        ("203.0.113.2/28", "203.0.113.1/28"),
-        ("192.0.2.1/24", "192.0.2.2/24"),
-        mapping,
-    );
-    let (_, home_b) = nat(
-        &mut lab,
-        "b",
-        inet,
-        ("203.0.113.18/28", "203.0.113.17/28"),
-        ("198.51.100.1/24", "198.51.100.2/24"),
-        mapping,
-    );
+        home_a,
+        home_b,
+        ..
+    } = two_homes(&mut lab, mapping);
     let turn = coturn(&lab, inet, Some(TURN_SECRET));
-    let m = Mgmt::start_with_servers(
-        &lab,
-        inet,
-        "203.0.113.1",
-        vec!["stun:203.0.113.1:3478".into()],
-        Some(turn_config(Duration::from_secs(3600))),
-    );
-    let key = m.post(
-        "/api/setup-keys",
-        json!({"name": "bench", "type": "reusable", "expires_in": 3600}),
-    )["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (m, key) = management(&lab, inet, Some(Duration::from_secs(3600)));
     let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);
     wait_ready(&bob);
     Site {

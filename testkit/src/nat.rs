@@ -168,3 +168,70 @@ pub fn nat(
     );
     (nat, home)
 }
+
+/// The two-home NAT lab: alice's home 192.0.2.2 behind 203.0.113.2, bob's 198.51.100.2 behind
+/// 203.0.113.18, both NATs mapping as `mapping`, on [`internet`].
+pub struct Homes {
+    /// The "internet" (management, Signal, coturn go here, at 203.0.113.1).
+    pub inet: usize,
+    /// Alice's NAT router.
+    pub nat_a: usize,
+    /// Alice's home.
+    pub home_a: usize,
+    /// Bob's NAT router.
+    pub nat_b: usize,
+    /// Bob's home.
+    pub home_b: usize,
+}
+
+/// Builds [`Homes`] in `lab`.
+pub fn two_homes(lab: &mut Lab, mapping: Mapping) -> Homes {
+    let inet = internet(lab);
+    let (nat_a, home_a) = nat(
+        lab,
+        "a",
+        inet,
+        ("203.0.113.2/28", "203.0.113.1/28"),
+        ("192.0.2.1/24", "192.0.2.2/24"),
+        mapping,
+    );
+    let (nat_b, home_b) = nat(
+        lab,
+        "b",
+        inet,
+        ("203.0.113.18/28", "203.0.113.17/28"),
+        ("198.51.100.1/24", "198.51.100.2/24"),
+        mapping,
+    );
+    Homes {
+        inet,
+        nat_a,
+        home_a,
+        nat_b,
+        home_b,
+    }
+}
+
+/// The management server on [`Homes::inet`], announcing coturn's STUN and (with `turn_ttl`)
+/// TURN, and a reusable setup key of it.
+pub fn management(
+    lab: &Lab,
+    inet: usize,
+    turn_ttl: Option<std::time::Duration>,
+) -> (crate::mgmt::Mgmt, String) {
+    let m = crate::mgmt::Mgmt::start_with_servers(
+        lab,
+        inet,
+        "203.0.113.1",
+        vec!["stun:203.0.113.1:3478".into()],
+        turn_ttl.map(turn_config),
+    );
+    let key = m.post(
+        "/api/setup-keys",
+        serde_json::json!({"name": "homes", "type": "reusable", "expires_in": 3600}),
+    )["key"]
+        .as_str()
+        .expect("a setup key")
+        .to_string();
+    (m, key)
+}

@@ -23,11 +23,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swiftgate_testkit::{
-    mgmt::{Agent, enrol, peer, wait_ready},
+    mgmt::{Agent, Mgmt, enrol, peer, wait_ready},
     nat::{Homes, Mapping, TURN_SECRET, coturn, management, two_homes},
     traffic,
     wg::{Lab, sh},
 };
+
+/// Enrols `name` in namespace `ns`, waits until it is ready; the agent and its overlay address.
+fn up(lab: &Lab, ns: usize, name: &str, m: &Mgmt, key: &str) -> (Agent, Ipv4Addr) {
+    let a = enrol(lab, ns, name, m, key, &[]);
+    wait_ready(&a);
+    let (_, ip) = peer(m, &a.keys);
+    (a, ip)
+}
+
+/// Whether `src` in `ns` gets an echo answer from `dst`.
+fn answers(lab: &Lab, ns: usize, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    traffic::ping(lab.n(ns), IpAddr::V4(src), IpAddr::V4(dst)).unwrap_or(false)
+}
 
 /// `swiftgate status --json` of an enrolled agent.
 fn status(a: &Agent) -> Value {
@@ -73,12 +86,8 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
     } = two_homes(&mut lab, Mapping::Cone);
     let coturn = coturn(&lab, inet, None);
     let (m, key) = management(&lab, inet, None);
-    let alice = enrol(&lab, home_a, "alice", &m, &key, &[]);
-    let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);
-    wait_ready(&alice);
-    wait_ready(&bob);
-    let (_, alice_ip) = peer(&m, &alice.keys);
-    let (_, bob_ip) = peer(&m, &bob.keys);
+    let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
+    let (bob, bob_ip) = up(&lab, home_b, "bob", &m, &key);
 
     // Each learns its NAT's mapping of its WireGuard port from coturn.
     let reflexive = |a: &Agent| -> Vec<String> {
@@ -105,9 +114,7 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
 
     // Through both NATs, directly: WireGuard retries its handshake until both filters
     // have let the other side in.
-    let ping = |ns: usize, src: Ipv4Addr, dst: Ipv4Addr| {
-        traffic::ping(lab.n(ns), IpAddr::V4(src), IpAddr::V4(dst)).unwrap_or(false)
-    };
+    let ping = |ns: usize, src: Ipv4Addr, dst: Ipv4Addr| answers(&lab, ns, src, dst);
     wait(
         "alice -> bob across the NATs",
         Duration::from_secs(40),
@@ -262,15 +269,9 @@ fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
     } = two_homes(&mut lab, Mapping::Symmetric);
     let turn_server = coturn(&lab, inet, Some(TURN_SECRET));
     let (m, key) = management(&lab, inet, Some(Duration::from_secs(600)));
-    let alice = enrol(&lab, home_a, "alice", &m, &key, &[]);
-    let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);
-    wait_ready(&alice);
-    wait_ready(&bob);
-    let (_, alice_ip) = peer(&m, &alice.keys);
-    let (_, bob_ip) = peer(&m, &bob.keys);
-    let ping = |ns: usize, src: Ipv4Addr, dst: Ipv4Addr| {
-        traffic::ping(lab.n(ns), IpAddr::V4(src), IpAddr::V4(dst)).unwrap_or(false)
-    };
+    let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
+    let (bob, bob_ip) = up(&lab, home_b, "bob", &m, &key);
+    let ping = |ns: usize, src: Ipv4Addr, dst: Ipv4Addr| answers(&lab, ns, src, dst);
 
     // Through coturn: ICE finds only pairs through a relay, and WireGuard rides them in
     // ChannelData.

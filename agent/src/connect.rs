@@ -16,7 +16,14 @@
 //! ([`Device::stun_inbox`]) and keep WireGuard for themselves. Datagrams no part takes are
 //! counted (`drops.stun_ignored`).
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use ipnet::IpNet;
 
 use is::Candidate;
 use swiftgate_proto::keys::PublicKey;
@@ -61,6 +68,49 @@ pub struct Servers {
     pub stuns: Vec<String>,
     /// TURN servers.
     pub turns: Vec<TurnServer>,
+}
+
+/// Local addresses worth offering (no loopback, link-local or overlay addresses), with their
+/// prefixes (to recognise on-link candidates).
+pub fn local_candidates(exclude_iface: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for a in addrs {
+        if a.interface_name == exclude_iface {
+            continue;
+        }
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        let net = match (
+            addr.as_sockaddr_in(),
+            mask.as_sockaddr_in(),
+            addr.as_sockaddr_in6(),
+            mask.as_sockaddr_in6(),
+        ) {
+            (Some(a), Some(m), _, _) => {
+                let len = u32::from(m.ip()).count_ones() as u8;
+                IpNet::new(IpAddr::V4(a.ip()), len).ok()
+            }
+            (_, _, Some(a), Some(m)) => {
+                let len = u128::from(m.ip()).count_ones() as u8;
+                IpNet::new(IpAddr::V6(a.ip()), len).ok()
+            }
+            _ => None,
+        };
+        let Some(net) = net else { continue };
+        let ip = net.addr();
+        let link_local = match ip {
+            IpAddr::V4(v) => v.is_link_local(),
+            IpAddr::V6(v) => v.is_unicast_link_local(),
+        };
+        if !ip.is_loopback() && !link_local {
+            out.push(net);
+        }
+    }
+    out
 }
 
 /// How often local addresses are listed again (a new network is then offered).
@@ -183,7 +233,7 @@ impl Driver {
     }
 
     fn refresh_hosts(&mut self) {
-        let now: Vec<SocketAddr> = signal::local_candidates(&self.overlay)
+        let now: Vec<SocketAddr> = local_candidates(&self.overlay)
             .into_iter()
             .map(|n| SocketAddr::new(n.addr(), self.port))
             .collect();
@@ -552,12 +602,15 @@ impl Driver {
             self.device.set_reflexive(seen.clone());
             self.set_srflx(seen);
         }
-        self.device.set_ice(
-            self.ice
-                .peers()
-                .map(|(k, p)| (*k.as_bytes(), p))
-                .collect::<HashMap<_, _>>(),
-        );
+        // Published when it changed, not on every datagram.
+        if self.ice.take_changed() {
+            self.device.set_ice(
+                self.ice
+                    .peers()
+                    .map(|(k, p)| (*k.as_bytes(), p))
+                    .collect::<HashMap<_, _>>(),
+            );
+        }
         self.device
             .add_signal_ignored(std::mem::take(&mut self.ice.ignored));
     }

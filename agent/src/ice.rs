@@ -132,6 +132,8 @@ pub struct Ice {
     nominated: VecDeque<(PublicKey, Option<Nominated>)>,
     /// Counted refusals: unparsable credentials or candidates from peers.
     pub ignored: u64,
+    /// Whether what [`Self::peers`] shows changed since [`Self::take_changed`].
+    changed: bool,
 }
 
 impl Ice {
@@ -146,6 +148,7 @@ impl Ice {
             transmit: VecDeque::new(),
             nominated: VecDeque::new(),
             ignored: 0,
+            changed: false,
         }
     }
 
@@ -178,7 +181,9 @@ impl Ice {
     /// The peers to connect to (the network map's): new ones get an agent and an offer,
     /// those no longer named are forgotten.
     pub fn set_peers(&mut self, peers: &[PublicKey], now: Instant) {
+        let before = self.sessions.len();
         self.sessions.retain(|k, _| peers.contains(k));
+        self.changed |= self.sessions.len() != before;
         self.early.retain(|k, _| peers.contains(k));
         for p in peers {
             if self.sessions.contains_key(p) {
@@ -200,6 +205,7 @@ impl Ice {
                 },
             );
             self.queue_offer(p, Message::Offer);
+            self.changed = true;
         }
     }
 
@@ -254,12 +260,9 @@ impl Ice {
     /// A Signal message from `from` (already authenticated by its sealing).
     pub fn on_signal(&mut self, from: PublicKey, msg: Message, now: Instant) {
         match msg {
-            Message::Offer(creds) | Message::Answer(creds)
-                if !self.sessions.contains_key(&from) =>
-            {
+            Message::Offer(_) | Message::Answer(_) if !self.sessions.contains_key(&from) => {
                 // Not (yet) in our map: the map will bring it, and our offer then.
                 tracing::debug!(peer = %from, "ICE credentials from a peer not in the map");
-                let _ = creds;
             }
             Message::Offer(creds) => {
                 let restart = self
@@ -316,6 +319,7 @@ impl Ice {
         };
         s.agent.ice_restart(IceCreds::new(), true);
         s.restarts += 1;
+        self.changed = true;
         s.since = now;
         s.next_offer = now + REOFFER;
         s.offer_wait = REOFFER;
@@ -369,6 +373,7 @@ impl Ice {
                     IceAgentEvent::IceConnectionStateChange(st) => {
                         tracing::debug!(peer = %p, state = ?st, "ICE state");
                         s.state = st;
+                        self.changed = true;
                         s.since = now;
                         if st.is_connected() {
                             s.restart_wait = RESTART_CHECKING;
@@ -387,6 +392,7 @@ impl Ice {
                             tracing::info!(peer = %p, local = %source, remote = %destination, "ICE pair nominated");
                             s.nominated = Some(n);
                             self.nominated.push_back((*p, Some(n)));
+                            self.changed = true;
                         }
                     }
                     IceAgentEvent::DiscoveredRecv { .. } | IceAgentEvent::IceRestart(_) => {}
@@ -458,6 +464,11 @@ impl Ice {
     /// One peer's ICE.
     pub fn peer(&self, peer: &PublicKey) -> Option<PeerIce> {
         self.sessions.get(peer).map(view)
+    }
+
+    /// Whether any peer's ICE (what [`Self::peers`] shows) changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     /// Every peer's ICE.
@@ -616,6 +627,9 @@ mod tests {
         );
         let n: Vec<_> = std::iter::from_fn(|| a.poll_nominated()).collect();
         assert_eq!(n.len(), 1, "{n:?}");
+        // The change is reported once (what the status shows is published then).
+        assert!(a.take_changed());
+        assert!(!a.take_changed());
     }
 
     #[test]

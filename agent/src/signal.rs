@@ -5,9 +5,8 @@
 //! opens what arrives. A message that does not open, or whose payload does not parse, is
 //! counted (`drops.signal_ignored`) and dropped. What the messages mean is [`crate::ice`]'s.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use ipnet::IpNet;
 use swiftgate_proto::{
     envelope::{decrypt_signal, encrypt_signal},
     keys::{KeyPair, PublicKey},
@@ -20,49 +19,6 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
 use crate::{ice::Message, wg::Device};
-
-/// Local addresses worth offering (no loopback, link-local or overlay addresses), with their
-/// prefixes (to recognise on-link candidates).
-pub fn local_candidates(exclude_iface: &str) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return out;
-    };
-    for a in addrs {
-        if a.interface_name == exclude_iface {
-            continue;
-        }
-        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
-            continue;
-        };
-        let net = match (
-            addr.as_sockaddr_in(),
-            mask.as_sockaddr_in(),
-            addr.as_sockaddr_in6(),
-            mask.as_sockaddr_in6(),
-        ) {
-            (Some(a), Some(m), _, _) => {
-                let len = u32::from(m.ip()).count_ones() as u8;
-                IpNet::new(IpAddr::V4(a.ip()), len).ok()
-            }
-            (_, _, Some(a), Some(m)) => {
-                let len = u128::from(m.ip()).count_ones() as u8;
-                IpNet::new(IpAddr::V6(a.ip()), len).ok()
-            }
-            _ => None,
-        };
-        let Some(net) = net else { continue };
-        let ip = net.addr();
-        let link_local = match ip {
-            IpAddr::V4(v) => v.is_link_local(),
-            IpAddr::V6(v) => v.is_unicast_link_local(),
-        };
-        if !ip.is_loopback() && !link_local {
-            out.push(net);
-        }
-    }
-    out
-}
 
 fn body(kind: Type, payload: String, port: u16) -> Body {
     Body {

@@ -15,7 +15,14 @@
 //!
 //! The NATs map endpoint-independently (Linux masquerade keeps the port when it is free) and
 //! filter by address and port (conntrack): neither home is reachable from outside until it
-//! has sent to the other. Needs root; coturn comes from scripts/bootstrap.sh.
+//! has sent to the other.
+//!
+//! Behind two symmetric NATs (a new random port per destination) only pairs through coturn's
+//! TURN relay work: the tunnel runs relayed, comes back through new allocations when coturn
+//! restarts (it forgets them all), and goes direct once one NAT opens. The seeds' Berlin
+//! Office walkthrough runs with alice behind a symmetric NAT and the routing peer behind a
+//! port-restricted cone, set up through the admin API. Needs root; coturn comes from
+//! scripts/bootstrap.sh.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -83,7 +90,7 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         home_a,
         home_b,
         ..
-    } = two_homes(&mut lab, Mapping::Cone);
+    } = two_homes(&mut lab, Mapping::Cone, Mapping::Cone);
     let coturn = coturn(&lab, inet, None);
     let (m, key) = management(&lab, inet, None);
     let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
@@ -276,7 +283,7 @@ fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
         nat_b,
         home_b,
         ..
-    } = two_homes(&mut lab, Mapping::Symmetric);
+    } = two_homes(&mut lab, Mapping::Symmetric, Mapping::Symmetric);
     let turn_server = coturn(&lab, inet, Some(TURN_SECRET));
     let (m, key) = management(&lab, inet, Some(Duration::from_secs(600)));
     let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
@@ -335,6 +342,30 @@ fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
     )
     .expect("256 KiB echoed bob -> alice -> bob through the relay");
 
+    // The TURN server restarts under the relayed tunnel: it forgets every allocation. The
+    // agents find out (consent through the relay fails; a probing Allocate is granted where
+    // it would have been refused), allocate again, offer the new relayed addresses and
+    // check them; the tunnel comes back through the new allocations.
+    drop(turn_server);
+    let turn_server = coturn(&lab, inet, Some(TURN_SECRET));
+    wait(
+        "the relayed tunnel after coturn restarts",
+        Duration::from_secs(90),
+        &[&alice, &bob],
+        || ping(home_a, alice_ip, bob_ip) && ping(home_b, bob_ip, alice_ip),
+    );
+    eprintln!(
+        "relayed again: alice {}\nbob {}",
+        status(&alice)["peers"],
+        status(&bob)["peers"]
+    );
+    let (pa, pb) = (path_of(&alice), path_of(&bob));
+    assert_eq!(
+        (pa.0.as_str(), pb.0.as_str()),
+        ("relayed", "relayed"),
+        "alice {pa:?}, bob {pb:?}"
+    );
+
     // Bob's router becomes permissive: endpoint-independent mapping and a port forward to
     // his WireGuard port (what an operator does to get rid of the relay). His next mapping
     // is found, offered, and checked; the direct pair wins over the relayed one.
@@ -381,5 +412,142 @@ fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
         ping(home_a, alice_ip, bob_ip),
         "direct without the TURN server"
     );
+    drop(m);
+}
+
+/// The seeds' Berlin Office walkthrough with alice and the office's routing peer behind
+/// different NATs, set up through the admin API as a user does it: alice's NAT maps every
+/// destination to a new port (symmetric), the office's keeps one mapping but filters by
+/// address and port (port-restricted cone). No direct pair can work between those two (the
+/// office cannot learn alice's per-destination port, and alice's packets to the office's
+/// mapping come from a port the office's NAT never sent to), so ICE settles on a pair through
+/// coturn, and the policy, the masquerade and deny-by-default act on the relayed tunnel as on
+/// a LAN.
+///
+/// ```text
+///  alice 192.0.2.2 ── nat-a (symmetric) ── 203.0.113.2 ┐
+///                                                 inet 203.0.113.1 (management, Signal, coturn)
+///  router 198.51.100.2 ── nat-b (cone) ── 203.0.113.18 ┘
+///    └─ lan0 198.51.100.129/25 ── wiki 198.51.100.130 (:443, :22)
+/// ```
+#[test]
+fn berlin_office_with_alice_and_the_routing_peer_behind_different_nats() {
+    let mut lab = Lab::new();
+    let Homes {
+        inet,
+        home_a,
+        home_b,
+        ..
+    } = two_homes(&mut lab, Mapping::Symmetric, Mapping::Cone);
+    let office = lab.ns("office");
+    lab.link(
+        office,
+        "eth0",
+        "198.51.100.130/25",
+        home_b,
+        "lan0",
+        "198.51.100.129/25",
+    );
+    let wiki_ip = Ipv4Addr::new(198, 51, 100, 130);
+    let _turn_server = coturn(&lab, inet, Some(TURN_SECRET));
+    let (m, _) = management(&lab, inet, Some(Duration::from_secs(600)));
+    for g in ["Development", "routers", "Internal Apps"] {
+        m.post("/api/groups", serde_json::json!({ "name": g }));
+    }
+    let key = |name: &str, group: &str| {
+        m.post(
+            "/api/setup-keys",
+            serde_json::json!({"name": name, "kind": "reusable", "auto_groups": [group]}),
+        )["key"]
+            .as_str()
+            .expect("a setup key")
+            .to_string()
+    };
+    let (dev_key, router_key) = (
+        key("dev-laptops", "Development"),
+        key("office-routers", "routers"),
+    );
+    let router = enrol(&lab, home_b, "router", &m, &router_key, &["--lan", "lan0"]);
+    let alice = enrol(&lab, home_a, "alice", &m, &dev_key, &[]);
+    wait_ready(&router);
+    wait_ready(&alice);
+    let (router_id, router_ip) = peer(&m, &router.keys);
+    let (_, alice_ip) = peer(&m, &alice.keys);
+
+    // The Default policy connects the peers: the tunnel comes up through the relay.
+    wait(
+        "alice -> router over the Default policy",
+        Duration::from_secs(60),
+        &[&alice, &router],
+        || answers(&lab, home_a, alice_ip, router_ip),
+    );
+    let (pa, pr) = (path_of(&alice), path_of(&router));
+    eprintln!(
+        "alice {}\nrouter {}",
+        status(&alice)["peers"],
+        status(&router)["peers"]
+    );
+    assert_eq!(
+        (pa.0.as_str(), pr.0.as_str()),
+        ("relayed", "relayed"),
+        "symmetric <-> port-restricted cone has no direct pair: alice {pa:?}, router {pr:?}"
+    );
+    assert_eq!((pa.1.as_str(), pr.1.as_str()), ("connected", "connected"));
+
+    // The office's resource, its routing peer, and no policy yet: no access.
+    let wiki = traffic::TcpServer::start(lab.n(office), std::net::SocketAddr::from((wiki_ip, 443)))
+        .expect("wiki :443");
+    let _ssh = traffic::TcpServer::start(lab.n(office), std::net::SocketAddr::from((wiki_ip, 22)))
+        .expect("wiki :22");
+    m.post(
+        "/api/networks",
+        serde_json::json!({"name": "Berlin Office"}),
+    );
+    m.post(
+        "/api/networks/Berlin%20Office/resources",
+        serde_json::json!({"name": "Internal Wiki", "address": "198.51.100.130/32", "groups": ["Internal Apps"]}),
+    );
+    m.post(
+        "/api/networks/Berlin%20Office/routers",
+        serde_json::json!({"peer": router_id, "metric": 100, "masquerade": true}),
+    );
+    let probe = |port: u16, t: Duration| {
+        traffic::tcp_probe(
+            lab.n(home_a),
+            IpAddr::V4(alice_ip),
+            std::net::SocketAddr::from((wiki_ip, port)),
+            t,
+        )
+        .is_ok()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !probe(443, traffic::BLOCKED_TIMEOUT),
+        "access before any policy"
+    );
+
+    // The walkthrough's policy: Development -> Internal Apps, TCP 443, through the relay.
+    m.post(
+        "/api/policies",
+        serde_json::json!({"name": "dev-to-apps", "sources": ["Development"], "destinations": ["Internal Apps"], "protocol": "tcp", "ports": [443]}),
+    );
+    wait(
+        "alice -> wiki:443 after the policy",
+        Duration::from_secs(30),
+        &[&alice, &router],
+        || probe(443, Duration::from_secs(1)),
+    );
+    assert!(
+        !probe(22, traffic::BLOCKED_TIMEOUT),
+        "only the policy's port"
+    );
+    assert!(
+        wiki.peer_ips()
+            .iter()
+            .all(|ip| *ip == IpAddr::V4(Ipv4Addr::new(198, 51, 100, 129))),
+        "masqueraded to the routing peer's LAN address: {:?}",
+        wiki.peer_ips()
+    );
+    assert_eq!(path_of(&alice).0, "relayed", "still through the relay");
     drop(m);
 }

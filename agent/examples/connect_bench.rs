@@ -60,7 +60,7 @@ fn site(mapping: Mapping) -> Site {
         home_a,
         home_b,
         ..
-    } = two_homes(&mut lab, mapping);
+    } = two_homes(&mut lab, mapping, mapping);
     let turn = coturn(&lab, inet, Some(TURN_SECRET));
     let (m, key) = management(&lab, inet, Some(Duration::from_secs(3600)));
     let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);

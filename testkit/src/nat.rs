@@ -86,16 +86,46 @@ pub fn coturn(lab: &Lab, inet: usize, secret: Option<&str>) -> Coturn {
     )
 }
 
-/// The "internet": a namespace that routes between the NAT routers' WAN links, and drops
-/// what it has no route for (a blackhole default route: the internet does not answer for
-/// private addresses, and coturn, which closes an allocation whose relay socket fails to
-/// send, sees no error for a peer's private host candidate).
+/// The "internet": a namespace that routes between the NAT routers' WAN links, and silently
+/// loses what it has no route for, as the real one loses packets to a peer's private host
+/// candidate. The default route leads into a veth pair that goes nowhere (a gateway with a
+/// fixed neighbour entry, so no ARP either), and sending there succeeds. It must not fail:
+/// coturn closes the whole session of an allocation whose relay socket gets a send error
+/// (a `blackhole` or `unreachable` route answers `sendto` with EINVAL or EHOSTUNREACH), so
+/// a check from a relay to an unroutable candidate would take the allocation down.
 pub fn internet(lab: &mut Lab) -> usize {
     let inet = lab.ns("inet");
-    lab.n(inet).sysctl("net/ipv4/ip_forward", "1").unwrap();
-    lab.n(inet)
-        .ip(&["route", "add", "blackhole", "default"])
-        .unwrap();
+    let n = lab.n(inet);
+    n.sysctl("net/ipv4/ip_forward", "1").unwrap();
+    n.ip(&[
+        "link", "add", "sink0", "type", "veth", "peer", "name", "sink1",
+    ])
+    .unwrap();
+    n.ip(&["link", "set", "sink0", "up"]).unwrap();
+    n.ip(&["link", "set", "sink1", "up"]).unwrap();
+    n.ip(&[
+        "neigh",
+        "add",
+        "192.0.2.254",
+        "lladdr",
+        "02:00:00:00:00:fe",
+        "dev",
+        "sink0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    n.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.254",
+        "dev",
+        "sink0",
+        "onlink",
+    ])
+    .unwrap();
     inet
 }
 
@@ -169,8 +199,9 @@ pub fn nat(
     (nat, home)
 }
 
-/// The two-home NAT lab: alice's home 192.0.2.2 behind 203.0.113.2, bob's 198.51.100.2 behind
-/// 203.0.113.18, both NATs mapping as `mapping`, on [`internet`].
+/// The two-home NAT lab: alice's home 192.0.2.2/24 behind 203.0.113.2, bob's
+/// 198.51.100.2/25 behind 203.0.113.18 (the upper half of 198.51.100.0/24 is left for a LAN
+/// behind bob), each NAT mapping as [`two_homes`] is told, on [`internet`].
 pub struct Homes {
     /// The "internet" (management, Signal, coturn go here, at 203.0.113.1).
     pub inet: usize,
@@ -184,8 +215,8 @@ pub struct Homes {
     pub home_b: usize,
 }
 
-/// Builds [`Homes`] in `lab`.
-pub fn two_homes(lab: &mut Lab, mapping: Mapping) -> Homes {
+/// Builds [`Homes`] in `lab`: alice's NAT maps as `a`, bob's as `b`.
+pub fn two_homes(lab: &mut Lab, a: Mapping, b: Mapping) -> Homes {
     let inet = internet(lab);
     let (nat_a, home_a) = nat(
         lab,
@@ -193,15 +224,15 @@ pub fn two_homes(lab: &mut Lab, mapping: Mapping) -> Homes {
         inet,
         ("203.0.113.2/28", "203.0.113.1/28"),
         ("192.0.2.1/24", "192.0.2.2/24"),
-        mapping,
+        a,
     );
     let (nat_b, home_b) = nat(
         lab,
         "b",
         inet,
         ("203.0.113.18/28", "203.0.113.17/28"),
-        ("198.51.100.1/24", "198.51.100.2/24"),
-        mapping,
+        ("198.51.100.1/25", "198.51.100.2/25"),
+        b,
     );
     Homes {
         inet,

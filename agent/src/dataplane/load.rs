@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     EbpfLoader,
     maps::{MapData, ProgramArray},
-    programs::{SchedClassifier, Xdp},
+    programs::SchedClassifier,
 };
 use swiftgate_common::{self as common, CtEntry, CtReply4, CtReply6, FlowKey, FlowKey4, maps};
 
@@ -70,6 +70,7 @@ impl Dataplane {
             // Developers: the verifier's reasons (and the tail of its trace) on a rejection.
             loader.verifier_log_level(aya::VerifierLogLevel::DEBUG | aya::VerifierLogLevel::STATS);
         }
+        let started = std::time::Instant::now();
         let mut ebpf = loader
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(maps::CONNTRACK4, cap)
@@ -82,22 +83,7 @@ impl Dataplane {
             .map_max_entries(maps::CT_FREED, sources)
             .load(OBJECT)
             .context("loading the eBPF object (a pinned map of another size? run `swiftgate down` first)")?;
-        for name in [
-            common::programs::OVERLAY_INGRESS_L3,
-            common::programs::OVERLAY_INGRESS_L2,
-            common::programs::OVERLAY_EGRESS_L3,
-            common::programs::OVERLAY_EGRESS_L2,
-            common::programs::LAN_INGRESS,
-        ]
-        .into_iter()
-        .chain(common::calls::PROGRAMS.map(|(_, name)| name))
-        {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the object"))?
-                .try_into()?;
-            load_retrying(name, || prog.load())?;
-        }
+        load_programs(&mut ebpf)?;
         // The tail-called programs, in place before anything is attached.
         let mut fds = Vec::new();
         for (slot, name) in common::calls::PROGRAMS {
@@ -116,18 +102,90 @@ impl Dataplane {
                 .set(*slot, fd, 0)
                 .with_context(|| format!("setting {} slot {slot}", maps::CALLS))?;
         }
-        let name = common::programs::OVERLAY_XDP;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?
-            .try_into()?;
-        load_retrying(name, || xdp.load())?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "eBPF maps created and programs verified"
+        );
         Ok(Dataplane {
             ebpf,
             pin: opts.pin_path.clone(),
             attached: BTreeSet::new(),
         })
     }
+}
+
+/// Every program the agent uses, into the kernel: the TC programs (the tail-called ones
+/// among them) and the XDP one.
+///
+/// The verifier takes most of an agent's start (about 2 s of CPU for these programs on the
+/// lab's machines) and checks each program on the loading thread, so they are loaded
+/// concurrently, one thread per core: the start takes the longest program's time on a
+/// machine with enough cores instead of the sum.
+fn load_programs(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let wanted: Vec<&str> = [
+        common::programs::OVERLAY_INGRESS_L3,
+        common::programs::OVERLAY_INGRESS_L2,
+        common::programs::OVERLAY_EGRESS_L3,
+        common::programs::OVERLAY_EGRESS_L2,
+        common::programs::LAN_INGRESS,
+        common::programs::OVERLAY_XDP,
+    ]
+    .into_iter()
+    .chain(common::calls::PROGRAMS.map(|(_, name)| name))
+    .collect();
+    let mut jobs: Vec<(&str, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| wanted.contains(name))
+        .collect();
+    if let Some(missing) = wanted
+        .iter()
+        .find(|w| jobs.iter().all(|(name, _)| name != *w))
+    {
+        bail!("program {missing} missing from the object");
+    }
+    // The slowest first, so no thread is left with a long one at the end.
+    jobs.sort_by_key(|(name, _)| {
+        std::cmp::Reverse(common::calls::PROGRAMS.iter().any(|(_, n)| n == name))
+    });
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, jobs.len().max(1));
+    let mut shares: Vec<Vec<(&str, &mut aya::programs::Program)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        shares[i % threads].push(job);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || -> Result<()> {
+                    for (name, prog) in share {
+                        let t = std::time::Instant::now();
+                        match prog {
+                            aya::programs::Program::Xdp(p) => load_retrying(name, || p.load())?,
+                            aya::programs::Program::SchedClassifier(p) => {
+                                load_retrying(name, || p.load())?
+                            }
+                            _ => bail!("program {name} is neither TC nor XDP"),
+                        }
+                        tracing::debug!(
+                            program = name,
+                            ms = t.elapsed().as_millis() as u64,
+                            "program verified"
+                        );
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a program-loading thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 /// Loads a program, retrying a few times when the kernel answers EAGAIN (verifier resources

@@ -228,10 +228,16 @@ impl Ice {
             return;
         }
         for (p, s) in self.sessions.iter_mut() {
-            if let Some(added) = s.agent.add_local_candidate(c.clone()) {
-                self.signal
-                    .push_back((*p, Message::Candidate(line_of(added))));
-            }
+            // The agent refuses a candidate redundant with one it already has: a new
+            // server-reflexive address that a check already showed it as peer-reflexive (a
+            // NAT that changed its mapping). The peer has not been told about it either way
+            // (peer-reflexive candidates are never signalled), so it is trickled regardless:
+            // without it the peer cannot try the new mapping from its other candidates.
+            let line = match s.agent.add_local_candidate(c.clone()) {
+                Some(added) => line_of(added),
+                None => line_of(&c),
+            };
+            self.signal.push_back((*p, Message::Candidate(line)));
         }
         self.locals.push(c);
     }

@@ -328,6 +328,16 @@ impl Driver {
         });
     }
 
+    /// Gives every allocation back (a Refresh with LIFETIME 0, sent now): for a clean stop.
+    fn release_all(&mut self) {
+        for r in &mut self.relays {
+            tracing::info!(server = %r.alloc.server(), "releasing the TURN allocation");
+            r.alloc.release();
+            flush_relay(&self.device, r);
+        }
+        self.relays.clear();
+    }
+
     /// Failed allocations whose wait is over are tried again.
     fn retry_failed(&mut self, now: std::time::Instant) {
         let due: Vec<SocketAddr> = self
@@ -648,7 +658,8 @@ pub struct Inputs {
     pub signal_out: mpsc::Sender<(PublicKey, Message)>,
 }
 
-/// Runs the driver until the peer list closes.
+/// Runs the driver until the peer list closes (the agent stopping), then releases the
+/// allocations.
 pub async fn run(device: Arc<Device>, me: PublicKey, overlay: String, inputs: Inputs) {
     let Inputs {
         mut peers,
@@ -704,6 +715,9 @@ pub async fn run(device: Arc<Device>, me: PublicKey, overlay: String, inputs: In
         tokio::select! {
             changed = peers.changed() => {
                 if changed.is_err() {
+                    // The agent is stopping: the allocations are given back, so a restart
+                    // from the same port is not refused (437) for their lifetime.
+                    d.release_all();
                     return;
                 }
                 let want = peers.borrow_and_update().clone();

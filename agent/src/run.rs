@@ -437,7 +437,7 @@ pub async fn up(source: Source) -> Result<()> {
             // Signal <-> the connection driver (discovery, relays, ICE) <-> the device.
             let (events_tx, events_rx) = mpsc::channel(256);
             let (out_tx, out_rx) = mpsc::channel(1024);
-            tokio::spawn(crate::connect::run(
+            let driver = tokio::spawn(crate::connect::run(
                 dev.clone(),
                 *keys.public(),
                 w.iface.clone(),
@@ -460,9 +460,11 @@ pub async fn up(source: Source) -> Result<()> {
                 out_rx,
                 dev.clone(),
             ));
+            return Some(driver);
         }
+        None
     };
-    start_signal(&signal_url, &running, &cfg);
+    let mut driver = start_signal(&signal_url, &running, &cfg);
     if let Some(dir) = cfg.control_socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -534,7 +536,9 @@ pub async fn up(source: Source) -> Result<()> {
                 health.map_error = None;
                 // Also when the map is unchanged: an agent that started from its saved map
                 // without a Signal server (one named only at login) starts Signal now.
-                start_signal(&signal_url, &running, &cfg);
+                if let Some(started) = start_signal(&signal_url, &running, &cfg) {
+                    driver = Some(started);
+                }
             }
             _ = serve_control(&listener, running.wg.clone(), cfg.clone(), health.clone()) => {}
             _ = term.recv() => break,
@@ -570,6 +574,12 @@ pub async fn up(source: Source) -> Result<()> {
         "stopping; programs stay attached and maps pinned (`swiftgate down` removes them)"
     );
     let _ = std::fs::remove_file(&cfg.control_socket);
+    // The connection driver sees the peer list close and gives its TURN allocations back
+    // (while WireGuard's port can still send); not waited for long.
+    drop(peers_tx);
+    if let Some(driver) = driver {
+        let _ = tokio::time::timeout(Duration::from_millis(500), driver).await;
+    }
     drop(events);
     if let Some(t) = &mut running.table {
         t.clear();

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swiftgate_testkit::{
-    mgmt::{Agent, Mgmt, enrol, peer, wait_ready},
+    mgmt::{Agent, Mgmt, enrol, enrol_as, peer, wait_ready},
     nat::{Homes, Mapping, TURN_SECRET, coturn, management, two_homes},
     traffic,
     wg::{Lab, sh},
@@ -366,6 +366,48 @@ fn symmetric_nat_peers_relay_through_turn_then_go_direct_when_a_nat_opens() {
         "alice {pa:?}, bob {pb:?}"
     );
 
+    // Alice stops cleanly (SIGTERM) and starts again from the same port: she gave her
+    // allocation back on the way out, so coturn grants her a new one at once (without that
+    // it would refuse the same 5-tuple with 437 for the old allocation's lifetime).
+    let pid = nix::unistd::Pid::from_raw(alice.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM to alice");
+    let mut alice = alice;
+    let stopped = Instant::now() + Duration::from_secs(10);
+    while alice.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < stopped, "alice did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let said = std::fs::read_to_string(&alice.log).unwrap_or_default();
+    assert!(
+        said.contains("releasing the TURN allocation"),
+        "no release on a clean stop:\n{said}"
+    );
+    let keys = alice.keys.clone();
+    drop(alice);
+    let alice = enrol_as(&lab, home_a, "alice", &m, &key, &[], keys);
+    wait_ready(&alice);
+    wait(
+        "alice's own relay after her restart",
+        Duration::from_secs(20),
+        &[&alice, &bob],
+        || {
+            std::fs::read_to_string(&alice.log)
+                .unwrap_or_default()
+                .contains("TURN relay allocated")
+        },
+    );
+    let said = std::fs::read_to_string(&alice.log).unwrap_or_default();
+    assert!(
+        !said.contains("TURN allocation failed"),
+        "coturn refused the restarted agent's allocation:\n{said}"
+    );
+    wait(
+        "the relayed tunnel after alice's restart",
+        Duration::from_secs(30),
+        &[&alice, &bob],
+        || ping(home_a, alice_ip, bob_ip),
+    );
+
     // Bob's router becomes permissive: endpoint-independent mapping and a port forward to
     // his WireGuard port (what an operator does to get rid of the relay). His next mapping
     // is found, offered, and checked; the direct pair wins over the relayed one.
@@ -549,5 +591,110 @@ fn berlin_office_with_alice_and_the_routing_peer_behind_different_nats() {
         wiki.peer_ips()
     );
     assert_eq!(path_of(&alice).0, "relayed", "still through the relay");
+    drop(m);
+}
+
+/// Dual-stack homes whose IPv4 paths to each other are cut (the internet forwards no IPv4
+/// between them; management, Signal and STUN stay reachable over IPv4) but whose IPv6
+/// addresses are routed (2001:db8::/32, no NAT, as IPv6 homes usually are): ICE offers the
+/// IPv6 host candidates beside the IPv4 ones, and the pair it selects, WireGuard's path and
+/// the traffic are IPv6.
+#[test]
+fn dual_stack_peers_connect_over_ipv6_when_ipv4_cannot() {
+    let mut lab = Lab::new();
+    let Homes {
+        inet,
+        nat_a,
+        home_a,
+        nat_b,
+        home_b,
+    } = two_homes(&mut lab, Mapping::Cone, Mapping::Cone);
+    let v6 = |ns: usize, args: &[&str]| {
+        lab.n(ns).ip(args).unwrap().check().unwrap();
+    };
+    for ns in [inet, nat_a, nat_b] {
+        lab.n(ns)
+            .sysctl("net/ipv6/conf/all/forwarding", "1")
+            .unwrap();
+    }
+    // Addresses without duplicate address detection: usable at once.
+    for (ns, dev, addr) in [
+        (inet, "toa", "2001:db8:1::1/64"),
+        (nat_a, "wan0", "2001:db8:1::2/64"),
+        (nat_a, "lan0", "2001:db8:a::1/64"),
+        (home_a, "eth0", "2001:db8:a::2/64"),
+        (inet, "tob", "2001:db8:2::1/64"),
+        (nat_b, "wan0", "2001:db8:2::2/64"),
+        (nat_b, "lan0", "2001:db8:b::1/64"),
+        (home_b, "eth0", "2001:db8:b::2/64"),
+    ] {
+        v6(ns, &["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+    }
+    for (ns, to, via) in [
+        (nat_a, "default", "2001:db8:1::1"),
+        (home_a, "default", "2001:db8:a::1"),
+        (nat_b, "default", "2001:db8:2::1"),
+        (home_b, "default", "2001:db8:b::1"),
+        (inet, "2001:db8:a::/64", "2001:db8:1::2"),
+        (inet, "2001:db8:b::/64", "2001:db8:2::2"),
+    ] {
+        v6(ns, &["-6", "route", "add", to, "via", via]);
+    }
+    let ni = Some(lab.n(inet));
+    sh(ni, &["nft", "add table ip cut"]);
+    sh(
+        ni,
+        &[
+            "nft",
+            "add chain ip cut between { type filter hook forward priority 0 ; policy drop ; }",
+        ],
+    );
+    // The lab itself: IPv6 between the homes, no IPv4.
+    let (a6, b6): (IpAddr, IpAddr) = (
+        "2001:db8:a::2".parse().unwrap(),
+        "2001:db8:b::2".parse().unwrap(),
+    );
+    // (Neighbour discovery and the link-local addresses take a moment on new links.)
+    wait(
+        "IPv6 between the homes",
+        Duration::from_secs(10),
+        &[],
+        || traffic::ping(lab.n(home_a), a6, b6).unwrap_or(false),
+    );
+    assert!(
+        !answers(
+            &lab,
+            home_a,
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(203, 0, 113, 18)
+        ),
+        "no IPv4 between the homes"
+    );
+    let _coturn = coturn(&lab, inet, None);
+    let (m, key) = management(&lab, inet, None);
+    let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
+    let (bob, bob_ip) = up(&lab, home_b, "bob", &m, &key);
+    wait(
+        "alice -> bob over IPv6",
+        Duration::from_secs(60),
+        &[&alice, &bob],
+        || answers(&lab, home_a, alice_ip, bob_ip),
+    );
+    eprintln!(
+        "alice {}\nbob {}",
+        status(&alice)["peers"],
+        status(&bob)["peers"]
+    );
+    let p = &status(&alice)["peers"][0];
+    assert_eq!(p["path"], "direct");
+    assert_eq!(p["endpoint_origin"], "host");
+    assert_eq!(p["endpoint"], "[2001:db8:b::2]:51820", "{p}");
+    assert!(
+        p["ice"]["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("[2001:db8:a::2]")),
+        "{p}"
+    );
+    assert!(answers(&lab, home_b, bob_ip, alice_ip), "bob -> alice");
     drop(m);
 }

@@ -42,14 +42,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Fields drop in order: bob (whose drop runs `swiftgate down` in his namespace, removing
+/// his pins) before the lab that deletes the namespaces.
 struct Site {
-    lab: Lab,
-    home_a: usize,
-    home_b: usize,
+    bob: Agent,
+    turn: Coturn,
     m: Mgmt,
     key: String,
-    turn: Coturn,
-    bob: Agent,
+    home_a: usize,
+    home_b: usize,
+    lab: Lab,
 }
 
 /// A lab with both NATs mapping as `mapping`, bob up and enrolled.
@@ -66,13 +68,13 @@ fn site(mapping: Mapping) -> Site {
     let bob = enrol(&lab, home_b, "bob", &m, &key, &[]);
     wait_ready(&bob);
     Site {
-        lab,
-        home_a,
-        home_b,
+        bob,
+        turn,
         m,
         key,
-        turn,
-        bob,
+        home_a,
+        home_b,
+        lab,
     }
 }
 
@@ -128,6 +130,15 @@ fn ready_at(log: &std::path::Path) -> Option<f64> {
         .and_then(log_seconds)
 }
 
+/// How long the agent logging to `log` took to create its eBPF maps and have the kernel
+/// verify its programs (seconds; the floor of its start on this machine).
+fn ebpf_load(log: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("programs verified"))?;
+    let ms = line.split("ms=").nth(1)?.split_whitespace().next()?;
+    Some(ms.parse::<f64>().ok()? / 1000.0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -142,7 +153,7 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
     let (_, bob_ip) = peer(&s.m, &s.bob.keys);
     let keys = swiftgate_proto::keys::KeyPair::generate();
     let mut times = Vec::new();
-    let (mut starts, mut connects) = (Vec::new(), Vec::new());
+    let (mut starts, mut connects, mut loads) = (Vec::new(), Vec::new(), Vec::new());
     let mut alice_ip = None;
     let mut last: Option<Agent> = None;
     for i in 0..runs {
@@ -164,6 +175,7 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
                     starts.push(r);
                     connects.push(t.as_secs_f64() - r);
                 }
+                loads.extend(ebpf_load(&a.log));
                 println!(
                     "{name} run {i}: first packet after {:.3} s (ready after {})",
                     t.as_secs_f64(),
@@ -197,6 +209,12 @@ fn measure(name: &str, mapping: Mapping, runs: usize, secs: u64) {
     times.sort_by(|a, b| a.total_cmp(b));
     starts.sort_by(|a, b| a.total_cmp(b));
     connects.sort_by(|a, b| a.total_cmp(b));
+    loads.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: of the start, eBPF maps and program verification (the kernel's verifier): median {:.3} s, p95 {:.3} s",
+        percentile(&loads, 0.5),
+        percentile(&loads, 0.95),
+    );
     println!(
         "{name}: of which the agent's start (up to ready): median {:.3} s, p95 {:.3} s; from ready to the first packet: median {:.3} s, p95 {:.3} s",
         percentile(&starts, 0.5),

@@ -162,6 +162,87 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
+
+    /// A protobuf field key: field number and wire type.
+    fn key(field: u8, wire: u8) -> u8 {
+        (field << 3) | wire
+    }
+
+    /// A length-delimited field.
+    fn bytes_field(field: u8, v: &[u8]) -> Vec<u8> {
+        let mut out = vec![key(field, 2), v.len() as u8];
+        out.extend_from_slice(v);
+        out
+    }
+
+    /// An OFFER as NetBird's client sends it, assembled by hand from the field numbers of
+    /// signalexchange.proto (not by our encoder): type OFFER is 0, so proto3 leaves it out;
+    /// the port 51820 as a varint; its version, the features it supports (packed), a
+    /// Rosenpass key and address, its home relay and a session id, and a field from a newer
+    /// version. The ICE part is read; everything else is skipped.
+    #[test]
+    fn a_netbird_client_offer_is_read() {
+        let mut wire = Vec::new();
+        wire.extend(bytes_field(2, b"nbUfrag1:nbPassword0123456789ab"));
+        wire.extend([key(3, 0), 0xec, 0x94, 0x03]);
+        wire.extend(bytes_field(4, b"0.59.3"));
+        wire.extend(bytes_field(6, &[0x01]));
+        let mut rosenpass = bytes_field(1, &[7; 32]);
+        rosenpass.extend(bytes_field(2, b"192.0.2.9:9999"));
+        wire.extend(bytes_field(7, &rosenpass));
+        wire.extend(bytes_field(8, b"rels://relay.example.net:443"));
+        wire.extend(bytes_field(10, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        wire.extend(bytes_field(12, b"from a newer client"));
+        let b = Body::decode(wire.as_slice()).expect("a NetBird OFFER decodes");
+        assert_eq!(b.wg_listen_port, 51820);
+        assert_eq!(b.net_bird_version, "0.59.3");
+        assert_eq!(
+            b.relay_server_address.as_deref(),
+            Some("rels://relay.example.net:443")
+        );
+        assert_eq!(
+            of_body(&b),
+            Some(Message::Offer(is::IceCreds {
+                ufrag: "nbUfrag1".into(),
+                pass: "nbPassword0123456789ab".into(),
+            }))
+        );
+        // An ANSWER is the same with type 1; a CANDIDATE (type 2) carries pion's line
+        // (`candidate:` prefix included).
+        let mut answer = vec![key(1, 0), 1];
+        answer.extend(bytes_field(2, b"u:p"));
+        let b = Body::decode(answer.as_slice()).unwrap();
+        assert!(matches!(of_body(&b), Some(Message::Answer(_))));
+        let line =
+            b"candidate:3 1 udp 1694498815 203.0.113.7 40001 typ srflx raddr 0.0.0.0 rport 51820";
+        let mut cand = vec![key(1, 0), 2];
+        cand.extend(bytes_field(2, line));
+        let b = Body::decode(cand.as_slice()).unwrap();
+        assert_eq!(
+            of_body(&b),
+            Some(Message::Candidate(
+                String::from_utf8(line.to_vec()).unwrap()
+            ))
+        );
+    }
+
+    /// What we send, read field by field as NetBird's client reads it: OFFER (type 0, left
+    /// out), `ufrag:pwd` in field 2, the WireGuard port in field 3, our version in field 4,
+    /// and no relay address (we offer none of NetBird's own relay).
+    #[test]
+    fn our_offer_has_the_fields_netbird_reads() {
+        let creds = is::IceCreds {
+            ufrag: "Ab".into(),
+            pass: "pw".into(),
+        };
+        let wire = to_body(&Message::Offer(creds), 51820).encode_to_vec();
+        let mut want = bytes_field(2, b"Ab:pw");
+        want.extend([key(3, 0), 0xec, 0x94, 0x03]);
+        let version = concat!("swiftgate-", env!("CARGO_PKG_VERSION"));
+        want.extend(bytes_field(4, version.as_bytes()));
+        assert_eq!(wire, want);
+    }
 
     #[test]
     fn ice_messages_map_to_netbird_bodies_and_back() {

@@ -145,17 +145,7 @@ fn berlin_office_through_the_admin_api() {
         &[&router, &alice],
         || probe(443, Duration::from_secs(1)),
     );
-    assert!(
-        !probe(22, traffic::BLOCKED_TIMEOUT),
-        "only the policy's port"
-    );
-    assert!(
-        wiki.peer_ips()
-            .iter()
-            .all(|ip| *ip == IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
-        "masqueraded: {:?}",
-        wiki.peer_ips()
-    );
+    traffic::assert_only_443_masqueraded(probe, &wiki, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
 
     // Disabling it: new flows are gone within a second.
     m.post(&format!("/api/policies/{pol_id}/disable"), json!({}));

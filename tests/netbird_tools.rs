@@ -131,17 +131,7 @@ fn the_pypi_netbird_client_drives_agents_over_tls() {
         Duration::from_secs(20),
         || probe(443, Duration::from_secs(1)),
     );
-    assert!(
-        !probe(22, traffic::BLOCKED_TIMEOUT),
-        "only the policy's port"
-    );
-    assert!(
-        wiki.peer_ips()
-            .iter()
-            .all(|ip| *ip == IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
-        "masqueraded: {:?}",
-        wiki.peer_ips()
-    );
+    traffic::assert_only_443_masqueraded(probe, &wiki, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     // The activity log names the token's user for every change the client made.
     let events = m.call("GET", "/api/events/audit", None, false);
     let codes: Vec<&str> = events

@@ -424,3 +424,20 @@ pub fn ping(ns: &NetNs, src: IpAddr, dst: IpAddr) -> Result<bool> {
     )?;
     Ok(out.success())
 }
+
+/// The Berlin Office walkthrough's checks once its policy (TCP 443 to the wiki) works:
+/// `probe(port, timeout)` (a connection attempt from the client) does not reach port 22, and
+/// every connection the wiki accepted came from `masquerade` (the routing peer's LAN address:
+/// masquerade is on).
+pub fn assert_only_443_masqueraded(
+    probe: impl Fn(u16, Duration) -> bool,
+    wiki: &TcpServer,
+    masquerade: IpAddr,
+) {
+    assert!(!probe(22, BLOCKED_TIMEOUT), "only the policy's port");
+    let seen = wiki.peer_ips();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|ip| *ip == masquerade),
+        "masqueraded to {masquerade}: {seen:?}"
+    );
+}

@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use swiftgate_testkit::{
     mgmt::{Agent, Mgmt, enrol, enrol_as, peer, wait_ready},
-    nat::{Homes, Mapping, TURN_SECRET, coturn, management, two_homes},
+    nat::{
+        Homes, Mapping, TURN_SECRET, coturn, coturn_on, management, management_announcing,
+        turn_config_at, two_homes,
+    },
     traffic,
     wg::{Lab, sh},
 };
@@ -599,21 +602,19 @@ fn berlin_office_with_alice_and_the_routing_peer_behind_different_nats() {
     drop(m);
 }
 
-/// Dual-stack homes whose IPv4 paths to each other are cut (the internet forwards no IPv4
-/// between them; management, Signal and STUN stay reachable over IPv4) but whose IPv6
-/// addresses are routed (2001:db8::/32, no NAT, as IPv6 homes usually are): ICE offers the
-/// IPv6 host candidates beside the IPv4 ones, and the pair it selects, WireGuard's path and
-/// the traffic are IPv6.
-#[test]
-fn dual_stack_peers_connect_over_ipv6_when_ipv4_cannot() {
-    let mut lab = Lab::new();
+/// The two-home lab made dual-stack: IPv6 routed between the homes (2001:db8:a::/64 and
+/// 2001:db8:b::/64 through the routers and the internet's 2001:db8:1::1 and 2001:db8:2::1,
+/// no NAT, as IPv6 homes usually are), and no IPv4 forwarded between them (management,
+/// Signal and coturn on the internet itself stay reachable over IPv4).
+fn dual_stack(lab: &mut Lab) -> Homes {
+    let homes = two_homes(lab, Mapping::Cone, Mapping::Cone);
     let Homes {
         inet,
         nat_a,
         home_a,
         nat_b,
         home_b,
-    } = two_homes(&mut lab, Mapping::Cone, Mapping::Cone);
+    } = homes;
     let v6 = |ns: usize, args: &[&str]| {
         lab.n(ns).ip(args).unwrap().check().unwrap();
     };
@@ -668,13 +669,30 @@ fn dual_stack_peers_connect_over_ipv6_when_ipv4_cannot() {
     );
     assert!(
         !answers(
-            &lab,
+            lab,
             home_a,
             Ipv4Addr::new(192, 0, 2, 2),
             Ipv4Addr::new(203, 0, 113, 18)
         ),
         "no IPv4 between the homes"
     );
+    homes
+}
+
+/// Dual-stack homes whose IPv4 paths to each other are cut (the internet forwards no IPv4
+/// between them; management, Signal and STUN stay reachable over IPv4) but whose IPv6
+/// addresses are routed (2001:db8::/32, no NAT, as IPv6 homes usually are): ICE offers the
+/// IPv6 host candidates beside the IPv4 ones, and the pair it selects, WireGuard's path and
+/// the traffic are IPv6.
+#[test]
+fn dual_stack_peers_connect_over_ipv6_when_ipv4_cannot() {
+    let mut lab = Lab::new();
+    let Homes {
+        inet,
+        home_a,
+        home_b,
+        ..
+    } = dual_stack(&mut lab);
     let _coturn = coturn(&lab, inet, None);
     let (m, key) = management(&lab, inet, None);
     let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
@@ -705,6 +723,84 @@ fn dual_stack_peers_connect_over_ipv6_when_ipv4_cannot() {
             .as_str()
             .is_some_and(|l| l.starts_with("[2001:db8:a::2]")),
         "{p}"
+    );
+    assert!(answers(&lab, home_b, bob_ip, alice_ip), "bob -> alice");
+    drop(m);
+}
+
+/// The dual-stack homes with IPv6 between them cut too (the internet forwards nothing
+/// between the homes), and coturn announced only at its IPv6 address for TURN (STUN at both):
+/// each agent learns its IPv6 reflexive address, allocates an IPv6 relayed address
+/// (REQUESTED-ADDRESS-FAMILY), and the only pairs that work, through the IPv6 relay, carry
+/// WireGuard.
+#[test]
+fn dual_stack_peers_relay_over_ipv6_when_nothing_else_works() {
+    let mut lab = Lab::new();
+    let Homes {
+        inet,
+        home_a,
+        home_b,
+        ..
+    } = dual_stack(&mut lab);
+    let ni = Some(lab.n(inet));
+    sh(ni, &["nft", "add table ip6 cut"]);
+    sh(
+        ni,
+        &[
+            "nft",
+            "add chain ip6 cut between { type filter hook forward priority 0 ; policy drop ; }",
+        ],
+    );
+    let _coturn = coturn_on(&lab, inet, Some(TURN_SECRET), &["2001:db8:1::1"]);
+    let (m, key) = management_announcing(
+        &lab,
+        inet,
+        vec![
+            "stun:203.0.113.1:3478".into(),
+            "stun:[2001:db8:1::1]:3478".into(),
+        ],
+        Some(turn_config_at(
+            "turn:[2001:db8:1::1]:3478?transport=udp",
+            Duration::from_secs(600),
+        )),
+    );
+    let (alice, alice_ip) = up(&lab, home_a, "alice", &m, &key);
+    let (bob, bob_ip) = up(&lab, home_b, "bob", &m, &key);
+    wait(
+        "alice -> bob through the IPv6 relay",
+        Duration::from_secs(60),
+        &[&alice, &bob],
+        || answers(&lab, home_a, alice_ip, bob_ip),
+    );
+    wait(
+        "both sides' ICE to report a pair",
+        Duration::from_secs(10),
+        &[&alice, &bob],
+        || path_of(&alice).0 != "-" && path_of(&bob).0 != "-",
+    );
+    let (sa, sb) = (status(&alice), status(&bob));
+    eprintln!("alice {sa}\nbob {sb}");
+    assert_eq!(
+        (path_of(&alice).0.as_str(), path_of(&bob).0.as_str()),
+        ("relayed", "relayed")
+    );
+    // The IPv6 reflexive address (no NAT: the host's own) came from coturn's IPv6 address.
+    assert!(
+        sa["reflexive"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|a| a == "[2001:db8:a::2]:51820")),
+        "{sa}"
+    );
+    // One side's pair starts at its IPv6 relayed address, the other's ends there.
+    let relayed_v6 = |s: &Value, end: &str| {
+        s["peers"][0]["ice"][end]
+            .as_str()
+            .is_some_and(|a| a.starts_with("[2001:db8:1::1]:"))
+    };
+    assert!(
+        (relayed_v6(&sa, "local") && relayed_v6(&sb, "remote"))
+            || (relayed_v6(&sb, "local") && relayed_v6(&sa, "remote")),
+        "alice {sa}\nbob {sb}"
     );
     assert!(answers(&lab, home_b, bob_ip, alice_ip), "bob -> alice");
     drop(m);

@@ -24,9 +24,11 @@
 //! [`Allocation::poll_timeout`]); speak TURN over TCP, TLS or DTLS; gather candidates or run
 //! connectivity checks (ICE is another module's); use RFC 8489's SHA-256 integrity,
 //! PASSWORD-ALGORITHMS or USERHASH (coturn takes the SHA-1 variant); or ask for a dual-stack
-//! allocation (no REQUESTED-/ADDITIONAL-ADDRESS-FAMILY: the relayed address is IPv4, RFC
-//! 8656's default, so only IPv4 peers are reachable through it; peer addresses of either
-//! family are encoded and decoded, and the server refuses the other family's permission).
+//! allocation (no ADDITIONAL-ADDRESS-FAMILY). The relayed address has the family of the
+//! server's address: an allocation made over IPv4 relays from IPv4 (RFC 8656's default),
+//! one made over IPv6 asks for IPv6 (REQUESTED-ADDRESS-FAMILY); a name that resolves to
+//! both gives one allocation of each. Peer addresses of either family are encoded and
+//! decoded, and the server refuses the other family's permission.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -65,6 +67,7 @@ const ATTR_DATA: u16 = 0x0013;
 const ATTR_REALM: u16 = 0x0014;
 const ATTR_NONCE: u16 = 0x0015;
 const ATTR_XOR_RELAYED_ADDRESS: u16 = 0x0016;
+const ATTR_REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
 const ATTR_REQUESTED_TRANSPORT: u16 = 0x0019;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_FINGERPRINT: u16 = 0x8028;
@@ -668,7 +671,14 @@ impl Allocation {
         b.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
         b.extend_from_slice(id);
         match req {
-            Req::Allocate => put_attr(&mut b, ATTR_REQUESTED_TRANSPORT, &[UDP, 0, 0, 0]),
+            Req::Allocate => {
+                put_attr(&mut b, ATTR_REQUESTED_TRANSPORT, &[UDP, 0, 0, 0]);
+                // Reached over IPv6: an IPv6 relayed address (RFC 8656's default is IPv4),
+                // for peers reachable over IPv6.
+                if self.server.is_ipv6() {
+                    put_attr(&mut b, ATTR_REQUESTED_ADDRESS_FAMILY, &[0x02, 0, 0, 0]);
+                }
+            }
             Req::Refresh { lifetime } => {
                 if let Some(l) = lifetime {
                     put_attr(&mut b, ATTR_LIFETIME, &l.to_be_bytes());
@@ -1256,6 +1266,35 @@ mod tests {
         assert_eq!(
             a.handle(server(), &ok, t0),
             Err(TurnError::UnknownTransaction)
+        );
+    }
+
+    #[test]
+    fn an_allocation_over_ipv6_asks_for_an_ipv6_relayed_address() {
+        let t0 = Instant::now();
+        let v4 = next(&mut Allocation::new(
+            server(),
+            USER.into(),
+            PASS.into(),
+            t0,
+            counter(),
+        ));
+        assert!(
+            parse(&v4)
+                .unwrap()
+                .get(ATTR_REQUESTED_ADDRESS_FAMILY)
+                .is_none()
+        );
+        let v6_server: SocketAddr = "[2001:db8:1::1]:3478".parse().unwrap();
+        let (to, v6) = Allocation::new(v6_server, USER.into(), PASS.into(), t0, counter())
+            .poll_transmit()
+            .expect("an Allocate");
+        assert_eq!(to, v6_server);
+        let m = parse(&v6).unwrap();
+        assert_eq!(m.ty, ALLOCATE);
+        assert_eq!(
+            m.get(ATTR_REQUESTED_ADDRESS_FAMILY),
+            Some(&[0x02, 0, 0, 0][..])
         );
     }
 

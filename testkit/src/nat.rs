@@ -29,8 +29,16 @@ pub const TURN_SECRET: &str = "nat-traversal-test-secret";
 /// The management server's TURN settings for [`coturn`]'s server: credentials from
 /// [`TURN_SECRET`], lasting `ttl`.
 pub fn turn_config(ttl: std::time::Duration) -> swiftgate_management::turn::TurnConfig {
+    turn_config_at("turn:203.0.113.1:3478?transport=udp", ttl)
+}
+
+/// [`turn_config`] for the TURN server at `uri`.
+pub fn turn_config_at(
+    uri: &str,
+    ttl: std::time::Duration,
+) -> swiftgate_management::turn::TurnConfig {
     swiftgate_management::turn::TurnConfig {
-        uris: vec!["turn:203.0.113.1:3478?transport=udp".into()],
+        uris: vec![uri.into()],
         secret: swiftgate_management::turn::TurnSecret::new(TURN_SECRET),
         ttl,
     }
@@ -39,7 +47,17 @@ pub fn turn_config(ttl: std::time::Duration) -> swiftgate_management::turn::Turn
 /// coturn on the "internet" at 203.0.113.1:3478: STUN only (`secret` `None`), or STUN and
 /// TURN with the TURN REST-API shared secret (relaying from 203.0.113.1).
 pub fn coturn(lab: &Lab, inet: usize, secret: Option<&str>) -> Coturn {
+    coturn_on(lab, inet, secret, &[])
+}
+
+/// [`coturn`], also listening on and relaying from `more` (addresses `inet` already has, an
+/// IPv6 one for IPv6 relayed addresses).
+pub fn coturn_on(lab: &Lab, inet: usize, secret: Option<&str>, more: &[&str]) -> Coturn {
     let mut cmd = Command::new("turnserver");
+    for ip in more {
+        cmd.arg(format!("--listening-ip={ip}"));
+        cmd.arg(format!("--relay-ip={ip}"));
+    }
     cmd.args([
         "-n",
         "--listening-ip=203.0.113.1",
@@ -250,13 +268,22 @@ pub fn management(
     inet: usize,
     turn_ttl: Option<std::time::Duration>,
 ) -> (crate::mgmt::Mgmt, String) {
-    let m = crate::mgmt::Mgmt::start_with_servers(
+    management_announcing(
         lab,
         inet,
-        "203.0.113.1",
         vec!["stun:203.0.113.1:3478".into()],
         turn_ttl.map(turn_config),
-    );
+    )
+}
+
+/// [`management`] announcing `stuns` and `turn` instead of coturn's IPv4 address.
+pub fn management_announcing(
+    lab: &Lab,
+    inet: usize,
+    stuns: Vec<String>,
+    turn: Option<swiftgate_management::turn::TurnConfig>,
+) -> (crate::mgmt::Mgmt, String) {
+    let m = crate::mgmt::Mgmt::start_with_servers(lab, inet, "203.0.113.1", stuns, turn);
     let key = m.post(
         "/api/setup-keys",
         serde_json::json!({"name": "homes", "type": "reusable", "expires_in": 3600}),

@@ -60,6 +60,36 @@ pub struct Netmapper<'a> {
     policies: Vec<&'a Policy>,
     /// IPv6 overlay addresses of the peers that have one ([`Account::peer_ipv6`]).
     ipv6: HashMap<&'a str, Ipv6Addr>,
+    /// Routing peers' DNS forwarder port, the same for every peer ([`forwarder_port`]).
+    forwarder_port: u16,
+}
+
+/// The DNS forwarder port for an account, as NetBird's server decides it: the new port only
+/// when every peer reports a NetBird version from [`DNS_FORWARDER_PORT_SINCE`] on (a
+/// development build counts as new; a missing or unparsable version as old); the old one for
+/// an account without peers.
+fn forwarder_port(account: &Account) -> u16 {
+    let new_enough = |v: &str| {
+        let v = v.trim();
+        if ["development", "dev-", "ci-"]
+            .iter()
+            .any(|p| v.starts_with(p))
+        {
+            return true;
+        }
+        crate::model::version::compare_versions(v, DNS_FORWARDER_PORT_SINCE)
+            .is_some_and(|o| o.is_ge())
+    };
+    if !account.peers.is_empty()
+        && account
+            .peers
+            .values()
+            .all(|p| new_enough(&p.meta.client_version))
+    {
+        DNS_FORWARDER_PORT
+    } else {
+        DNS_FORWARDER_PORT_OLD
+    }
 }
 
 /// The map of one peer (`None` if there is no such peer).
@@ -177,6 +207,7 @@ impl<'a> Netmapper<'a> {
 
         Netmapper {
             ipv6,
+            forwarder_port: forwarder_port(account),
             account,
             group_peers,
             group_resources,
@@ -512,6 +543,71 @@ impl<'a> Netmapper<'a> {
         }
     }
 
+    /// `me`'s DNS: service on unless one of its groups is a disabled management group; the
+    /// names of `me` and of `peers` (those its map connects it to), AAAA only where `v6`;
+    /// the enabled name server groups distributed to one of its groups, unless `me` is
+    /// one of their servers (it would ask itself).
+    fn dns<'p>(
+        &self,
+        me: &'p Peer,
+        peers: impl Iterator<Item = &'p Peer>,
+        v6: bool,
+        base: DnsConfig,
+    ) -> DnsConfig {
+        let s = &self.account.settings;
+        let in_groups = |gs: &[GroupId]| gs.iter().any(|g| me.groups.contains(g));
+        if in_groups(&s.dns_disabled_management_groups) {
+            return base;
+        }
+        let mut records: Vec<DnsRecord> = std::iter::once(me)
+            .chain(peers)
+            .flat_map(|p| {
+                let name = self.account.fqdn(p);
+                let v4 = DnsRecord {
+                    name: name.clone(),
+                    addr: IpAddr::V4(p.ip),
+                };
+                let v6 = self
+                    .ipv6
+                    .get(p.id.as_str())
+                    .filter(|_| v6)
+                    .map(|a| DnsRecord {
+                        name,
+                        addr: IpAddr::V6(*a),
+                    });
+                std::iter::once(v4).chain(v6)
+            })
+            .collect();
+        records.sort();
+        records.dedup();
+        let mine = |n: &crate::model::Nameserver| {
+            n.ip == IpAddr::V4(me.ip)
+                || self
+                    .ipv6
+                    .get(me.id.as_str())
+                    .is_some_and(|a| n.ip == IpAddr::V6(*a))
+        };
+        let nameserver_groups = self
+            .account
+            .nameserver_groups
+            .values()
+            .filter(|g| g.enabled && in_groups(&g.groups))
+            .filter(|g| !g.nameservers.iter().any(mine))
+            .map(|g| DnsNameservers {
+                nameservers: g.nameservers.clone(),
+                primary: g.primary,
+                domains: g.domains.clone(),
+                search_domains_enabled: g.search_domains_enabled,
+            })
+            .collect();
+        DnsConfig {
+            service_enable: true,
+            records,
+            nameserver_groups,
+            ..base
+        }
+    }
+
     /// The network map of one peer; `None` if there is no such peer. Unapproved peers get a
     /// map with only their own settings.
     pub fn map_for(&self, peer_id: &str) -> Option<NetworkMap> {
@@ -537,8 +633,9 @@ impl<'a> Netmapper<'a> {
                 approved: me.approved,
             },
             dns: DnsConfig {
-                service_enable: false,
                 domain: a.settings.dns_domain.clone(),
+                forwarder_port: self.forwarder_port,
+                ..Default::default()
             },
             ..Default::default()
         };
@@ -806,6 +903,7 @@ impl<'a> Netmapper<'a> {
 
         self.network_routes(me, &mut routes, &mut rfw, &mut remote);
 
+        map.dns = self.dns(me, remote.values().copied(), include_v6, map.dns);
         map.remote_peers = remote
             .into_values()
             .map(|p| RemotePeer {

@@ -122,6 +122,56 @@ fn route_firewall_rule(r: &RouteFirewallRule) -> pb::RouteFirewallRule {
     }
 }
 
+/// DNS as NetBird's `DNSConfig`: the peers' names as one custom zone (`<domain>.`, records
+/// named `<label>.<domain>` without the trailing dot, class IN, TTL 300; left out when
+/// empty), the name server groups (type 1 = UDP), and the forwarder port.
+pub fn dns_config(dns: &DnsConfig) -> pb::DnsConfig {
+    let records: Vec<pb::SimpleRecord> = dns
+        .records
+        .iter()
+        .map(|r| pb::SimpleRecord {
+            name: r.name.clone(),
+            r#type: if r.addr.is_ipv4() { 1 } else { 28 },
+            class: "IN".into(),
+            ttl: i64::from(PEER_RECORD_TTL),
+            r_data: r.addr.to_string(),
+        })
+        .collect();
+    let custom_zones = if records.is_empty() || dns.domain.is_empty() {
+        Vec::new()
+    } else {
+        vec![pb::CustomZone {
+            domain: format!("{}.", dns.domain.trim_end_matches('.')),
+            records,
+            search_domain_disabled: false,
+            non_authoritative: false,
+        }]
+    };
+    pb::DnsConfig {
+        service_enable: dns.service_enable,
+        name_server_groups: dns
+            .nameserver_groups
+            .iter()
+            .map(|g| pb::NameServerGroup {
+                name_servers: g
+                    .nameservers
+                    .iter()
+                    .map(|n| pb::NameServer {
+                        ip: n.ip.to_string(),
+                        ns_type: 1,
+                        port: i64::from(n.port),
+                    })
+                    .collect(),
+                primary: g.primary,
+                domains: g.domains.clone(),
+                search_domains_enabled: g.search_domains_enabled,
+            })
+            .collect(),
+        custom_zones,
+        forwarder_port: i64::from(dns.forwarder_port),
+    }
+}
+
 /// The network map as NetBird's protobuf `NetworkMap`, with the `*IsEmpty` flags set for
 /// deliberately empty lists.
 pub fn network_map(map: &NetworkMap) -> pb::NetworkMap {
@@ -131,10 +181,7 @@ pub fn network_map(map: &NetworkMap) -> pb::NetworkMap {
         remote_peers: map.remote_peers.iter().map(remote_peer).collect(),
         remote_peers_is_empty: map.remote_peers.is_empty(),
         routes: map.routes.iter().map(route).collect(),
-        dns_config: Some(pb::DnsConfig {
-            service_enable: map.dns.service_enable,
-            ..Default::default()
-        }),
+        dns_config: Some(dns_config(&map.dns)),
         offline_peers: vec![],
         firewall_rules: map.firewall_rules.iter().map(firewall_rule).collect(),
         firewall_rules_is_empty: map.firewall_rules.is_empty(),

@@ -1252,3 +1252,125 @@ fn network_routes_reach_distribution_peers_and_admit_what_they_should() {
         Err(ModelError::Conflict(_))
     ));
 }
+
+/// DNS as NetBird's server fills it: peer names of the peer and those its map connects it to
+/// (no others), name server groups by distribution group (enabled only, not the ones naming
+/// the peer itself as a server), nothing for a peer in a disabled management group, and the
+/// forwarder port from every peer's version.
+#[test]
+fn dns_config_as_netbird_fills_it() {
+    let mut w = World::zero_trust();
+    for g in ["Development", "routers", "Finance"] {
+        w.group(g);
+    }
+    let alice = w.peer("alice", &["Development"]);
+    let gw = w.peer("office-gw", &["routers"]);
+    let eve = w.peer("eve", &["Finance"]);
+    w.policy("dev-to-gw", &["Development"], &["routers"], "tcp", &["443"]);
+    let ns = |name: &str, ip: &str, groups: &[&str], primary: bool, domains: &[&str]| {
+        NameserverGroupInput {
+            name: name.into(),
+            nameservers: vec![NameserverInput {
+                ip: ip.into(),
+                ns_type: None,
+                port: None,
+            }],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            primary,
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        }
+    };
+    w.a.create_nameserver_group(&ns(
+        "berlin",
+        "192.0.2.53",
+        &["Development"],
+        false,
+        &["berlin.internal"],
+    ))
+    .unwrap();
+    w.a.create_nameserver_group(&ns("all-dns", "198.51.100.53", &["Finance"], true, &[]))
+        .unwrap();
+    let mut off = ns("off", "192.0.2.54", &["Development"], true, &[]);
+    off.enabled = Some(false);
+    w.a.create_nameserver_group(&off).unwrap();
+    // A group whose server is the gateway itself: not sent to the gateway.
+    w.a.create_nameserver_group(&ns(
+        "self",
+        &gw.ip.to_string(),
+        &["routers"],
+        false,
+        &["corp.internal"],
+    ))
+    .unwrap();
+
+    let m = w.map("alice");
+    assert!(m.dns.service_enable);
+    let names: Vec<(String, String)> = m
+        .dns
+        .records
+        .iter()
+        .map(|r| (r.name.clone(), r.addr.to_string()))
+        .collect();
+    let mut want = vec![
+        (w.a.fqdn(&alice), alice.ip.to_string()),
+        (w.a.fqdn(&gw), gw.ip.to_string()),
+    ];
+    want.sort();
+    assert_eq!(
+        names, want,
+        "alice sees her own name and the gateway's, not eve's"
+    );
+    assert_eq!(m.dns.nameserver_groups.len(), 1, "{:?}", m.dns);
+    let g = &m.dns.nameserver_groups[0];
+    assert_eq!(g.domains, vec!["berlin.internal".to_string()]);
+    assert!(!g.primary);
+    assert_eq!(g.nameservers[0].port, 53);
+    assert!(
+        w.map("office-gw").dns.nameserver_groups.is_empty(),
+        "the gateway is the 'self' group's server"
+    );
+    let e = w.map("eve");
+    assert!(e.dns.nameserver_groups[0].primary);
+    assert_eq!(
+        e.dns.records.len(),
+        1,
+        "eve reaches nobody: her own name only"
+    );
+    assert_eq!(e.dns.records[0].name, w.a.fqdn(&eve));
+
+    // The wire: one zone `<domain>.`, names without the dot, A records, class IN, TTL 300;
+    // name servers as UDP (1).
+    let pb = proto::dns_config(&m.dns);
+    assert_eq!(pb.custom_zones.len(), 1);
+    assert_eq!(
+        pb.custom_zones[0].domain,
+        format!("{}.", w.a.settings.dns_domain)
+    );
+    assert!(
+        pb.custom_zones[0]
+            .records
+            .iter()
+            .all(|r| r.r#type == 1 && r.class == "IN" && r.ttl == 300 && !r.name.ends_with('.'))
+    );
+    assert_eq!(pb.name_server_groups[0].name_servers[0].ns_type, 1);
+    assert_eq!(pb.name_server_groups[0].name_servers[0].ip, "192.0.2.53");
+
+    // Development's DNS managed elsewhere: alice gets the service off and nothing else.
+    w.a.set_dns_disabled_groups(&["Development".into()])
+        .unwrap();
+    let m = w.map("alice");
+    assert!(!m.dns.service_enable);
+    assert!(m.dns.records.is_empty() && m.dns.nameserver_groups.is_empty());
+    assert!(proto::dns_config(&m.dns).custom_zones.is_empty());
+
+    // The forwarder port: 5353 while a peer is older than 0.59.0 (all are 0.50.0 here),
+    // 22054 once every peer is new enough or a development build.
+    assert_eq!(m.dns.forwarder_port, DNS_FORWARDER_PORT_OLD);
+    let mut w2 = World::zero_trust();
+    w2.peer_with("new", &[], "0.59.3");
+    w2.peer_with("dev", &[], "development");
+    assert_eq!(w2.map("new").dns.forwarder_port, DNS_FORWARDER_PORT);
+    w2.peer_with("old", &[], "0.58.9");
+    assert_eq!(w2.map("new").dns.forwarder_port, DNS_FORWARDER_PORT_OLD);
+}

@@ -152,14 +152,55 @@ pub struct RouteFirewallRule {
     pub policy_id: PolicyId,
 }
 
-/// DNS settings. A placeholder: the server does not manage name servers or zones yet, so the
-/// agent's DNS service stays off.
+/// The port of a routing peer's DNS forwarder (domain resources) when every peer of the
+/// account understands it (NetBird 0.59.0 and later).
+pub const DNS_FORWARDER_PORT: u16 = 22054;
+/// The forwarder port older NetBird clients use (and every client when one peer is older).
+pub const DNS_FORWARDER_PORT_OLD: u16 = 5353;
+/// The first NetBird version that takes [`DNS_FORWARDER_PORT`].
+pub const DNS_FORWARDER_PORT_SINCE: &str = "0.59.0";
+/// TTL of the peer-name records (NetBird's).
+pub const PEER_RECORD_TTL: u32 = 300;
+
+/// A peer's DNS configuration, as NetBird's server fills `DNSConfig`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsConfig {
-    /// Run the agent's DNS service.
+    /// Run the agent's DNS service: off for a peer in one of the DNS settings' disabled
+    /// management groups (it then gets no records and no name server groups either).
     pub service_enable: bool,
     /// The account's DNS domain (peer names live under it).
     pub domain: String,
+    /// The peer names this peer may look up: its own and those of the peers its map connects
+    /// it to (NetBird sends no others), A, and AAAA where the peer receives IPv6.
+    pub records: Vec<DnsRecord>,
+    /// The enabled name server groups distributed to one of this peer's groups (leaving out
+    /// those that name this peer's own address as a server).
+    pub nameserver_groups: Vec<DnsNameservers>,
+    /// Routing peers' DNS forwarder port: [`DNS_FORWARDER_PORT`] when every peer of the
+    /// account is new enough, else [`DNS_FORWARDER_PORT_OLD`] (the same for every peer).
+    pub forwarder_port: u16,
+}
+
+/// A peer name: `<label>.<domain>` (no trailing dot) and one of its addresses.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// `<label>.<domain>`.
+    pub name: String,
+    /// An A record for an IPv4 address, AAAA for IPv6.
+    pub addr: std::net::IpAddr,
+}
+
+/// A name server group as a peer gets it (no name or id: NetBird sends neither).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsNameservers {
+    /// The servers.
+    pub nameservers: Vec<crate::model::Nameserver>,
+    /// The resolver of every name.
+    pub primary: bool,
+    /// The domains it resolves (when not primary).
+    pub domains: Vec<String>,
+    /// Add `domains` to the peer's search domains.
+    pub search_domains_enabled: bool,
 }
 
 /// A process posture check the agent answers: the paths to report on.

@@ -555,7 +555,11 @@ impl<'a> Netmapper<'a> {
         base: DnsConfig,
     ) -> DnsConfig {
         let s = &self.account.settings;
-        let in_groups = |gs: &[GroupId]| gs.iter().any(|g| me.groups.contains(g));
+        // (The All group holds every peer without being listed in each peer's groups.)
+        let in_groups = |gs: &[GroupId]| {
+            gs.iter()
+                .any(|g| g == ALL_GROUP_ID || me.groups.contains(g))
+        };
         if in_groups(&s.dns_disabled_management_groups) {
             return base;
         }

@@ -1356,6 +1356,23 @@ fn dns_config_as_netbird_fills_it() {
     assert_eq!(pb.name_server_groups[0].name_servers[0].ns_type, 1);
     assert_eq!(pb.name_server_groups[0].name_servers[0].ip, "192.0.2.53");
 
+    // A group distributed to All reaches everyone.
+    w.a.create_nameserver_group(&ns(
+        "everyone",
+        "192.0.2.99",
+        &["All"],
+        false,
+        &["all.internal"],
+    ))
+    .unwrap();
+    assert!(
+        w.map("eve")
+            .dns
+            .nameserver_groups
+            .iter()
+            .any(|g| g.domains == ["all.internal"])
+    );
+
     // Development's DNS managed elsewhere: alice gets the service off and nothing else.
     w.a.set_dns_disabled_groups(&["Development".into()])
         .unwrap();

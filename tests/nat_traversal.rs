@@ -153,20 +153,7 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         ["srflx", "learnt"].contains(&bob_seen["endpoint_origin"].as_str().unwrap_or("")),
         "{peers}"
     );
-    // The controlled side's agent reports the pair once the controlling side's nomination
-    // has reached it, which can trail the first WireGuard handshake a little.
-    wait(
-        "alice's ICE connected to bob",
-        Duration::from_secs(10),
-        &[&alice],
-        || {
-            ["connected", "completed"].contains(
-                &status(&alice)["peers"][0]["ice"]["state"]
-                    .as_str()
-                    .unwrap_or(""),
-            )
-        },
-    );
+    wait_for_pairs(&[&alice]);
     // The round trip is measured by the side that initiated the handshake in force.
     let alice_seen = status(&bob)["peers"][0].clone();
     assert!(
@@ -264,6 +251,24 @@ fn cone_nat_peers_connect_through_server_reflexive_candidates() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Waits (10 s) until each of `agents` shows ICE's selected pair for its one peer: a path,
+/// and ICE connected or completed. The controlled side reports the pair once the controlling
+/// side's nomination has reached it, which can trail the first WireGuard handshake through
+/// it a little.
+fn wait_for_pairs(agents: &[&Agent]) {
+    wait(
+        "ICE to report the selected pair",
+        Duration::from_secs(10),
+        agents,
+        || {
+            agents.iter().all(|a| {
+                let (path, ice) = path_of(a);
+                path != "-" && (ice == "connected" || ice == "completed")
+            })
+        },
+    );
 }
 
 /// The path and ICE state `a` shows for its one peer.
@@ -526,18 +531,7 @@ fn berlin_office_with_alice_and_the_routing_peer_behind_different_nats() {
         &[&alice, &router],
         || answers(&lab, home_a, alice_ip, router_ip),
     );
-    // The controlled side's ICE can report its pair a moment after the first handshake
-    // through it (the controlling side nominates, WireGuard follows at once).
-    wait(
-        "both sides' ICE to report a pair",
-        Duration::from_secs(10),
-        &[&alice, &router],
-        || {
-            [path_of(&alice), path_of(&router)]
-                .iter()
-                .all(|(path, ice)| path != "-" && (ice == "connected" || ice == "completed"))
-        },
-    );
+    wait_for_pairs(&[&alice, &router]);
     let (pa, pr) = (path_of(&alice), path_of(&router));
     eprintln!(
         "alice {}\nrouter {}",
@@ -703,12 +697,7 @@ fn dual_stack_peers_connect_over_ipv6_when_ipv4_cannot() {
         &[&alice, &bob],
         || answers(&lab, home_a, alice_ip, bob_ip),
     );
-    wait(
-        "alice's ICE to report its pair",
-        Duration::from_secs(10),
-        &[&alice, &bob],
-        || path_of(&alice).0 != "-",
-    );
+    wait_for_pairs(&[&alice, &bob]);
     eprintln!(
         "alice {}\nbob {}",
         status(&alice)["peers"],
@@ -772,12 +761,7 @@ fn dual_stack_peers_relay_over_ipv6_when_nothing_else_works() {
         &[&alice, &bob],
         || answers(&lab, home_a, alice_ip, bob_ip),
     );
-    wait(
-        "both sides' ICE to report a pair",
-        Duration::from_secs(10),
-        &[&alice, &bob],
-        || path_of(&alice).0 != "-" && path_of(&bob).0 != "-",
-    );
+    wait_for_pairs(&[&alice, &bob]);
     let (sa, sb) = (status(&alice), status(&bob));
     eprintln!("alice {sa}\nbob {sb}");
     assert_eq!(
